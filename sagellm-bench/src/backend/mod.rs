@@ -1,0 +1,228 @@
+//! How tokens are produced: one streaming trait, one implementation per engine.
+//!
+//! A backend turns a [`GenerationRequest`] into a stream of [`StreamEvent`]s. The runner stamps
+//! each event with the clock the backend runs on ([`Backend::clock`]), so TTFT and the gaps
+//! between tokens are measured where the tokens arrive, never reported by the backend itself.
+
+pub mod mock;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
+use crate::workload::Workload;
+
+/// One request as the backend receives it.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    /// The prompt text.
+    pub prompt: String,
+    /// The prompt's length in tokens, as the workload built it.
+    pub prompt_tokens: usize,
+    /// How many tokens to generate. Backends generate exactly this many unless they fail.
+    pub max_output_tokens: usize,
+}
+
+/// What a backend's stream yields. A stream ends with exactly one `Done` or `Error`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// Output content: `tokens` tokens of `text`. An event with `tokens == 0` (a role-only or
+    /// empty chunk) is not output and does not count towards TTFT.
+    Tokens { text: String, tokens: usize },
+    /// The request finished successfully.
+    Done {
+        /// Token counts as the backend reports them, where it does.
+        usage: Option<Usage>,
+    },
+    /// The request failed; tokens already streamed stay in its record.
+    Error(RequestError),
+}
+
+/// Token counts as reported by the backend (a server's `usage` block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl RequestError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        RequestError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+/// The kinds of request failure, for counting and for the per-request records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The engine refused or aborted the request (e.g. it can never fit in the KV cache).
+    Engine,
+    /// The request could not be sent or the connection broke.
+    Connection,
+    /// The server answered with an error status.
+    Http,
+    /// The stream did not follow the protocol (malformed chunk, ended without finishing).
+    Protocol,
+    /// No progress within the time limit.
+    Timeout,
+}
+
+/// Where a group of figures came from, so a reader never mistakes "unknown" for "zero".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FigureSource {
+    /// Measured in this process (clock stamps, resident memory sampling).
+    Measured,
+    /// Computed by the mock's simulated engine.
+    Simulated,
+    /// Scraped from the server's metrics endpoint.
+    Scraped,
+    /// The backend does not expose it; the figures are written as 0.
+    Unavailable,
+}
+
+/// Engine-side figures over one workload, as the backend knows them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EngineFigures {
+    pub kv: Option<KvFigures>,
+    pub memory: Option<MemoryFigures>,
+    pub spec: Option<SpecFigures>,
+    /// Where the figures above came from (ignored for the ones that are `None`).
+    pub source: Option<FigureSource>,
+}
+
+/// KV-cache figures over one workload.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct KvFigures {
+    /// Peak tokens resident in the KV cache.
+    pub used_tokens: u64,
+    /// Peak bytes resident in the KV cache.
+    pub used_bytes: u64,
+    /// Prompt tokens served from a cached prefix.
+    pub prefix_hit_tokens: u64,
+    /// Prompt tokens looked up in the prefix cache.
+    pub prefix_query_tokens: u64,
+    /// KV blocks evicted or preempted.
+    pub evict_count: u64,
+    /// Time spent evicting, in milliseconds.
+    pub evict_ms: f64,
+}
+
+/// Memory of the process that holds the model, over one workload.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MemoryFigures {
+    pub peak_mb: f64,
+    pub avg_mb: f64,
+}
+
+/// Speculative decoding figures over one workload.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SpecFigures {
+    pub draft_tokens: u64,
+    pub accepted_tokens: u64,
+}
+
+/// A setup failure that stops the run (as opposed to one failed request).
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// An inference engine the runner can drive.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// The backend's name as the CLI spells it, e.g. `mock`.
+    fn name(&self) -> &str;
+
+    /// The model being served, as recorded in the results.
+    fn model(&self) -> &str;
+
+    /// The clock to stamp events with. Real backends keep the default.
+    fn clock(&self) -> Clock {
+        Clock::real()
+    }
+
+    /// True when the model runs inside this process, so the runner samples this process's
+    /// resident memory for `peak_mem_mb` and `avg_mem_mb` (unless the backend reports its own).
+    fn model_in_process(&self) -> bool {
+        false
+    }
+
+    /// The backend's settings, recorded in the run's provenance.
+    fn settings(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Called before each workload (warm-up included). Engines that keep per-workload state
+    /// reset it here.
+    async fn start_workload(&self, _workload: &Workload) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Starts one request. The stream must end with `Done` or `Error`.
+    fn generate(&self, request: GenerationRequest) -> BoxStream<'static, StreamEvent>;
+
+    /// Called after the measured requests of a workload; returns the engine-side figures for the
+    /// measured part (warm-up excluded where the engine can tell).
+    async fn finish_workload(&self) -> Result<EngineFigures, BackendError> {
+        Ok(EngineFigures::default())
+    }
+
+    /// Called between warm-up and the measured requests, so engine statistics cover only the
+    /// latter. Engine state (such as a warm prefix cache) is kept.
+    async fn reset_statistics(&self) {}
+}
+
+/// The backends the CLI knows, including those not built yet.
+pub const BACKEND_NAMES: &[&str] = &["mock", "cpu", "openai", "vllm", "lmdeploy"];
+
+/// The issue that tracks each backend not built yet.
+const NOT_BUILT_YET: &[(&str, &str)] = &[
+    ("cpu", "in-process inference with candle (issue #4)"),
+    ("openai", "OpenAI-compatible servers (issue #5)"),
+    ("vllm", "a preset of the openai backend (issue #5)"),
+    ("lmdeploy", "a preset of the openai backend (issue #5)"),
+];
+
+/// Builds the backend the CLI or the harness names.
+pub fn create(
+    name: &str,
+    model: Option<String>,
+    mock: mock::MockConfig,
+) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
+    match name {
+        "mock" => Ok(std::sync::Arc::new(mock::MockBackend::new(mock, model)?)),
+        "cpu" if model.is_none() => Err(BackendError::Setup(
+            "--model required for CPU backend".to_string(),
+        )),
+        _ => match NOT_BUILT_YET.iter().find(|(n, _)| *n == name) {
+            Some((_, what)) => Err(BackendError::Setup(format!(
+                "the `{name}` backend ({what}) is not built yet; use --backend mock for now"
+            ))),
+            None => Err(BackendError::Setup(format!(
+                "unknown backend `{name}`; choose one of: {}",
+                BACKEND_NAMES.join(", ")
+            ))),
+        },
+    }
+}

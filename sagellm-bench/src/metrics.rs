@@ -1,0 +1,418 @@
+//! Per-request records -> workload aggregates, as defined in `docs/METRICS.md`.
+//!
+//! Percentiles are exact order statistics with linear interpolation between the two nearest
+//! ranks, the estimator numpy's `percentile` uses by default and vLLM's benchmark reports. With a
+//! handful of samples (the Year-1 workloads send 3 to 10 requests) a histogram's value-at-quantile
+//! would quantise and disagree with those tools; sorting a few thousand numbers costs nothing.
+//! Standard deviations are population standard deviations (numpy's default, `ddof = 0`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{EngineFigures, FigureSource};
+use crate::record::{RequestRecord, TokenCountSource};
+
+/// The version of the JSON files' shape. Bumped when a field changes meaning; adding a field
+/// does not bump it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Every aggregate of one workload: the contents of `<workload>_metrics.json`.
+///
+/// Latency aggregates are over successful requests; a figure that cannot be computed (no
+/// successful request, or no request with two tokens for TBT) is 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadMetrics {
+    pub schema_version: u32,
+    pub workload: String,
+    pub backend: String,
+    pub model: String,
+
+    pub avg_ttft_ms: f64,
+    pub p50_ttft_ms: f64,
+    pub p95_ttft_ms: f64,
+    pub p99_ttft_ms: f64,
+    pub std_ttft_ms: f64,
+    pub avg_tbt_ms: f64,
+    pub avg_tpot_ms: f64,
+    pub p50_tpot_ms: f64,
+    pub p95_tpot_ms: f64,
+    pub p99_tpot_ms: f64,
+    pub std_tpot_ms: f64,
+    pub avg_itl_ms: f64,
+    pub p50_itl_ms: f64,
+    pub p95_itl_ms: f64,
+    pub p99_itl_ms: f64,
+    pub std_itl_ms: f64,
+    pub avg_e2el_ms: f64,
+    pub p50_e2el_ms: f64,
+    pub p95_e2el_ms: f64,
+    pub p99_e2el_ms: f64,
+    pub std_e2el_ms: f64,
+
+    pub avg_throughput_tps: f64,
+    pub output_throughput_tps: f64,
+    pub input_throughput_tps: f64,
+    pub total_throughput_tps: f64,
+    pub request_throughput_rps: f64,
+    pub total_input_tokens: u64,
+    pub total_output_tokens: u64,
+
+    pub total_requests: u64,
+    pub successful_requests: u64,
+    pub failed_requests: u64,
+    pub error_rate: f64,
+
+    pub peak_mem_mb: f64,
+    pub avg_mem_mb: f64,
+
+    pub kv_used_tokens: u64,
+    pub kv_used_bytes: u64,
+    pub prefix_hit_rate: f64,
+    pub evict_count: u64,
+    pub evict_ms: f64,
+    pub spec_accept_rate: f64,
+
+    pub total_time_s: f64,
+    pub start_time: f64,
+    pub end_time: f64,
+
+    /// Where each group of figures came from.
+    pub sources: FigureSources,
+}
+
+/// Where each group of figures in a [`WorkloadMetrics`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FigureSources {
+    /// TTFT, TBT, TPOT, ITL, E2E and throughput: always stamped by the runner.
+    pub latency: FigureSource,
+    /// `output_tokens`: the backend's usage report, the stream's token counts, or both mixed.
+    pub output_tokens: OutputTokenSource,
+    pub memory: FigureSource,
+    pub kv_cache: FigureSource,
+    pub speculative: FigureSource,
+}
+
+/// Which count `n` came from, over a workload's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputTokenSource {
+    Usage,
+    Stream,
+    Mixed,
+    /// No request produced output.
+    None,
+}
+
+/// The moments bounding a workload, for wall time and the Unix timestamps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WallClock {
+    /// Unix time (seconds) of the workload's first send.
+    pub start_unix_s: f64,
+    /// Workload wall time: first send to last completion, in seconds.
+    pub total_time_s: f64,
+}
+
+/// Summary statistics of one sample set.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Stats {
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub std: f64,
+}
+
+impl Stats {
+    /// All zero for an empty sample.
+    pub fn of(samples: &[f64]) -> Stats {
+        if samples.is_empty() {
+            return Stats::default();
+        }
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len() as f64;
+        let mean = sorted.iter().sum::<f64>() / n;
+        let var = sorted.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        Stats {
+            mean,
+            p50: percentile(&sorted, 50.0),
+            p95: percentile(&sorted, 95.0),
+            p99: percentile(&sorted, 99.0),
+            std: var.sqrt(),
+        }
+    }
+}
+
+/// The `p`-th percentile (0..=100) of ascending `sorted` samples, interpolating linearly between
+/// the order statistics at ranks `floor(h)` and `ceil(h)`, `h = (n - 1) p / 100`.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        1 => sorted[0],
+        n => {
+            let h = (n - 1) as f64 * p / 100.0;
+            let lo = h.floor() as usize;
+            let hi = (lo + 1).min(n - 1);
+            sorted[lo] + (sorted[hi] - sorted[lo]) * (h - lo as f64)
+        }
+    }
+}
+
+fn ratio(numerator: f64, denominator: f64) -> f64 {
+    if denominator > 0.0 {
+        numerator / denominator
+    } else {
+        0.0
+    }
+}
+
+/// Computes every aggregate of one workload from its measured requests.
+pub fn aggregate(
+    workload: &str,
+    backend: &str,
+    model: &str,
+    records: &[RequestRecord],
+    wall: WallClock,
+    engine: &EngineFigures,
+) -> WorkloadMetrics {
+    let ok: Vec<&RequestRecord> = records.iter().filter(|r| r.success).collect();
+    let ttft: Vec<f64> = ok.iter().filter_map(|r| r.ttft_ms).collect();
+    let tpot: Vec<f64> = ok.iter().filter_map(|r| r.tpot_ms).collect();
+    let e2el: Vec<f64> = ok.iter().filter_map(|r| r.e2el_ms).collect();
+    let tbt: Vec<f64> = ok.iter().filter_map(|r| r.tbt_ms).collect();
+    let tput: Vec<f64> = ok.iter().filter_map(|r| r.throughput_tps).collect();
+    let itl: Vec<f64> = ok.iter().flat_map(|r| r.inter_token_gaps()).collect();
+    let (ttft_s, tpot_s, e2el_s, itl_s) = (
+        Stats::of(&ttft),
+        Stats::of(&tpot),
+        Stats::of(&e2el),
+        Stats::of(&itl),
+    );
+
+    let total_input: u64 = ok.iter().map(|r| r.prompt_tokens as u64).sum();
+    let total_output: u64 = ok.iter().map(|r| r.output_tokens as u64).sum();
+    let total = records.len() as u64;
+    let successful = ok.len() as u64;
+    let failed = total - successful;
+    let wall_s = wall.total_time_s;
+
+    let kv = engine.kv.unwrap_or_default();
+    let memory = engine.memory.unwrap_or_default();
+    let spec = engine.spec.unwrap_or_default();
+    let engine_source = engine.source.unwrap_or(FigureSource::Unavailable);
+    let source_of = |present: bool| {
+        if present {
+            engine_source
+        } else {
+            FigureSource::Unavailable
+        }
+    };
+    let output_tokens = {
+        let with_output = || records.iter().filter(|r| r.stream_tokens > 0);
+        let usage = with_output()
+            .filter(|r| r.output_tokens_source == TokenCountSource::Usage)
+            .count();
+        match (usage, with_output().count()) {
+            (_, 0) => OutputTokenSource::None,
+            (u, n) if u == n => OutputTokenSource::Usage,
+            (0, _) => OutputTokenSource::Stream,
+            _ => OutputTokenSource::Mixed,
+        }
+    };
+
+    WorkloadMetrics {
+        schema_version: SCHEMA_VERSION,
+        workload: workload.to_string(),
+        backend: backend.to_string(),
+        model: model.to_string(),
+        avg_ttft_ms: ttft_s.mean,
+        p50_ttft_ms: ttft_s.p50,
+        p95_ttft_ms: ttft_s.p95,
+        p99_ttft_ms: ttft_s.p99,
+        std_ttft_ms: ttft_s.std,
+        avg_tbt_ms: Stats::of(&tbt).mean,
+        avg_tpot_ms: tpot_s.mean,
+        p50_tpot_ms: tpot_s.p50,
+        p95_tpot_ms: tpot_s.p95,
+        p99_tpot_ms: tpot_s.p99,
+        std_tpot_ms: tpot_s.std,
+        avg_itl_ms: itl_s.mean,
+        p50_itl_ms: itl_s.p50,
+        p95_itl_ms: itl_s.p95,
+        p99_itl_ms: itl_s.p99,
+        std_itl_ms: itl_s.std,
+        avg_e2el_ms: e2el_s.mean,
+        p50_e2el_ms: e2el_s.p50,
+        p95_e2el_ms: e2el_s.p95,
+        p99_e2el_ms: e2el_s.p99,
+        std_e2el_ms: e2el_s.std,
+        avg_throughput_tps: Stats::of(&tput).mean,
+        output_throughput_tps: ratio(total_output as f64, wall_s),
+        input_throughput_tps: ratio(total_input as f64, wall_s),
+        total_throughput_tps: ratio((total_input + total_output) as f64, wall_s),
+        request_throughput_rps: ratio(successful as f64, wall_s),
+        total_input_tokens: total_input,
+        total_output_tokens: total_output,
+        total_requests: total,
+        successful_requests: successful,
+        failed_requests: failed,
+        error_rate: ratio(failed as f64, total as f64),
+        peak_mem_mb: memory.peak_mb,
+        avg_mem_mb: memory.avg_mb,
+        kv_used_tokens: kv.used_tokens,
+        kv_used_bytes: kv.used_bytes,
+        prefix_hit_rate: ratio(kv.prefix_hit_tokens as f64, kv.prefix_query_tokens as f64),
+        evict_count: kv.evict_count,
+        evict_ms: kv.evict_ms,
+        spec_accept_rate: ratio(spec.accepted_tokens as f64, spec.draft_tokens as f64),
+        total_time_s: wall_s,
+        start_time: wall.start_unix_s,
+        end_time: wall.start_unix_s + wall_s,
+        sources: FigureSources {
+            latency: FigureSource::Measured,
+            output_tokens,
+            memory: source_of(engine.memory.is_some()),
+            kv_cache: source_of(engine.kv.is_some()),
+            speculative: source_of(engine.spec.is_some()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{ErrorKind, KvFigures, RequestError, SpecFigures};
+    use crate::record::RawRequest;
+
+    fn ok(index: usize, start: f64, times: &[f64]) -> RequestRecord {
+        RequestRecord::new(RawRequest {
+            index,
+            start_ms: start,
+            prompt_tokens: 8,
+            token_times_ms: times.to_vec(),
+            token_counts: vec![1; times.len()],
+            finish_ms: *times.last().unwrap(),
+            ..RawRequest::default()
+        })
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9 * (1.0 + b.abs())
+    }
+
+    #[test]
+    fn percentiles_on_five_samples_match_numpy_linear() {
+        // numpy.percentile([10, 20, 30, 40, 100], q) with the default (linear) method:
+        // h = 4q/100. q=50: h=2 -> 30. q=95: h=3.8 -> 40 + 0.8*60 = 88. q=99: h=3.96 -> 97.6.
+        let s = [100.0, 20.0, 40.0, 10.0, 30.0];
+        let st = Stats::of(&s);
+        assert_eq!(st.p50, 30.0);
+        assert!(close(st.p95, 88.0));
+        assert!(close(st.p99, 97.6));
+        assert_eq!(st.mean, 40.0);
+        // Population variance: (900 + 400 + 100 + 0 + 3600) / 5 = 1000.
+        assert!(close(st.std, 1000f64.sqrt()));
+    }
+
+    #[test]
+    fn percentile_edge_cases() {
+        assert_eq!(percentile(&[], 50.0), 0.0);
+        assert_eq!(percentile(&[7.0], 99.0), 7.0);
+        assert_eq!(percentile(&[1.0, 3.0], 50.0), 2.0);
+        assert_eq!(percentile(&[1.0, 3.0], 0.0), 1.0);
+        assert_eq!(percentile(&[1.0, 3.0], 100.0), 3.0);
+    }
+
+    #[test]
+    fn aggregates_by_hand_with_a_failed_request() {
+        // A: sent at 0, tokens at 10, 20, 30 (n = 3): TTFT 10, E2E 30, TBT 10, TPOT 10.
+        // B: sent at 30, tokens at 20, 50 (n = 2): TTFT 20, E2E 50, TBT 30, TPOT 25.
+        // C: sent at 80, one token at 5 then fails at 15: counted as failed, ignored for latency.
+        let a = ok(0, 0.0, &[10.0, 20.0, 30.0]);
+        let b = ok(1, 30.0, &[20.0, 50.0]);
+        let c = RequestRecord::new(RawRequest {
+            index: 2,
+            start_ms: 80.0,
+            prompt_tokens: 8,
+            token_times_ms: vec![5.0],
+            token_counts: vec![1],
+            finish_ms: 15.0,
+            error: Some(RequestError::new(ErrorKind::Engine, "boom")),
+            ..RawRequest::default()
+        });
+        let wall = WallClock {
+            start_unix_s: 1000.0,
+            total_time_s: 0.095, // first send 0 ms to last completion 80 + 15 = 95 ms
+        };
+        let engine = EngineFigures {
+            kv: Some(KvFigures {
+                used_tokens: 24,
+                used_bytes: 2048,
+                prefix_hit_tokens: 16,
+                prefix_query_tokens: 64,
+                evict_count: 3,
+                evict_ms: 0.15,
+            }),
+            spec: Some(SpecFigures {
+                draft_tokens: 10,
+                accepted_tokens: 7,
+            }),
+            source: Some(FigureSource::Simulated),
+            ..EngineFigures::default()
+        };
+        let m = aggregate("w", "mock", "m", &[a, b, c], wall, &engine);
+        assert_eq!(
+            (m.total_requests, m.successful_requests, m.failed_requests),
+            (3, 2, 1)
+        );
+        assert!(close(m.error_rate, 1.0 / 3.0));
+        assert!(close(m.avg_ttft_ms, 15.0));
+        assert!(close(m.p50_ttft_ms, 15.0));
+        assert!(close(m.p99_ttft_ms, 10.0 + 0.99 * 10.0));
+        assert!(close(m.std_ttft_ms, 5.0));
+        assert!(close(m.avg_tbt_ms, 20.0));
+        assert!(close(m.avg_tpot_ms, 17.5));
+        assert!(close(m.avg_e2el_ms, 40.0));
+        // Pooled gaps of successful requests: 10, 10 (A) and 30 (B).
+        assert!(close(m.avg_itl_ms, 50.0 / 3.0));
+        assert!(close(m.p50_itl_ms, 10.0));
+        // Per-request throughput: A 3/0.03 = 100, B 2/0.05 = 40; mean 70.
+        assert!(close(m.avg_throughput_tps, 70.0));
+        // Successful tokens over wall time: output 5 / 0.095 s, input 16 / 0.095 s.
+        assert_eq!((m.total_output_tokens, m.total_input_tokens), (5, 16));
+        assert!(close(m.output_throughput_tps, 5.0 / 0.095));
+        assert!(close(m.input_throughput_tps, 16.0 / 0.095));
+        assert!(close(m.total_throughput_tps, 21.0 / 0.095));
+        assert!(close(m.request_throughput_rps, 2.0 / 0.095));
+        assert!(close(m.prefix_hit_rate, 0.25));
+        assert!(close(m.spec_accept_rate, 0.7));
+        assert_eq!(
+            (m.kv_used_tokens, m.kv_used_bytes, m.evict_count),
+            (24, 2048, 3)
+        );
+        assert!(close(m.end_time, 1000.095));
+        assert_eq!(m.sources.kv_cache, FigureSource::Simulated);
+        assert_eq!(m.sources.memory, FigureSource::Unavailable);
+        assert_eq!(m.sources.output_tokens, OutputTokenSource::Stream);
+    }
+
+    #[test]
+    fn no_successful_request_gives_zeros_not_nan() {
+        let c = RequestRecord::new(RawRequest {
+            finish_ms: 1.0,
+            error: Some(RequestError::new(ErrorKind::Http, "500")),
+            ..RawRequest::default()
+        });
+        let wall = WallClock {
+            start_unix_s: 0.0,
+            total_time_s: 0.001,
+        };
+        let m = aggregate("w", "b", "m", &[c], wall, &EngineFigures::default());
+        assert_eq!(m.error_rate, 1.0);
+        assert_eq!(m.avg_ttft_ms, 0.0);
+        assert_eq!(m.p99_tpot_ms, 0.0);
+        assert_eq!(m.prefix_hit_rate, 0.0);
+        assert_eq!(m.spec_accept_rate, 0.0);
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(!json.contains("NaN") && !json.contains("null"));
+    }
+}

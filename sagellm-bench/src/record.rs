@@ -1,0 +1,234 @@
+//! The raw record of one request, and the per-request metrics derived from it.
+//!
+//! Times are milliseconds. `start_ms` counts from the workload's start; every other time counts
+//! from the request's own `t0`, the moment it was handed to the backend.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::RequestError;
+
+/// One request, as measured. Written one per line to `<workload>_requests.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// 0-based position among the workload's measured requests.
+    pub index: usize,
+    /// When the request was handed to the backend, from the workload's start.
+    pub start_ms: f64,
+    /// When an open-loop schedule meant to send it, from the workload's start (`None` for
+    /// closed-loop workloads). `start_ms - scheduled_ms` is the scheduling lag.
+    pub scheduled_ms: Option<f64>,
+    pub prompt_tokens: usize,
+    /// `n`: output tokens, from the backend's usage report where it gave one, else counted from
+    /// the stream (see `output_tokens_source`).
+    pub output_tokens: usize,
+    pub output_tokens_source: TokenCountSource,
+    /// Output tokens counted from the streamed events.
+    pub stream_tokens: usize,
+    /// Output tokens as the backend's usage report gave them, if it did.
+    pub usage_tokens: Option<usize>,
+    /// Time of each content event after `t0`, in arrival order.
+    pub token_times_ms: Vec<f64>,
+    /// Tokens carried by each content event (a chunk may carry several).
+    pub token_counts: Vec<usize>,
+    /// When the stream ended (finished or failed), after `t0`.
+    pub finish_ms: f64,
+    pub success: bool,
+    pub error: Option<RequestError>,
+    /// Per-request metrics, derived from the fields above (kept here for convenience).
+    pub ttft_ms: Option<f64>,
+    pub e2el_ms: Option<f64>,
+    pub tbt_ms: Option<f64>,
+    pub tpot_ms: Option<f64>,
+    pub throughput_tps: Option<f64>,
+}
+
+/// Where a request's output token count came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenCountSource {
+    /// The backend's usage report (a server's `usage.completion_tokens`).
+    Usage,
+    /// The token counts carried by the streamed events.
+    Stream,
+}
+
+impl RequestRecord {
+    /// Builds a record from raw stamps and fills in the per-request metrics:
+    ///
+    /// - TTFT = `first_token_at - t0`
+    /// - E2E latency = `done_at - t0`, where `done_at` is the last content event
+    /// - TBT = `(done_at - first_token_at) / (n - 1)`, only for `n >= 2`
+    /// - TPOT = `e2el / n`
+    /// - throughput = `n / e2el` tokens per second
+    pub fn new(raw: RawRequest) -> Self {
+        let RawRequest {
+            index,
+            start_ms,
+            scheduled_ms,
+            prompt_tokens,
+            token_times_ms,
+            token_counts,
+            finish_ms,
+            usage_tokens,
+            error,
+        } = raw;
+        let stream_tokens: usize = token_counts.iter().sum();
+        let (output_tokens, output_tokens_source) = match usage_tokens {
+            Some(n) => (n, TokenCountSource::Usage),
+            None => (stream_tokens, TokenCountSource::Stream),
+        };
+        let success = error.is_none();
+        let mut record = RequestRecord {
+            index,
+            start_ms,
+            scheduled_ms,
+            prompt_tokens,
+            output_tokens,
+            output_tokens_source,
+            stream_tokens,
+            usage_tokens,
+            token_times_ms,
+            token_counts,
+            finish_ms,
+            success,
+            error,
+            ttft_ms: None,
+            e2el_ms: None,
+            tbt_ms: None,
+            tpot_ms: None,
+            throughput_tps: None,
+        };
+        let (Some(&first), Some(&done)) =
+            (record.token_times_ms.first(), record.token_times_ms.last())
+        else {
+            return record;
+        };
+        record.ttft_ms = Some(first);
+        record.e2el_ms = Some(done);
+        let n = record.output_tokens;
+        if n >= 2 {
+            record.tbt_ms = Some((done - first) / (n - 1) as f64);
+        }
+        if n >= 1 {
+            record.tpot_ms = Some(done / n as f64);
+            if done > 0.0 {
+                record.throughput_tps = Some(n as f64 / (done / 1000.0));
+            }
+        }
+        record
+    }
+
+    /// The gaps between consecutive content events, in milliseconds.
+    pub fn inter_token_gaps(&self) -> impl Iterator<Item = f64> + '_ {
+        self.token_times_ms.windows(2).map(|w| w[1] - w[0])
+    }
+
+    /// When the request's stream ended, from the workload's start.
+    pub fn end_ms(&self) -> f64 {
+        self.start_ms + self.finish_ms
+    }
+}
+
+/// The stamps the runner takes for one request, before any metric is derived.
+#[derive(Debug, Clone, Default)]
+pub struct RawRequest {
+    pub index: usize,
+    pub start_ms: f64,
+    pub scheduled_ms: Option<f64>,
+    pub prompt_tokens: usize,
+    pub token_times_ms: Vec<f64>,
+    pub token_counts: Vec<usize>,
+    pub finish_ms: f64,
+    pub usage_tokens: Option<usize>,
+    pub error: Option<RequestError>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ErrorKind;
+
+    fn record(times: &[f64], counts: &[usize], usage: Option<usize>) -> RequestRecord {
+        RequestRecord::new(RawRequest {
+            prompt_tokens: 10,
+            token_times_ms: times.to_vec(),
+            token_counts: counts.to_vec(),
+            finish_ms: times.last().copied().unwrap_or(0.0),
+            usage_tokens: usage,
+            ..RawRequest::default()
+        })
+    }
+
+    #[test]
+    fn per_request_metrics_by_hand() {
+        // Tokens at 100, 110, 125, 140 ms: TTFT 100, E2E 140, TBT (140-100)/3 = 13.333...,
+        // TPOT 140/4 = 35, throughput 4 / 0.14 s = 28.571... tokens/s.
+        let r = record(&[100.0, 110.0, 125.0, 140.0], &[1, 1, 1, 1], None);
+        assert_eq!(r.output_tokens, 4);
+        assert_eq!(r.output_tokens_source, TokenCountSource::Stream);
+        assert_eq!(r.ttft_ms, Some(100.0));
+        assert_eq!(r.e2el_ms, Some(140.0));
+        assert!((r.tbt_ms.unwrap() - 40.0 / 3.0).abs() < 1e-12);
+        assert_eq!(r.tpot_ms, Some(35.0));
+        assert!((r.throughput_tps.unwrap() - 4.0 / 0.14).abs() < 1e-9);
+        assert_eq!(
+            r.inter_token_gaps().collect::<Vec<_>>(),
+            vec![10.0, 15.0, 15.0]
+        );
+    }
+
+    #[test]
+    fn one_output_token_has_no_tbt() {
+        let r = record(&[50.0], &[1], None);
+        assert_eq!(r.ttft_ms, Some(50.0));
+        assert_eq!(r.e2el_ms, Some(50.0));
+        assert_eq!(r.tbt_ms, None);
+        assert_eq!(r.tpot_ms, Some(50.0));
+        assert_eq!(r.throughput_tps, Some(20.0));
+        assert_eq!(r.inter_token_gaps().count(), 0);
+    }
+
+    #[test]
+    fn usage_count_wins_over_stream_count_and_both_are_kept() {
+        // Two chunks carrying 3 and 2 tokens; the server says 5.
+        let r = record(&[20.0, 60.0], &[3, 2], Some(5));
+        assert_eq!(r.output_tokens, 5);
+        assert_eq!(r.stream_tokens, 5);
+        assert_eq!(r.usage_tokens, Some(5));
+        assert_eq!(r.output_tokens_source, TokenCountSource::Usage);
+        // TBT uses n = 5 tokens, not the 2 chunks: (60 - 20) / 4.
+        assert_eq!(r.tbt_ms, Some(10.0));
+        assert_eq!(r.tpot_ms, Some(12.0));
+    }
+
+    #[test]
+    fn failed_request_keeps_its_tokens_and_error() {
+        let err = RequestError::new(ErrorKind::Connection, "reset");
+        let r = RequestRecord::new(RawRequest {
+            index: 3,
+            start_ms: 5.0,
+            token_times_ms: vec![10.0, 20.0],
+            token_counts: vec![1, 1],
+            finish_ms: 30.0,
+            error: Some(err),
+            ..RawRequest::default()
+        });
+        assert!(!r.success);
+        assert_eq!(r.stream_tokens, 2);
+        assert_eq!(r.end_ms(), 35.0);
+        assert_eq!(r.error.unwrap().kind, ErrorKind::Connection);
+    }
+
+    #[test]
+    fn failure_before_any_token_has_no_latencies() {
+        let err = RequestError::new(ErrorKind::Http, "500");
+        let r = RequestRecord::new(RawRequest {
+            start_ms: 7.0,
+            finish_ms: 3.0,
+            error: Some(err),
+            ..RawRequest::default()
+        });
+        assert_eq!((r.ttft_ms, r.e2el_ms, r.tpot_ms), (None, None, None));
+        assert_eq!(r.end_ms(), 10.0);
+    }
+}

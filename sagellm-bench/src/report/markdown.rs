@@ -1,0 +1,91 @@
+//! GitHub-flavoured markdown, fit for a CI job summary, rendered with tinytemplate.
+
+use serde::Serialize;
+use tinytemplate::TinyTemplate;
+
+use super::{sources_note, KEY_ROWS};
+use crate::summary::Summary;
+
+const TEMPLATE: &str = "# Benchmark report
+
+Backend `{backend}`, model `{model}`, {total_workloads} workloads, {total_requests} requests \
+({successful_requests} successful, {failed_requests} failed). Started {start_time_utc} on `{host}`.
+
+| Metric |{{ for w in workloads }} {w} |{{ endfor }}
+|---|{{ for w in workloads }}---:|{{ endfor }}
+{{ for row in rows }}| {row.label} |{{ for v in row.values }} {v} |{{ endfor }}
+{{ endfor }}
+Figures: {sources}. Percentiles: {percentile_method}.
+
+Produced by sagellm-bench {tool_version}: `{command}`
+";
+
+#[derive(Serialize)]
+struct Context {
+    backend: String,
+    model: String,
+    total_workloads: u64,
+    total_requests: u64,
+    successful_requests: u64,
+    failed_requests: u64,
+    start_time_utc: String,
+    host: String,
+    workloads: Vec<String>,
+    rows: Vec<Row>,
+    sources: String,
+    percentile_method: String,
+    tool_version: String,
+    command: String,
+}
+
+#[derive(Serialize)]
+struct Row {
+    label: String,
+    values: Vec<String>,
+}
+
+/// Escapes text for a markdown table cell or inline code.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
+        .replace('`', "'")
+        .replace('\n', " ")
+}
+
+/// Renders the summary as markdown.
+pub fn render(summary: &Summary) -> String {
+    let p = &summary.provenance;
+    let o = &summary.overall;
+    let context = Context {
+        backend: cell(&p.backend),
+        model: cell(&p.model),
+        total_workloads: o.total_workloads,
+        total_requests: o.total_requests,
+        successful_requests: o.successful_requests,
+        failed_requests: o.failed_requests,
+        start_time_utc: cell(&p.start_time_utc),
+        host: cell(&p.host),
+        workloads: summary.workloads.keys().map(|k| cell(k)).collect(),
+        rows: KEY_ROWS
+            .iter()
+            .map(|(label, value)| Row {
+                label: label.to_string(),
+                values: summary
+                    .workloads
+                    .values()
+                    .map(|m| cell(&value(m)))
+                    .collect(),
+            })
+            .collect(),
+        sources: sources_note(summary),
+        percentile_method: p.percentile_method.clone(),
+        tool_version: cell(&p.tool_version),
+        command: cell(&p.command),
+    };
+    let mut tt = TinyTemplate::new();
+    // Markdown, not HTML: cells are escaped for markdown by `cell` above.
+    tt.set_default_formatter(&tinytemplate::format_unescaped);
+    tt.add_template("report", TEMPLATE)
+        .expect("the built-in template parses");
+    tt.render("report", &context)
+        .expect("the built-in template renders its own context")
+}

@@ -1,0 +1,160 @@
+//! Reporters: one trait, one implementation per output format.
+//!
+//! The runner calls every hook of a [`Report`] as the run goes; each hook has an empty default,
+//! so a reporter implements only what it needs. [`Reports`] fans one call out to several
+//! reporters, so the runner sees one.
+
+pub mod files;
+pub mod markdown;
+pub mod table;
+
+use crate::metrics::WorkloadMetrics;
+use crate::record::RequestRecord;
+use crate::runner::WorkloadResult;
+use crate::summary::{Provenance, Summary};
+use crate::workload::Workload;
+
+/// A reporter could not do its work (typically: could not write a file).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReportError(pub String);
+
+/// Receives a run's results as they arrive.
+pub trait Report {
+    fn run_started(
+        &mut self,
+        _provenance: &Provenance,
+        _workloads: &[Workload],
+    ) -> Result<(), ReportError> {
+        Ok(())
+    }
+    fn workload_started(&mut self, _workload: &Workload) -> Result<(), ReportError> {
+        Ok(())
+    }
+    fn request_finished(
+        &mut self,
+        _workload: &Workload,
+        _record: &RequestRecord,
+    ) -> Result<(), ReportError> {
+        Ok(())
+    }
+    fn workload_finished(&mut self, _result: &WorkloadResult) -> Result<(), ReportError> {
+        Ok(())
+    }
+    fn run_finished(&mut self, _summary: &Summary) -> Result<(), ReportError> {
+        Ok(())
+    }
+}
+
+/// Several reporters behind one.
+#[derive(Default)]
+pub struct Reports(pub Vec<Box<dyn Report>>);
+
+impl Report for Reports {
+    fn run_started(
+        &mut self,
+        provenance: &Provenance,
+        workloads: &[Workload],
+    ) -> Result<(), ReportError> {
+        self.0
+            .iter_mut()
+            .try_for_each(|r| r.run_started(provenance, workloads))
+    }
+    fn workload_started(&mut self, workload: &Workload) -> Result<(), ReportError> {
+        self.0
+            .iter_mut()
+            .try_for_each(|r| r.workload_started(workload))
+    }
+    fn request_finished(
+        &mut self,
+        workload: &Workload,
+        record: &RequestRecord,
+    ) -> Result<(), ReportError> {
+        self.0
+            .iter_mut()
+            .try_for_each(|r| r.request_finished(workload, record))
+    }
+    fn workload_finished(&mut self, result: &WorkloadResult) -> Result<(), ReportError> {
+        self.0
+            .iter_mut()
+            .try_for_each(|r| r.workload_finished(result))
+    }
+    fn run_finished(&mut self, summary: &Summary) -> Result<(), ReportError> {
+        self.0.iter_mut().try_for_each(|r| r.run_finished(summary))
+    }
+}
+
+/// Formats one figure of a workload for display.
+pub(crate) type Formatter = fn(&WorkloadMetrics) -> String;
+
+/// The figures the table and markdown views show, one row each: a label and a formatter.
+pub(crate) const KEY_ROWS: &[(&str, Formatter)] = &[
+    ("Requests (ok / failed)", |m| {
+        format!("{} / {}", m.successful_requests, m.failed_requests)
+    }),
+    ("Error rate", |m| format!("{:.1}%", m.error_rate * 100.0)),
+    ("TTFT avg (ms)", |m| format!("{:.2}", m.avg_ttft_ms)),
+    ("TTFT p50 / p95 / p99 (ms)", |m| {
+        format!(
+            "{:.2} / {:.2} / {:.2}",
+            m.p50_ttft_ms, m.p95_ttft_ms, m.p99_ttft_ms
+        )
+    }),
+    ("TBT avg (ms)", |m| format!("{:.2}", m.avg_tbt_ms)),
+    ("TPOT avg / p99 (ms)", |m| {
+        format!("{:.2} / {:.2}", m.avg_tpot_ms, m.p99_tpot_ms)
+    }),
+    ("ITL p50 / p99 (ms)", |m| {
+        format!("{:.2} / {:.2}", m.p50_itl_ms, m.p99_itl_ms)
+    }),
+    ("E2E avg / p99 (ms)", |m| {
+        format!("{:.2} / {:.2}", m.avg_e2el_ms, m.p99_e2el_ms)
+    }),
+    ("Throughput per request (tok/s)", |m| {
+        format!("{:.2}", m.avg_throughput_tps)
+    }),
+    ("Output throughput (tok/s)", |m| {
+        format!("{:.2}", m.output_throughput_tps)
+    }),
+    ("Request throughput (req/s)", |m| {
+        format!("{:.3}", m.request_throughput_rps)
+    }),
+    ("Peak / avg memory (MB)", |m| {
+        format!("{:.1} / {:.1}", m.peak_mem_mb, m.avg_mem_mb)
+    }),
+    ("KV used (tokens / MB)", |m| {
+        format!(
+            "{} / {:.1}",
+            m.kv_used_tokens,
+            m.kv_used_bytes as f64 / (1024.0 * 1024.0)
+        )
+    }),
+    ("Prefix hit rate", |m| {
+        format!("{:.1}%", m.prefix_hit_rate * 100.0)
+    }),
+    ("Evictions (blocks / ms)", |m| {
+        format!("{} / {:.2}", m.evict_count, m.evict_ms)
+    }),
+    ("Spec accept rate", |m| {
+        format!("{:.1}%", m.spec_accept_rate * 100.0)
+    }),
+    ("Wall time (s)", |m| format!("{:.3}", m.total_time_s)),
+];
+
+/// A one-line note on where the figures came from, e.g. "memory and KV: simulated".
+pub(crate) fn sources_note(summary: &Summary) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = summary.workloads.values().next() {
+        let name = |s| {
+            serde_json::to_value(s)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        };
+        parts.push(format!("latency: {}", name(m.sources.latency)));
+        parts.push(format!("memory: {}", name(m.sources.memory)));
+        parts.push(format!("KV cache: {}", name(m.sources.kv_cache)));
+        parts.push(format!("speculation: {}", name(m.sources.speculative)));
+    }
+    parts.join(", ")
+}

@@ -1,0 +1,45 @@
+//! The terminal table: one column per workload, one row per key figure.
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
+
+use super::{sources_note, Report, ReportError, KEY_ROWS};
+use crate::summary::Summary;
+
+/// Renders the summary as a terminal table, with a header line and a footer of counts.
+pub fn render(summary: &Summary) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    let mut header = vec![Cell::new("Metric")];
+    header.extend(summary.workloads.keys().map(Cell::new));
+    table.set_header(header);
+    for (label, value) in KEY_ROWS {
+        let mut row = vec![Cell::new(label)];
+        row.extend(
+            summary
+                .workloads
+                .values()
+                .map(|m| Cell::new(value(m)).set_alignment(CellAlignment::Right)),
+        );
+        table.add_row(row);
+    }
+    let p = &summary.provenance;
+    let o = &summary.overall;
+    format!(
+        "Benchmark results: backend {}, model {}\n{table}\n{} workloads, {} requests: {} successful, {} failed\nFigures: {}\n",
+        p.backend, p.model, o.total_workloads, o.total_requests, o.successful_requests, o.failed_requests,
+        sources_note(summary)
+    )
+}
+
+/// Prints the table on stdout when the run ends.
+pub struct TablePrinter;
+
+impl Report for TablePrinter {
+    fn run_finished(&mut self, summary: &Summary) -> Result<(), ReportError> {
+        print!("{}", render(summary));
+        Ok(())
+    }
+}

@@ -1,0 +1,305 @@
+//! Drives workloads against a backend and stamps every event.
+//!
+//! Closed loop: `concurrency` workers each send a request, read its stream to the end, and send
+//! the next. Open loop: each request starts at its time in a seeded Poisson schedule, whatever
+//! the backend is doing, and its scheduling lag (actual minus intended start) is recorded.
+//! Warm-up requests go first, one at a time, and are not recorded.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+
+use crate::backend::{
+    Backend, BackendError, ErrorKind, GenerationRequest, RequestError, StreamEvent,
+};
+use crate::clock::{Clock, Stalled};
+use crate::memory::MemorySampler;
+use crate::metrics::{self, WallClock, WorkloadMetrics};
+use crate::record::{RawRequest, RequestRecord};
+use crate::report::Report;
+use crate::summary::{Provenance, Summary};
+use crate::workload::{poisson_schedule, Arrival, Workload};
+
+/// Everything measured for one workload.
+#[derive(Debug, Clone)]
+pub struct WorkloadResult {
+    pub workload: Workload,
+    pub metrics: WorkloadMetrics,
+    /// The measured requests, in index order.
+    pub records: Vec<RequestRecord>,
+}
+
+/// Why a run stopped before finishing its workloads.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("workload `{workload}`: {message}")]
+    InvalidWorkload { workload: String, message: String },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("could not start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("{0} (this is a bug in the mock engine; please report it)")]
+    Stalled(#[from] Stalled),
+    #[error("{0}")]
+    Report(#[from] crate::report::ReportError),
+}
+
+/// Runs `workloads` in order against `backend`, feeding every reporter as results arrive, and
+/// returns the run's summary.
+pub fn run(
+    backend: Arc<dyn Backend>,
+    workloads: &[Workload],
+    provenance: Provenance,
+    reporter: &mut dyn Report,
+) -> Result<Summary, RunError> {
+    for w in workloads {
+        w.validate().map_err(|message| RunError::InvalidWorkload {
+            workload: w.name.clone(),
+            message,
+        })?;
+    }
+    let clock = backend.clock();
+    let runtime = clock.build_runtime().map_err(RunError::Runtime)?;
+    reporter.run_started(&provenance, workloads)?;
+    let mut results = Vec::with_capacity(workloads.len());
+    for workload in workloads {
+        reporter.workload_started(workload)?;
+        let result = runtime.block_on(clock.drive(run_workload(
+            backend.clone(),
+            clock.clone(),
+            workload,
+            reporter,
+        )))??;
+        reporter.workload_finished(&result)?;
+        results.push(result);
+    }
+    let summary = Summary::new(provenance, &results);
+    reporter.run_finished(&summary)?;
+    Ok(summary)
+}
+
+/// Runs one workload: warm-up, then the measured requests.
+pub async fn run_workload(
+    backend: Arc<dyn Backend>,
+    clock: Clock,
+    workload: &Workload,
+    reporter: &mut dyn Report,
+) -> Result<WorkloadResult, RunError> {
+    backend.start_workload(workload).await?;
+    for i in 0..workload.warmup_requests {
+        let prompt = workload.prompt(i, true);
+        let request = GenerationRequest {
+            prompt: prompt.text,
+            prompt_tokens: prompt.tokens,
+            max_output_tokens: workload.output_tokens,
+        };
+        let (_, raw) = send(backend.as_ref(), &clock, request).await;
+        if let Some(error) = raw.error {
+            tracing::warn!(workload = %workload.name, "warm-up request {i} failed: {error}");
+        }
+    }
+    backend.reset_statistics().await;
+
+    let sampler = backend
+        .model_in_process()
+        .then(|| MemorySampler::start(Duration::from_millis(10)));
+    let started_unix = unix_now();
+    let origin = clock.now();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RequestRecord>();
+    let driver = tokio::spawn(send_all(
+        backend.clone(),
+        clock.clone(),
+        workload.clone(),
+        origin,
+        tx,
+    ));
+    let mut records = Vec::with_capacity(workload.num_requests);
+    while let Some(record) = rx.recv().await {
+        tracing::debug!(
+            workload = %workload.name,
+            index = record.index,
+            ttft_ms = ?record.ttft_ms,
+            e2el_ms = ?record.e2el_ms,
+            tokens = record.output_tokens,
+            error = ?record.error,
+            "request finished"
+        );
+        reporter.request_finished(workload, &record)?;
+        records.push(record);
+    }
+    // The channel closes only when every sender, and so every request task, is gone.
+    let _ = driver.await;
+    records.sort_by_key(|r| r.index);
+
+    let mut engine = backend.finish_workload().await?;
+    if let Some(sampler) = sampler {
+        if engine.memory.is_none() {
+            engine.memory = Some(sampler.stop());
+        }
+    }
+    let first_send = records
+        .iter()
+        .map(|r| r.start_ms)
+        .fold(f64::INFINITY, f64::min);
+    let last_end = records.iter().map(|r| r.end_ms()).fold(0.0, f64::max);
+    let first_send = if first_send.is_finite() {
+        first_send
+    } else {
+        0.0
+    };
+    let wall = WallClock {
+        start_unix_s: started_unix + first_send / 1000.0,
+        total_time_s: (last_end - first_send).max(0.0) / 1000.0,
+    };
+    let metrics = metrics::aggregate(
+        &workload.name,
+        backend.name(),
+        backend.model(),
+        &records,
+        wall,
+        &engine,
+    );
+    Ok(WorkloadResult {
+        workload: workload.clone(),
+        metrics,
+        records,
+    })
+}
+
+/// Sends every measured request of `workload` as its arrival process says.
+async fn send_all(
+    backend: Arc<dyn Backend>,
+    clock: Clock,
+    workload: Workload,
+    origin: Duration,
+    records: tokio::sync::mpsc::UnboundedSender<RequestRecord>,
+) {
+    let workload = Arc::new(workload);
+    let mut tasks = tokio::task::JoinSet::new();
+    match workload.arrival {
+        Arrival::Closed { concurrency } => {
+            let next = Arc::new(AtomicUsize::new(0));
+            for _ in 0..concurrency.min(workload.num_requests) {
+                let (backend, clock, workload) = (backend.clone(), clock.clone(), workload.clone());
+                let (next, records) = (next.clone(), records.clone());
+                tasks.spawn(async move {
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        if index >= workload.num_requests {
+                            break;
+                        }
+                        let record =
+                            measure(backend.as_ref(), &clock, &workload, index, origin, None).await;
+                        let _ = records.send(record);
+                    }
+                });
+            }
+        }
+        Arrival::Poisson { rate } => {
+            let schedule = poisson_schedule(rate, workload.num_requests, workload.seed);
+            for (index, offset) in schedule.into_iter().enumerate() {
+                clock.sleep_until(origin + offset).await;
+                let (backend, clock, workload) = (backend.clone(), clock.clone(), workload.clone());
+                let records = records.clone();
+                tasks.spawn(async move {
+                    let record = measure(
+                        backend.as_ref(),
+                        &clock,
+                        &workload,
+                        index,
+                        origin,
+                        Some(offset),
+                    )
+                    .await;
+                    let _ = records.send(record);
+                });
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Sends measured request `index` and builds its record.
+async fn measure(
+    backend: &dyn Backend,
+    clock: &Clock,
+    workload: &Workload,
+    index: usize,
+    origin: Duration,
+    scheduled: Option<Duration>,
+) -> RequestRecord {
+    let prompt = workload.prompt(index, false);
+    let request = GenerationRequest {
+        prompt: prompt.text,
+        prompt_tokens: prompt.tokens,
+        max_output_tokens: workload.output_tokens,
+    };
+    let (t0, mut raw) = send(backend, clock, request).await;
+    raw.index = index;
+    raw.start_ms = ms(t0 - origin);
+    raw.scheduled_ms = scheduled.map(ms);
+    RequestRecord::new(raw)
+}
+
+/// Sends one request and stamps each event as it arrives, relative to `t0`, the moment the
+/// request is handed to the backend; returns `t0` on the clock and the stamps.
+async fn send(
+    backend: &dyn Backend,
+    clock: &Clock,
+    request: GenerationRequest,
+) -> (Duration, RawRequest) {
+    let mut sent = RawRequest {
+        prompt_tokens: request.prompt_tokens,
+        ..RawRequest::default()
+    };
+    let t0 = clock.now();
+    let mut stream = backend.generate(request);
+    loop {
+        let event = stream.next().await;
+        let at = ms(clock.now() - t0);
+        match event {
+            Some(StreamEvent::Tokens { tokens: 0, .. }) => {} // role-only or empty: not output
+            Some(StreamEvent::Tokens { tokens, .. }) => {
+                sent.token_times_ms.push(at);
+                sent.token_counts.push(tokens);
+            }
+            Some(StreamEvent::Done { usage }) => {
+                sent.finish_ms = at;
+                sent.usage_tokens = usage.map(|u| u.completion_tokens);
+                if sent.token_times_ms.is_empty() {
+                    sent.error = Some(RequestError::new(
+                        ErrorKind::Protocol,
+                        "the request finished without any output token",
+                    ));
+                }
+                return (t0, sent);
+            }
+            Some(StreamEvent::Error(error)) => {
+                sent.finish_ms = at;
+                sent.error = Some(error);
+                return (t0, sent);
+            }
+            None => {
+                sent.finish_ms = at;
+                sent.error = Some(RequestError::new(
+                    ErrorKind::Protocol,
+                    "the stream ended without a final event",
+                ));
+                return (t0, sent);
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_nanos() as f64 / 1e6
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,134 @@
+//! `benchmark_summary.json`: every workload's metrics, the overall counts, and provenance.
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{WorkloadMetrics, SCHEMA_VERSION};
+use crate::runner::WorkloadResult;
+
+/// The whole run, as written to `benchmark_summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub schema_version: u32,
+    /// Workload name -> its metrics, in the order the workloads ran.
+    pub workloads: IndexMap<String, WorkloadMetrics>,
+    pub overall: Overall,
+    pub provenance: Provenance,
+}
+
+/// Counts over all workloads of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Overall {
+    pub total_workloads: u64,
+    pub total_requests: u64,
+    pub successful_requests: u64,
+    pub failed_requests: u64,
+    pub error_rate: f64,
+}
+
+/// What produced the numbers: enough to tell two runs apart and to repeat one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub tool: String,
+    pub tool_version: String,
+    pub backend: String,
+    pub model: String,
+    /// The backend's settings (for the mock: every simulated-engine parameter).
+    pub backend_settings: serde_json::Value,
+    pub host: String,
+    /// Unix seconds, and the same moment in RFC 3339.
+    pub start_time: f64,
+    pub start_time_utc: String,
+    /// The command line that produced the run.
+    pub command: String,
+    /// How percentiles are computed.
+    pub percentile_method: String,
+}
+
+impl Provenance {
+    /// Provenance for a run starting now.
+    pub fn now(backend: &str, model: &str, backend_settings: serde_json::Value) -> Self {
+        let now = std::time::SystemTime::now();
+        let unix = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        Provenance {
+            tool: "sagellm-bench".to_string(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            backend: backend.to_string(),
+            model: model.to_string(),
+            backend_settings,
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            start_time: unix,
+            start_time_utc: humantime::format_rfc3339_seconds(now).to_string(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            percentile_method: "linear interpolation between order statistics (numpy default)"
+                .to_string(),
+        }
+    }
+}
+
+impl Summary {
+    pub fn new(provenance: Provenance, results: &[WorkloadResult]) -> Self {
+        let workloads: IndexMap<String, WorkloadMetrics> = results
+            .iter()
+            .map(|r| (r.workload.name.clone(), r.metrics.clone()))
+            .collect();
+        let sum = |f: fn(&WorkloadMetrics) -> u64| workloads.values().map(f).sum::<u64>();
+        let total = sum(|m| m.total_requests);
+        let failed = sum(|m| m.failed_requests);
+        Summary {
+            schema_version: SCHEMA_VERSION,
+            overall: Overall {
+                total_workloads: workloads.len() as u64,
+                total_requests: total,
+                successful_requests: sum(|m| m.successful_requests),
+                failed_requests: failed,
+                error_rate: if total > 0 {
+                    failed as f64 / total as f64
+                } else {
+                    0.0
+                },
+            },
+            workloads,
+            provenance,
+        }
+    }
+
+    /// Reads a summary file, with errors that say what to do.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LoadError::NotFound {
+                path: path.to_path_buf(),
+            },
+            _ => LoadError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            },
+        })?;
+        serde_json::from_str(&text).map_err(|source| LoadError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// Why a summary file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("File not found: {}\nRun benchmark first:\n  sagellm-benchmark run --workload year1 --backend mock", path.display())]
+    NotFound { path: PathBuf },
+    #[error("could not read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a valid benchmark summary: {source}\nRe-create it with: sagellm-benchmark run --workload year1 --backend mock", path.display())]
+    Invalid {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
