@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Rewrites examples/sample_output/ from a Year-1 mock run. The mock is deterministic, so the
+# files change only when the code's behaviour does; tests/cli.rs fails until they are
+# regenerated and the diff reviewed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+out=examples/sample_output
+rm -rf "$out"
+./target/release/sagellm-benchmark run --workload year1 --backend mock --quiet --output "$out"
+./target/release/sagellm-benchmark report --input "$out/benchmark_summary.json" --format markdown > "$out/REPORT.md"
+echo "wrote $out"
