@@ -1,1 +1,313 @@
+//! The `#[workload]` attribute of sagellm-bench. Use it through `sagellm_bench::workload`; the
+//! options are documented there and in `docs/WORKLOADS.md`.
 
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::parse::Parser;
+use syn::spanned::Spanned;
+use syn::{Expr, ExprArray, FnArg, ItemFn, LitBool, LitStr, ReturnType};
+
+/// Declares a benchmark workload. See the `sagellm_bench::workload` documentation.
+#[proc_macro_attribute]
+pub fn workload(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let function = match syn::parse::<ItemFn>(item.clone()) {
+        Ok(f) => f,
+        Err(_) => {
+            let item = TokenStream2::from(item);
+            return syn::Error::new_spanned(
+                &item,
+                "#[workload] goes on a function: `fn name() {}` or `fn name(setup: &mut Setup) {}`",
+            )
+            .to_compile_error()
+            .into();
+        }
+    };
+    let mut options = Options::default();
+    let parser = syn::meta::parser(|meta| options.parse(meta));
+    if let Err(e) = parser.parse(attr) {
+        return with_function(e.to_compile_error(), &function);
+    }
+    match expand(&options, &function) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => with_function(e.to_compile_error(), &function),
+    }
+}
+
+/// Keeps the user's function in the output next to an error, so the error is the only one.
+fn with_function(error: TokenStream2, function: &ItemFn) -> TokenStream {
+    quote!(#error #function).into()
+}
+
+/// Every option `#[workload(...)]` accepts; the error for an unknown one lists them.
+const OPTIONS: &str = "name, prompt_tokens, output_tokens, requests, warmup, concurrency, rate, \
+                       seed, shared_prefix, ignore, crate";
+
+#[derive(Default)]
+struct Options {
+    name: Option<Expr>,
+    prompt_tokens: Option<Expr>,
+    output_tokens: Option<Expr>,
+    requests: Option<Expr>,
+    warmup: Option<Expr>,
+    concurrency: Option<Concurrency>,
+    rate: Option<Expr>,
+    seed: Option<Expr>,
+    shared_prefix: Option<Expr>,
+    ignore: Option<(Span, bool)>,
+    krate: Option<syn::Path>,
+    /// The option that set `concurrency` or `rate` first, to report conflicts against.
+    arrival_set_by: Option<&'static str>,
+}
+
+enum Concurrency {
+    One(Expr),
+    Sweep(ExprArray),
+}
+
+impl Options {
+    fn parse(&mut self, meta: syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
+        let key = meta
+            .path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| meta.path.to_token_stream().to_string());
+        let path = meta.path.clone();
+        let repeated = || syn::Error::new_spanned(&path, format!("`{key}` is given twice"));
+        macro_rules! expr_option {
+            ($field:ident) => {{
+                if self.$field.is_some() {
+                    return Err(repeated());
+                }
+                self.$field = Some(meta.value()?.parse::<Expr>()?);
+            }};
+        }
+        match key.as_str() {
+            "name" => {
+                if self.name.is_some() {
+                    return Err(repeated());
+                }
+                let value = meta.value()?.parse::<Expr>()?;
+                if let Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) = &value
+                {
+                    check_name(s)?;
+                }
+                self.name = Some(value);
+            }
+            "prompt_tokens" => expr_option!(prompt_tokens),
+            "output_tokens" => expr_option!(output_tokens),
+            "requests" => expr_option!(requests),
+            "warmup" => expr_option!(warmup),
+            "seed" => expr_option!(seed),
+            "shared_prefix" => expr_option!(shared_prefix),
+            "concurrency" | "rate" => {
+                let key: &'static str = if key == "rate" { "rate" } else { "concurrency" };
+                match self.arrival_set_by {
+                    Some(first) if first == key => return Err(repeated()),
+                    Some(first) => return Err(syn::Error::new_spanned(
+                        &path,
+                        format!(
+                            "`{key}` conflicts with `{first}`: a workload is either closed loop \
+                                 (`concurrency`) or open loop (`rate`)"
+                        ),
+                    )),
+                    None => self.arrival_set_by = Some(key),
+                }
+                let value = meta.value()?.parse::<Expr>()?;
+                if key == "rate" {
+                    self.rate = Some(value);
+                } else {
+                    self.concurrency = Some(match value {
+                        Expr::Array(array) => {
+                            if array.elems.is_empty() {
+                                return Err(syn::Error::new_spanned(
+                                    &array,
+                                    "a concurrency sweep needs at least one value",
+                                ));
+                            }
+                            Concurrency::Sweep(array)
+                        }
+                        other => Concurrency::One(other),
+                    });
+                }
+            }
+            "ignore" => {
+                if self.ignore.is_some() {
+                    return Err(repeated());
+                }
+                let value = if meta.input.peek(syn::Token![=]) {
+                    meta.value()?.parse::<LitBool>()?.value
+                } else {
+                    true
+                };
+                self.ignore = Some((path.span(), value));
+            }
+            "crate" => {
+                if self.krate.is_some() {
+                    return Err(repeated());
+                }
+                let value = meta.value()?;
+                self.krate = Some(if value.peek(LitStr) {
+                    value.parse::<LitStr>()?.parse()?
+                } else {
+                    value.parse()?
+                });
+            }
+            _ => {
+                return Err(syn::Error::new_spanned(
+                    &path,
+                    format!("unknown option `{key}`; #[workload] accepts: {OPTIONS}"),
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Workload names become file names: the same rule the library checks at run time, early.
+fn check_name(name: &LitStr) -> syn::Result<()> {
+    let value = name.value();
+    let ok = !value.is_empty()
+        && !value.starts_with('.')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(syn::Error::new_spanned(
+            name,
+            "a workload name may only hold letters, digits, `_`, `-` and `.` (it becomes a file name)",
+        ))
+    }
+}
+
+/// How the generated code calls the user's function.
+enum Signature {
+    NoArgs,
+    Setup(Box<syn::Type>),
+}
+
+fn signature(function: &ItemFn) -> syn::Result<Signature> {
+    let sig = &function.sig;
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
+            "a #[workload] function cannot be generic",
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        return Err(syn::Error::new_spanned(
+            variadic,
+            "a #[workload] function cannot be variadic",
+        ));
+    }
+    let mut inputs = sig.inputs.iter();
+    let signature = match inputs.next() {
+        None => Signature::NoArgs,
+        Some(FnArg::Receiver(receiver)) => {
+            return Err(syn::Error::new_spanned(
+                receiver,
+                "a #[workload] function is a free function; it cannot take `self`",
+            ))
+        }
+        Some(FnArg::Typed(arg)) => Signature::Setup(arg.ty.clone()),
+    };
+    if let Some(extra) = inputs.next() {
+        return Err(syn::Error::new_spanned(
+            extra,
+            "a #[workload] function takes no argument or one `&mut Setup`",
+        ));
+    }
+    Ok(signature)
+}
+
+fn expand(options: &Options, function: &ItemFn) -> syn::Result<TokenStream2> {
+    let signature = signature(function)?;
+    let krate = match &options.krate {
+        Some(path) => quote!(#path),
+        None => quote!(::sagellm_bench),
+    };
+    let private = quote!(#krate::__private);
+    let ident = &function.sig.ident;
+    let fn_name = ident.to_string();
+
+    // Each option becomes one call on the options builder, spanned at the user's value so a
+    // type error lands there.
+    let mut calls = Vec::new();
+    let mut setter = |method: &str, value: &Option<Expr>| {
+        if let Some(value) = value {
+            let method = syn::Ident::new(method, value.span());
+            calls.push(quote_spanned!(value.span()=> __options.#method(#value);));
+        }
+    };
+    setter("name", &options.name);
+    setter("prompt_tokens", &options.prompt_tokens);
+    setter("output_tokens", &options.output_tokens);
+    setter("requests", &options.requests);
+    setter("warmup", &options.warmup);
+    setter("rate", &options.rate);
+    setter("seed", &options.seed);
+    setter("shared_prefix", &options.shared_prefix);
+    match &options.concurrency {
+        Some(Concurrency::One(value)) => {
+            calls.push(quote_spanned!(value.span()=> __options.concurrency(#value);));
+        }
+        Some(Concurrency::Sweep(array)) => {
+            let values = array.elems.iter().map(|v| quote_spanned!(v.span()=> #v));
+            calls.push(quote!(__options.concurrency_sweep(&[#(#values),*]);));
+        }
+        None => {}
+    }
+    let ignore = options.ignore.map(|(_, v)| v).unwrap_or(false);
+
+    let is_async = function.sig.asyncness.is_some();
+    let call = match &signature {
+        Signature::NoArgs => quote!(#ident()),
+        Signature::Setup(ty) => {
+            // Spanned at the parameter's type, so a wrong type is reported there.
+            quote_spanned!(ty.span()=> #ident(#private::setup_arg::<#ty>(__setup)))
+        }
+    };
+    let returns = match &function.sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, ty) => quote!(#ty),
+    };
+    let result = quote_spanned!(returns.span()=> #private::IntoSetupResult::into_setup_result);
+    let setup_body = if is_async {
+        quote!(::std::boxed::Box::pin(async move { #result(#call.await) }))
+    } else {
+        quote!(::std::boxed::Box::pin(::std::future::ready(#result(#call))))
+    };
+    let unused_setup = matches!(signature, Signature::NoArgs).then(|| quote!(let _ = __setup;));
+
+    Ok(quote! {
+        #function
+
+        const _: () = {
+            fn __sagellm_bench_options(__options: &mut #private::Options) {
+                #(#calls)*
+            }
+
+            fn __sagellm_bench_setup<'a>(__setup: &'a mut #krate::Setup) -> #private::SetupFuture<'a> {
+                #unused_setup
+                #setup_body
+            }
+
+            #private::inventory::submit! {
+                #private::Entry {
+                    fn_name: #fn_name,
+                    module_path: ::core::module_path!(),
+                    file: ::core::file!(),
+                    line: ::core::line!(),
+                    ignore: #ignore,
+                    options: __sagellm_bench_options,
+                    setup: __sagellm_bench_setup,
+                }
+            }
+        };
+    })
+}

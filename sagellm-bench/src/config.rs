@@ -24,7 +24,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use crate::backend::mock::MockConfig;
-use crate::workload::{Arrival, Workload, DEFAULT_SEED};
+use crate::workload::{Arrival, Workload};
 
 /// The fields a workload table may set.
 pub const WORKLOAD_FIELDS: &[&str] = &[
@@ -170,16 +170,7 @@ impl Config {
                         missing.join(", ")
                     )));
                 }
-                Workload {
-                    name: name.to_string(),
-                    prompt_tokens: 0,
-                    output_tokens: 0,
-                    num_requests: 0,
-                    warmup_requests: 1,
-                    arrival: Arrival::Closed { concurrency: 1 },
-                    shared_prefix_tokens: 0,
-                    seed: DEFAULT_SEED,
-                }
+                Workload::new(name, 0, 0, 0)
             }
         };
         let WorkloadPatch {

@@ -7,21 +7,39 @@
 //! documented JSON files and print tables. See `docs/METRICS.md` for every definition.
 
 pub mod backend;
+pub mod baseline;
 pub mod clock;
 pub mod config;
+mod harness;
 mod memory;
 pub mod metrics;
 pub mod record;
 pub mod report;
 pub mod runner;
+mod setup;
 pub mod summary;
 pub mod workload;
 
 pub use backend::Backend;
+pub use harness::main;
 pub use runner::{run, RunError, WorkloadResult};
+pub use setup::{PromptError, Prompts, Response, ResponseCheck, Setup};
 pub use summary::Summary;
 pub use workload::{Arrival, Workload};
 
+/// Declares a benchmark workload that `cargo bench` runs. See `docs/WORKLOADS.md` for every
+/// option, with examples.
+///
+/// ```
+/// use sagellm_bench::workload;
+///
+/// #[workload(prompt_tokens = 128, output_tokens = 128, requests = 5)]
+/// fn short_input() {}
+/// # fn main() {}
+/// ```
+pub use sagellm_bench_macros::workload;
+
 /// Used by code that `#[workload]` generates; not a public API.
 #[doc(hidden)]
-pub mod __private {}
+#[path = "private.rs"]
+pub mod __private;

@@ -19,6 +19,7 @@ use crate::memory::MemorySampler;
 use crate::metrics::{self, WallClock, WorkloadMetrics};
 use crate::record::{RawRequest, RequestRecord};
 use crate::report::Report;
+use crate::setup::Response;
 use crate::summary::{Provenance, Summary};
 use crate::workload::{poisson_schedule, Arrival, Workload};
 
@@ -95,7 +96,7 @@ pub async fn run_workload(
             prompt_tokens: prompt.tokens,
             max_output_tokens: workload.output_tokens,
         };
-        let (_, raw) = send(backend.as_ref(), &clock, request).await;
+        let (_, raw, _) = send(backend.as_ref(), &clock, request, false).await;
         if let Some(error) = raw.error {
             tracing::warn!(workload = %workload.name, "warm-up request {i} failed: {error}");
         }
@@ -231,12 +232,27 @@ async fn measure(
     scheduled: Option<Duration>,
 ) -> RequestRecord {
     let prompt = workload.prompt(index, false);
+    let check = workload.check.as_ref();
+    let prompt_text = check.map(|_| prompt.text.clone()).unwrap_or_default();
     let request = GenerationRequest {
         prompt: prompt.text,
         prompt_tokens: prompt.tokens,
         max_output_tokens: workload.output_tokens,
     };
-    let (t0, mut raw) = send(backend, clock, request).await;
+    let (t0, mut raw, text) = send(backend, clock, request, check.is_some()).await;
+    if let (Some(check), None) = (check, &raw.error) {
+        let response = Response {
+            index,
+            prompt: &prompt_text,
+            text: &text,
+            output_tokens: raw
+                .usage_tokens
+                .unwrap_or_else(|| raw.token_counts.iter().sum()),
+        };
+        if let Err(message) = (check.0)(&response) {
+            raw.error = Some(RequestError::new(ErrorKind::Check, message));
+        }
+    }
     raw.index = index;
     raw.start_ms = ms(t0 - origin);
     raw.scheduled_ms = scheduled.map(ms);
@@ -244,12 +260,15 @@ async fn measure(
 }
 
 /// Sends one request and stamps each event as it arrives, relative to `t0`, the moment the
-/// request is handed to the backend; returns `t0` on the clock and the stamps.
+/// request is handed to the backend; returns `t0` on the clock, the stamps, and the output text
+/// when `capture_text` asks for it.
 async fn send(
     backend: &dyn Backend,
     clock: &Clock,
     request: GenerationRequest,
-) -> (Duration, RawRequest) {
+    capture_text: bool,
+) -> (Duration, RawRequest, String) {
+    let mut text = String::new();
     let mut sent = RawRequest {
         prompt_tokens: request.prompt_tokens,
         ..RawRequest::default()
@@ -261,25 +280,34 @@ async fn send(
         let at = ms(clock.now() - t0);
         match event {
             Some(StreamEvent::Tokens { tokens: 0, .. }) => {} // role-only or empty: not output
-            Some(StreamEvent::Tokens { tokens, .. }) => {
+            Some(StreamEvent::Tokens {
+                tokens,
+                text: chunk,
+            }) => {
                 sent.token_times_ms.push(at);
                 sent.token_counts.push(tokens);
+                if capture_text {
+                    text.push_str(&chunk);
+                }
             }
             Some(StreamEvent::Done { usage }) => {
                 sent.finish_ms = at;
                 sent.usage_tokens = usage.map(|u| u.completion_tokens);
+                if let Some(usage) = usage {
+                    sent.prompt_tokens = usage.prompt_tokens;
+                }
                 if sent.token_times_ms.is_empty() {
                     sent.error = Some(RequestError::new(
                         ErrorKind::Protocol,
                         "the request finished without any output token",
                     ));
                 }
-                return (t0, sent);
+                return (t0, sent, text);
             }
             Some(StreamEvent::Error(error)) => {
                 sent.finish_ms = at;
                 sent.error = Some(error);
-                return (t0, sent);
+                return (t0, sent, text);
             }
             None => {
                 sent.finish_ms = at;
@@ -287,7 +315,7 @@ async fn send(
                     ErrorKind::Protocol,
                     "the stream ended without a final event",
                 ));
-                return (t0, sent);
+                return (t0, sent, text);
             }
         }
     }

@@ -6,6 +6,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::setup::{Prompts, ResponseCheck};
+
 /// One benchmark workload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Workload {
@@ -26,6 +28,12 @@ pub struct Workload {
     pub shared_prefix_tokens: usize,
     /// Seeds the prompts and any random arrival schedule.
     pub seed: u64,
+    /// Prompts to send instead of synthetic ones (set in code, see [`crate::Setup`]).
+    #[serde(skip)]
+    pub prompts: Option<Prompts>,
+    /// A check of each successful response (set in code, see [`crate::Setup`]).
+    #[serde(skip)]
+    pub check: Option<ResponseCheck>,
 }
 
 /// How requests are sent to the backend.
@@ -99,7 +107,20 @@ impl Workload {
             arrival: Arrival::Closed { concurrency },
             shared_prefix_tokens: 0,
             seed: DEFAULT_SEED,
+            prompts: None,
+            check: None,
         }
+    }
+
+    /// A sequential workload with the given shape, the presets' other defaults, and no warm-up
+    /// beyond one request.
+    pub fn new(
+        name: &str,
+        prompt_tokens: usize,
+        output_tokens: usize,
+        num_requests: usize,
+    ) -> Self {
+        Self::preset(name, prompt_tokens, output_tokens, num_requests, 1)
     }
 
     /// Checks the fields against each other; the message names the field and the fix.
@@ -151,6 +172,13 @@ impl Workload {
     /// The prompt of measured request `index` (0-based), or of warm-up request `index` when
     /// `warmup` is true. Deterministic in (seed, index, warmup).
     pub fn prompt(&self, index: usize, warmup: bool) -> Prompt {
+        if let Some(prompts) = &self.prompts {
+            let text = prompts.get(index).to_string();
+            // Without the backend's tokenizer, a word is the best count available; backends
+            // that report usage replace it in the records.
+            let tokens = text.split_whitespace().count();
+            return Prompt { text, tokens };
+        }
         let mut words = Vec::with_capacity(self.prompt_tokens);
         let mut shared = ChaCha8Rng::seed_from_u64(self.seed);
         for _ in 0..self.shared_prefix_tokens {

@@ -84,6 +84,8 @@ pub enum ErrorKind {
     Protocol,
     /// No progress within the time limit.
     Timeout,
+    /// The response failed the workload's own check.
+    Check,
 }
 
 /// Where a group of figures came from, so a reader never mistakes "unknown" for "zero".

@@ -1,0 +1,566 @@
+//! Saving, loading and comparing runs.
+//!
+//! A saved run of one workload is its metrics and its per-request records. Two runs are compared
+//! metric by metric: the relative change of the statistic, a 95% confidence interval for it from
+//! a seeded bootstrap over the per-request samples (each run resampled with replacement, 2,000
+//! times), and a verdict. The verdict is a regression (or an improvement) only when the whole
+//! interval lies beyond the noise threshold in that direction; otherwise "no significant
+//! change". Figures with a single value per run (peak memory) have no interval, and their
+//! verdict compares the change itself against the threshold.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{percentile, WorkloadMetrics};
+use crate::record::RequestRecord;
+use crate::report::files::{write_atomically, write_json};
+use crate::report::ReportError;
+use crate::runner::WorkloadResult;
+
+/// One workload's saved results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Saved {
+    pub metrics: WorkloadMetrics,
+    pub records: Vec<RequestRecord>,
+}
+
+impl From<&WorkloadResult> for Saved {
+    fn from(result: &WorkloadResult) -> Self {
+        Saved {
+            metrics: result.metrics.clone(),
+            records: result.records.clone(),
+        }
+    }
+}
+
+const METRICS_FILE: &str = "metrics.json";
+const REQUESTS_FILE: &str = "requests.jsonl";
+
+/// The folder of baseline `name` of `workload` under `root`: `<root>/<workload>/<name>/`.
+pub fn baseline_dir(root: &Path, workload: &str, name: &str) -> PathBuf {
+    root.join(workload).join(name)
+}
+
+/// Writes a saved run into `dir` (metrics.json and requests.jsonl).
+pub fn save(dir: &Path, saved: &Saved) -> Result<(), ReportError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ReportError(format!("cannot create {}: {e}", dir.display())))?;
+    write_json(&dir.join(METRICS_FILE), &saved.metrics)?;
+    write_atomically(&dir.join(REQUESTS_FILE), &records_to_jsonl(&saved.records)?)
+}
+
+/// Reads a saved run from `dir`.
+pub fn load(dir: &Path) -> Result<Saved, ReportError> {
+    load_files(&dir.join(METRICS_FILE), &dir.join(REQUESTS_FILE))
+}
+
+/// Reads a workload's metrics and its records from the two files a run writes.
+pub fn load_files(metrics: &Path, requests: &Path) -> Result<Saved, ReportError> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map_err(|e| ReportError(format!("cannot read {}: {e}", p.display())))
+    };
+    let metrics: WorkloadMetrics = serde_json::from_str(&read(metrics)?).map_err(|e| {
+        ReportError(format!(
+            "{} is not a workload metrics file: {e}",
+            metrics.display()
+        ))
+    })?;
+    let mut records = Vec::new();
+    for (i, line) in read(requests)?.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        records.push(serde_json::from_str(line).map_err(|e| {
+            ReportError(format!(
+                "{}:{}: not a request record: {e}",
+                requests.display(),
+                i + 1
+            ))
+        })?);
+    }
+    Ok(Saved { metrics, records })
+}
+
+pub(crate) fn records_to_jsonl(records: &[RequestRecord]) -> Result<Vec<u8>, ReportError> {
+    let mut lines = Vec::new();
+    for record in records {
+        serde_json::to_writer(&mut lines, record).map_err(|e| ReportError(e.to_string()))?;
+        lines.push(b'\n');
+    }
+    Ok(lines)
+}
+
+/// How two runs are compared.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompareSettings {
+    /// Relative changes within ±`noise_threshold` are noise (0.02 = 2%). For the error rate,
+    /// an absolute difference in percentage points / 100.
+    pub noise_threshold: f64,
+    /// Bootstrap resamples.
+    pub resamples: usize,
+    pub seed: u64,
+}
+
+impl Default for CompareSettings {
+    fn default() -> Self {
+        CompareSettings {
+            noise_threshold: 0.02,
+            resamples: 2000,
+            seed: 0,
+        }
+    }
+}
+
+/// The outcome for one metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Improved,
+    Regressed,
+    NoSignificantChange,
+    /// Not enough data on one side (no successful request, a zero base value).
+    NotComparable,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Improved => "improved",
+            Verdict::Regressed => "regressed",
+            Verdict::NoSignificantChange => "no significant change",
+            Verdict::NotComparable => "not comparable",
+        })
+    }
+}
+
+/// The change of one metric between two runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricChange {
+    pub metric: String,
+    pub base: f64,
+    pub new: f64,
+    /// Relative change `new / base - 1` (absolute difference for the error rate).
+    pub change: f64,
+    /// 95% confidence interval of `change`, when per-request samples allow one.
+    pub ci: Option<(f64, f64)>,
+    pub verdict: Verdict,
+}
+
+/// Every key metric of one workload, compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub workload: String,
+    pub changes: Vec<MetricChange>,
+}
+
+impl Comparison {
+    pub fn regressions(&self) -> impl Iterator<Item = &MetricChange> {
+        self.changes
+            .iter()
+            .filter(|c| c.verdict == Verdict::Regressed)
+    }
+}
+
+/// What a statistic is computed from.
+enum Samples {
+    /// One value per successful request, through `stat`.
+    PerRequest {
+        values: fn(&RequestRecord) -> Option<f64>,
+        stat: fn(&mut [f64]) -> f64,
+    },
+    /// One 0/1 value per request: its failure; the statistic is the mean (the error rate).
+    Failures,
+    /// One value per run, from the metrics.
+    Single(fn(&WorkloadMetrics) -> f64),
+}
+
+struct KeyMetric {
+    label: &'static str,
+    higher_is_better: bool,
+    samples: Samples,
+}
+
+fn mean(v: &mut [f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+fn p50(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(v, 50.0)
+}
+
+fn p99(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(v, 99.0)
+}
+
+const KEY_METRICS: &[KeyMetric] = &[
+    KeyMetric {
+        label: "TTFT p50 (ms)",
+        higher_is_better: false,
+        samples: Samples::PerRequest {
+            values: |r| r.ttft_ms,
+            stat: p50,
+        },
+    },
+    KeyMetric {
+        label: "TTFT p99 (ms)",
+        higher_is_better: false,
+        samples: Samples::PerRequest {
+            values: |r| r.ttft_ms,
+            stat: p99,
+        },
+    },
+    KeyMetric {
+        label: "TBT avg (ms)",
+        higher_is_better: false,
+        samples: Samples::PerRequest {
+            values: |r| r.tbt_ms,
+            stat: mean,
+        },
+    },
+    KeyMetric {
+        label: "TPOT avg (ms)",
+        higher_is_better: false,
+        samples: Samples::PerRequest {
+            values: |r| r.tpot_ms,
+            stat: mean,
+        },
+    },
+    KeyMetric {
+        label: "Throughput avg (tok/s)",
+        higher_is_better: true,
+        samples: Samples::PerRequest {
+            values: |r| r.throughput_tps,
+            stat: mean,
+        },
+    },
+    KeyMetric {
+        label: "Error rate",
+        higher_is_better: false,
+        samples: Samples::Failures,
+    },
+    KeyMetric {
+        label: "Peak memory (MB)",
+        higher_is_better: false,
+        samples: Samples::Single(|m| m.peak_mem_mb),
+    },
+];
+
+/// Compares `new` against `base`.
+pub fn compare(base: &Saved, new: &Saved, settings: &CompareSettings) -> Comparison {
+    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
+    let changes = KEY_METRICS
+        .iter()
+        .map(|key| compare_one(key, base, new, settings, &mut rng))
+        .collect();
+    Comparison {
+        workload: new.metrics.workload.clone(),
+        changes,
+    }
+}
+
+fn compare_one(
+    key: &KeyMetric,
+    base: &Saved,
+    new: &Saved,
+    settings: &CompareSettings,
+    rng: &mut ChaCha8Rng,
+) -> MetricChange {
+    let noise = settings.noise_threshold;
+    let (base_value, new_value, change, ci) = match &key.samples {
+        Samples::Single(value) => {
+            let (b, n) = (value(&base.metrics), value(&new.metrics));
+            (b, n, relative(b, n), None)
+        }
+        Samples::PerRequest { values, stat } => {
+            let pick = |s: &Saved| -> Vec<f64> {
+                s.records
+                    .iter()
+                    .filter(|r| r.success)
+                    .filter_map(values)
+                    .collect()
+            };
+            let (b, n) = (pick(base), pick(new));
+            if b.is_empty() || n.is_empty() {
+                return not_comparable(key, &b, &n, *stat);
+            }
+            let (bv, nv) = (stat(&mut b.clone()), stat(&mut n.clone()));
+            let ci = bootstrap(&b, &n, *stat, relative, settings.resamples, rng);
+            (bv, nv, relative(bv, nv), ci)
+        }
+        Samples::Failures => {
+            let pick = |s: &Saved| -> Vec<f64> {
+                s.records
+                    .iter()
+                    .map(|r| if r.success { 0.0 } else { 1.0 })
+                    .collect()
+            };
+            let (b, n) = (pick(base), pick(new));
+            if b.is_empty() || n.is_empty() {
+                return not_comparable(key, &b, &n, mean);
+            }
+            let (bv, nv) = (mean(&mut b.clone()), mean(&mut n.clone()));
+            let difference = |b: f64, n: f64| Some(n - b);
+            let ci = bootstrap(&b, &n, mean, difference, settings.resamples, rng);
+            (bv, nv, Some(nv - bv), ci)
+        }
+    };
+    let Some(change) = change else {
+        return MetricChange {
+            metric: key.label.to_string(),
+            base: base_value,
+            new: new_value,
+            change: 0.0,
+            ci: None,
+            verdict: if base_value == new_value {
+                Verdict::NoSignificantChange
+            } else {
+                Verdict::NotComparable
+            },
+        };
+    };
+    // Orient so that "worse" is positive.
+    let worse = |x: f64| if key.higher_is_better { -x } else { x };
+    let verdict = match ci {
+        Some((lo, hi)) => {
+            let (lo, hi) = if key.higher_is_better {
+                (worse(hi), worse(lo))
+            } else {
+                (lo, hi)
+            };
+            if lo > noise {
+                Verdict::Regressed
+            } else if hi < -noise {
+                Verdict::Improved
+            } else {
+                Verdict::NoSignificantChange
+            }
+        }
+        None if worse(change) > noise => Verdict::Regressed,
+        None if worse(change) < -noise => Verdict::Improved,
+        None => Verdict::NoSignificantChange,
+    };
+    MetricChange {
+        metric: key.label.to_string(),
+        base: base_value,
+        new: new_value,
+        change,
+        ci,
+        verdict,
+    }
+}
+
+fn not_comparable(
+    key: &KeyMetric,
+    base: &[f64],
+    new: &[f64],
+    stat: fn(&mut [f64]) -> f64,
+) -> MetricChange {
+    let value = |v: &[f64]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            stat(&mut v.to_vec())
+        }
+    };
+    MetricChange {
+        metric: key.label.to_string(),
+        base: value(base),
+        new: value(new),
+        change: 0.0,
+        ci: None,
+        verdict: Verdict::NotComparable,
+    }
+}
+
+fn relative(base: f64, new: f64) -> Option<f64> {
+    (base != 0.0).then(|| new / base - 1.0)
+}
+
+/// A 95% percentile-bootstrap interval for `change(stat(base*), stat(new*))`.
+fn bootstrap(
+    base: &[f64],
+    new: &[f64],
+    stat: fn(&mut [f64]) -> f64,
+    change: impl Fn(f64, f64) -> Option<f64>,
+    resamples: usize,
+    rng: &mut ChaCha8Rng,
+) -> Option<(f64, f64)> {
+    let mut changes = Vec::with_capacity(resamples);
+    let (mut b, mut n) = (
+        Vec::with_capacity(base.len()),
+        Vec::with_capacity(new.len()),
+    );
+    for _ in 0..resamples {
+        b.clear();
+        n.clear();
+        b.extend((0..base.len()).map(|_| base[rng.gen_range(0..base.len())]));
+        n.extend((0..new.len()).map(|_| new[rng.gen_range(0..new.len())]));
+        if let Some(c) = change(stat(&mut b), stat(&mut n)) {
+            changes.push(c);
+        }
+    }
+    if changes.is_empty() {
+        return None;
+    }
+    changes.sort_by(f64::total_cmp);
+    Some((percentile(&changes, 2.5), percentile(&changes, 97.5)))
+}
+
+/// Renders comparisons as a terminal table, one block per workload.
+pub fn render(comparisons: &[Comparison], base_name: &str) -> String {
+    use comfy_table::presets::UTF8_FULL_CONDENSED;
+    use comfy_table::{Cell, CellAlignment, Table};
+    let mut out = String::new();
+    for c in comparisons {
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED);
+        table.set_header(["Metric", base_name, "new", "change", "95% CI", "verdict"]);
+        for m in &c.changes {
+            let pct = m.metric != "Error rate";
+            let fmt_change = |x: f64| {
+                if pct {
+                    format!("{:+.2}%", x * 100.0)
+                } else {
+                    format!("{:+.2} pp", x * 100.0)
+                }
+            };
+            let ci =
+                m.ci.map(|(lo, hi)| format!("[{}, {}]", fmt_change(lo), fmt_change(hi)))
+                    .unwrap_or_else(|| "n/a".to_string());
+            let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
+            table.add_row(vec![
+                Cell::new(&m.metric),
+                right(format!("{:.3}", m.base)),
+                right(format!("{:.3}", m.new)),
+                right(if m.verdict == Verdict::NotComparable {
+                    "n/a".into()
+                } else {
+                    fmt_change(m.change)
+                }),
+                right(ci),
+                Cell::new(m.verdict.to_string()),
+            ]);
+        }
+        out.push_str(&format!(
+            "{}: compared with baseline `{base_name}`\n{table}\n",
+            c.workload
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::EngineFigures;
+    use crate::metrics::{aggregate, WallClock};
+    use crate::record::RawRequest;
+
+    /// A run whose requests have these TTFTs and then 9 tokens 10 ms apart.
+    fn run(ttfts: &[f64], scale: f64) -> Saved {
+        let records: Vec<RequestRecord> = ttfts
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                let times: Vec<f64> = (0..10)
+                    .map(|k| t * scale + k as f64 * 10.0 * scale)
+                    .collect();
+                RequestRecord::new(RawRequest {
+                    index: i,
+                    start_ms: i as f64 * 200.0,
+                    prompt_tokens: 8,
+                    token_counts: vec![1; times.len()],
+                    finish_ms: *times.last().unwrap(),
+                    token_times_ms: times,
+                    ..RawRequest::default()
+                })
+            })
+            .collect();
+        let wall = WallClock {
+            start_unix_s: 0.0,
+            total_time_s: 2.0,
+        };
+        let metrics = aggregate("w", "mock", "m", &records, wall, &EngineFigures::default());
+        Saved { metrics, records }
+    }
+
+    const TTFTS: &[f64] = &[10.0, 12.0, 11.0, 13.0, 9.0, 10.5, 11.5, 12.5, 9.5, 10.0];
+
+    #[test]
+    fn identical_runs_show_no_significant_change() {
+        let a = run(TTFTS, 1.0);
+        let c = compare(&a, &a.clone(), &CompareSettings::default());
+        for m in &c.changes {
+            assert_ne!(m.verdict, Verdict::Regressed, "{m:?}");
+            assert_ne!(m.verdict, Verdict::Improved, "{m:?}");
+        }
+        assert_eq!(c.changes[0].change, 0.0);
+    }
+
+    #[test]
+    fn a_uniformly_slower_run_regresses_and_a_faster_one_improves() {
+        let (a, slow, fast) = (run(TTFTS, 1.0), run(TTFTS, 1.3), run(TTFTS, 0.7));
+        let c = compare(&a, &slow, &CompareSettings::default());
+        let ttft = &c.changes[0];
+        assert!((ttft.change - 0.3).abs() < 1e-9, "{ttft:?}");
+        // Every sample scales by 1.3, so every resample does too: the interval is a point.
+        let (lo, hi) = ttft.ci.unwrap();
+        assert!((lo - 0.3).abs() < 1e-9 && (hi - 0.3).abs() < 1e-9);
+        assert_eq!(ttft.verdict, Verdict::Regressed);
+        let tput = c
+            .changes
+            .iter()
+            .find(|m| m.metric.starts_with("Throughput"))
+            .unwrap();
+        assert_eq!(
+            tput.verdict,
+            Verdict::Regressed,
+            "lower throughput is a regression"
+        );
+        assert_eq!(c.regressions().count(), 5);
+        let c = compare(&a, &fast, &CompareSettings::default());
+        assert_eq!(c.changes[0].verdict, Verdict::Improved);
+        assert_eq!(c.regressions().count(), 0);
+    }
+
+    #[test]
+    fn a_change_within_the_noise_threshold_is_not_significant() {
+        let a = run(TTFTS, 1.0);
+        let c = compare(&a, &run(TTFTS, 1.01), &CompareSettings::default());
+        assert_eq!(c.changes[0].verdict, Verdict::NoSignificantChange);
+    }
+
+    #[test]
+    fn overlapping_noisy_samples_are_not_called_a_regression() {
+        // The second run's TTFTs are the first's in another order plus one outlier swapped:
+        // medians differ a little, the intervals straddle zero.
+        let a = run(TTFTS, 1.0);
+        let b = run(
+            &[12.0, 10.0, 9.0, 13.0, 11.0, 10.5, 9.5, 12.5, 11.5, 10.2],
+            1.0,
+        );
+        let c = compare(&a, &b, &CompareSettings::default());
+        assert_eq!(
+            c.changes[0].verdict,
+            Verdict::NoSignificantChange,
+            "{:?}",
+            c.changes[0]
+        );
+    }
+
+    #[test]
+    fn save_and_load_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = run(TTFTS, 1.0);
+        save(dir.path(), &a).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), a);
+        assert!(load(&dir.path().join("missing")).is_err());
+    }
+}

@@ -1,0 +1,169 @@
+//! What `#[workload]` expands to calls into. Not a public API: names here may change.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
+
+pub use inventory;
+
+use crate::setup::Setup;
+use crate::workload::{Arrival, Workload};
+
+/// One `#[workload]` function, registered at link time.
+pub struct Entry {
+    pub fn_name: &'static str,
+    pub module_path: &'static str,
+    pub file: &'static str,
+    pub line: u32,
+    pub ignore: bool,
+    /// Applies the attribute's options.
+    pub options: fn(&mut Options),
+    /// Runs the function body on a [`Setup`].
+    pub setup: for<'a> fn(&'a mut Setup) -> SetupFuture<'a>,
+}
+
+inventory::collect!(Entry);
+
+/// The future a workload function's body becomes (sync bodies are ready at once).
+pub type SetupFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + 'a>>;
+
+/// The attribute's options, as the generated code sets them. Each setter takes the type the
+/// option needs, so a wrong type is reported at the user's expression.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    name: Option<String>,
+    prompt_tokens: Option<usize>,
+    output_tokens: Option<usize>,
+    requests: Option<usize>,
+    warmup: Option<usize>,
+    concurrency: Option<Vec<usize>>,
+    rate: Option<f64>,
+    seed: Option<u64>,
+    shared_prefix: Option<usize>,
+}
+
+/// Defaults for options a `#[workload]` does not set.
+pub const DEFAULT_PROMPT_TOKENS: usize = 128;
+pub const DEFAULT_OUTPUT_TOKENS: usize = 128;
+pub const DEFAULT_REQUESTS: usize = 10;
+
+impl Options {
+    pub fn name(&mut self, name: &str) {
+        self.name = Some(name.to_string());
+    }
+    pub fn prompt_tokens(&mut self, tokens: usize) {
+        self.prompt_tokens = Some(tokens);
+    }
+    pub fn output_tokens(&mut self, tokens: usize) {
+        self.output_tokens = Some(tokens);
+    }
+    pub fn requests(&mut self, requests: usize) {
+        self.requests = Some(requests);
+    }
+    pub fn warmup(&mut self, requests: usize) {
+        self.warmup = Some(requests);
+    }
+    pub fn concurrency(&mut self, concurrency: usize) {
+        self.concurrency = Some(vec![concurrency]);
+    }
+    pub fn concurrency_sweep(&mut self, values: &[usize]) {
+        self.concurrency = Some(values.to_vec());
+    }
+    pub fn rate(&mut self, requests_per_second: impl Into<f64>) {
+        self.rate = Some(requests_per_second.into());
+    }
+    pub fn seed(&mut self, seed: u64) {
+        self.seed = Some(seed);
+    }
+    pub fn shared_prefix(&mut self, tokens: usize) {
+        self.shared_prefix = Some(tokens);
+    }
+}
+
+impl Entry {
+    /// The workloads this entry declares: one, or one per value of a concurrency sweep (named
+    /// `<name>_c<concurrency>`).
+    pub fn workloads(&self) -> Result<Vec<Workload>, String> {
+        let mut o = Options::default();
+        (self.options)(&mut o);
+        let name = o.name.clone().unwrap_or_else(|| self.fn_name.to_string());
+        let mut base = Workload::new(
+            &name,
+            o.prompt_tokens.unwrap_or(DEFAULT_PROMPT_TOKENS),
+            o.output_tokens.unwrap_or(DEFAULT_OUTPUT_TOKENS),
+            o.requests.unwrap_or(DEFAULT_REQUESTS),
+        );
+        if let Some(w) = o.warmup {
+            base.warmup_requests = w;
+        }
+        if let Some(seed) = o.seed {
+            base.seed = seed;
+        }
+        if let Some(tokens) = o.shared_prefix {
+            base.shared_prefix_tokens = tokens;
+        }
+        if let Some(rate) = o.rate {
+            base.arrival = Arrival::Poisson { rate };
+        }
+        let workloads = match o.concurrency.as_deref() {
+            None => vec![base],
+            Some(&[concurrency]) => vec![Workload {
+                arrival: Arrival::Closed { concurrency },
+                ..base
+            }],
+            Some(sweep) => sweep
+                .iter()
+                .map(|&concurrency| Workload {
+                    name: format!("{name}_c{concurrency}"),
+                    arrival: Arrival::Closed { concurrency },
+                    ..base.clone()
+                })
+                .collect(),
+        };
+        for w in &workloads {
+            w.validate().map_err(|e| {
+                format!("#[workload] {} at {}:{}: {e}", w.name, self.file, self.line)
+            })?;
+        }
+        Ok(workloads)
+    }
+}
+
+/// Turns the `&mut Setup` the harness holds into the argument the user's function declares.
+#[diagnostic::on_unimplemented(
+    message = "a #[workload] function's argument must be `&mut Setup`, not `{Self}`",
+    label = "expected `&mut sagellm_bench::Setup`"
+)]
+pub trait SetupArg<'a> {
+    fn from_setup(setup: &'a mut Setup) -> Self;
+}
+
+impl<'a> SetupArg<'a> for &'a mut Setup {
+    fn from_setup(setup: &'a mut Setup) -> Self {
+        setup
+    }
+}
+
+pub fn setup_arg<'a, T: SetupArg<'a>>(setup: &'a mut Setup) -> T {
+    T::from_setup(setup)
+}
+
+/// What a workload function may return: nothing, or a `Result` whose error is reported.
+#[diagnostic::on_unimplemented(
+    message = "a #[workload] function must return `()` or `Result<(), E>` with `E: Display`, not `{Self}`"
+)]
+pub trait IntoSetupResult {
+    fn into_setup_result(self) -> Result<(), String>;
+}
+
+impl IntoSetupResult for () {
+    fn into_setup_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Display> IntoSetupResult for Result<(), E> {
+    fn into_setup_result(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
