@@ -107,13 +107,15 @@ impl Options {
                 let key: &'static str = if key == "rate" { "rate" } else { "concurrency" };
                 match self.arrival_set_by {
                     Some(first) if first == key => return Err(repeated()),
-                    Some(first) => return Err(syn::Error::new_spanned(
-                        &path,
-                        format!(
+                    Some(first) => {
+                        return Err(syn::Error::new_spanned(
+                            &path,
+                            format!(
                             "`{key}` conflicts with `{first}`: a workload is either closed loop \
                                  (`concurrency`) or open loop (`rate`)"
                         ),
-                    )),
+                        ))
+                    }
                     None => self.arrival_set_by = Some(key),
                 }
                 let value = meta.value()?.parse::<Expr>()?;
