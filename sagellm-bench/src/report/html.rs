@@ -96,7 +96,7 @@ const CSS: &str = "
 * { box-sizing: border-box; }
 body { margin: 0; font: 15px/1.5 system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif;
   color: var(--text); background: #fff; }
-header, main { max-width: 1280px; margin: 0 auto; padding: 0 24px; }
+header, main { max-width: 1900px; margin: 0 auto; padding: 0 24px; }
 header { padding-top: 20px; border-bottom: 1px solid var(--line); }
 h1 { margin: 0 0 4px; font-size: 28px; }
 h2 { margin: 32px 0 8px; font-size: 22px; border-bottom: 1px solid var(--line); padding-bottom: 4px; }
@@ -116,7 +116,7 @@ table.summary td { text-align: right; font-variant-numeric: tabular-nums; white-
 table.summary tbody th, table.figures th { text-align: left; font-weight: 500; background: var(--bg); }
 table.figures td { font-variant-numeric: tabular-nums; }
 .note { color: var(--muted); font-size: 13px; }
-.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 16px; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 900px), 1fr)); gap: 16px; }
 figure { margin: 12px 0; border: 1px solid var(--line); border-radius: 6px; padding: 6px; background: #fff; }
 figure svg { display: block; width: 100%; height: auto; }
 figcaption { color: var(--muted); font-size: 13px; text-align: center; }

@@ -16,7 +16,6 @@ use std::error::Error;
 use std::path::PathBuf;
 
 use indexmap::IndexMap;
-use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -368,16 +367,16 @@ fn render(
     let drawn: Drawn = (|| {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE)?;
-        let (head, body) = root.split_vertically(58);
+        let (head, body) = root.split_vertically(66);
         head.draw(&Text::new(
             title.to_string(),
             (16, 10),
-            (FONT, 24).into_font().style(FontStyle::Bold).color(&TEXT),
+            (FONT, 28).into_font().style(FontStyle::Bold).color(&TEXT),
         ))?;
         head.draw(&Text::new(
             note.to_string(),
-            (16, 36),
-            (FONT, 15).into_font().color(&MUTED),
+            (16, 40),
+            (FONT, 17).into_font().color(&MUTED),
         ))?;
         draw(&body.margin(4, 12, 8, 20))?;
         root.present()?;
@@ -461,11 +460,11 @@ impl TimeUnit {
 }
 
 fn axis_style() -> TextStyle<'static> {
-    (FONT, 17).into_font().color(&TEXT)
+    (FONT, 20).into_font().color(&TEXT)
 }
 
 fn label_style() -> TextStyle<'static> {
-    (FONT, 14).into_font().color(&TEXT)
+    (FONT, 17).into_font().color(&TEXT)
 }
 
 fn notice(area: &Area, text: &str) -> Drawn {
@@ -473,12 +472,76 @@ fn notice(area: &Area, text: &str) -> Drawn {
     area.draw(&Text::new(
         text.to_string(),
         (w as i32 / 2, h as i32 / 2),
-        (FONT, 20)
+        (FONT, 24)
             .into_font()
             .color(&MUTED)
             .pos(Pos::new(HPos::Center, VPos::Center)),
     ))?;
     Ok(())
+}
+
+/// How a legend entry shows its series.
+#[derive(Clone, Copy)]
+enum Swatch {
+    Bar,
+    Line,
+    Dashed,
+    Cross,
+}
+
+type LegendItem = (String, RGBColor, Swatch);
+
+/// Height of the legend row above a plot.
+const LEGEND_ROW: u32 = 30;
+
+/// Draws legend entries in one row, left to right, above the plot rather than on it, so no
+/// legend ever hides data.
+fn legend_row(area: &Area, items: &[LegendItem]) -> Drawn {
+    let y = LEGEND_ROW as i32 / 2;
+    let mut x = 70;
+    for (label, color, swatch) in items {
+        match swatch {
+            Swatch::Bar => area.draw(&Rectangle::new(
+                [(x, y - 7), (x + 18, y + 7)],
+                color.filled(),
+            ))?,
+            Swatch::Line => area.draw(&PathElement::new(
+                vec![(x, y), (x + 22, y)],
+                color.stroke_width(3),
+            ))?,
+            Swatch::Dashed => {
+                for k in 0..3 {
+                    area.draw(&PathElement::new(
+                        vec![(x + k * 8, y), (x + k * 8 + 5, y)],
+                        color.stroke_width(2),
+                    ))?;
+                }
+            }
+            Swatch::Cross => area.draw(&Cross::new((x + 9, y), 6, color.stroke_width(3)))?,
+        }
+        area.draw(&Text::new(
+            label.clone(),
+            (x + 28, y),
+            label_style().pos(Pos::new(HPos::Left, VPos::Center)),
+        ))?;
+        // plotters cannot measure text without a font file; 0.53 em per character (about
+        // 7.3 px) leaves room for the average sans-serif face.
+        x += 28 + (label.chars().count() as f64 * 7.3) as i32 + 26;
+    }
+    Ok(())
+}
+
+fn mesh_styles<'a, X, Y>(mesh: &mut plotters::chart::MeshStyle<'a, '_, X, Y, SVGBackend<'a>>)
+where
+    X: plotters::coord::ranged1d::Ranged<ValueType = f64>
+        + plotters::coord::ranged1d::ValueFormatter<f64>,
+    Y: plotters::coord::ranged1d::Ranged<ValueType = f64>
+        + plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    mesh.axis_desc_style(axis_style())
+        .label_style(label_style())
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(GRID);
 }
 
 /// Cumulative distribution(s): a step line per set of samples, with the samples as dots; for a
@@ -489,6 +552,7 @@ fn cdf(
     sets: &[(String, Vec<f64>)],
     mark_percentiles: bool,
 ) -> Drawn {
+    let (legend, area) = area.split_vertically(LEGEND_ROW);
     let all = sets.iter().flat_map(|(_, s)| s.iter().copied());
     let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
@@ -499,22 +563,19 @@ fn cdf(
     } else {
         padded(lo, hi, 0.0)
     };
-    let mut chart = ChartBuilder::on(area)
-        .x_label_area_size(52)
-        .y_label_area_size(70)
+    let mut chart = ChartBuilder::on(&area)
+        .x_label_area_size(56)
+        .y_label_area_size(76)
         .build_cartesian_2d(x0..x1, 0f64..100.0)?;
-    chart
-        .configure_mesh()
-        .x_desc(distribution.axis())
-        .y_desc("requests at or below x (%)")
-        .axis_desc_style(axis_style())
-        .label_style(label_style())
-        .light_line_style(TRANSPARENT)
-        .bold_line_style(GRID)
-        .draw()?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(distribution.axis())
+        .y_desc("requests at or below x (%)");
+    mesh_styles(&mut mesh);
+    mesh.draw()?;
     if empty {
-        return notice(area, "no successful request: nothing to plot");
+        return notice(&area, "no successful request: nothing to plot");
     }
+    let mut items = Vec::new();
     for (i, (label, samples)) in sets.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let n = samples.len() as f64;
@@ -524,13 +585,13 @@ fn cdf(
             steps.push((v, (k + 1) as f64 / n * 100.0));
         }
         steps.push((x1, 100.0));
-        let line = chart.draw_series(LineSeries::new(steps, color.stroke_width(3)))?;
-        if !label.is_empty() {
-            line.label(format!("{label} (n = {})", samples.len()))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
-                });
-        }
+        chart.draw_series(LineSeries::new(steps, color.stroke_width(3)))?;
+        let name = if label.is_empty() { "requests" } else { label };
+        items.push((
+            format!("{name} (n = {})", samples.len()),
+            color,
+            Swatch::Line,
+        ));
         // Dots only where they stay distinguishable.
         if samples.len() <= 200 {
             chart.draw_series(
@@ -543,45 +604,35 @@ fn cdf(
     }
     if mark_percentiles && sets.len() == 1 {
         let samples = &sets[0].1;
-        let marks = [(50.0, PALETTE[1]), (95.0, PALETTE[2]), (99.0, PALETTE[5])];
-        for (p, color) in marks {
+        for (p, color) in [(50.0, PALETTE[1]), (95.0, PALETTE[2]), (99.0, PALETTE[5])] {
             let v = percentile(samples, p);
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(v, 0.0), (v, 100.0)],
-                    8,
-                    6,
-                    color.stroke_width(2),
-                ))?
-                .label(format!("p{p:.0} = {v:.2} ms"))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
-                });
+            chart.draw_series(DashedLineSeries::new(
+                [(v, 0.0), (v, 100.0)],
+                8,
+                6,
+                color.stroke_width(2),
+            ))?;
+            items.push((format!("p{p:.0} = {v:.2} ms"), color, Swatch::Dashed));
         }
     }
-    if mark_percentiles || sets.iter().any(|(l, _)| !l.is_empty()) {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font(label_style())
-            .background_style(WHITE.mix(0.9))
-            .border_style(GRID)
-            .draw()?;
-    }
-    Ok(())
+    legend_row(&legend, &items)
 }
 
 /// Histogram of pooled samples, with p50 and p99 marked.
 fn histogram(area: &Area, samples: &[f64]) -> Drawn {
+    let (legend, area) = area.split_vertically(LEGEND_ROW);
     let (lo, hi) = match (samples.first(), samples.last()) {
         (Some(&lo), Some(&hi)) => (lo, hi),
         _ => {
-            let chart = ChartBuilder::on(area)
-                .x_label_area_size(52)
-                .y_label_area_size(70)
+            let mut chart = ChartBuilder::on(&area)
+                .x_label_area_size(56)
+                .y_label_area_size(76)
                 .build_cartesian_2d(0f64..1.0, 0f64..1.0)?;
-            draw_histogram_mesh(chart)?;
-            return notice(area, "no gap between tokens in a successful request");
+            let mut mesh = chart.configure_mesh();
+            mesh.x_desc(Distribution::Itl.axis()).y_desc("gaps (count)");
+            mesh_styles(&mut mesh);
+            mesh.draw()?;
+            return notice(&area, "no gap between tokens in a successful request");
         }
     };
     let bins = ((samples.len() as f64).sqrt().ceil() as usize).clamp(5, 40);
@@ -597,188 +648,149 @@ fn histogram(area: &Area, samples: &[f64]) -> Drawn {
         let i = (((v - b0) / width) as usize).min(bins - 1);
         counts[i] += 1;
     }
-    let top = *counts.iter().max().unwrap_or(&1) as f64 * 1.12;
-    let (x0, x1) = padded(b0, b1, f64::NEG_INFINITY);
-    let mut chart = ChartBuilder::on(area)
-        .x_label_area_size(52)
-        .y_label_area_size(70)
-        .build_cartesian_2d(x0.max(0.0).min(b0)..x1, 0f64..top)?;
-    chart
-        .configure_mesh()
-        .x_desc(Distribution::Itl.axis())
-        .y_desc("gaps (count)")
-        .axis_desc_style(axis_style())
-        .label_style(label_style())
-        .light_line_style(TRANSPARENT)
-        .bold_line_style(GRID)
-        .draw()?;
-    chart
-        .draw_series(counts.iter().enumerate().map(|(i, &c)| {
-            let left = b0 + i as f64 * width;
-            Rectangle::new(
-                [(left, 0.0), (left + width, c as f64)],
-                PALETTE[0].mix(0.85).filled(),
-            )
-        }))?
-        .label(format!("{} gaps", samples.len()))
-        .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], PALETTE[0].filled()));
+    let top = *counts.iter().max().unwrap_or(&1) as f64 * 1.08;
+    let (x0, x1) = padded(b0, b1, 0.0);
+    let mut chart = ChartBuilder::on(&area)
+        .x_label_area_size(56)
+        .y_label_area_size(76)
+        .build_cartesian_2d(x0.min(b0)..x1, 0f64..top)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(Distribution::Itl.axis()).y_desc("gaps (count)");
+    mesh_styles(&mut mesh);
+    mesh.draw()?;
+    chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
+        let left = b0 + i as f64 * width;
+        Rectangle::new(
+            [(left, 0.0), (left + width, c as f64)],
+            PALETTE[0].mix(0.85).filled(),
+        )
+    }))?;
+    let mut items = vec![(
+        format!("{} gaps in {bins} bins of {width:.3} ms", samples.len()),
+        PALETTE[0],
+        Swatch::Bar,
+    )];
     for (p, color) in [(50.0, PALETTE[1]), (99.0, PALETTE[5])] {
         let v = percentile(samples, p);
-        chart
-            .draw_series(DashedLineSeries::new(
-                [(v, 0.0), (v, top)],
-                8,
-                6,
-                color.stroke_width(2),
-            ))?
-            .label(format!("p{p:.0} = {v:.2} ms"))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
-            });
+        chart.draw_series(DashedLineSeries::new(
+            [(v, 0.0), (v, top)],
+            8,
+            6,
+            color.stroke_width(2),
+        ))?;
+        items.push((format!("p{p:.0} = {v:.2} ms"), color, Swatch::Dashed));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(label_style())
-        .background_style(WHITE.mix(0.9))
-        .border_style(GRID)
-        .draw()?;
-    Ok(())
-}
-
-fn draw_histogram_mesh(
-    mut chart: ChartContext<SVGBackend, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
-) -> Drawn {
-    chart
-        .configure_mesh()
-        .x_desc(Distribution::Itl.axis())
-        .y_desc("gaps (count)")
-        .axis_desc_style(axis_style())
-        .label_style(label_style())
-        .light_line_style(TRANSPARENT)
-        .bold_line_style(GRID)
-        .draw()?;
-    Ok(())
+    legend_row(&legend, &items)
 }
 
 /// One row per request: a thin line for scheduling lag (open loop), a bar from send to first
 /// token (queueing and prefill), a bar from first to last token (decoding); failures in red.
 fn timeline(area: &Area, records: &[RequestRecord]) -> Drawn {
+    let (legend, area) = area.split_vertically(LEGEND_ROW);
     let end = records.iter().map(|r| r.end_ms()).fold(0.0, f64::max);
     let unit = TimeUnit::for_span(end);
     let t = |ms: f64| ms * unit.per_ms;
-    let n = records.len().max(1);
-    let mut chart = ChartBuilder::on(area)
-        .x_label_area_size(52)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..t(end.max(1.0) * 1.03), -0.7f64..(n as f64 - 0.3))?;
-    chart
-        .configure_mesh()
-        .x_desc(format!(
-            "time since the workload's first send ({})",
-            unit.name
-        ))
-        .y_desc("request (index)")
-        .y_labels(n.min(20))
-        .y_label_formatter(&|y| {
-            if (y - y.round()).abs() < 1e-9 && *y >= 0.0 {
-                format!("{}", y.round() as i64)
-            } else {
-                String::new()
-            }
-        })
-        .axis_desc_style(axis_style())
-        .label_style(label_style())
-        .light_line_style(TRANSPARENT)
-        .bold_line_style(GRID)
-        .draw()?;
+    let n = records.iter().map(|r| r.index + 1).max().unwrap_or(1);
+    let mut chart = ChartBuilder::on(&area)
+        .x_label_area_size(56)
+        .y_label_area_size(76)
+        .build_cartesian_2d(0f64..t(end.max(1.0) * 1.02), -0.7f64..(n as f64 - 0.3))?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(format!(
+        "time since the workload's first send ({})",
+        unit.name
+    ))
+    .y_desc("request (index)")
+    .y_labels(n.min(20))
+    .y_label_formatter(&|y| {
+        if (y - y.round()).abs() < 1e-9 && *y >= 0.0 {
+            format!("{}", y.round() as i64)
+        } else {
+            String::new()
+        }
+    });
+    mesh_styles(&mut mesh);
+    mesh.draw()?;
     if records.is_empty() {
-        return notice(area, "no request was measured");
+        return notice(&area, "no request was measured");
     }
     let half = if n > 40 { 0.45 } else { 0.3 };
     let row = |r: &RequestRecord| r.index as f64;
+    let mut items = Vec::new();
     let lagging: Vec<_> = records
         .iter()
         .filter_map(|r| r.scheduled_ms.map(|s| (s, r)))
         .filter(|(s, r)| r.start_ms > *s)
         .collect();
     if !lagging.is_empty() {
-        chart
-            .draw_series(lagging.iter().map(|(s, r)| {
-                PathElement::new(
-                    vec![(t(*s), row(r)), (t(r.start_ms), row(r))],
-                    MUTED.stroke_width(2),
-                )
-            }))?
-            .label("scheduled to sent (lag)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], MUTED.stroke_width(2)));
-    }
-    let waiting_color = PALETTE[1];
-    chart
-        .draw_series(records.iter().map(|r| {
-            let first = r.ttft_ms.unwrap_or(r.finish_ms);
-            Rectangle::new(
-                [
-                    (t(r.start_ms), row(r) - half),
-                    (t(r.start_ms + first), row(r) + half),
-                ],
-                waiting_color.filled(),
+        chart.draw_series(lagging.iter().map(|(s, r)| {
+            PathElement::new(
+                vec![(t(*s), row(r)), (t(r.start_ms), row(r))],
+                MUTED.stroke_width(2),
             )
-        }))?
-        .label("sent to first token (queue + prefill)")
-        .legend(move |(x, y)| {
-            Rectangle::new([(x, y - 6), (x + 18, y + 6)], waiting_color.filled())
-        });
-    let streaming = |ok: bool| {
+        }))?;
+        items.push(("scheduled to sent (lag)".to_string(), MUTED, Swatch::Line));
+    }
+    chart.draw_series(records.iter().map(|r| {
+        let first = r.ttft_ms.unwrap_or(r.finish_ms);
+        Rectangle::new(
+            [
+                (t(r.start_ms), row(r) - half),
+                (t(r.start_ms + first), row(r) + half),
+            ],
+            PALETTE[1].filled(),
+        )
+    }))?;
+    items.push((
+        "sent to first token (queue + prefill)".to_string(),
+        PALETTE[1],
+        Swatch::Bar,
+    ));
+    // A failed request's bar runs to where its stream stopped.
+    let streamed = |r: &RequestRecord| {
+        let first = r.ttft_ms?;
+        let last = if r.success {
+            r.e2el_ms.unwrap_or(first)
+        } else {
+            r.finish_ms
+        };
+        Some((row(r), t(r.start_ms + first), t(r.start_ms + last)))
+    };
+    chart.draw_series(
         records
             .iter()
-            .filter(move |r| r.success == ok)
-            .filter_map(|r| {
-                let first = r.ttft_ms?;
-                let last = if r.success {
-                    r.e2el_ms.unwrap_or(first)
-                } else {
-                    r.finish_ms
-                };
-                Some((r, first, last))
-            })
-            .map(|(r, first, last)| (row(r), t(r.start_ms + first), t(r.start_ms + last)))
-            .collect::<Vec<_>>()
-    };
-    let decode_color = PALETTE[0];
-    chart
-        .draw_series(streaming(true).into_iter().map(|(y, a, b)| {
-            Rectangle::new([(a, y - half), (b, y + half)], decode_color.filled())
-        }))?
-        .label("first to last token (decode)")
-        .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], decode_color.filled()));
+            .filter(|r| r.success)
+            .filter_map(streamed)
+            .map(|(y, a, b)| Rectangle::new([(a, y - half), (b, y + half)], PALETTE[0].filled())),
+    )?;
+    items.push((
+        "first to last token (decode)".to_string(),
+        PALETTE[0],
+        Swatch::Bar,
+    ));
     let failed: Vec<&RequestRecord> = records.iter().filter(|r| !r.success).collect();
     if !failed.is_empty() {
-        chart.draw_series(streaming(false).into_iter().map(|(y, a, b)| {
-            Rectangle::new([(a, y - half), (b, y + half)], FAILED.mix(0.6).filled())
+        chart.draw_series(failed.iter().filter_map(|r| streamed(r)).map(|(y, a, b)| {
+            Rectangle::new([(a, y - half), (b, y + half)], FAILED.mix(0.55).filled())
         }))?;
-        chart
-            .draw_series(
-                failed
-                    .iter()
-                    .map(|r| Cross::new((t(r.end_ms()), row(r)), 7, FAILED.stroke_width(3))),
-            )?
-            .label(format!("failed ({} request(s))", failed.len()))
-            .legend(|(x, y)| Cross::new((x + 9, y), 6, FAILED.stroke_width(3)));
+        chart.draw_series(
+            failed
+                .iter()
+                .map(|r| Cross::new((t(r.end_ms()), row(r)), 7, FAILED.stroke_width(3))),
+        )?;
+        items.push((
+            format!("failed ({}), where its stream stopped", failed.len()),
+            FAILED,
+            Swatch::Cross,
+        ));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font(label_style())
-        .background_style(WHITE.mix(0.9))
-        .border_style(GRID)
-        .draw()?;
-    Ok(())
+    legend_row(&legend, &items)
 }
 
 /// Streamed tokens per second in equal time bins across the workload, with the workload's
 /// output throughput as a dashed line.
 fn tokens_per_second(area: &Area, records: &[RequestRecord], output_tps: f64) -> Drawn {
+    let (legend, area) = area.split_vertically(LEGEND_ROW);
     let events: Vec<(f64, usize)> = records
         .iter()
         .flat_map(|r| {
@@ -801,106 +813,123 @@ fn tokens_per_second(area: &Area, records: &[RequestRecord], output_tps: f64) ->
         .iter()
         .map(|&c| c as f64 / (width_ms / 1000.0))
         .collect();
-    let top = rates.iter().copied().fold(output_tps, f64::max).max(1.0) * 1.15;
-    let mut chart = ChartBuilder::on(area)
-        .x_label_area_size(52)
-        .y_label_area_size(80)
+    let top = rates.iter().copied().fold(output_tps, f64::max).max(1.0) * 1.08;
+    let mut chart = ChartBuilder::on(&area)
+        .x_label_area_size(56)
+        .y_label_area_size(86)
         .build_cartesian_2d(0f64..(end.max(1.0) * unit.per_ms), 0f64..top)?;
-    chart
-        .configure_mesh()
-        .x_desc(format!(
-            "time since the workload's first send ({})",
-            unit.name
-        ))
-        .y_desc("streamed output tokens/s")
-        .axis_desc_style(axis_style())
-        .label_style(label_style())
-        .light_line_style(TRANSPARENT)
-        .bold_line_style(GRID)
-        .draw()?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(format!(
+        "time since the workload's first send ({})",
+        unit.name
+    ))
+    .y_desc("streamed output tokens/s");
+    mesh_styles(&mut mesh);
+    mesh.draw()?;
     if events.is_empty() {
-        return notice(area, "no token was streamed");
+        return notice(&area, "no token was streamed");
     }
     let bin_width = width_ms * unit.per_ms;
-    chart
-        .draw_series(rates.iter().enumerate().map(|(i, &rate)| {
-            let left = i as f64 * bin_width;
-            Rectangle::new(
-                [(left, 0.0), (left + bin_width, rate)],
-                PALETTE[2].mix(0.8).filled(),
-            )
-        }))?
-        .label(format!("tokens/s in {:.3} {} bins", bin_width, unit.name))
-        .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], PALETTE[2].filled()));
-    let right = end * unit.per_ms;
-    chart
-        .draw_series(DashedLineSeries::new(
-            [(0.0, output_tps), (right, output_tps)],
-            8,
-            6,
-            PALETTE[5].stroke_width(2),
-        ))?
-        .label(format!(
-            "output throughput {output_tps:.1} tokens/s (successful requests, whole workload)"
-        ))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], PALETTE[5].stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(label_style())
-        .background_style(WHITE.mix(0.9))
-        .border_style(GRID)
-        .draw()?;
-    Ok(())
+    chart.draw_series(rates.iter().enumerate().map(|(i, &rate)| {
+        let left = i as f64 * bin_width;
+        Rectangle::new(
+            [(left, 0.0), (left + bin_width, rate)],
+            PALETTE[2].mix(0.8).filled(),
+        )
+    }))?;
+    chart.draw_series(DashedLineSeries::new(
+        [(0.0, output_tps), (end * unit.per_ms, output_tps)],
+        8,
+        6,
+        PALETTE[5].stroke_width(2),
+    ))?;
+    legend_row(
+        &legend,
+        &[
+            (
+                format!("tokens/s per {bin_width:.3} {} bin", unit.name),
+                PALETTE[2],
+                Swatch::Bar,
+            ),
+            (
+                format!("workload output throughput {output_tps:.1} tokens/s"),
+                PALETTE[5],
+                Swatch::Dashed,
+            ),
+        ],
+    )
 }
 
 /// One figure across workloads, for a panel of the key-metrics chart.
 struct Panel {
     title: &'static str,
     unit: &'static str,
-    /// Bars per workload: a name and a value.
-    bars: fn(&WorkloadMetrics) -> Vec<(&'static str, f64)>,
+    /// Bars per workload: p50 and p99, or a single figure.
+    bars: fn(&WorkloadMetrics) -> Vec<f64>,
 }
 
 const KEY_PANELS: &[Panel] = &[
     Panel {
         title: "TTFT",
         unit: "ms",
-        bars: |m| vec![("p50", m.p50_ttft_ms), ("p99", m.p99_ttft_ms)],
+        bars: |m| vec![m.p50_ttft_ms, m.p99_ttft_ms],
     },
     Panel {
         title: "TPOT",
         unit: "ms",
-        bars: |m| vec![("p50", m.p50_tpot_ms), ("p99", m.p99_tpot_ms)],
+        bars: |m| vec![m.p50_tpot_ms, m.p99_tpot_ms],
     },
     Panel {
         title: "Inter-token gap",
         unit: "ms",
-        bars: |m| vec![("p50", m.p50_itl_ms), ("p99", m.p99_itl_ms)],
+        bars: |m| vec![m.p50_itl_ms, m.p99_itl_ms],
     },
     Panel {
         title: "End-to-end latency",
         unit: "ms",
-        bars: |m| vec![("p50", m.p50_e2el_ms), ("p99", m.p99_e2el_ms)],
+        bars: |m| vec![m.p50_e2el_ms, m.p99_e2el_ms],
     },
     Panel {
         title: "Output throughput",
         unit: "tokens/s",
-        bars: |m| vec![("", m.output_throughput_tps)],
+        bars: |m| vec![m.output_throughput_tps],
     },
     Panel {
         title: "Error rate",
         unit: "%",
-        bars: |m| vec![("", m.error_rate * 100.0)],
+        bars: |m| vec![m.error_rate * 100.0],
     },
 ];
 
+/// Bar colours by position in a group; a group of one gets its own colour, so a single figure
+/// is never mistaken for a p50.
+fn bar_color(position: usize, group_size: usize) -> RGBColor {
+    if group_size == 1 {
+        PALETTE[2]
+    } else {
+        PALETTE[position % PALETTE.len()]
+    }
+}
+
 fn key_metrics(area: &Area, summary: &Summary) -> Drawn {
+    let (legend, area) = area.split_vertically(LEGEND_ROW);
+    legend_row(
+        &legend,
+        &[
+            ("p50".to_string(), bar_color(0, 2), Swatch::Bar),
+            ("p99".to_string(), bar_color(1, 2), Swatch::Bar),
+            (
+                "whole-workload figure".to_string(),
+                bar_color(0, 1),
+                Swatch::Bar,
+            ),
+        ],
+    )?;
     let metrics: Vec<&WorkloadMetrics> = summary.workloads.values().collect();
     let names: Vec<String> = summary.workloads.keys().cloned().collect();
     for (panel, cell) in KEY_PANELS.iter().zip(area.split_evenly((2, 3))) {
-        let cell = cell.margin(6, 6, 6, 6);
-        let groups: Vec<Vec<(&str, f64)>> = metrics.iter().map(|m| (panel.bars)(m)).collect();
+        let cell = cell.margin(4, 8, 4, 8);
+        let groups: Vec<Vec<f64>> = metrics.iter().map(|m| (panel.bars)(m)).collect();
         bar_panel(
             &cell,
             &format!("{} ({})", panel.title, panel.unit),
@@ -910,65 +939,59 @@ fn key_metrics(area: &Area, summary: &Summary) -> Drawn {
         )?;
     }
     if metrics.is_empty() {
-        notice(area, "the run has no workload")?;
+        notice(&area, "the run has no workload")?;
     }
     Ok(())
 }
 
-/// Grouped bars: one group per workload, one bar per named value, values printed on top.
+/// Grouped bars: one group per workload, one bar per value, each value printed above its bar.
 fn bar_panel(
     area: &Area,
     title: &str,
     unit: &str,
-    groups_names: &[String],
-    groups: &[Vec<(&str, f64)>],
+    group_names: &[String],
+    groups: &[Vec<f64>],
 ) -> Drawn {
-    let top = groups.iter().flatten().map(|(_, v)| *v).fold(0.0, f64::max);
-    let top = if top > 0.0 { top * 1.2 } else { 1.0 };
+    let top = groups.iter().flatten().copied().fold(0.0, f64::max);
+    let top = if top > 0.0 { top * 1.18 } else { 1.0 };
     let n = groups.len().max(1);
     let mut chart = ChartBuilder::on(area)
-        .caption(title, (FONT, 18).into_font().color(&TEXT))
+        .caption(title, (FONT, 21).into_font().color(&TEXT))
         .x_label_area_size(34)
-        .y_label_area_size(62)
+        .y_label_area_size(70)
         .build_cartesian_2d(-0.5f64..n as f64 - 0.5, 0f64..top)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
         .y_desc(unit)
-        // With one unit per workload, plotters' label positions fall on the integers.
+        // With one unit per workload, plotters puts its x labels on the integers.
         .x_labels(n)
         .x_label_formatter(&|x| {
             let i = x.round();
             if (x - i).abs() > 1e-6 || i < 0.0 {
                 return String::new();
             }
-            groups_names.get(i as usize).cloned().unwrap_or_default()
+            group_names.get(i as usize).cloned().unwrap_or_default()
         })
         .y_labels(5)
-        .axis_desc_style((FONT, 14).into_font().color(&TEXT))
-        .label_style((FONT, 13).into_font().color(&TEXT))
+        .axis_desc_style((FONT, 17).into_font().color(&TEXT))
+        .label_style((FONT, 16).into_font().color(&TEXT))
         .light_line_style(TRANSPARENT)
         .bold_line_style(GRID)
         .draw()?;
     for (g, bars) in groups.iter().enumerate() {
-        let k = bars.len().max(1) as f64;
-        let slot = 0.7 / k;
-        for (b, (name, value)) in bars.iter().enumerate() {
-            let left = g as f64 - 0.35 + b as f64 * slot;
-            let color = PALETTE[b % PALETTE.len()];
+        let k = bars.len().max(1);
+        let slot = 0.72 / k as f64;
+        for (b, value) in bars.iter().enumerate() {
+            let left = g as f64 - 0.36 + b as f64 * slot;
             chart.draw_series(std::iter::once(Rectangle::new(
-                [(left + 0.02, 0.0), (left + slot - 0.02, *value)],
-                color.filled(),
+                [(left + 0.015, 0.0), (left + slot - 0.015, *value)],
+                bar_color(b, k).filled(),
             )))?;
-            let text = if name.is_empty() {
-                format_figure(*value)
-            } else {
-                format!("{name} {}", format_figure(*value))
-            };
             chart.draw_series(std::iter::once(Text::new(
-                text,
+                format_figure(*value),
                 (left + slot / 2.0, *value),
-                (FONT, 12)
+                (FONT, 14)
                     .into_font()
                     .color(&TEXT)
                     .pos(Pos::new(HPos::Center, VPos::Bottom)),
@@ -979,7 +1002,10 @@ fn bar_panel(
 }
 
 fn format_figure(v: f64) -> String {
-    if v.abs() >= 100.0 {
+    // Four digits no longer fit above a bar beside its neighbour.
+    if v.abs() >= 1000.0 {
+        format!("{:.2}k", v / 1000.0)
+    } else if v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")
@@ -999,22 +1025,25 @@ fn memory_and_kv(
     records: &IndexMap<String, Vec<RequestRecord>>,
 ) -> Drawn {
     let (upper, lower) = area.split_vertically(area.dim_in_pixel().1 / 2);
+    let (legend, upper) = upper.split_vertically(LEGEND_ROW);
+    legend_row(
+        &legend,
+        &[
+            ("peak memory".to_string(), bar_color(0, 3), Swatch::Bar),
+            ("average memory".to_string(), bar_color(1, 3), Swatch::Bar),
+            ("peak KV cache".to_string(), bar_color(2, 3), Swatch::Bar),
+        ],
+    )?;
     let names: Vec<String> = summary.workloads.keys().cloned().collect();
     let mb = 1024.0 * 1024.0;
-    let groups: Vec<Vec<(&str, f64)>> = summary
+    let groups: Vec<Vec<f64>> = summary
         .workloads
         .values()
-        .map(|m| {
-            vec![
-                ("peak mem", m.peak_mem_mb),
-                ("avg mem", m.avg_mem_mb),
-                ("peak KV", m.kv_used_bytes as f64 / mb),
-            ]
-        })
+        .map(|m| vec![m.peak_mem_mb, m.avg_mem_mb, m.kv_used_bytes as f64 / mb])
         .collect();
     bar_panel(
         &upper.margin(0, 8, 0, 0),
-        "Memory and KV cache per workload (MB; no per-step series is recorded)",
+        "Per workload, as the backend reported them (no per-step series is recorded)",
         "MB",
         &names,
         &groups,
@@ -1038,48 +1067,39 @@ fn memory_and_kv(
         .flat_map(|(_, s)| s.iter().map(|p| p.1))
         .fold(1.0, f64::max);
     let unit = TimeUnit::for_span(end);
-    let mut chart = ChartBuilder::on(&lower.margin(12, 0, 0, 0))
-        .caption(
-            "Tokens held by requests in flight (prompt + streamed so far; derived from request records, not a KV measurement)",
-            (FONT, 15).into_font().color(&TEXT),
-        )
-        .x_label_area_size(44)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..end * unit.per_ms * 1.02, 0f64..peak * 1.15)?;
-    chart
-        .configure_mesh()
-        .x_desc(format!(
-            "time since each workload's first send ({})",
-            unit.name
-        ))
-        .y_desc("tokens")
-        .axis_desc_style((FONT, 15).into_font().color(&TEXT))
-        .label_style((FONT, 13).into_font().color(&TEXT))
-        .light_line_style(TRANSPARENT)
-        .bold_line_style(GRID)
-        .draw()?;
+    let (caption, lower) = lower.margin(10, 0, 0, 0).split_vertically(26);
+    let (w, _) = caption.dim_in_pixel();
+    caption.draw(&Text::new(
+        "Tokens held by requests in flight: prompt + streamed so far (derived from the request records, not measured)",
+        (w as i32 / 2, 4),
+        (FONT, 18)
+            .into_font()
+            .color(&TEXT)
+            .pos(Pos::new(HPos::Center, VPos::Top)),
+    ))?;
+    let (legend, lower) = lower.split_vertically(LEGEND_ROW);
+    let mut chart = ChartBuilder::on(&lower)
+        .x_label_area_size(50)
+        .y_label_area_size(76)
+        .build_cartesian_2d(0f64..end * unit.per_ms * 1.02, 0f64..peak * 1.1)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(format!(
+        "time since each workload's first send ({})",
+        unit.name
+    ))
+    .y_desc("tokens");
+    mesh_styles(&mut mesh);
+    mesh.draw()?;
+    let mut items = Vec::new();
     for (i, (name, points)) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().map(|(t, v)| (t * unit.per_ms, *v)),
-                color.stroke_width(2),
-            ))?
-            .label(name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
-            });
+        chart.draw_series(LineSeries::new(
+            points.iter().map(|(t, v)| (t * unit.per_ms, *v)),
+            color.stroke_width(2),
+        ))?;
+        items.push((name.clone(), color, Swatch::Line));
     }
-    if !series.is_empty() {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 13).into_font().color(&TEXT))
-            .background_style(WHITE.mix(0.9))
-            .border_style(GRID)
-            .draw()?;
-    }
-    Ok(())
+    legend_row(&legend, &items)
 }
 
 /// A step function (time in ms from the workload's first send, tokens) of prompt plus streamed
@@ -1102,14 +1122,19 @@ fn tokens_in_flight(records: &[RequestRecord]) -> Vec<(f64, f64)> {
                 .sum::<f64>();
         changes.push((r.end_ms(), -held));
     }
-    // At equal times, releases go first, so a request that ends as another starts does not
-    // count twice.
-    changes.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    changes.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Changes at the same instant are applied together, so a request that ends as another
+    // starts draws no momentary spike.
     let mut level = 0.0;
     let mut points = vec![(0.0, 0.0)];
-    for (t, delta) in changes {
+    let mut i = 0;
+    while i < changes.len() {
+        let t = changes[i].0;
         points.push((t, level));
-        level += delta;
+        while i < changes.len() && changes[i].0 == t {
+            level += changes[i].1;
+            i += 1;
+        }
         points.push((t, level));
     }
     points
@@ -1143,8 +1168,9 @@ mod tests {
         ];
         let points = tokens_in_flight(&records);
         let peak = points.iter().map(|p| p.1).fold(0.0, f64::max);
-        // Both prompts (16) and the first request's first token and the second's token.
-        assert_eq!(peak, 8.0 + 8.0 + 1.0 + 1.0);
+        // Both prompts and the first request's first token, at 10 ms; at 20 ms both requests
+        // stream their last token and end at once.
+        assert_eq!(peak, 8.0 + 8.0 + 1.0);
         assert_eq!(points.last().unwrap().1, 0.0);
     }
 
