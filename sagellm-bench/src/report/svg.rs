@@ -1004,7 +1004,7 @@ fn bar_panel(
 fn format_figure(v: f64) -> String {
     // Four digits no longer fit above a bar beside its neighbour.
     if v.abs() >= 1000.0 {
-        format!("{:.2}k", v / 1000.0)
+        format!("{:.1}k", v / 1000.0)
     } else if v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
@@ -1087,7 +1087,8 @@ fn memory_and_kv(
         "time since each workload's first send ({})",
         unit.name
     ))
-    .y_desc("tokens");
+    .y_desc("tokens")
+    .y_labels(5);
     mesh_styles(&mut mesh);
     mesh.draw()?;
     let mut items = Vec::new();
