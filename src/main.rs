@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use sagellm_bench::backend;
 use sagellm_bench::config::Config;
-use sagellm_bench::report::files::{JsonFiles, SUMMARY_FILE};
+use sagellm_bench::report::files::{SavedRun, SUMMARY_FILE};
+use sagellm_bench::report::progress::ProgressBars;
 use sagellm_bench::report::table::TablePrinter;
-use sagellm_bench::report::{markdown, table, Reports};
+use sagellm_bench::report::{html, markdown, table, Reports};
 use sagellm_bench::summary::{Provenance, Summary};
 
 #[derive(Parser)]
@@ -18,7 +19,7 @@ use sagellm_bench::summary::{Provenance, Summary};
     version,
     about = "Benchmark LLM inference engines: time to first token, time between tokens, throughput, memory and KV-cache figures",
     long_about = None,
-    after_help = "Examples:\n  sagellm-benchmark run --workload year1 --backend mock\n  sagellm-benchmark run --workload stress --backend mock -v -o ./my_results\n  sagellm-benchmark report --format markdown > REPORT.md"
+    after_help = "Examples:\n  sagellm-benchmark run --workload year1 --backend mock\n  sagellm-benchmark run --workload stress --backend mock -v -o ./my_results\n  sagellm-benchmark report --format markdown > REPORT.md\n  sagellm-benchmark report --format html"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,7 +30,7 @@ struct Cli {
 enum Command {
     /// Run benchmark workloads and write the JSON results
     #[command(
-        after_help = "Files written to the output directory:\n  <workload>_metrics.json    every aggregate of one workload\n  <workload>_requests.jsonl  one raw record per request\n  benchmark_summary.json     all workloads, overall counts, provenance\n\nWorkloads (Year 1):\n  short   short_input: 128 prompt / 128 output tokens, 5 sequential requests\n  long    long_input:  200 prompt / 200 output tokens, 3 sequential requests\n  stress  stress_test: 256 prompt / 256 output tokens, 10 concurrent requests"
+        after_help = "Files written to the output directory:\n  <workload>_metrics.json    every aggregate of one workload\n  <workload>_requests.jsonl  one raw record per request\n  benchmark_summary.json     all workloads, overall counts, provenance\n  *.svg                      charts of each workload and of the run\n  index.html                 the report: tables, charts, provenance (opens from disk)\n\nWorkloads (Year 1):\n  short   short_input: 128 prompt / 128 output tokens, 5 sequential requests\n  long    long_input:  200 prompt / 200 output tokens, 3 sequential requests\n  stress  stress_test: 256 prompt / 256 output tokens, 10 concurrent requests"
     )]
     Run(RunArgs),
     /// Print a report from saved results
@@ -64,7 +65,7 @@ struct RunArgs {
     #[arg(short, long)]
     verbose: bool,
 
-    /// Do not print the results table
+    /// Do not print the results table or the progress bars
     #[arg(short, long)]
     quiet: bool,
 }
@@ -104,6 +105,10 @@ struct ReportArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+
+    /// Folder to write the HTML report into (--format html only; default: the folder of --input)
+    #[arg(short, long, value_name = "DIR")]
+    output: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -112,8 +117,10 @@ enum Format {
     Table,
     /// The summary JSON
     Json,
-    /// GitHub-flavoured markdown (for REPORT.md or a CI job summary)
+    /// GitHub-flavoured markdown (for REPORT.md or a CI job summary), linking the SVG charts
     Markdown,
+    /// index.html and the SVG charts, redrawn from the saved JSON files; prints the page's path
+    Html,
 }
 
 fn main() -> ExitCode {
@@ -163,8 +170,12 @@ fn run(args: RunArgs) -> Result<(), String> {
     let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
     tracing::debug!(?workloads, "running");
 
-    let mut reports = Reports(vec![Box::new(JsonFiles::new(&args.output))]);
+    let mut reports = Reports::files(&args.output);
     if !args.quiet {
+        // Debug logging writes a line per request to stderr, which would tear the bars apart.
+        if !args.verbose {
+            reports.0.push(Box::new(ProgressBars::on_stderr()));
+        }
         reports.0.push(Box::new(TablePrinter));
     }
     let summary = sagellm_bench::run(backend, &workloads, provenance, &mut reports)
@@ -181,11 +192,19 @@ fn run(args: RunArgs) -> Result<(), String> {
 
 fn report(args: ReportArgs) -> Result<(), String> {
     init_logging(false);
-    let summary = Summary::load(std::path::Path::new(&args.input)).map_err(|e| e.to_string())?;
+    let input = std::path::Path::new(&args.input);
+    let load = || Summary::load(input).map_err(|e| e.to_string());
     let text = match args.format {
-        Format::Table => table::render(&summary),
-        Format::Markdown => markdown::render(&summary),
-        Format::Json => serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())? + "\n",
+        Format::Table => table::render(&load()?),
+        Format::Markdown => markdown::render_with_charts(&load()?, input.parent()),
+        Format::Json => serde_json::to_string_pretty(&load()?).map_err(|e| e.to_string())? + "\n",
+        Format::Html => {
+            let saved = SavedRun::load(input).map_err(|e| e.to_string())?;
+            let dir = args.output.unwrap_or_else(|| saved.dir.clone());
+            let index = html::write_report(&dir, &saved.summary, &saved.records)
+                .map_err(|e| e.to_string())?;
+            format!("HTML report written to {}\n", index.display())
+        }
     };
     print!("{text}");
     Ok(())

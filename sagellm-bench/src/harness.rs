@@ -17,7 +17,7 @@ use crate::__private::Entry;
 use crate::backend;
 use crate::baseline::{self, CompareSettings, Saved};
 use crate::config::Config;
-use crate::report::files::JsonFiles;
+use crate::report::progress::ProgressBars;
 use crate::report::table::TablePrinter;
 use crate::report::{Report, ReportError, Reports};
 use crate::runner::WorkloadResult;
@@ -391,8 +391,9 @@ fn bench(args: &Args, chosen: Vec<Declared>) -> Result<ExitCode, String> {
         .map_err(|e| e.to_string())?;
     let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
     let mut collect = CollectInto::default();
-    let mut reports = Reports(vec![Box::new(JsonFiles::new(&root))]);
+    let mut reports = Reports::files(&root);
     if !args.quiet {
+        reports.0.push(Box::new(ProgressBars::on_stderr()));
         reports.0.push(Box::new(TablePrinter));
     }
     reports

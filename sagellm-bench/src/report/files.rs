@@ -2,10 +2,13 @@
 //! `benchmark_summary.json`, each written atomically (to a temporary file, then renamed), so an
 //! interrupted run never leaves a half-written file.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
+use indexmap::IndexMap;
+
 use super::{Report, ReportError};
+use crate::record::RequestRecord;
 use crate::runner::WorkloadResult;
 use crate::summary::{Provenance, Summary};
 use crate::workload::Workload;
@@ -55,6 +58,68 @@ impl Report for JsonFiles {
     fn run_finished(&mut self, summary: &Summary) -> Result<(), ReportError> {
         write_json(&self.summary_path(), summary)
     }
+}
+
+/// A run read back from its folder: the summary and, per workload, the raw request records.
+/// Enough to draw every chart and write every report again without a re-run.
+#[derive(Debug, Clone)]
+pub struct SavedRun {
+    /// The folder holding the files.
+    pub dir: PathBuf,
+    pub summary: Summary,
+    /// Workload name -> its records, in the summary's order.
+    pub records: IndexMap<String, Vec<RequestRecord>>,
+}
+
+impl SavedRun {
+    /// Reads `benchmark_summary.json` at `summary_path` and the `<workload>_requests.jsonl`
+    /// files beside it.
+    pub fn load(summary_path: &Path) -> Result<Self, ReportError> {
+        let summary = Summary::load(summary_path).map_err(|e| ReportError(e.to_string()))?;
+        let dir = match summary_path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let files = JsonFiles::new(&dir);
+        let mut records = IndexMap::new();
+        for name in summary.workloads.keys() {
+            let path = files.requests_path(&super::svg::file_stem(name));
+            records.insert(name.clone(), load_requests(&path)?);
+        }
+        Ok(SavedRun {
+            dir,
+            summary,
+            records,
+        })
+    }
+}
+
+/// Reads a `<workload>_requests.jsonl` file.
+pub fn load_requests(path: &Path) -> Result<Vec<RequestRecord>, ReportError> {
+    let file = std::fs::File::open(path).map_err(|e| {
+        ReportError(format!(
+            "cannot read {}: {e}; the charts and the HTML report are drawn from the request \
+             records saved beside benchmark_summary.json, so keep that file with the summary or \
+             re-run: sagellm-benchmark run",
+            path.display()
+        ))
+    })?;
+    let mut records = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| ReportError(format!("cannot read {}: {e}", path.display())))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = serde_json::from_str(&line).map_err(|e| {
+            ReportError(format!(
+                "{} line {}: not a request record ({e}); re-create it with sagellm-benchmark run",
+                path.display(),
+                n + 1
+            ))
+        })?;
+        records.push(record);
+    }
+    Ok(records)
 }
 
 /// Creates the output folder, or says clearly why it cannot be used.

@@ -1,8 +1,11 @@
 //! GitHub-flavoured markdown, fit for a CI job summary, rendered with tinytemplate.
 
+use std::path::Path;
+
 use serde::Serialize;
 use tinytemplate::TinyTemplate;
 
+use super::svg::{run_chart_names, workload_chart_names};
 use super::{sources_note, KEY_ROWS};
 use crate::summary::Summary;
 
@@ -17,6 +20,11 @@ Backend `{backend}`, model `{model}`, {total_workloads} workloads, {total_reques
 {{ endfor }}
 Figures: {sources}. Percentiles: {percentile_method}.
 
+{{ if charts }}
+## Charts
+{{ for group in charts }}
+**{group.heading}**: {{ for c in group.links }}[{c.title}]({c.path}){{ if not @last }} · {{ endif }}{{ endfor }}
+{{ endfor }}{{ endif }}
 Produced by sagellm-bench {tool_version}: `{command}`
 ";
 
@@ -36,6 +44,19 @@ struct Context {
     percentile_method: String,
     tool_version: String,
     command: String,
+    charts: Vec<ChartGroup>,
+}
+
+#[derive(Serialize)]
+struct ChartGroup {
+    heading: String,
+    links: Vec<ChartLink>,
+}
+
+#[derive(Serialize)]
+struct ChartLink {
+    title: String,
+    path: String,
 }
 
 #[derive(Serialize)]
@@ -51,8 +72,16 @@ fn cell(text: &str) -> String {
         .replace('\n', " ")
 }
 
-/// Renders the summary as markdown.
+/// Renders the summary as markdown, without chart links.
 pub fn render(summary: &Summary) -> String {
+    render_with_charts(summary, None)
+}
+
+/// Renders the summary as markdown, with links to the SVG charts found in `charts_dir`. Links
+/// are `charts_dir` joined with the file name, so they resolve from the folder the markdown file
+/// is written to when `charts_dir` is relative to it (as `--input` is to the working directory).
+/// Charts missing on disk are not linked.
+pub fn render_with_charts(summary: &Summary, charts_dir: Option<&Path>) -> String {
     let p = &summary.provenance;
     let o = &summary.overall;
     let context = Context {
@@ -80,6 +109,9 @@ pub fn render(summary: &Summary) -> String {
         percentile_method: p.percentile_method.clone(),
         tool_version: cell(&p.tool_version),
         command: cell(&p.command),
+        charts: charts_dir
+            .map(|d| chart_groups(summary, d))
+            .unwrap_or_default(),
     };
     let mut tt = TinyTemplate::new();
     // Markdown, not HTML: cells are escaped for markdown by `cell` above.
@@ -88,4 +120,35 @@ pub fn render(summary: &Summary) -> String {
         .expect("the built-in template parses");
     tt.render("report", &context)
         .expect("the built-in template renders its own context")
+}
+
+/// The charts present in `dir`, grouped: the run's first, then each workload's.
+fn chart_groups(summary: &Summary, dir: &Path) -> Vec<ChartGroup> {
+    let link = |(file, title): (String, &str)| {
+        let path = dir.join(&file);
+        path.is_file().then(|| ChartLink {
+            title: title.to_string(),
+            // Markdown links use `/` whatever the platform, and a space would end the link.
+            path: path
+                .to_string_lossy()
+                .replace('\\', "/")
+                .replace(' ', "%20")
+                .replace(')', "%29"),
+        })
+    };
+    let mut groups = vec![ChartGroup {
+        heading: "Run".to_string(),
+        links: run_chart_names().into_iter().filter_map(link).collect(),
+    }];
+    for name in summary.workloads.keys() {
+        groups.push(ChartGroup {
+            heading: cell(name),
+            links: workload_chart_names(name)
+                .into_iter()
+                .filter_map(link)
+                .collect(),
+        });
+    }
+    groups.retain(|g| !g.links.is_empty());
+    groups
 }

@@ -5,7 +5,10 @@
 //! reporters, so the runner sees one.
 
 pub mod files;
+pub mod html;
 pub mod markdown;
+pub mod progress;
+pub mod svg;
 pub mod table;
 
 use crate::metrics::WorkloadMetrics;
@@ -81,6 +84,20 @@ impl Report for Reports {
     }
     fn run_finished(&mut self, summary: &Summary) -> Result<(), ReportError> {
         self.0.iter_mut().try_for_each(|r| r.run_finished(summary))
+    }
+}
+
+impl Reports {
+    /// The reporters that write a run's files into `dir`: the JSON files, the SVG charts and
+    /// `index.html`. The CLI and `cargo bench` both start from these, so either door leaves the
+    /// same folder behind.
+    pub fn files(dir: impl Into<std::path::PathBuf>) -> Self {
+        let dir = dir.into();
+        Reports(vec![
+            Box::new(files::JsonFiles::new(&dir)),
+            Box::new(svg::SvgCharts::new(&dir)),
+            Box::new(html::HtmlReport::new(&dir)),
+        ])
     }
 }
 

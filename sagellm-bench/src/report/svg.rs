@@ -1,0 +1,1214 @@
+//! SVG charts of a run, drawn with plotters' SVG backend and written beside the JSON files.
+//!
+//! Per workload: the TTFT and TPOT distributions (CDFs with p50/p95/p99 marked), the inter-token
+//! gap histogram, a timeline of every request (send, first token, last token) and streamed
+//! tokens/s over time. Per run: the key metrics across workloads, and memory and KV figures.
+//! [`overlay_cdf`] draws two or more runs' distributions on one chart, for comparisons.
+//!
+//! Text is written as SVG `<text>` elements and laid out by plotters' built-in size estimate
+//! (neither of its font features is enabled), so no font file or fontconfig is needed to draw;
+//! the browser that opens the SVG picks a sans-serif face.
+//!
+//! Every chart is drawn from the request records and the metrics alone, so the same charts come
+//! back from the saved `<workload>_requests.jsonl` files without a re-run.
+
+use std::error::Error;
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::files::{prepare_dir, write_atomically};
+use super::{Report, ReportError};
+use crate::metrics::{percentile, WorkloadMetrics};
+use crate::record::RequestRecord;
+use crate::runner::WorkloadResult;
+use crate::summary::{Provenance, Summary};
+use crate::workload::Workload;
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+type Drawn = Result<(), Box<dyn Error>>;
+
+const FONT: &str = "sans-serif";
+const WIDTH: u32 = 960;
+const HEIGHT: u32 = 540;
+const TEXT: RGBColor = RGBColor(33, 37, 41);
+const MUTED: RGBColor = RGBColor(108, 117, 125);
+const GRID: RGBColor = RGBColor(222, 226, 230);
+/// Colour-blind-safe series colours (Okabe and Ito).
+const PALETTE: [RGBColor; 7] = [
+    RGBColor(0, 114, 178),
+    RGBColor(230, 159, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(86, 180, 233),
+    RGBColor(213, 94, 0),
+    RGBColor(120, 120, 120),
+];
+const FAILED: RGBColor = RGBColor(213, 40, 40);
+
+/// One rendered chart.
+#[derive(Debug, Clone)]
+pub struct Chart {
+    /// File name in the output folder, e.g. `short_input_ttft_cdf.svg`.
+    pub file_name: String,
+    /// The workload it shows, or `None` for a chart of the whole run.
+    pub workload: Option<String>,
+    /// What it shows, e.g. "TTFT distribution".
+    pub title: String,
+    /// The SVG document.
+    pub svg: String,
+}
+
+/// Which run a chart belongs to: printed under every title.
+#[derive(Debug, Clone)]
+pub struct RunLabel(pub String);
+
+impl RunLabel {
+    pub fn of(provenance: &Provenance) -> Self {
+        RunLabel(format!(
+            "run: backend {}, model {}, started {}",
+            provenance.backend, provenance.model, provenance.start_time_utc
+        ))
+    }
+}
+
+/// A per-request latency whose distribution can be drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distribution {
+    Ttft,
+    Tpot,
+    /// Every gap between consecutive content events, pooled over requests.
+    Itl,
+    E2el,
+}
+
+impl Distribution {
+    /// The samples of successful requests, as the metrics use them.
+    pub fn samples(self, records: &[RequestRecord]) -> Vec<f64> {
+        let ok = records.iter().filter(|r| r.success);
+        let mut samples: Vec<f64> = match self {
+            Distribution::Ttft => ok.filter_map(|r| r.ttft_ms).collect(),
+            Distribution::Tpot => ok.filter_map(|r| r.tpot_ms).collect(),
+            Distribution::Itl => ok.flat_map(|r| r.inter_token_gaps()).collect(),
+            Distribution::E2el => ok.filter_map(|r| r.e2el_ms).collect(),
+        };
+        samples.sort_by(f64::total_cmp);
+        samples
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Distribution::Ttft => "TTFT",
+            Distribution::Tpot => "TPOT",
+            Distribution::Itl => "inter-token gap",
+            Distribution::E2el => "end-to-end latency",
+        }
+    }
+
+    fn axis(self) -> &'static str {
+        match self {
+            Distribution::Ttft => "time to first token (ms)",
+            Distribution::Tpot => "time per output token, first token included (ms)",
+            Distribution::Itl => "gap between consecutive tokens (ms)",
+            Distribution::E2el => "end-to-end latency (ms)",
+        }
+    }
+
+    fn slug(self) -> &'static str {
+        match self {
+            Distribution::Ttft => "ttft",
+            Distribution::Tpot => "tpot",
+            Distribution::Itl => "itl",
+            Distribution::E2el => "e2el",
+        }
+    }
+}
+
+/// Makes a workload name safe as part of a file name. Names the runner accepted pass unchanged;
+/// a hand-edited summary cannot send a chart outside its folder.
+pub fn file_stem(workload: &str) -> String {
+    let stem: String = workload
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match stem.trim_start_matches('.') {
+        "" => "workload".to_string(),
+        s => s.to_string(),
+    }
+}
+
+/// The file names and titles of one workload's charts, in display order.
+pub fn workload_chart_names(workload: &str) -> Vec<(String, &'static str)> {
+    let stem = file_stem(workload);
+    WORKLOAD_CHARTS
+        .iter()
+        .map(|(suffix, title)| (format!("{stem}_{suffix}.svg"), *title))
+        .collect()
+}
+
+/// The file names and titles of the run's charts.
+pub fn run_chart_names() -> Vec<(String, &'static str)> {
+    RUN_CHARTS
+        .iter()
+        .map(|(name, title)| (format!("{name}.svg"), *title))
+        .collect()
+}
+
+const WORKLOAD_CHARTS: &[(&str, &str)] = &[
+    ("ttft_cdf", "TTFT distribution"),
+    ("tpot_cdf", "TPOT distribution"),
+    ("itl_histogram", "Inter-token gaps"),
+    ("timeline", "Request timeline"),
+    ("tokens_per_s", "Streamed tokens/s over time"),
+];
+
+const RUN_CHARTS: &[(&str, &str)] = &[
+    ("run_key_metrics", "Key metrics across workloads"),
+    ("run_memory_kv", "Memory and KV cache"),
+];
+
+/// Draws every chart of one workload.
+pub fn workload_charts(
+    run: &RunLabel,
+    metrics: &WorkloadMetrics,
+    records: &[RequestRecord],
+) -> Result<Vec<Chart>, ReportError> {
+    let workload = metrics.workload.as_str();
+    let names = workload_chart_names(workload);
+    let failed = records.iter().filter(|r| !r.success).count();
+    let excluded = match failed {
+        0 => String::new(),
+        n => format!("; {n} failed request(s) not included"),
+    };
+    let mut charts = Vec::with_capacity(names.len());
+    for (i, (file_name, title)) in names.into_iter().enumerate() {
+        let heading = format!("{title}: {workload}");
+        let svg = match i {
+            0 | 1 => {
+                let d = if i == 0 {
+                    Distribution::Ttft
+                } else {
+                    Distribution::Tpot
+                };
+                let note = format!("{}{excluded}", run.0);
+                render(&heading, &note, |area| {
+                    cdf(area, d, &[(String::new(), d.samples(records))], true)
+                })
+            }
+            2 => {
+                let note = format!("{}{excluded}", run.0);
+                render(&heading, &note, |area| {
+                    histogram(area, &Distribution::Itl.samples(records))
+                })
+            }
+            3 => render(&heading, &run.0, |area| timeline(area, records)),
+            _ => {
+                let note = format!("{}; tokens of failed requests included", run.0);
+                render(&heading, &note, |area| {
+                    tokens_per_second(area, records, metrics.output_throughput_tps)
+                })
+            }
+        }?;
+        charts.push(Chart {
+            file_name,
+            workload: Some(workload.to_string()),
+            title: title.to_string(),
+            svg,
+        });
+    }
+    Ok(charts)
+}
+
+/// Draws the charts of the whole run: key metrics across workloads, memory and KV figures.
+pub fn run_charts(
+    summary: &Summary,
+    records: &IndexMap<String, Vec<RequestRecord>>,
+) -> Result<Vec<Chart>, ReportError> {
+    let run = RunLabel::of(&summary.provenance);
+    let names = run_chart_names();
+    let (key_file, key_title) = &names[0];
+    let (mem_file, mem_title) = &names[1];
+    let key = render(key_title, &run.0, |area| key_metrics(area, summary))?;
+    let sources = summary
+        .workloads
+        .values()
+        .next()
+        .map(|m| {
+            format!(
+                "; memory: {}, KV: {}",
+                source_name(&m.sources.memory),
+                source_name(&m.sources.kv_cache)
+            )
+        })
+        .unwrap_or_default();
+    let mem = render(mem_title, &format!("{}{sources}", run.0), |area| {
+        memory_and_kv(area, summary, records)
+    })?;
+    Ok(vec![
+        Chart {
+            file_name: key_file.clone(),
+            workload: None,
+            title: key_title.to_string(),
+            svg: key,
+        },
+        Chart {
+            file_name: mem_file.clone(),
+            workload: None,
+            title: mem_title.to_string(),
+            svg: mem,
+        },
+    ])
+}
+
+/// Every chart of a run: each workload's (in the summary's order), then the run's.
+pub fn all_charts(
+    summary: &Summary,
+    records: &IndexMap<String, Vec<RequestRecord>>,
+) -> Result<Vec<Chart>, ReportError> {
+    let run = RunLabel::of(&summary.provenance);
+    let mut charts = Vec::new();
+    for (name, metrics) in &summary.workloads {
+        let records = records.get(name).map(Vec::as_slice).unwrap_or_default();
+        charts.extend(workload_charts(&run, metrics, records)?);
+    }
+    charts.extend(run_charts(summary, records)?);
+    Ok(charts)
+}
+
+/// Draws the distribution of `distribution` for two or more sets of records on one chart (a
+/// baseline against a new run, or several servers), each set named by its label.
+pub fn overlay_cdf(
+    distribution: Distribution,
+    sets: &[(&str, &[RequestRecord])],
+    context: &str,
+) -> Result<Chart, ReportError> {
+    let title = format!("{} distribution compared", distribution.name());
+    let series: Vec<(String, Vec<f64>)> = sets
+        .iter()
+        .map(|(label, records)| (label.to_string(), distribution.samples(records)))
+        .collect();
+    let svg = render(&title, context, |area| {
+        cdf(area, distribution, &series, false)
+    })?;
+    Ok(Chart {
+        file_name: format!("compare_{}_cdf.svg", distribution.slug()),
+        workload: None,
+        title,
+        svg,
+    })
+}
+
+/// Writes charts into `dir`.
+pub fn write_charts(dir: &std::path::Path, charts: &[Chart]) -> Result<(), ReportError> {
+    charts
+        .iter()
+        .try_for_each(|c| write_atomically(&dir.join(&c.file_name), c.svg.as_bytes()))
+}
+
+/// Writes every workload's charts as it finishes, and the run's charts at the end.
+pub struct SvgCharts {
+    dir: PathBuf,
+    run: Option<RunLabel>,
+    records: IndexMap<String, Vec<RequestRecord>>,
+}
+
+impl SvgCharts {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        SvgCharts {
+            dir: dir.into(),
+            run: None,
+            records: IndexMap::new(),
+        }
+    }
+}
+
+impl Report for SvgCharts {
+    fn run_started(&mut self, provenance: &Provenance, _: &[Workload]) -> Result<(), ReportError> {
+        self.run = Some(RunLabel::of(provenance));
+        prepare_dir(&self.dir)
+    }
+
+    fn workload_finished(&mut self, result: &WorkloadResult) -> Result<(), ReportError> {
+        let run = self
+            .run
+            .get_or_insert_with(|| RunLabel("run: unnamed".to_string()));
+        let charts = workload_charts(run, &result.metrics, &result.records)?;
+        write_charts(&self.dir, &charts)?;
+        self.records
+            .insert(result.workload.name.clone(), result.records.clone());
+        Ok(())
+    }
+
+    fn run_finished(&mut self, summary: &Summary) -> Result<(), ReportError> {
+        write_charts(&self.dir, &run_charts(summary, &self.records)?)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drawing
+
+/// Draws a chart with a title and a grey line under it, and returns the SVG with a `<title>`
+/// element added for screen readers and tooltips.
+fn render(
+    title: &str,
+    note: &str,
+    draw: impl FnOnce(&Area) -> Drawn,
+) -> Result<String, ReportError> {
+    let mut svg = String::new();
+    let drawn: Drawn = (|| {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (head, body) = root.split_vertically(66);
+        head.draw(&Text::new(
+            title.to_string(),
+            (16, 10),
+            (FONT, 28).into_font().style(FontStyle::Bold).color(&TEXT),
+        ))?;
+        head.draw(&Text::new(
+            note.to_string(),
+            (16, 40),
+            (FONT, 17).into_font().color(&MUTED),
+        ))?;
+        draw(&body.margin(4, 12, 8, 20))?;
+        root.present()?;
+        Ok(())
+    })();
+    drawn.map_err(|e| ReportError(format!("could not draw the chart `{title}`: {e}")))?;
+    Ok(with_title_element(svg, title))
+}
+
+/// Inserts `<title>` as the first child of the root `<svg>` element.
+fn with_title_element(svg: String, title: &str) -> String {
+    let Some(open_end) = svg
+        .find("<svg")
+        .and_then(|s| svg[s..].find('>').map(|e| s + e + 1))
+    else {
+        return svg;
+    };
+    let mut out = String::with_capacity(svg.len() + title.len() + 20);
+    out.push_str(&svg[..open_end]);
+    out.push_str("\n<title>");
+    out.push_str(&escape_xml(title));
+    out.push_str("</title>");
+    out.push_str(&svg[open_end..]);
+    out
+}
+
+fn escape_xml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn source_name<T: serde::Serialize>(source: &T) -> String {
+    serde_json::to_value(source)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// A range around `lo..hi` with some air, never empty, never below `floor`.
+fn padded(lo: f64, hi: f64, floor: f64) -> (f64, f64) {
+    let span = hi - lo;
+    let pad = if span > 0.0 {
+        span * 0.06
+    } else {
+        (hi.abs() * 0.1).max(1.0)
+    };
+    ((lo - pad).max(floor), hi + pad)
+}
+
+/// Milliseconds or seconds, whichever keeps the axis numbers short.
+#[derive(Clone, Copy)]
+struct TimeUnit {
+    per_ms: f64,
+    name: &'static str,
+}
+
+impl TimeUnit {
+    fn for_span(max_ms: f64) -> Self {
+        if max_ms >= 10_000.0 {
+            TimeUnit {
+                per_ms: 1e-3,
+                name: "s",
+            }
+        } else {
+            TimeUnit {
+                per_ms: 1.0,
+                name: "ms",
+            }
+        }
+    }
+}
+
+fn axis_style() -> TextStyle<'static> {
+    (FONT, 20).into_font().color(&TEXT)
+}
+
+fn label_style() -> TextStyle<'static> {
+    (FONT, 17).into_font().color(&TEXT)
+}
+
+fn notice(area: &Area, text: &str) -> Drawn {
+    let (w, h) = area.dim_in_pixel();
+    area.draw(&Text::new(
+        text.to_string(),
+        (w as i32 / 2, h as i32 / 2),
+        (FONT, 24)
+            .into_font()
+            .color(&MUTED)
+            .pos(Pos::new(HPos::Center, VPos::Center)),
+    ))?;
+    Ok(())
+}
+
+/// How a legend entry shows its series.
+#[derive(Clone, Copy)]
+enum Swatch {
+    Bar,
+    Line,
+    Dashed,
+    Cross,
+}
+
+type LegendItem = (String, RGBColor, Swatch);
+
+/// Height of the legend row above a plot.
+const LEGEND_ROW: u32 = 30;
+
+/// Draws legend entries in one row, left to right, above the plot rather than on it, so no
+/// legend ever hides data.
+fn legend_row(area: &Area, items: &[LegendItem]) -> Drawn {
+    let y = LEGEND_ROW as i32 / 2;
+    let mut x = 70;
+    for (label, color, swatch) in items {
+        match swatch {
+            Swatch::Bar => area.draw(&Rectangle::new(
+                [(x, y - 7), (x + 18, y + 7)],
+                color.filled(),
+            ))?,
+            Swatch::Line => area.draw(&PathElement::new(
+                vec![(x, y), (x + 22, y)],
+                color.stroke_width(3),
+            ))?,
+            Swatch::Dashed => {
+                for k in 0..3 {
+                    area.draw(&PathElement::new(
+                        vec![(x + k * 8, y), (x + k * 8 + 5, y)],
+                        color.stroke_width(2),
+                    ))?;
+                }
+            }
+            Swatch::Cross => area.draw(&Cross::new((x + 9, y), 6, color.stroke_width(3)))?,
+        }
+        area.draw(&Text::new(
+            label.clone(),
+            (x + 28, y),
+            label_style().pos(Pos::new(HPos::Left, VPos::Center)),
+        ))?;
+        // plotters cannot measure text without a font file; 0.53 em per character (about
+        // 7.3 px) leaves room for the average sans-serif face.
+        x += 28 + (label.chars().count() as f64 * 7.3) as i32 + 26;
+    }
+    Ok(())
+}
+
+fn mesh_styles<'a, X, Y>(mesh: &mut plotters::chart::MeshStyle<'a, '_, X, Y, SVGBackend<'a>>)
+where
+    X: plotters::coord::ranged1d::Ranged<ValueType = f64>
+        + plotters::coord::ranged1d::ValueFormatter<f64>,
+    Y: plotters::coord::ranged1d::Ranged<ValueType = f64>
+        + plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    mesh.axis_desc_style(axis_style())
+        .label_style(label_style())
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(GRID);
+}
+
+/// Cumulative distribution(s): a step line per set of samples, with the samples as dots; for a
+/// single set, p50, p95 and p99 as dashed vertical lines named in the legend.
+fn cdf(
+    area: &Area,
+    distribution: Distribution,
+    sets: &[(String, Vec<f64>)],
+    mark_percentiles: bool,
+) -> Drawn {
+    let (legend, area) = area.split_vertically(LEGEND_ROW);
+    let all = sets.iter().flat_map(|(_, s)| s.iter().copied());
+    let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let empty = !lo.is_finite();
+    let (x0, x1) = if empty {
+        (0.0, 1.0)
+    } else {
+        padded(lo, hi, 0.0)
+    };
+    let mut chart = ChartBuilder::on(&area)
+        .x_label_area_size(56)
+        .y_label_area_size(76)
+        .build_cartesian_2d(x0..x1, 0f64..100.0)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(distribution.axis())
+        .y_desc("requests at or below x (%)");
+    mesh_styles(&mut mesh);
+    mesh.draw()?;
+    if empty {
+        return notice(&area, "no successful request: nothing to plot");
+    }
+    let mut items = Vec::new();
+    for (i, (label, samples)) in sets.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let n = samples.len() as f64;
+        let mut steps = vec![(x0, 0.0)];
+        for (k, &v) in samples.iter().enumerate() {
+            steps.push((v, k as f64 / n * 100.0));
+            steps.push((v, (k + 1) as f64 / n * 100.0));
+        }
+        steps.push((x1, 100.0));
+        chart.draw_series(LineSeries::new(steps, color.stroke_width(3)))?;
+        let name = if label.is_empty() { "requests" } else { label };
+        items.push((
+            format!("{name} (n = {})", samples.len()),
+            color,
+            Swatch::Line,
+        ));
+        // Dots only where they stay distinguishable.
+        if samples.len() <= 200 {
+            chart.draw_series(
+                samples
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &v)| Circle::new((v, (k + 1) as f64 / n * 100.0), 4, color.filled())),
+            )?;
+        }
+    }
+    if mark_percentiles && sets.len() == 1 {
+        let samples = &sets[0].1;
+        for (p, color) in [(50.0, PALETTE[1]), (95.0, PALETTE[2]), (99.0, PALETTE[5])] {
+            let v = percentile(samples, p);
+            chart.draw_series(DashedLineSeries::new(
+                [(v, 0.0), (v, 100.0)],
+                8,
+                6,
+                color.stroke_width(2),
+            ))?;
+            items.push((format!("p{p:.0} = {v:.2} ms"), color, Swatch::Dashed));
+        }
+    }
+    legend_row(&legend, &items)
+}
+
+/// Histogram of pooled samples, with p50 and p99 marked.
+fn histogram(area: &Area, samples: &[f64]) -> Drawn {
+    let (legend, area) = area.split_vertically(LEGEND_ROW);
+    let (lo, hi) = match (samples.first(), samples.last()) {
+        (Some(&lo), Some(&hi)) => (lo, hi),
+        _ => {
+            let mut chart = ChartBuilder::on(&area)
+                .x_label_area_size(56)
+                .y_label_area_size(76)
+                .build_cartesian_2d(0f64..1.0, 0f64..1.0)?;
+            let mut mesh = chart.configure_mesh();
+            mesh.x_desc(Distribution::Itl.axis()).y_desc("gaps (count)");
+            mesh_styles(&mut mesh);
+            mesh.draw()?;
+            return notice(&area, "no gap between tokens in a successful request");
+        }
+    };
+    let bins = ((samples.len() as f64).sqrt().ceil() as usize).clamp(5, 40);
+    let (b0, b1) = if hi > lo {
+        (lo, hi)
+    } else {
+        let pad = (lo.abs() * 0.05).max(0.5);
+        (lo - pad, hi + pad)
+    };
+    let width = (b1 - b0) / bins as f64;
+    let mut counts = vec![0usize; bins];
+    for &v in samples {
+        let i = (((v - b0) / width) as usize).min(bins - 1);
+        counts[i] += 1;
+    }
+    let top = *counts.iter().max().unwrap_or(&1) as f64 * 1.08;
+    let (x0, x1) = padded(b0, b1, 0.0);
+    let mut chart = ChartBuilder::on(&area)
+        .x_label_area_size(56)
+        .y_label_area_size(76)
+        .build_cartesian_2d(x0.min(b0)..x1, 0f64..top)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(Distribution::Itl.axis()).y_desc("gaps (count)");
+    mesh_styles(&mut mesh);
+    mesh.draw()?;
+    chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
+        let left = b0 + i as f64 * width;
+        Rectangle::new(
+            [(left, 0.0), (left + width, c as f64)],
+            PALETTE[0].mix(0.85).filled(),
+        )
+    }))?;
+    let mut items = vec![(
+        format!("{} gaps in {bins} bins of {width:.3} ms", samples.len()),
+        PALETTE[0],
+        Swatch::Bar,
+    )];
+    for (p, color) in [(50.0, PALETTE[1]), (99.0, PALETTE[5])] {
+        let v = percentile(samples, p);
+        chart.draw_series(DashedLineSeries::new(
+            [(v, 0.0), (v, top)],
+            8,
+            6,
+            color.stroke_width(2),
+        ))?;
+        items.push((format!("p{p:.0} = {v:.2} ms"), color, Swatch::Dashed));
+    }
+    legend_row(&legend, &items)
+}
+
+/// One row per request: a thin line for scheduling lag (open loop), a bar from send to first
+/// token (queueing and prefill), a bar from first to last token (decoding); failures in red.
+fn timeline(area: &Area, records: &[RequestRecord]) -> Drawn {
+    let (legend, area) = area.split_vertically(LEGEND_ROW);
+    let end = records.iter().map(|r| r.end_ms()).fold(0.0, f64::max);
+    let unit = TimeUnit::for_span(end);
+    let t = |ms: f64| ms * unit.per_ms;
+    let n = records.iter().map(|r| r.index + 1).max().unwrap_or(1);
+    let mut chart = ChartBuilder::on(&area)
+        .x_label_area_size(56)
+        .y_label_area_size(76)
+        .build_cartesian_2d(0f64..t(end.max(1.0) * 1.02), -0.7f64..(n as f64 - 0.3))?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(format!(
+        "time since the workload's first send ({})",
+        unit.name
+    ))
+    .y_desc("request (index)")
+    .y_labels(n.min(20))
+    .y_label_formatter(&|y| {
+        if (y - y.round()).abs() < 1e-9 && *y >= 0.0 {
+            format!("{}", y.round() as i64)
+        } else {
+            String::new()
+        }
+    });
+    mesh_styles(&mut mesh);
+    mesh.draw()?;
+    if records.is_empty() {
+        return notice(&area, "no request was measured");
+    }
+    let half = if n > 40 { 0.45 } else { 0.3 };
+    let row = |r: &RequestRecord| r.index as f64;
+    let mut items = Vec::new();
+    let lagging: Vec<_> = records
+        .iter()
+        .filter_map(|r| r.scheduled_ms.map(|s| (s, r)))
+        .filter(|(s, r)| r.start_ms > *s)
+        .collect();
+    if !lagging.is_empty() {
+        chart.draw_series(lagging.iter().map(|(s, r)| {
+            PathElement::new(
+                vec![(t(*s), row(r)), (t(r.start_ms), row(r))],
+                MUTED.stroke_width(2),
+            )
+        }))?;
+        items.push(("scheduled to sent (lag)".to_string(), MUTED, Swatch::Line));
+    }
+    chart.draw_series(records.iter().map(|r| {
+        let first = r.ttft_ms.unwrap_or(r.finish_ms);
+        Rectangle::new(
+            [
+                (t(r.start_ms), row(r) - half),
+                (t(r.start_ms + first), row(r) + half),
+            ],
+            PALETTE[1].filled(),
+        )
+    }))?;
+    items.push((
+        "sent to first token (queue + prefill)".to_string(),
+        PALETTE[1],
+        Swatch::Bar,
+    ));
+    // A failed request's bar runs to where its stream stopped.
+    let streamed = |r: &RequestRecord| {
+        let first = r.ttft_ms?;
+        let last = if r.success {
+            r.e2el_ms.unwrap_or(first)
+        } else {
+            r.finish_ms
+        };
+        Some((row(r), t(r.start_ms + first), t(r.start_ms + last)))
+    };
+    chart.draw_series(
+        records
+            .iter()
+            .filter(|r| r.success)
+            .filter_map(streamed)
+            .map(|(y, a, b)| Rectangle::new([(a, y - half), (b, y + half)], PALETTE[0].filled())),
+    )?;
+    items.push((
+        "first to last token (decode)".to_string(),
+        PALETTE[0],
+        Swatch::Bar,
+    ));
+    let failed: Vec<&RequestRecord> = records.iter().filter(|r| !r.success).collect();
+    if !failed.is_empty() {
+        chart.draw_series(failed.iter().filter_map(|r| streamed(r)).map(|(y, a, b)| {
+            Rectangle::new([(a, y - half), (b, y + half)], FAILED.mix(0.55).filled())
+        }))?;
+        chart.draw_series(
+            failed
+                .iter()
+                .map(|r| Cross::new((t(r.end_ms()), row(r)), 7, FAILED.stroke_width(3))),
+        )?;
+        items.push((
+            format!("failed ({}), where its stream stopped", failed.len()),
+            FAILED,
+            Swatch::Cross,
+        ));
+    }
+    legend_row(&legend, &items)
+}
+
+/// Streamed tokens per second in equal time bins across the workload, with the workload's
+/// output throughput as a dashed line.
+fn tokens_per_second(area: &Area, records: &[RequestRecord], output_tps: f64) -> Drawn {
+    let (legend, area) = area.split_vertically(LEGEND_ROW);
+    let events: Vec<(f64, usize)> = records
+        .iter()
+        .flat_map(|r| {
+            r.token_times_ms
+                .iter()
+                .zip(&r.token_counts)
+                .map(move |(t, c)| (r.start_ms + t, *c))
+        })
+        .collect();
+    let end = records.iter().map(|r| r.end_ms()).fold(0.0, f64::max);
+    let unit = TimeUnit::for_span(end);
+    let bins = 40usize;
+    let width_ms = (end / bins as f64).max(1e-6);
+    let mut tokens = vec![0usize; bins];
+    for &(at, count) in &events {
+        let i = ((at / width_ms) as usize).min(bins - 1);
+        tokens[i] += count;
+    }
+    let rates: Vec<f64> = tokens
+        .iter()
+        .map(|&c| c as f64 / (width_ms / 1000.0))
+        .collect();
+    let top = rates.iter().copied().fold(output_tps, f64::max).max(1.0) * 1.08;
+    let mut chart = ChartBuilder::on(&area)
+        .x_label_area_size(56)
+        .y_label_area_size(86)
+        .build_cartesian_2d(0f64..(end.max(1.0) * unit.per_ms), 0f64..top)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(format!(
+        "time since the workload's first send ({})",
+        unit.name
+    ))
+    .y_desc("streamed output tokens/s");
+    mesh_styles(&mut mesh);
+    mesh.draw()?;
+    if events.is_empty() {
+        return notice(&area, "no token was streamed");
+    }
+    let bin_width = width_ms * unit.per_ms;
+    chart.draw_series(rates.iter().enumerate().map(|(i, &rate)| {
+        let left = i as f64 * bin_width;
+        Rectangle::new(
+            [(left, 0.0), (left + bin_width, rate)],
+            PALETTE[2].mix(0.8).filled(),
+        )
+    }))?;
+    chart.draw_series(DashedLineSeries::new(
+        [(0.0, output_tps), (end * unit.per_ms, output_tps)],
+        8,
+        6,
+        PALETTE[5].stroke_width(2),
+    ))?;
+    legend_row(
+        &legend,
+        &[
+            (
+                format!("tokens/s per {bin_width:.3} {} bin", unit.name),
+                PALETTE[2],
+                Swatch::Bar,
+            ),
+            (
+                format!("workload output throughput {output_tps:.1} tokens/s"),
+                PALETTE[5],
+                Swatch::Dashed,
+            ),
+        ],
+    )
+}
+
+/// One figure across workloads, for a panel of the key-metrics chart.
+struct Panel {
+    title: &'static str,
+    unit: &'static str,
+    /// Bars per workload: p50 and p99, or a single figure.
+    bars: fn(&WorkloadMetrics) -> Vec<f64>,
+}
+
+const KEY_PANELS: &[Panel] = &[
+    Panel {
+        title: "TTFT",
+        unit: "ms",
+        bars: |m| vec![m.p50_ttft_ms, m.p99_ttft_ms],
+    },
+    Panel {
+        title: "TPOT",
+        unit: "ms",
+        bars: |m| vec![m.p50_tpot_ms, m.p99_tpot_ms],
+    },
+    Panel {
+        title: "Inter-token gap",
+        unit: "ms",
+        bars: |m| vec![m.p50_itl_ms, m.p99_itl_ms],
+    },
+    Panel {
+        title: "End-to-end latency",
+        unit: "ms",
+        bars: |m| vec![m.p50_e2el_ms, m.p99_e2el_ms],
+    },
+    Panel {
+        title: "Output throughput",
+        unit: "tokens/s",
+        bars: |m| vec![m.output_throughput_tps],
+    },
+    Panel {
+        title: "Error rate",
+        unit: "%",
+        bars: |m| vec![m.error_rate * 100.0],
+    },
+];
+
+/// Bar colours by position in a group; a group of one gets its own colour, so a single figure
+/// is never mistaken for a p50.
+fn bar_color(position: usize, group_size: usize) -> RGBColor {
+    if group_size == 1 {
+        PALETTE[2]
+    } else {
+        PALETTE[position % PALETTE.len()]
+    }
+}
+
+fn key_metrics(area: &Area, summary: &Summary) -> Drawn {
+    let (legend, area) = area.split_vertically(LEGEND_ROW);
+    legend_row(
+        &legend,
+        &[
+            ("p50".to_string(), bar_color(0, 2), Swatch::Bar),
+            ("p99".to_string(), bar_color(1, 2), Swatch::Bar),
+            (
+                "whole-workload figure".to_string(),
+                bar_color(0, 1),
+                Swatch::Bar,
+            ),
+        ],
+    )?;
+    let metrics: Vec<&WorkloadMetrics> = summary.workloads.values().collect();
+    let names: Vec<String> = summary.workloads.keys().cloned().collect();
+    for (panel, cell) in KEY_PANELS.iter().zip(area.split_evenly((2, 3))) {
+        let cell = cell.margin(4, 8, 4, 8);
+        let groups: Vec<Vec<f64>> = metrics.iter().map(|m| (panel.bars)(m)).collect();
+        bar_panel(
+            &cell,
+            &format!("{} ({})", panel.title, panel.unit),
+            panel.unit,
+            &names,
+            &groups,
+        )?;
+    }
+    if metrics.is_empty() {
+        notice(&area, "the run has no workload")?;
+    }
+    Ok(())
+}
+
+/// Grouped bars: one group per workload, one bar per value, each value printed above its bar.
+fn bar_panel(
+    area: &Area,
+    title: &str,
+    unit: &str,
+    group_names: &[String],
+    groups: &[Vec<f64>],
+) -> Drawn {
+    let top = groups.iter().flatten().copied().fold(0.0, f64::max);
+    let top = if top > 0.0 { top * 1.18 } else { 1.0 };
+    let n = groups.len().max(1);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 21).into_font().color(&TEXT))
+        .x_label_area_size(34)
+        .y_label_area_size(70)
+        .build_cartesian_2d(-0.5f64..n as f64 - 0.5, 0f64..top)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc(unit)
+        // With one unit per workload, plotters puts its x labels on the integers.
+        .x_labels(n)
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() > 1e-6 || i < 0.0 {
+                return String::new();
+            }
+            group_names.get(i as usize).cloned().unwrap_or_default()
+        })
+        .y_labels(5)
+        .axis_desc_style((FONT, 17).into_font().color(&TEXT))
+        .label_style((FONT, 16).into_font().color(&TEXT))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(GRID)
+        .draw()?;
+    for (g, bars) in groups.iter().enumerate() {
+        let k = bars.len().max(1);
+        let slot = 0.72 / k as f64;
+        for (b, value) in bars.iter().enumerate() {
+            let left = g as f64 - 0.36 + b as f64 * slot;
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(left + 0.015, 0.0), (left + slot - 0.015, *value)],
+                bar_color(b, k).filled(),
+            )))?;
+            chart.draw_series(std::iter::once(Text::new(
+                format_figure(*value),
+                (left + slot / 2.0, *value),
+                (FONT, 14)
+                    .into_font()
+                    .color(&TEXT)
+                    .pos(Pos::new(HPos::Center, VPos::Bottom)),
+            )))?;
+        }
+    }
+    Ok(())
+}
+
+fn format_figure(v: f64) -> String {
+    // Four digits no longer fit above a bar beside its neighbour.
+    if v.abs() >= 1000.0 {
+        format!("{:.1}k", v / 1000.0)
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Top: peak and average memory and peak KV per workload, as the backend reported them (no
+/// backend records a per-step series, so none is drawn). Bottom: tokens held by the requests in
+/// flight over time, derived from the request records: prompt plus tokens streamed so far, for
+/// every request between its send and its end. That is the KV demand the workload placed on the
+/// engine before any prefix sharing, not a measurement of the cache.
+fn memory_and_kv(
+    area: &Area,
+    summary: &Summary,
+    records: &IndexMap<String, Vec<RequestRecord>>,
+) -> Drawn {
+    let (upper, lower) = area.split_vertically(area.dim_in_pixel().1 / 2);
+    let (legend, upper) = upper.split_vertically(LEGEND_ROW);
+    legend_row(
+        &legend,
+        &[
+            ("peak memory".to_string(), bar_color(0, 3), Swatch::Bar),
+            ("average memory".to_string(), bar_color(1, 3), Swatch::Bar),
+            ("peak KV cache".to_string(), bar_color(2, 3), Swatch::Bar),
+        ],
+    )?;
+    let names: Vec<String> = summary.workloads.keys().cloned().collect();
+    let mb = 1024.0 * 1024.0;
+    let groups: Vec<Vec<f64>> = summary
+        .workloads
+        .values()
+        .map(|m| vec![m.peak_mem_mb, m.avg_mem_mb, m.kv_used_bytes as f64 / mb])
+        .collect();
+    bar_panel(
+        &upper.margin(0, 8, 0, 0),
+        "Per workload, as the backend reported them (no per-step series is recorded)",
+        "MB",
+        &names,
+        &groups,
+    )?;
+
+    let series: Vec<(String, Vec<(f64, f64)>)> = summary
+        .workloads
+        .keys()
+        .filter_map(|name| {
+            records
+                .get(name)
+                .map(|r| (name.clone(), tokens_in_flight(r)))
+        })
+        .collect();
+    let end = series
+        .iter()
+        .flat_map(|(_, s)| s.last().map(|p| p.0))
+        .fold(1.0, f64::max);
+    let peak = series
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|p| p.1))
+        .fold(1.0, f64::max);
+    let unit = TimeUnit::for_span(end);
+    let (caption, lower) = lower.margin(10, 0, 0, 0).split_vertically(26);
+    let (w, _) = caption.dim_in_pixel();
+    caption.draw(&Text::new(
+        "Tokens held by requests in flight: prompt + streamed so far (derived from the request records, not measured)",
+        (w as i32 / 2, 4),
+        (FONT, 18)
+            .into_font()
+            .color(&TEXT)
+            .pos(Pos::new(HPos::Center, VPos::Top)),
+    ))?;
+    let (legend, lower) = lower.split_vertically(LEGEND_ROW);
+    let mut chart = ChartBuilder::on(&lower)
+        .x_label_area_size(50)
+        .y_label_area_size(76)
+        .build_cartesian_2d(0f64..end * unit.per_ms * 1.02, 0f64..peak * 1.1)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(format!(
+        "time since each workload's first send ({})",
+        unit.name
+    ))
+    .y_desc("tokens")
+    .y_labels(5);
+    mesh_styles(&mut mesh);
+    mesh.draw()?;
+    let mut items = Vec::new();
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        chart.draw_series(LineSeries::new(
+            points.iter().map(|(t, v)| (t * unit.per_ms, *v)),
+            color.stroke_width(2),
+        ))?;
+        items.push((name.clone(), color, Swatch::Line));
+    }
+    legend_row(&legend, &items)
+}
+
+/// A step function (time in ms from the workload's first send, tokens) of prompt plus streamed
+/// tokens summed over the requests in flight.
+fn tokens_in_flight(records: &[RequestRecord]) -> Vec<(f64, f64)> {
+    let mut changes: Vec<(f64, f64)> = Vec::new();
+    for r in records {
+        changes.push((r.start_ms, r.prompt_tokens as f64));
+        for (t, c) in r.token_times_ms.iter().zip(&r.token_counts) {
+            if *t <= r.finish_ms {
+                changes.push((r.start_ms + t, *c as f64));
+            }
+        }
+        let held = r.prompt_tokens as f64
+            + r.token_times_ms
+                .iter()
+                .zip(&r.token_counts)
+                .filter(|(t, _)| **t <= r.finish_ms)
+                .map(|(_, c)| *c as f64)
+                .sum::<f64>();
+        changes.push((r.end_ms(), -held));
+    }
+    changes.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Changes at the same instant are applied together, so a request that ends as another
+    // starts draws no momentary spike.
+    let mut level = 0.0;
+    let mut points = vec![(0.0, 0.0)];
+    let mut i = 0;
+    while i < changes.len() {
+        let t = changes[i].0;
+        points.push((t, level));
+        while i < changes.len() && changes[i].0 == t {
+            level += changes[i].1;
+            i += 1;
+        }
+        points.push((t, level));
+    }
+    points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::RawRequest;
+
+    fn record(index: usize, start: f64, times: &[f64], failed: bool) -> RequestRecord {
+        RequestRecord::new(RawRequest {
+            index,
+            start_ms: start,
+            prompt_tokens: 8,
+            token_times_ms: times.to_vec(),
+            token_counts: vec![1; times.len()],
+            finish_ms: times.last().copied().unwrap_or(3.0),
+            error: failed.then(|| {
+                crate::backend::RequestError::new(crate::backend::ErrorKind::Engine, "boom")
+            }),
+            ..RawRequest::default()
+        })
+    }
+
+    #[test]
+    fn tokens_in_flight_rises_and_returns_to_zero() {
+        let records = [
+            record(0, 0.0, &[10.0, 20.0], false),
+            record(1, 5.0, &[15.0], false),
+        ];
+        let points = tokens_in_flight(&records);
+        let peak = points.iter().map(|p| p.1).fold(0.0, f64::max);
+        // Both prompts and the first request's first token, at 10 ms; at 20 ms both requests
+        // stream their last token and end at once.
+        assert_eq!(peak, 8.0 + 8.0 + 1.0);
+        assert_eq!(points.last().unwrap().1, 0.0);
+    }
+
+    #[test]
+    fn file_stems_cannot_leave_the_folder() {
+        assert_eq!(file_stem("short_input"), "short_input");
+        assert_eq!(file_stem("../../etc/x"), "_.._etc_x");
+        assert_eq!(file_stem("<b>"), "_b_");
+        assert_eq!(file_stem(""), "workload");
+    }
+
+    #[test]
+    fn title_element_is_escaped_and_first() {
+        let svg = with_title_element("<svg a=\"1\">\n<rect/></svg>".into(), "a < b & c");
+        assert!(svg.starts_with("<svg a=\"1\">\n<title>a &lt; b &amp; c</title>"));
+    }
+
+    #[test]
+    fn a_workload_whose_every_request_failed_still_draws() {
+        let records = [record(0, 0.0, &[], true), record(1, 1.0, &[4.0], true)];
+        let run = RunLabel("run: test".into());
+        let mut metrics = crate::metrics::aggregate(
+            "all_failed",
+            "mock",
+            "m",
+            &records,
+            crate::metrics::WallClock {
+                start_unix_s: 0.0,
+                total_time_s: 0.005,
+            },
+            &Default::default(),
+        );
+        metrics.workload = "all_failed".into();
+        let charts = workload_charts(&run, &metrics, &records).unwrap();
+        assert_eq!(charts.len(), WORKLOAD_CHARTS.len());
+        for c in charts {
+            roxmltree::Document::parse(&c.svg).unwrap();
+        }
+    }
+}
