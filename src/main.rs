@@ -47,9 +47,13 @@ struct RunArgs {
     #[arg(long, value_enum, default_value_t = BackendName::Mock)]
     backend: BackendName,
 
-    /// Model path or name (required for non-mock backends), e.g. gpt2, facebook/opt-125m
+    /// Model path or name (required for the cpu backend), e.g. gpt2, facebook/opt-125m; for
+    /// server backends the served model name (asked from /v1/models when omitted)
     #[arg(long)]
     model: Option<String>,
+
+    #[command(flatten)]
+    server: ServerArgs,
 
     /// Output directory
     #[arg(short, long, default_value = "./benchmark_results")]
@@ -69,18 +73,96 @@ struct RunArgs {
     quiet: bool,
 }
 
+/// Settings of the OpenAI-compatible backends (openai, vllm, sglang, lmdeploy, llamacpp).
+#[derive(clap::Args, Clone)]
+#[command(next_help_heading = "Server backends (openai, vllm, sglang, lmdeploy, llamacpp)")]
+struct ServerArgs {
+    /// The server's URL, its root or its /v1 [default: the preset's, e.g. vllm
+    /// http://127.0.0.1:8000, sglang :30000, lmdeploy :23333, llamacpp :8080]
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
+
+    /// Which endpoint to stream from
+    #[arg(long, value_enum, default_value_t = ApiArg::Completions)]
+    api: ApiArg,
+
+    /// Read the API key from this environment variable (the key itself is never a flag and
+    /// never written anywhere)
+    #[arg(long, value_name = "NAME")]
+    api_key_env: Option<String>,
+
+    /// Longest time one request may take, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 1800.0)]
+    request_timeout: f64,
+
+    /// Longest wait for a response or the next chunk of its stream, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    stall_timeout: f64,
+
+    /// Do not ask the server for exactly the workload's output length (ignore_eos,
+    /// min_tokens); needed for servers that reject unknown fields
+    #[arg(long)]
+    no_force_output_length: bool,
+
+    /// The server's Prometheus endpoint [default: <server root>/metrics]
+    #[arg(long, value_name = "URL")]
+    metrics_url: Option<String>,
+
+    /// Do not scrape server metrics (KV, memory and speculation figures read "unavailable")
+    #[arg(long)]
+    no_metrics: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ApiArg {
+    /// /v1/completions with the prompt as built
+    Completions,
+    /// /v1/chat/completions with the prompt as one user message
+    Chat,
+}
+
+impl ServerArgs {
+    fn config(&self, model: Option<String>) -> Result<backend::openai::OpenAiConfig, String> {
+        let seconds = |flag: &str, v: f64| {
+            std::time::Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("{flag} must be a positive number of seconds, not {v}"))
+        };
+        Ok(backend::openai::OpenAiConfig {
+            base_url: self.base_url.clone(),
+            model,
+            api: match self.api {
+                ApiArg::Completions => backend::openai::Api::Completions,
+                ApiArg::Chat => backend::openai::Api::Chat,
+            },
+            api_key_env: self.api_key_env.clone(),
+            request_timeout: seconds("--request-timeout", self.request_timeout)?,
+            stall_timeout: seconds("--stall-timeout", self.stall_timeout)?,
+            force_output_length: !self.no_force_output_length,
+            metrics_url: self.metrics_url.clone(),
+            no_metrics: self.no_metrics,
+            ..backend::openai::OpenAiConfig::default()
+        })
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum BackendName {
     /// Simulated engine on a virtual clock: no GPU, instant, deterministic
     Mock,
     /// CPU inference with candle (not built yet)
     Cpu,
-    /// Any OpenAI-compatible server (not built yet)
+    /// Any OpenAI-compatible streaming server (TGI, Ollama, ...); see --base-url
     Openai,
-    /// vLLM (coming soon)
+    /// vLLM's OpenAI-compatible server (default http://127.0.0.1:8000)
     Vllm,
-    /// LMDeploy (coming soon)
+    /// LMDeploy's api_server (default http://127.0.0.1:23333)
     Lmdeploy,
+    /// SGLang's server (default http://127.0.0.1:30000)
+    Sglang,
+    /// llama.cpp's llama-server (default http://127.0.0.1:8080)
+    Llamacpp,
 }
 
 impl BackendName {
@@ -91,6 +173,8 @@ impl BackendName {
             BackendName::Openai => "openai",
             BackendName::Vllm => "vllm",
             BackendName::Lmdeploy => "lmdeploy",
+            BackendName::Sglang => "sglang",
+            BackendName::Llamacpp => "llamacpp",
         }
     }
 }
@@ -154,12 +238,15 @@ fn run(args: RunArgs) -> Result<(), String> {
     let workloads = config
         .select(&args.workload)
         .map_err(|e| format!("--workload: {e}"))?;
-    let backend = backend::create(
-        args.backend.as_str(),
-        args.model.clone(),
-        config.mock.clone(),
-    )
-    .map_err(|e| e.to_string())?;
+    let name = args.backend.as_str();
+    let backend: std::sync::Arc<dyn backend::Backend> = if backend::openai::preset(name).is_some() {
+        let server = args.server.config(args.model.clone())?;
+        std::sync::Arc::new(
+            backend::openai::OpenAiBackend::connect(name, server).map_err(|e| e.to_string())?,
+        )
+    } else {
+        backend::create(name, args.model.clone(), config.mock.clone()).map_err(|e| e.to_string())?
+    };
     let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
     tracing::debug!(?workloads, "running");
 
