@@ -420,6 +420,12 @@ impl StreamPlan {
                 Some(Ok(Bytes::from(frame)))
             }
             Step::Content => {
+                // Faults strike when the chunk they replace was due, so the chunks before
+                // them have left the server.
+                let deadline = self.received + script.ttft + script.itl * self.chunks_sent as u32;
+                if deadline > Instant::now() {
+                    tokio::time::sleep_until(deadline).await;
+                }
                 match self.fault {
                     Some(Fault::DisconnectAfter(k)) if self.chunks_sent == k => {
                         self.release();
@@ -442,10 +448,6 @@ impl StreamPlan {
                         return None;
                     }
                     _ => {}
-                }
-                let deadline = self.received + script.ttft + script.itl * self.chunks_sent as u32;
-                if deadline > Instant::now() {
-                    tokio::time::sleep_until(deadline).await;
                 }
                 let per_chunk = script.tokens_per_chunk.max(1);
                 let tokens = per_chunk.min(self.output_tokens - self.tokens_sent);
