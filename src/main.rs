@@ -34,6 +34,54 @@ enum Command {
     Run(RunArgs),
     /// Print a report from saved results
     Report(ReportArgs),
+    /// Run the same workloads against several servers (or load saved results) and write
+    /// comparison.json and comparison.md side by side
+    #[command(
+        after_help = "Examples:\n  sagellm-benchmark compare --target vllm=http://127.0.0.1:8000 --target sglang=http://127.0.0.1:30000 --workload short\n  sagellm-benchmark compare --result before=./run_a --result after=./run_b\n\nEach target's own results go to <output>/<NAME>/; relative differences are to the first target."
+    )]
+    Compare(CompareArgs),
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// A server to benchmark, as NAME=URL (repeat; the first is the reference)
+    #[arg(long = "target", value_name = "NAME=URL")]
+    targets: Vec<String>,
+
+    /// Saved results to compare without re-running, as NAME=DIR (a run's output folder)
+    #[arg(long = "result", value_name = "NAME=DIR")]
+    results: Vec<String>,
+
+    /// Backend preset for the targets
+    #[arg(long, value_enum, default_value_t = BackendName::Openai)]
+    backend: BackendName,
+
+    /// Workloads to run against each target (as for `run`)
+    #[arg(long, default_value = "year1", value_name = "WORKLOAD")]
+    workload: String,
+
+    /// The served model name (asked from each server's /v1/models when omitted)
+    #[arg(long)]
+    model: Option<String>,
+
+    #[command(flatten)]
+    server: ServerArgs,
+
+    /// Output directory
+    #[arg(short, long, default_value = "./comparison_results")]
+    output: PathBuf,
+
+    /// Workload config file (TOML), as for `run`
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Enable verbose (debug) logging on stderr
+    #[arg(short, long)]
+    verbose: bool,
+
+    /// Do not print the comparison
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -205,6 +253,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Report(args) => report(args),
+        Command::Compare(args) => compare(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -275,5 +324,100 @@ fn report(args: ReportArgs) -> Result<(), String> {
         Format::Json => serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())? + "\n",
     };
     print!("{text}");
+    Ok(())
+}
+
+/// Splits `NAME=VALUE`, checking that NAME can name a folder.
+fn name_value<'a>(flag: &str, given: &'a str) -> Result<(&'a str, &'a str), String> {
+    let (name, value) = given.split_once('=').ok_or_else(|| {
+        format!("{flag} `{given}` must be NAME=VALUE, e.g. {flag} fast=http://127.0.0.1:8000")
+    })?;
+    if name.is_empty()
+        || name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(format!(
+            "{flag} name `{name}` may only hold letters, digits, `_`, `-` and `.` (it names a folder)"
+        ));
+    }
+    Ok((name, value))
+}
+
+fn compare(args: CompareArgs) -> Result<(), String> {
+    init_logging(args.verbose);
+    if args.targets.is_empty() && args.results.is_empty() {
+        return Err("give at least two --target NAME=URL or --result NAME=DIR to compare".into());
+    }
+    let mut runs: Vec<(String, String, Summary)> = Vec::new();
+    if !args.targets.is_empty() {
+        let config = match &args.config {
+            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+            None => Config::default(),
+        };
+        let workloads = config
+            .select(&args.workload)
+            .map_err(|e| format!("--workload: {e}"))?;
+        let preset = args.backend.as_str();
+        if backend::openai::preset(preset).is_none() {
+            return Err(format!(
+                "compare --target runs server backends; --backend {preset} is not one (use openai, vllm, sglang, lmdeploy or llamacpp, or compare saved results with --result)"
+            ));
+        }
+        for target in &args.targets {
+            let (name, url) = name_value("--target", target)?;
+            let mut server = args.server.clone();
+            server.base_url = Some(url.to_string());
+            let backend =
+                backend::openai::OpenAiBackend::connect(preset, server.config(args.model.clone())?)
+                    .map_err(|e| format!("target {name}: {e}"))?;
+            let provenance = Provenance::now(
+                backend::Backend::name(&backend),
+                backend::Backend::model(&backend),
+                backend::Backend::settings(&backend),
+            );
+            if !args.quiet {
+                eprintln!(
+                    "Running {} workload(s) against {name} ({url})",
+                    workloads.len()
+                );
+            }
+            let mut reports = Reports(vec![Box::new(JsonFiles::new(args.output.join(name)))]);
+            let summary = sagellm_bench::run(
+                std::sync::Arc::new(backend),
+                &workloads,
+                provenance,
+                &mut reports,
+            )
+            .map_err(|e| format!("target {name}: {e}"))?;
+            runs.push((name.to_string(), url.to_string(), summary));
+        }
+    }
+    for result in &args.results {
+        let (name, dir) = name_value("--result", result)?;
+        let path = std::path::Path::new(dir);
+        let file = if path.is_dir() {
+            path.join(SUMMARY_FILE)
+        } else {
+            path.to_path_buf()
+        };
+        let summary = Summary::load(&file).map_err(|e| format!("--result {name}: {e}"))?;
+        runs.push((name.to_string(), file.display().to_string(), summary));
+    }
+    if runs.len() < 2 {
+        return Err("a comparison needs at least two targets or results".into());
+    }
+    let comparison = sagellm_bench::compare::Comparison::new(&runs);
+    comparison.write(&args.output).map_err(|e| e.to_string())?;
+    if !args.quiet {
+        print!("{}", comparison.to_markdown());
+        println!(
+            "\nComparison written to {}",
+            args.output
+                .join(sagellm_bench::compare::COMPARISON_JSON)
+                .display()
+        );
+    }
     Ok(())
 }

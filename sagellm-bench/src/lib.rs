@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod clock;
+pub mod compare;
 pub mod config;
 mod memory;
 pub mod metrics;
