@@ -247,20 +247,27 @@ impl OpenAiBackend {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(config.stall_timeout.min(Duration::from_secs(30)))
-            .build()
-            .map_err(|e| {
-                BackendError::Setup(format!("cannot build the HTTP client: {}", error_chain(&e)))
-            })?;
-
+        let build_client = || {
+            reqwest::Client::builder()
+                .default_headers(headers.clone())
+                .tcp_nodelay(true)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .connect_timeout(config.stall_timeout.min(Duration::from_secs(30)))
+                .build()
+                .map_err(|e| {
+                    BackendError::Setup(format!(
+                        "cannot build the HTTP client: {}",
+                        error_chain(&e)
+                    ))
+                })
+        };
         let model = match &config.model {
             Some(m) => m.clone(),
-            None => served_model(&client, &v1)?,
+            // A client of its own: its pooled connection dies with the lookup's runtime and must
+            // not be offered to the run's.
+            None => served_model(build_client()?, &v1)?,
         };
+        let client = build_client()?;
         let endpoint = match config.api {
             Api::Completions => format!("{v1}/completions"),
             Api::Chat => format!("{v1}/chat/completions"),
@@ -311,9 +318,8 @@ impl OpenAiBackend {
 }
 
 /// Asks `/v1/models` for the served model, on a thread and runtime of its own.
-fn served_model(client: &reqwest::Client, v1: &str) -> Result<String, BackendError> {
+fn served_model(client: reqwest::Client, v1: &str) -> Result<String, BackendError> {
     let url = format!("{v1}/models");
-    let client = client.clone();
     let lookup = move || -> Result<String, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -355,8 +361,6 @@ fn served_model(client: &reqwest::Client, v1: &str) -> Result<String, BackendErr
             }
         })
     };
-    // The client's pooled connection belongs to this short-lived runtime; it is dropped with it
-    // and the run's runtime opens its own.
     std::thread::spawn(lookup)
         .join()
         .map_err(|_| BackendError::Setup("the /v1/models lookup panicked".into()))?
