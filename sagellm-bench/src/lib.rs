@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod baseline;
 pub mod clock;
+pub mod compare;
 pub mod config;
 mod harness;
 mod memory;

@@ -5,6 +5,8 @@
 //! between tokens are measured where the tokens arrive, never reported by the backend itself.
 
 pub mod mock;
+pub mod openai;
+pub mod prometheus;
 
 use std::fmt;
 
@@ -196,17 +198,16 @@ pub trait Backend: Send + Sync {
 }
 
 /// The backends the CLI knows, including those not built yet.
-pub const BACKEND_NAMES: &[&str] = &["mock", "cpu", "openai", "vllm", "lmdeploy"];
-
-/// The issue that tracks each backend not built yet.
-const NOT_BUILT_YET: &[(&str, &str)] = &[
-    ("cpu", "in-process inference with candle (issue #4)"),
-    ("openai", "OpenAI-compatible servers (issue #5)"),
-    ("vllm", "a preset of the openai backend (issue #5)"),
-    ("lmdeploy", "a preset of the openai backend (issue #5)"),
+pub const BACKEND_NAMES: &[&str] = &[
+    "mock", "cpu", "openai", "vllm", "lmdeploy", "sglang", "llamacpp",
 ];
 
-/// Builds the backend the CLI or the harness names.
+/// The issue that tracks each backend not built yet.
+const NOT_BUILT_YET: &[(&str, &str)] = &[("cpu", "in-process inference with candle (issue #4)")];
+
+/// Builds the backend the CLI or the harness names. The OpenAI-compatible presets get their
+/// default settings here (address from the preset, model from `/v1/models` unless `model` is
+/// given); [`openai::OpenAiBackend::connect`] takes every setting.
 pub fn create(
     name: &str,
     model: Option<String>,
@@ -214,6 +215,15 @@ pub fn create(
 ) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
     match name {
         "mock" => Ok(std::sync::Arc::new(mock::MockBackend::new(mock, model)?)),
+        name if openai::preset(name).is_some() => {
+            let config = openai::OpenAiConfig {
+                model,
+                ..openai::OpenAiConfig::default()
+            };
+            Ok(std::sync::Arc::new(openai::OpenAiBackend::connect(
+                name, config,
+            )?))
+        }
         "cpu" if model.is_none() => Err(BackendError::Setup(
             "--model required for CPU backend".to_string(),
         )),
