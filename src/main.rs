@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sagellm_bench::backend;
 use sagellm_bench::config::Config;
 use sagellm_bench::report::files::{SavedRun, SUMMARY_FILE};
 use sagellm_bench::report::progress::ProgressBars;
 use sagellm_bench::report::table::TablePrinter;
 use sagellm_bench::report::{html, markdown, table, Reports};
 use sagellm_bench::summary::{Provenance, Summary};
+use sagellm_bench::{backend, baseline};
 
 #[derive(Parser)]
 #[command(
@@ -241,6 +241,20 @@ struct ReportArgs {
     /// Folder to write the HTML report into (--format html only; default: the folder of --input)
     #[arg(short, long, value_name = "DIR")]
     output: Option<PathBuf>,
+
+    /// Compare with an earlier run: its benchmark_summary.json or its folder (the request
+    /// records must lie beside it). Prints each key metric's change, a 95% confidence interval
+    /// and a verdict
+    #[arg(long, value_name = "OLD")]
+    baseline: Option<PathBuf>,
+
+    /// With --baseline: exit with status 1 when any metric regressed
+    #[arg(long, requires = "baseline")]
+    fail_on_regression: bool,
+
+    /// With --baseline: changes smaller than this fraction are noise
+    #[arg(long, default_value_t = 0.02, value_name = "FRACTION")]
+    noise_threshold: f64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -336,14 +350,95 @@ fn report(args: ReportArgs) -> Result<(), String> {
         Format::Json => serde_json::to_string_pretty(&load()?).map_err(|e| e.to_string())? + "\n",
         Format::Html => {
             let saved = SavedRun::load(input).map_err(|e| e.to_string())?;
-            let dir = args.output.unwrap_or_else(|| saved.dir.clone());
+            let dir = args.output.clone().unwrap_or_else(|| saved.dir.clone());
             let index = html::write_report(&dir, &saved.summary, &saved.records)
                 .map_err(|e| e.to_string())?;
             format!("HTML report written to {}\n", index.display())
         }
     };
-    print!("{text}");
+    match &args.baseline {
+        None => print!("{text}"),
+        Some(old) => {
+            let comparisons = compare_with_baseline(input, old, args.noise_threshold)?;
+            let base_name = old.display().to_string();
+            match args.format {
+                Format::Json => {
+                    let value =
+                        serde_json::json!({ "baseline": base_name, "comparisons": comparisons });
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
+                    );
+                }
+                Format::Markdown => print!(
+                    "{text}\n{}",
+                    baseline::render_markdown(&comparisons, &base_name)
+                ),
+                _ => print!("{text}{}", baseline::render(&comparisons, &base_name)),
+            }
+            let regressed: Vec<String> = comparisons
+                .iter()
+                .flat_map(|c| {
+                    c.regressions()
+                        .map(move |m| format!("{} {}", c.workload, m.metric))
+                })
+                .collect();
+            if args.fail_on_regression && !regressed.is_empty() {
+                return Err(format!("regressed: {}", regressed.join(", ")));
+            }
+        }
+    }
     Ok(())
+}
+
+/// Compares every workload present in both the run at `input` and the one at `old`.
+fn compare_with_baseline(
+    input: &std::path::Path,
+    old: &std::path::Path,
+    noise_threshold: f64,
+) -> Result<Vec<baseline::Comparison>, String> {
+    if !(noise_threshold.is_finite() && noise_threshold >= 0.0) {
+        return Err(format!(
+            "--noise-threshold must be a non-negative fraction (0.02 = 2%), not {noise_threshold}"
+        ));
+    }
+    let old = if old.is_dir() {
+        old.join(SUMMARY_FILE)
+    } else {
+        old.to_path_buf()
+    };
+    let new_run = SavedRun::load(input).map_err(|e| e.to_string())?;
+    let old_run = SavedRun::load(&old).map_err(|e| format!("--baseline: {e}"))?;
+    let settings = baseline::CompareSettings {
+        noise_threshold,
+        ..Default::default()
+    };
+    let mut comparisons = Vec::new();
+    for (name, metrics) in &new_run.summary.workloads {
+        let (Some(old_metrics), Some(old_records)) = (
+            old_run.summary.workloads.get(name),
+            old_run.records.get(name),
+        ) else {
+            continue;
+        };
+        let base = baseline::Saved {
+            metrics: old_metrics.clone(),
+            records: old_records.clone(),
+        };
+        let new = baseline::Saved {
+            metrics: metrics.clone(),
+            records: new_run.records.get(name).cloned().unwrap_or_default(),
+        };
+        comparisons.push(baseline::compare(&base, &new, &settings));
+    }
+    if comparisons.is_empty() {
+        return Err(format!(
+            "--baseline {} shares no workload with {}",
+            old.display(),
+            input.display()
+        ));
+    }
+    Ok(comparisons)
 }
 
 /// Splits `NAME=VALUE`, checking that NAME can name a folder.
