@@ -40,6 +40,12 @@ pub use workload::{Arrival, Workload};
 /// ```
 pub use sagellm_bench_macros::workload;
 
+/// Compiles (and runs) every example of `docs/WORKLOADS.md` as a doctest, so the guide cannot
+/// drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/WORKLOADS.md")]
+pub struct WorkloadsGuide;
+
 /// Used by code that `#[workload]` generates; not a public API.
 #[doc(hidden)]
 #[path = "private.rs"]
