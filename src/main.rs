@@ -11,7 +11,7 @@ use sagellm_bench::report::progress::ProgressBars;
 use sagellm_bench::report::table::TablePrinter;
 use sagellm_bench::report::{html, markdown, table, Reports};
 use sagellm_bench::summary::{Provenance, Summary};
-use sagellm_bench::{backend, baseline};
+use sagellm_bench::{backend, baseline, Interrupt, RunControl};
 
 #[derive(Parser)]
 #[command(
@@ -120,6 +120,11 @@ struct RunArgs {
     /// Do not print the results table or the progress bars
     #[arg(short, long)]
     quiet: bool,
+
+    /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish before the
+    /// results are written without them (a second signal stops at once)
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = non_negative_seconds)]
+    grace_period: f64,
 }
 
 /// Settings of the OpenAI-compatible backends (openai, vllm, sglang, lmdeploy, llamacpp).
@@ -273,15 +278,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
-        Command::Report(args) => report(args),
-        Command::Compare(args) => compare(args),
+        Command::Report(args) => report(args).map(|()| ExitCode::SUCCESS),
+        Command::Compare(args) => compare(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(message) => {
             eprintln!("Error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn non_negative_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds between 0 and 86400"
+        )),
     }
 }
 
@@ -299,7 +313,7 @@ fn init_logging(verbose: bool) {
         .init();
 }
 
-fn run(args: RunArgs) -> Result<(), String> {
+fn run(args: RunArgs) -> Result<ExitCode, String> {
     init_logging(args.verbose);
     let config = match &args.config {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
@@ -328,8 +342,27 @@ fn run(args: RunArgs) -> Result<(), String> {
         }
         reports.0.push(Box::new(TablePrinter));
     }
-    let summary = sagellm_bench::run(backend, &workloads, provenance, &mut reports)
+    let control = RunControl {
+        interrupt: Interrupt::on_signals()
+            .map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?,
+        grace: std::time::Duration::from_secs_f64(args.grace_period),
+    };
+    let summary = sagellm_bench::run_with(backend, &workloads, provenance, &mut reports, &control)
         .map_err(|e| e.to_string())?;
+    if !summary.complete {
+        eprintln!(
+            "Run incomplete ({}): {} of {} workloads, {} requests recorded in {}",
+            summary
+                .incomplete_reason
+                .as_deref()
+                .unwrap_or("stopped early"),
+            summary.overall.total_workloads,
+            workloads.len(),
+            summary.overall.total_requests,
+            args.output.display()
+        );
+        return Ok(ExitCode::from(130));
+    }
     if !args.quiet {
         println!(
             "Results written to {} ({} workloads)",
@@ -337,7 +370,7 @@ fn run(args: RunArgs) -> Result<(), String> {
             summary.overall.total_workloads
         );
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn report(args: ReportArgs) -> Result<(), String> {

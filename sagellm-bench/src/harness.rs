@@ -18,10 +18,11 @@ use crate::__private::Entry;
 use crate::backend::{self, Backend};
 use crate::baseline::{self, CompareSettings, Saved};
 use crate::config::Config;
+use crate::interrupt::Interrupt;
 use crate::report::progress::ProgressBars;
 use crate::report::table::TablePrinter;
 use crate::report::{Report, ReportError, Reports};
-use crate::runner::WorkloadResult;
+use crate::runner::{RunControl, WorkloadResult};
 use crate::setup::Setup;
 use crate::summary::Provenance;
 use crate::workload::{Arrival, Workload};
@@ -418,8 +419,24 @@ fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
         .push(Box::new(BaselineWriter { root: root.clone() }));
     {
         let mut both = Both(&mut reports, &mut collect);
-        crate::runner::run(backend, &workloads, provenance, &mut both)
+        let control = RunControl {
+            interrupt: Interrupt::on_signals()
+                .map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?,
+            ..RunControl::default()
+        };
+        let summary = crate::runner::run_with(backend, &workloads, provenance, &mut both, &control)
             .map_err(|e| e.to_string())?;
+        if !summary.complete {
+            eprintln!(
+                "Run incomplete ({}): results so far in {}; no baseline was saved",
+                summary
+                    .incomplete_reason
+                    .as_deref()
+                    .unwrap_or("stopped early"),
+                root.display()
+            );
+            return Ok(130);
+        }
     }
 
     let compare_with = args

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod compare;
 pub mod config;
 mod harness;
+pub mod interrupt;
 mod memory;
 pub mod metrics;
 pub mod record;
@@ -23,7 +24,8 @@ pub mod workload;
 
 pub use backend::Backend;
 pub use harness::main;
-pub use runner::{run, RunError, WorkloadResult};
+pub use interrupt::Interrupt;
+pub use runner::{run, run_with, RunControl, RunError, WorkloadResult};
 pub use setup::{PromptError, Prompts, Response, ResponseCheck, Setup};
 pub use summary::Summary;
 pub use workload::{Arrival, Workload};

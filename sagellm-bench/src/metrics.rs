@@ -77,6 +77,15 @@ pub struct WorkloadMetrics {
 
     /// Where each group of figures came from.
     pub sources: FigureSources,
+
+    /// False when the run was interrupted during this workload: the figures cover only the
+    /// requests that finished.
+    #[serde(default = "yes")]
+    pub complete: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Where each group of figures in a [`WorkloadMetrics`] came from.
@@ -274,6 +283,7 @@ pub fn aggregate(
             kv_cache: source_of(engine.kv.is_some()),
             speculative: source_of(engine.spec.is_some()),
         },
+        complete: true,
     }
 }
 

@@ -15,6 +15,7 @@ use crate::backend::{
     Backend, BackendError, ErrorKind, GenerationRequest, RequestError, StreamEvent,
 };
 use crate::clock::{Clock, Stalled};
+use crate::interrupt::Interrupt;
 use crate::memory::MemorySampler;
 use crate::metrics::{self, WallClock, WorkloadMetrics};
 use crate::record::{RawRequest, RequestRecord};
@@ -47,6 +48,25 @@ pub enum RunError {
     Report(#[from] crate::report::ReportError),
 }
 
+/// How a run can be stopped early.
+#[derive(Debug, Clone)]
+pub struct RunControl {
+    /// Once thrown: send no new request, let those in flight finish within `grace`, write what
+    /// was completed, and mark the run incomplete.
+    pub interrupt: Interrupt,
+    /// How long requests in flight may take to finish after an interrupt.
+    pub grace: Duration,
+}
+
+impl Default for RunControl {
+    fn default() -> Self {
+        RunControl {
+            interrupt: Interrupt::new(),
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Runs `workloads` in order against `backend`, feeding every reporter as results arrive, and
 /// returns the run's summary.
 pub fn run(
@@ -54,6 +74,24 @@ pub fn run(
     workloads: &[Workload],
     provenance: Provenance,
     reporter: &mut dyn Report,
+) -> Result<Summary, RunError> {
+    run_with(
+        backend,
+        workloads,
+        provenance,
+        reporter,
+        &RunControl::default(),
+    )
+}
+
+/// [`run`], stoppable through `control`. An interrupted run still returns its summary (marked
+/// incomplete) and has written every file for what it completed.
+pub fn run_with(
+    backend: Arc<dyn Backend>,
+    workloads: &[Workload],
+    provenance: Provenance,
+    reporter: &mut dyn Report,
+    control: &RunControl,
 ) -> Result<Summary, RunError> {
     for w in workloads {
         w.validate().map_err(|message| RunError::InvalidWorkload {
@@ -66,17 +104,25 @@ pub fn run(
     reporter.run_started(&provenance, workloads)?;
     let mut results = Vec::with_capacity(workloads.len());
     for workload in workloads {
+        if control.interrupt.is_requested() {
+            break;
+        }
         reporter.workload_started(workload)?;
-        let result = runtime.block_on(clock.drive(run_workload(
+        let result = runtime.block_on(clock.drive(run_workload_with(
             backend.clone(),
             clock.clone(),
             workload,
             reporter,
+            control,
         )))??;
         reporter.workload_finished(&result)?;
         results.push(result);
     }
-    let summary = Summary::new(provenance, &results);
+    let mut summary = Summary::new(provenance, &results);
+    if control.interrupt.is_requested() {
+        summary.complete = false;
+        summary.incomplete_reason = control.interrupt.reason();
+    }
     reporter.run_finished(&summary)?;
     Ok(summary)
 }
@@ -88,8 +134,23 @@ pub async fn run_workload(
     workload: &Workload,
     reporter: &mut dyn Report,
 ) -> Result<WorkloadResult, RunError> {
+    run_workload_with(backend, clock, workload, reporter, &RunControl::default()).await
+}
+
+/// [`run_workload`], stoppable through `control`.
+pub async fn run_workload_with(
+    backend: Arc<dyn Backend>,
+    clock: Clock,
+    workload: &Workload,
+    reporter: &mut dyn Report,
+    control: &RunControl,
+) -> Result<WorkloadResult, RunError> {
+    let interrupt = &control.interrupt;
     backend.start_workload(workload).await?;
     for i in 0..workload.warmup_requests {
+        if interrupt.is_requested() {
+            break;
+        }
         let prompt = workload.prompt(i, true);
         let request = GenerationRequest {
             prompt: prompt.text,
@@ -115,9 +176,32 @@ pub async fn run_workload(
         workload.clone(),
         origin,
         tx,
+        interrupt.clone(),
     ));
     let mut records = Vec::with_capacity(workload.num_requests);
-    while let Some(record) = rx.recv().await {
+    // After an interrupt, requests in flight get `grace` to finish; then they are abandoned.
+    let mut grace: Option<std::pin::Pin<Box<crate::clock::Sleep>>> = None;
+    loop {
+        let record = tokio::select! {
+            biased;
+            record = rx.recv() => record,
+            _ = interrupt.requested(), if grace.is_none() => {
+                grace = Some(Box::pin(clock.sleep(control.grace)));
+                continue;
+            }
+            _ = async { grace.as_mut().expect("guarded").await }, if grace.is_some() => {
+                driver.abort();
+                let abandoned = workload.num_requests.saturating_sub(records.len());
+                tracing::warn!(workload = %workload.name, "grace period over: {abandoned} requests not recorded");
+                // Keep whatever finished before the abort landed.
+                while let Ok(record) = rx.try_recv() {
+                    reporter.request_finished(workload, &record)?;
+                    records.push(record);
+                }
+                break;
+            }
+        };
+        let Some(record) = record else { break };
         tracing::debug!(
             workload = %workload.name,
             index = record.index,
@@ -132,6 +216,7 @@ pub async fn run_workload(
     }
     // The channel closes only when every sender, and so every request task, is gone.
     let _ = driver.await;
+    let complete = !interrupt.is_requested();
     records.sort_by_key(|r| r.index);
 
     let mut engine = backend.finish_workload().await?;
@@ -154,7 +239,7 @@ pub async fn run_workload(
         start_unix_s: started_unix + first_send / 1000.0,
         total_time_s: (last_end - first_send).max(0.0) / 1000.0,
     };
-    let metrics = metrics::aggregate(
+    let mut metrics = metrics::aggregate(
         &workload.name,
         backend.name(),
         backend.model(),
@@ -162,6 +247,7 @@ pub async fn run_workload(
         wall,
         &engine,
     );
+    metrics.complete = complete;
     Ok(WorkloadResult {
         workload: workload.clone(),
         metrics,
@@ -176,6 +262,7 @@ async fn send_all(
     workload: Workload,
     origin: Duration,
     records: tokio::sync::mpsc::UnboundedSender<RequestRecord>,
+    interrupt: Interrupt,
 ) {
     let workload = Arc::new(workload);
     let mut tasks = tokio::task::JoinSet::new();
@@ -185,8 +272,12 @@ async fn send_all(
             for _ in 0..concurrency.min(workload.num_requests) {
                 let (backend, clock, workload) = (backend.clone(), clock.clone(), workload.clone());
                 let (next, records) = (next.clone(), records.clone());
+                let interrupt = interrupt.clone();
                 tasks.spawn(async move {
                     loop {
+                        if interrupt.is_requested() {
+                            break;
+                        }
                         let index = next.fetch_add(1, Ordering::Relaxed);
                         if index >= workload.num_requests {
                             break;
@@ -201,7 +292,10 @@ async fn send_all(
         Arrival::Poisson { rate } => {
             let schedule = poisson_schedule(rate, workload.num_requests, workload.seed);
             for (index, offset) in schedule.into_iter().enumerate() {
-                clock.sleep_until(origin + offset).await;
+                tokio::select! {
+                    _ = clock.sleep_until(origin + offset) => {}
+                    _ = interrupt.requested() => break,
+                }
                 let (backend, clock, workload) = (backend.clone(), clock.clone(), workload.clone());
                 let records = records.clone();
                 tasks.spawn(async move {

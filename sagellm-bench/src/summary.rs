@@ -16,6 +16,17 @@ pub struct Summary {
     pub workloads: IndexMap<String, WorkloadMetrics>,
     pub overall: Overall,
     pub provenance: Provenance,
+    /// False when the run stopped early (interrupted, or still running when this file was
+    /// written); the workloads present hold what was completed.
+    #[serde(default = "yes")]
+    pub complete: bool,
+    /// Why the run is incomplete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete_reason: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Counts over all workloads of a run.
@@ -73,10 +84,20 @@ impl Provenance {
 
 impl Summary {
     pub fn new(provenance: Provenance, results: &[WorkloadResult]) -> Self {
-        let workloads: IndexMap<String, WorkloadMetrics> = results
-            .iter()
-            .map(|r| (r.workload.name.clone(), r.metrics.clone()))
-            .collect();
+        Self::from_metrics(
+            provenance,
+            results
+                .iter()
+                .map(|r| (r.workload.name.clone(), r.metrics.clone()))
+                .collect(),
+        )
+    }
+
+    /// A summary of workloads' metrics, in the order given.
+    pub fn from_metrics(
+        provenance: Provenance,
+        workloads: IndexMap<String, WorkloadMetrics>,
+    ) -> Self {
         let sum = |f: fn(&WorkloadMetrics) -> u64| workloads.values().map(f).sum::<u64>();
         let total = sum(|m| m.total_requests);
         let failed = sum(|m| m.failed_requests);
@@ -95,6 +116,8 @@ impl Summary {
             },
             workloads,
             provenance,
+            complete: true,
+            incomplete_reason: None,
         }
     }
 

@@ -2,12 +2,13 @@
 //! `benchmark_summary.json`, each written atomically (to a temporary file, then renamed), so an
 //! interrupted run never leaves a half-written file.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
 use super::{Report, ReportError};
+use crate::metrics::WorkloadMetrics;
 use crate::record::RequestRecord;
 use crate::runner::WorkloadResult;
 use crate::summary::{Provenance, Summary};
@@ -17,13 +18,28 @@ use crate::workload::Workload;
 pub const SUMMARY_FILE: &str = "benchmark_summary.json";
 
 /// Writes the documented JSON files into one folder.
+///
+/// Records are appended to `<workload>_requests.jsonl` as each request finishes, so a killed
+/// process loses at most the requests in flight; when the workload ends the file is rewritten,
+/// atomically, in request order. After each workload `benchmark_summary.json` is rewritten with
+/// the workloads so far and `"complete": false`; the last write, at the end of the run, says
+/// whether the run completed.
 pub struct JsonFiles {
     dir: PathBuf,
+    /// The requests file of the running workload, open for appending.
+    appending: Option<std::fs::File>,
+    provenance: Option<Provenance>,
+    finished: IndexMap<String, WorkloadMetrics>,
 }
 
 impl JsonFiles {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        JsonFiles { dir: dir.into() }
+        JsonFiles {
+            dir: dir.into(),
+            appending: None,
+            provenance: None,
+            finished: IndexMap::new(),
+        }
     }
 
     pub fn metrics_path(&self, workload: &str) -> PathBuf {
@@ -40,17 +56,56 @@ impl JsonFiles {
 }
 
 impl Report for JsonFiles {
-    fn run_started(&mut self, _: &Provenance, _: &[Workload]) -> Result<(), ReportError> {
+    fn run_started(&mut self, provenance: &Provenance, _: &[Workload]) -> Result<(), ReportError> {
+        self.provenance = Some(provenance.clone());
+        self.finished.clear();
         prepare_dir(&self.dir)
     }
 
+    fn workload_started(&mut self, workload: &Workload) -> Result<(), ReportError> {
+        let path = self.requests_path(&workload.name);
+        let file = std::fs::File::create(&path)
+            .map_err(|e| ReportError(format!("cannot write {}: {e}", path.display())))?;
+        self.appending = Some(file);
+        Ok(())
+    }
+
+    fn request_finished(
+        &mut self,
+        workload: &Workload,
+        record: &RequestRecord,
+    ) -> Result<(), ReportError> {
+        if let Some(file) = &mut self.appending {
+            // One write per line: a kill can cut at most the last line short, which the loader
+            // reports by line number.
+            let line = records_to_jsonl(std::slice::from_ref(record))?;
+            file.write_all(&line).map_err(|e| {
+                ReportError(format!(
+                    "cannot append to {}: {e}",
+                    self.requests_path(&workload.name).display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     fn workload_finished(&mut self, result: &WorkloadResult) -> Result<(), ReportError> {
+        self.appending = None;
         let name = &result.workload.name;
         write_json(&self.metrics_path(name), &result.metrics)?;
         write_atomically(
             &self.requests_path(name),
             &records_to_jsonl(&result.records)?,
-        )
+        )?;
+        self.finished.insert(name.clone(), result.metrics.clone());
+        if let Some(provenance) = &self.provenance {
+            let mut so_far = Summary::from_metrics(provenance.clone(), self.finished.clone());
+            so_far.complete = false;
+            so_far.incomplete_reason =
+                Some("the run was still going when this file was written".to_string());
+            write_json(&self.summary_path(), &so_far)?;
+        }
+        Ok(())
     }
 
     fn run_finished(&mut self, summary: &Summary) -> Result<(), ReportError> {
@@ -104,7 +159,7 @@ pub fn records_to_jsonl(records: &[RequestRecord]) -> Result<Vec<u8>, ReportErro
 
 /// Reads a `<workload>_requests.jsonl` file.
 pub fn load_requests(path: &Path) -> Result<Vec<RequestRecord>, ReportError> {
-    let file = std::fs::File::open(path).map_err(|e| {
+    let text = std::fs::read_to_string(path).map_err(|e| {
         ReportError(format!(
             "cannot read {}: {e}; the charts and the HTML report are drawn from the request \
              records saved beside benchmark_summary.json, so keep that file with the summary or \
@@ -112,20 +167,29 @@ pub fn load_requests(path: &Path) -> Result<Vec<RequestRecord>, ReportError> {
             path.display()
         ))
     })?;
+    // A process killed while appending leaves its last line without a newline, perhaps cut
+    // short; such a line is the request that was being written, not damage elsewhere.
+    let cut_short = !text.is_empty() && !text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
     let mut records = Vec::new();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| ReportError(format!("cannot read {}: {e}", path.display())))?;
+    for (n, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let record = serde_json::from_str(&line).map_err(|e| {
-            ReportError(format!(
+        match serde_json::from_str(line) {
+            Ok(record) => records.push(record),
+            Err(_) if cut_short && n + 1 == lines.len() => {
+                tracing::warn!(
+                    "{}: ignoring the last line, cut short when the run was stopped",
+                    path.display()
+                );
+            }
+            Err(e) => return Err(ReportError(format!(
                 "{} line {}: not a request record ({e}); re-create it with sagellm-benchmark run",
                 path.display(),
                 n + 1
-            ))
-        })?;
-        records.push(record);
+            ))),
+        }
     }
     Ok(records)
 }

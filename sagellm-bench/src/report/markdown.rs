@@ -6,11 +6,13 @@ use serde::Serialize;
 use tinytemplate::TinyTemplate;
 
 use super::svg::{run_chart_names, workload_chart_names};
-use super::{sources_note, KEY_ROWS};
+use super::{incomplete_note, sources_note, KEY_ROWS};
 use crate::summary::Summary;
 
 const TEMPLATE: &str = "# Benchmark report
-
+{{ if incomplete }}
+> **{incomplete}**
+{{ endif }}
 Backend `{backend}`, model `{model}`, {total_workloads} workloads, {total_requests} requests \
 ({successful_requests} successful, {failed_requests} failed). Started {start_time_utc} on `{host}`.
 
@@ -30,6 +32,8 @@ Produced by sagellm-bench {tool_version}: `{command}`
 
 #[derive(Serialize)]
 struct Context {
+    /// A warning for a run that stopped early; empty for a complete run.
+    incomplete: String,
     backend: String,
     model: String,
     total_workloads: u64,
@@ -85,6 +89,7 @@ pub fn render_with_charts(summary: &Summary, charts_dir: Option<&Path>) -> Strin
     let p = &summary.provenance;
     let o = &summary.overall;
     let context = Context {
+        incomplete: cell(&incomplete_note(summary)),
         backend: cell(&p.backend),
         model: cell(&p.model),
         total_workloads: o.total_workloads,

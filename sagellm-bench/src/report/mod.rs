@@ -158,6 +158,30 @@ pub(crate) const KEY_ROWS: &[(&str, Formatter)] = &[
     ("Wall time (s)", |m| format!("{:.3}", m.total_time_s)),
 ];
 
+/// A warning line for a run that stopped early, or "" for a complete one.
+pub(crate) fn incomplete_note(summary: &Summary) -> String {
+    if summary.complete {
+        return String::new();
+    }
+    let partial: Vec<&str> = summary
+        .workloads
+        .iter()
+        .filter(|(_, m)| !m.complete)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let mut note = format!(
+        "INCOMPLETE RUN: {}; only finished requests are counted",
+        summary
+            .incomplete_reason
+            .as_deref()
+            .unwrap_or("stopped early")
+    );
+    if !partial.is_empty() {
+        note.push_str(&format!(" ({} cut short)", partial.join(", ")));
+    }
+    note
+}
+
 /// A one-line note on where the figures came from, e.g. "memory and KV: simulated".
 pub(crate) fn sources_note(summary: &Summary) -> String {
     let mut parts = Vec::new();

@@ -3,7 +3,7 @@
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 
-use super::{sources_note, Report, ReportError, KEY_ROWS};
+use super::{incomplete_note, sources_note, Report, ReportError, KEY_ROWS};
 use crate::summary::Summary;
 
 /// Renders the summary as a terminal table, with a header line and a footer of counts.
@@ -27,8 +27,14 @@ pub fn render(summary: &Summary) -> String {
     }
     let p = &summary.provenance;
     let o = &summary.overall;
+    let incomplete = incomplete_note(summary);
+    let incomplete = if incomplete.is_empty() {
+        incomplete
+    } else {
+        incomplete + "\n"
+    };
     format!(
-        "Benchmark results: backend {}, model {}\n{table}\n{} workloads, {} requests: {} successful, {} failed\nFigures: {}\n",
+        "{incomplete}Benchmark results: backend {}, model {}\n{table}\n{} workloads, {} requests: {} successful, {} failed\nFigures: {}\n",
         p.backend, p.model, o.total_workloads, o.total_requests, o.successful_requests, o.failed_requests,
         sources_note(summary)
     )

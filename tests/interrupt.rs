@@ -1,0 +1,195 @@
+//! Stopping a run keeps what it measured: SIGINT, a second SIGINT, and kill -9, sent to a real
+//! `sagellm-benchmark run` benchmarking the scripted test server on 127.0.0.1.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sagellm_test_server::{Script, TestServer};
+use serde_json::Value;
+
+/// A server slow enough to interrupt: each request streams 10 chunks 100 ms apart (about 1 s).
+fn slow_server() -> TestServer {
+    let script = Script {
+        ttft: Duration::from_millis(100),
+        itl: Duration::from_millis(100),
+        ..Script::default()
+    };
+    TestServer::start(script, 1).unwrap()
+}
+
+/// `slow`: 40 requests of 10 tokens, 4 in flight, about 10 s in all. `quick`: 2 requests.
+fn config(dir: &Path) -> String {
+    let path = dir.join("workloads.toml");
+    std::fs::write(
+        &path,
+        "[workloads.quick]\nprompt_tokens = 8\noutput_tokens = 2\nnum_requests = 2\nwarmup_requests = 0\n\n\
+         [workloads.slow]\nprompt_tokens = 8\noutput_tokens = 10\nnum_requests = 40\nconcurrency = 4\nwarmup_requests = 0\n",
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn start_run(server: &TestServer, dir: &Path, workloads: &str, grace: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
+        .args([
+            "run",
+            "--backend",
+            "openai",
+            "--base-url",
+            &server.url(),
+            "--no-metrics",
+            "-q",
+        ])
+        .args([
+            "--workload",
+            workloads,
+            "--config",
+            &config(dir),
+            "--grace-period",
+            grace,
+        ])
+        .args(["-o", dir.join("out").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `file` holds at least `lines` lines (records appended as requests finish).
+fn wait_for_lines(file: &Path, lines: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            if text.lines().count() >= lines {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{} never reached {lines} lines", file.display());
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn sigint_stops_sending_finishes_requests_in_flight_and_writes_everything() {
+    let server = slow_server();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let child = start_run(&server, dir.path(), "quick,slow", "20");
+    wait_for_lines(&out.join("slow_requests.jsonl"), 6);
+    signal(&child, "-INT");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("Run incomplete (interrupted by SIGINT)"),
+        "{stderr}"
+    );
+
+    let summary = json(&out.join("benchmark_summary.json"));
+    assert_eq!(summary["complete"], false);
+    assert_eq!(summary["incomplete_reason"], "interrupted by SIGINT");
+    assert_eq!(summary["workloads"]["quick"]["complete"], true);
+    let slow = json(&out.join("slow_metrics.json"));
+    assert_eq!(slow["complete"], false);
+    // Stopped early, but every request that was sent finished within the grace period: none
+    // failed, and every one of them is on disk.
+    let recorded = records(&out.join("slow_requests.jsonl"));
+    let total = slow["total_requests"].as_u64().unwrap();
+    assert!((6..40).contains(&total), "{total} requests");
+    assert_eq!(recorded.len() as u64, total);
+    assert_eq!(slow["failed_requests"], 0);
+    assert!(recorded
+        .iter()
+        .all(|r| r["success"] == true && r["output_tokens"] == 10));
+
+    // `report` reads the incomplete run and says so.
+    let report = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
+        .args([
+            "report",
+            "-i",
+            out.join("benchmark_summary.json").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(report.status.success());
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        text.contains("INCOMPLETE RUN: interrupted by SIGINT"),
+        "{text}"
+    );
+    assert!(text.contains("slow cut short"), "{text}");
+}
+
+#[test]
+fn a_second_sigint_stops_at_once() {
+    let server = slow_server();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // A grace period far longer than the test: only the second signal can end the run soon.
+    let mut child = start_run(&server, dir.path(), "slow", "600");
+    wait_for_lines(&out.join("slow_requests.jsonl"), 2);
+    signal(&child, "-INT");
+    std::thread::sleep(Duration::from_millis(200));
+    let second = Instant::now();
+    signal(&child, "-INT");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        second.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        second.elapsed()
+    );
+    // The records appended before the stop are intact.
+    assert!(records(&out.join("slow_requests.jsonl")).len() >= 2);
+}
+
+#[test]
+fn kill_9_loses_only_the_requests_in_flight() {
+    let server = slow_server();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut child = start_run(&server, dir.path(), "quick,slow", "20");
+    wait_for_lines(&out.join("slow_requests.jsonl"), 8);
+    signal(&child, "-KILL");
+    child.wait().unwrap();
+
+    // The finished workload's files are complete; the summary written after it says the run
+    // was not finished.
+    let summary = json(&out.join("benchmark_summary.json"));
+    assert_eq!(summary["complete"], false);
+    assert_eq!(summary["workloads"]["quick"]["total_requests"], 2);
+    // Every request of `slow` that finished before the kill is on disk, whole.
+    let recorded = records(&out.join("slow_requests.jsonl"));
+    assert!(recorded.len() >= 8);
+    assert!(recorded.iter().all(|r| r["success"] == true));
+    let report = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
+        .args([
+            "report",
+            "-i",
+            out.join("benchmark_summary.json").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&report.stdout).contains("INCOMPLETE RUN"));
+}
