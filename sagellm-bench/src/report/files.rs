@@ -184,11 +184,13 @@ pub fn load_requests(path: &Path) -> Result<Vec<RequestRecord>, ReportError> {
                     path.display()
                 );
             }
-            Err(e) => return Err(ReportError(format!(
+            Err(e) => {
+                return Err(ReportError(format!(
                 "{} line {}: not a request record ({e}); re-create it with sagellm-benchmark run",
                 path.display(),
                 n + 1
-            ))),
+            )))
+            }
         }
     }
     Ok(records)
