@@ -16,16 +16,17 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{percentile, WorkloadMetrics};
-use crate::record::RequestRecord;
-use crate::report::files::{load_requests, records_to_jsonl, write_atomically, write_json};
+use crate::record::{Records, RequestRecord};
+use crate::report::files::{load_requests, write_json, write_jsonl_atomically};
 use crate::report::ReportError;
 use crate::runner::WorkloadResult;
+use std::sync::Arc;
 
 /// One workload's saved results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Saved {
     pub metrics: WorkloadMetrics,
-    pub records: Vec<RequestRecord>,
+    pub records: Records,
 }
 
 impl From<&WorkloadResult> for Saved {
@@ -50,7 +51,7 @@ pub fn save(dir: &Path, saved: &Saved) -> Result<(), ReportError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| ReportError(format!("cannot create {}: {e}", dir.display())))?;
     write_json(&dir.join(METRICS_FILE), &saved.metrics)?;
-    write_atomically(&dir.join(REQUESTS_FILE), &records_to_jsonl(&saved.records)?)
+    write_jsonl_atomically(&dir.join(REQUESTS_FILE), &saved.records)
 }
 
 /// Reads a saved run from `dir`.
@@ -68,7 +69,7 @@ pub fn load_files(metrics: &Path, requests: &Path) -> Result<Saved, ReportError>
             metrics.display()
         ))
     })?;
-    let records = load_requests(requests)?;
+    let records = Arc::new(load_requests(requests)?);
     Ok(Saved { metrics, records })
 }
 
@@ -494,7 +495,10 @@ mod tests {
             total_time_s: 2.0,
         };
         let metrics = aggregate("w", "mock", "m", &records, wall, &EngineFigures::default());
-        Saved { metrics, records }
+        Saved {
+            metrics,
+            records: Arc::new(records),
+        }
     }
 
     const TTFTS: &[f64] = &[10.0, 12.0, 11.0, 13.0, 9.0, 10.5, 11.5, 12.5, 9.5, 10.0];

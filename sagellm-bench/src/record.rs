@@ -3,9 +3,14 @@
 //! Times are milliseconds. `start_ms` counts from the workload's start; every other time counts
 //! from the request's own `t0`, the moment it was handed to the backend.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::backend::RequestError;
+
+/// A workload's records, shared rather than copied between the reporters that keep them.
+pub type Records = Arc<Vec<RequestRecord>>;
 
 /// One request, as measured. Written one per line to `<workload>_requests.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

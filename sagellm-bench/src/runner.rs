@@ -18,7 +18,7 @@ use crate::clock::{Clock, Stalled};
 use crate::interrupt::Interrupt;
 use crate::memory::MemorySampler;
 use crate::metrics::{self, WallClock, WorkloadMetrics};
-use crate::record::{RawRequest, RequestRecord};
+use crate::record::{RawRequest, Records, RequestRecord};
 use crate::report::Report;
 use crate::setup::Response;
 use crate::summary::{Provenance, Summary};
@@ -30,7 +30,7 @@ pub struct WorkloadResult {
     pub workload: Workload,
     pub metrics: WorkloadMetrics,
     /// The measured requests, in index order.
-    pub records: Vec<RequestRecord>,
+    pub records: Records,
 }
 
 /// Why a run stopped before finishing its workloads.
@@ -251,7 +251,7 @@ pub async fn run_workload_with(
     Ok(WorkloadResult {
         workload: workload.clone(),
         metrics,
-        records,
+        records: Arc::new(records),
     })
 }
 

@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 
 use super::{Report, ReportError};
 use crate::metrics::WorkloadMetrics;
-use crate::record::RequestRecord;
+use crate::record::{Records, RequestRecord};
 use crate::runner::WorkloadResult;
 use crate::summary::{Provenance, Summary};
 use crate::workload::Workload;
@@ -93,10 +93,7 @@ impl Report for JsonFiles {
         self.appending = None;
         let name = &result.workload.name;
         write_json(&self.metrics_path(name), &result.metrics)?;
-        write_atomically(
-            &self.requests_path(name),
-            &records_to_jsonl(&result.records)?,
-        )?;
+        write_jsonl_atomically(&self.requests_path(name), &result.records)?;
         self.finished.insert(name.clone(), result.metrics.clone());
         if let Some(provenance) = &self.provenance {
             let mut so_far = Summary::from_metrics(provenance.clone(), self.finished.clone());
@@ -121,7 +118,7 @@ pub struct SavedRun {
     pub dir: PathBuf,
     pub summary: Summary,
     /// Workload name -> its records, in the summary's order.
-    pub records: IndexMap<String, Vec<RequestRecord>>,
+    pub records: IndexMap<String, Records>,
 }
 
 impl SavedRun {
@@ -137,7 +134,7 @@ impl SavedRun {
         let mut records = IndexMap::new();
         for name in summary.workloads.keys() {
             let path = files.requests_path(&super::svg::file_stem(name));
-            records.insert(name.clone(), load_requests(&path)?);
+            records.insert(name.clone(), std::sync::Arc::new(load_requests(&path)?));
         }
         Ok(SavedRun {
             dir,
@@ -221,17 +218,40 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), Rep
 
 /// Writes `bytes` to a temporary file beside `path`, flushes it, then renames it over `path`.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    write_atomically_with(path, |w| w.write_all(bytes))
+}
+
+/// Writes request records as JSON Lines, atomically, streaming them to disk (a long run's
+/// records are never held twice in memory).
+pub fn write_jsonl_atomically(path: &Path, records: &[RequestRecord]) -> Result<(), ReportError> {
+    write_atomically_with(path, |w| {
+        for record in records {
+            serde_json::to_writer(&mut *w, record)?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    })
+}
+
+/// Lets `write` fill a temporary file beside `path`, flushes it, then renames it over `path`.
+fn write_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), ReportError> {
     let fail = |e: std::io::Error| ReportError(format!("cannot write {}: {e}", path.display()));
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp).map_err(fail)?;
-    file.write_all(bytes).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| {
+    let result = (|| {
+        let mut writer = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        write(&mut writer)?;
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         fail(e)
     })

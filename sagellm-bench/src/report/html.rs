@@ -17,7 +17,7 @@ use tinytemplate::TinyTemplate;
 use super::files::{prepare_dir, write_atomically};
 use super::svg::{self, file_stem, Chart};
 use super::{sources_note, Report, ReportError, KEY_ROWS};
-use crate::record::RequestRecord;
+use crate::record::{Records, RequestRecord};
 use crate::runner::WorkloadResult;
 use crate::summary::{Provenance, Summary};
 use crate::workload::Workload;
@@ -189,11 +189,7 @@ struct Failure {
 
 /// Renders the page from the summary, the request records of each workload, and the charts
 /// drawn from them (see [`svg::all_charts`]).
-pub fn render(
-    summary: &Summary,
-    records: &IndexMap<String, Vec<RequestRecord>>,
-    charts: &[Chart],
-) -> String {
+pub fn render(summary: &Summary, records: &IndexMap<String, Records>, charts: &[Chart]) -> String {
     let p = &summary.provenance;
     let o = &summary.overall;
     let view = |c: &Chart| ChartView {
@@ -330,7 +326,7 @@ fn json_name<T: Serialize>(value: &T) -> String {
 pub fn write_report(
     dir: &Path,
     summary: &Summary,
-    records: &IndexMap<String, Vec<RequestRecord>>,
+    records: &IndexMap<String, Records>,
 ) -> Result<PathBuf, ReportError> {
     prepare_dir(dir)?;
     let charts = svg::all_charts(summary, records)?;
@@ -344,7 +340,7 @@ pub fn write_report(
 /// records, so this reporter does not depend on [`svg::SvgCharts`] having run.
 pub struct HtmlReport {
     dir: PathBuf,
-    records: IndexMap<String, Vec<RequestRecord>>,
+    records: IndexMap<String, Records>,
 }
 
 impl HtmlReport {

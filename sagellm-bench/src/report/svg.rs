@@ -23,7 +23,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::files::{prepare_dir, write_atomically};
 use super::{Report, ReportError};
 use crate::metrics::{percentile, WorkloadMetrics};
-use crate::record::RequestRecord;
+use crate::record::{Records, RequestRecord};
 use crate::runner::WorkloadResult;
 use crate::summary::{Provenance, Summary};
 use crate::workload::Workload;
@@ -231,7 +231,7 @@ pub fn workload_charts(
 /// Draws the charts of the whole run: key metrics across workloads, memory and KV figures.
 pub fn run_charts(
     summary: &Summary,
-    records: &IndexMap<String, Vec<RequestRecord>>,
+    records: &IndexMap<String, Records>,
 ) -> Result<Vec<Chart>, ReportError> {
     let run = RunLabel::of(&summary.provenance);
     let names = run_chart_names();
@@ -272,12 +272,12 @@ pub fn run_charts(
 /// Every chart of a run: each workload's (in the summary's order), then the run's.
 pub fn all_charts(
     summary: &Summary,
-    records: &IndexMap<String, Vec<RequestRecord>>,
+    records: &IndexMap<String, Records>,
 ) -> Result<Vec<Chart>, ReportError> {
     let run = RunLabel::of(&summary.provenance);
     let mut charts = Vec::new();
     for (name, metrics) in &summary.workloads {
-        let records = records.get(name).map(Vec::as_slice).unwrap_or_default();
+        let records = records.get(name).map(|r| r.as_slice()).unwrap_or_default();
         charts.extend(workload_charts(&run, metrics, records)?);
     }
     charts.extend(run_charts(summary, records)?);
@@ -318,7 +318,7 @@ pub fn write_charts(dir: &std::path::Path, charts: &[Chart]) -> Result<(), Repor
 pub struct SvgCharts {
     dir: PathBuf,
     run: Option<RunLabel>,
-    records: IndexMap<String, Vec<RequestRecord>>,
+    records: IndexMap<String, Records>,
 }
 
 impl SvgCharts {
@@ -1019,11 +1019,7 @@ fn format_figure(v: f64) -> String {
 /// flight over time, derived from the request records: prompt plus tokens streamed so far, for
 /// every request between its send and its end. That is the KV demand the workload placed on the
 /// engine before any prefix sharing, not a measurement of the cache.
-fn memory_and_kv(
-    area: &Area,
-    summary: &Summary,
-    records: &IndexMap<String, Vec<RequestRecord>>,
-) -> Drawn {
+fn memory_and_kv(area: &Area, summary: &Summary, records: &IndexMap<String, Records>) -> Drawn {
     let (upper, lower) = area.split_vertically(area.dim_in_pixel().1 / 2);
     let (legend, upper) = upper.split_vertically(LEGEND_ROW);
     legend_row(
