@@ -474,6 +474,46 @@ fn compare_with_baseline(
     Ok(comparisons)
 }
 
+/// Draws, for every workload all runs share, their TTFT, TPOT and E2E distributions on one
+/// chart each: `compare_<workload>_<metric>_cdf.svg` in `dir`. Runs whose request records are
+/// missing are left out of the charts (the comparison tables do not need them).
+fn write_overlays(dir: &std::path::Path, summaries: &[(String, PathBuf)]) -> Result<(), String> {
+    use sagellm_bench::report::svg::{file_stem, overlay_cdf, Distribution};
+    let mut runs = Vec::new();
+    for (name, path) in summaries {
+        match SavedRun::load(path) {
+            Ok(run) => runs.push((name.as_str(), run)),
+            Err(e) => tracing::warn!("no distribution charts for {name}: {e}"),
+        }
+    }
+    let Some((_, first)) = runs.first() else {
+        return Ok(());
+    };
+    let labels: Vec<&str> = runs.iter().map(|(n, _)| *n).collect();
+    let context = format!("runs: {}", labels.join(" vs "));
+    for workload in first.records.keys() {
+        let sets: Vec<(&str, &[sagellm_bench::record::RequestRecord])> = runs
+            .iter()
+            .filter_map(|(name, run)| run.records.get(workload).map(|r| (*name, r.as_slice())))
+            .collect();
+        if sets.len() < 2 {
+            continue;
+        }
+        for (distribution, key) in [
+            (Distribution::Ttft, "ttft"),
+            (Distribution::Tpot, "tpot"),
+            (Distribution::E2el, "e2el"),
+        ] {
+            let chart = overlay_cdf(distribution, &sets, &format!("{workload}; {context}"))
+                .map_err(|e| e.to_string())?;
+            let file = dir.join(format!("compare_{}_{key}_cdf.svg", file_stem(workload)));
+            sagellm_bench::report::files::write_atomically(&file, chart.svg.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
 /// Splits `NAME=VALUE`, checking that NAME can name a folder.
 fn name_value<'a>(flag: &str, given: &'a str) -> Result<(&'a str, &'a str), String> {
     let (name, value) = given.split_once('=').ok_or_else(|| {
@@ -498,6 +538,7 @@ fn compare(args: CompareArgs) -> Result<(), String> {
         return Err("give at least two --target NAME=URL or --result NAME=DIR to compare".into());
     }
     let mut runs: Vec<(String, String, Summary)> = Vec::new();
+    let mut summaries: Vec<(String, PathBuf)> = Vec::new();
     if !args.targets.is_empty() {
         let config = match &args.config {
             Some(path) => Config::load(path).map_err(|e| e.to_string())?,
@@ -538,6 +579,7 @@ fn compare(args: CompareArgs) -> Result<(), String> {
                 &mut reports,
             )
             .map_err(|e| format!("target {name}: {e}"))?;
+            summaries.push((name.to_string(), args.output.join(name).join(SUMMARY_FILE)));
             runs.push((name.to_string(), url.to_string(), summary));
         }
     }
@@ -550,6 +592,7 @@ fn compare(args: CompareArgs) -> Result<(), String> {
             path.to_path_buf()
         };
         let summary = Summary::load(&file).map_err(|e| format!("--result {name}: {e}"))?;
+        summaries.push((name.to_string(), file.clone()));
         runs.push((name.to_string(), file.display().to_string(), summary));
     }
     if runs.len() < 2 {
@@ -557,6 +600,7 @@ fn compare(args: CompareArgs) -> Result<(), String> {
     }
     let comparison = sagellm_bench::compare::Comparison::new(&runs);
     comparison.write(&args.output).map_err(|e| e.to_string())?;
+    write_overlays(&args.output, &summaries)?;
     if !args.quiet {
         print!("{}", comparison.to_markdown());
         println!(

@@ -19,6 +19,15 @@ fn fastest(dir: &std::path::Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("comparison.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert!(dir.join("comparison.md").is_file());
+    // The two runs' distributions, overlaid, one chart per metric of the shared workload.
+    for metric in ["ttft", "tpot", "e2el"] {
+        let chart = std::fs::read_to_string(dir.join(format!("compare_tiny_{metric}_cdf.svg")))
+            .unwrap_or_else(|e| panic!("no {metric} overlay: {e}"));
+        assert!(
+            chart.contains("slow") && chart.contains("fast"),
+            "{metric} overlay lacks a run"
+        );
+    }
     json
 }
 
