@@ -64,26 +64,32 @@ pub fn load_files(metrics: &Path, requests: &Path) -> Result<Saved, ReportError>
         std::fs::read_to_string(p)
             .map_err(|e| ReportError(format!("cannot read {}: {e}", p.display())))
     };
-    let metrics: WorkloadMetrics = serde_json::from_str(&read(metrics)?).map_err(|e| {
-        ReportError(format!(
-            "{} is not a workload metrics file: {e}",
-            metrics.display()
-        ))
-    })?;
+    Ok(Saved {
+        metrics: parse_metrics(&read(metrics)?, &metrics.display().to_string())?,
+        records: parse_records(&read(requests)?, &requests.display().to_string())?,
+    })
+}
+
+/// Parses the text of a `metrics.json` file; `name` names it in errors.
+pub fn parse_metrics(text: &str, name: &str) -> Result<WorkloadMetrics, ReportError> {
+    serde_json::from_str(text)
+        .map_err(|e| ReportError(format!("{name} is not a workload metrics file: {e}")))
+}
+
+/// Parses the text of a `requests.jsonl` file, one record a line (blank lines are skipped);
+/// `name` names it in errors.
+pub fn parse_records(text: &str, name: &str) -> Result<Vec<RequestRecord>, ReportError> {
     let mut records = Vec::new();
-    for (i, line) in read(requests)?.lines().enumerate() {
+    for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        records.push(serde_json::from_str(line).map_err(|e| {
-            ReportError(format!(
-                "{}:{}: not a request record: {e}",
-                requests.display(),
-                i + 1
-            ))
-        })?);
+        records
+            .push(serde_json::from_str(line).map_err(|e| {
+                ReportError(format!("{name}:{}: not a request record: {e}", i + 1))
+            })?);
     }
-    Ok(Saved { metrics, records })
+    Ok(records)
 }
 
 pub(crate) fn records_to_jsonl(records: &[RequestRecord]) -> Result<Vec<u8>, ReportError> {

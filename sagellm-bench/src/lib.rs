@@ -44,3 +44,8 @@ pub use sagellm_bench_macros::workload;
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
+
+/// Entry points for the fuzz targets in `fuzz/`; not a public API.
+#[doc(hidden)]
+#[path = "fuzz_entry.rs"]
+pub mod __fuzz;
