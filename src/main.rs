@@ -181,7 +181,12 @@ impl ServerArgs {
             std::time::Duration::try_from_secs_f64(v)
                 .ok()
                 .filter(|d| !d.is_zero())
-                .ok_or_else(|| format!("{flag} must be a positive number of seconds, not {v}"))
+                .ok_or_else(|| {
+                    format!(
+                        "{flag} must be a positive number of seconds (at most {}), not {v}",
+                        backend::openai::MAX_TIMEOUT.as_secs()
+                    )
+                })
         };
         Ok(backend::openai::OpenAiConfig {
             base_url: self.base_url.clone(),
@@ -529,13 +534,38 @@ fn name_value<'a>(flag: &str, given: &'a str) -> Result<(&'a str, &'a str), Stri
             "{flag} name `{name}` may only hold letters, digits, `_`, `-` and `.` (it names a folder)"
         ));
     }
+    if value.trim().is_empty() {
+        return Err(format!(
+            "{flag} `{given}` has nothing after `=`; give NAME=VALUE, e.g. {flag} fast=http://127.0.0.1:8000"
+        ));
+    }
     Ok((name, value))
+}
+
+/// Refuses a name given twice: each names a folder and a column of the comparison.
+fn check_unique<'a>(seen: &mut Vec<&'a str>, name: &'a str) -> Result<(), String> {
+    if seen.contains(&name) {
+        return Err(format!(
+            "the name `{name}` is given twice; each --target and --result needs its own name"
+        ));
+    }
+    seen.push(name);
+    Ok(())
 }
 
 fn compare(args: CompareArgs) -> Result<(), String> {
     init_logging(args.verbose);
     if args.targets.is_empty() && args.results.is_empty() {
         return Err("give at least two --target NAME=URL or --result NAME=DIR to compare".into());
+    }
+    let mut names = Vec::new();
+    for given in args
+        .targets
+        .iter()
+        .map(|t| ("--target", t))
+        .chain(args.results.iter().map(|r| ("--result", r)))
+    {
+        check_unique(&mut names, name_value(given.0, given.1)?.0)?;
     }
     let mut runs: Vec<(String, String, Summary)> = Vec::new();
     let mut summaries: Vec<(String, PathBuf)> = Vec::new();

@@ -61,16 +61,25 @@ pub fn load(dir: &Path) -> Result<Saved, ReportError> {
 
 /// Reads a workload's metrics and its records from the two files a run writes.
 pub fn load_files(metrics: &Path, requests: &Path) -> Result<Saved, ReportError> {
-    let text = std::fs::read_to_string(metrics)
-        .map_err(|e| ReportError(format!("cannot read {}: {e}", metrics.display())))?;
-    let metrics: WorkloadMetrics = serde_json::from_str(&text).map_err(|e| {
-        ReportError(format!(
-            "{} is not a workload metrics file: {e}",
-            metrics.display()
-        ))
-    })?;
-    let records = Arc::new(load_requests(requests)?);
-    Ok(Saved { metrics, records })
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map_err(|e| ReportError(format!("cannot read {}: {e}", p.display())))
+    };
+    Ok(Saved {
+        metrics: parse_metrics(&read(metrics)?, &metrics.display().to_string())?,
+        records: Arc::new(load_requests(requests)?),
+    })
+}
+
+/// Parses the text of a `metrics.json` file; `name` names it in errors.
+pub fn parse_metrics(text: &str, name: &str) -> Result<WorkloadMetrics, ReportError> {
+    serde_json::from_str(text)
+        .map_err(|e| ReportError(format!("{name} is not a workload metrics file: {e}")))
+}
+
+/// Parses the text of a `requests.jsonl` file; `name` names it in errors.
+pub fn parse_records(text: &str, name: &str) -> Result<Vec<RequestRecord>, ReportError> {
+    crate::report::files::parse_requests(text, name)
 }
 
 /// How two runs are compared.

@@ -67,8 +67,12 @@ pub struct ConfigError(pub String);
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read config file {}: {e}; --config takes a TOML file (see docs/CONFIG.md)",
+                path.display()
+            ))
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -121,6 +125,11 @@ impl Config {
         let mut names: Vec<String> = Vec::new();
         for part in selector.split(',').map(str::trim) {
             match part {
+                "" => {
+                    return Err(ConfigError(format!(
+                        "`{selector}` holds an empty workload name; give names separated by single commas, e.g. short,long"
+                    )))
+                }
                 "year1" => names.extend(presets.iter().map(|w| w.name.clone())),
                 "all" => {
                     names.extend(presets.iter().map(|w| w.name.clone()));

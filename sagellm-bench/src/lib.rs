@@ -52,3 +52,8 @@ pub struct WorkloadsGuide;
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
+
+/// Entry points for the fuzz targets in `fuzz/`; not a public API.
+#[doc(hidden)]
+#[path = "fuzz_entry.rs"]
+pub mod __fuzz;

@@ -118,12 +118,16 @@ impl Prompts {
     /// Reads a JSON Lines file with one `{"prompt": "..."}` object per line (blank lines are
     /// skipped; other fields are ignored).
     pub fn jsonl(path: impl AsRef<Path>) -> Result<Self, PromptError> {
+        let path = path.as_ref();
+        Self::parse_jsonl(&read(path)?, &path.display().to_string())
+    }
+
+    /// Parses the text of a JSON Lines prompt file; `name` names it in errors.
+    pub fn parse_jsonl(text: &str, name: &str) -> Result<Self, PromptError> {
         #[derive(Deserialize)]
         struct Line {
             prompt: String,
         }
-        let path = path.as_ref();
-        let text = read(path)?;
         let mut prompts = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
@@ -131,19 +135,24 @@ impl Prompts {
             }
             let line: Line = serde_json::from_str(line).map_err(|e| {
                 PromptError(format!(
-                    "{}:{}: expected {{\"prompt\": \"...\"}}: {e}",
-                    path.display(),
+                    "{name}:{}: expected {{\"prompt\": \"...\"}}: {e}",
                     i + 1
                 ))
             })?;
             prompts.push(line.prompt);
         }
-        Self::non_empty(prompts, path)
+        Self::non_empty(prompts, name)
     }
 
     /// Reads a ShareGPT file (a JSON array of `{"conversations": [{"from": "human", "value":
     /// "..."}, ...]}`); each conversation's first human turn becomes a prompt.
     pub fn sharegpt(path: impl AsRef<Path>) -> Result<Self, PromptError> {
+        let path = path.as_ref();
+        Self::parse_sharegpt(&read(path)?, &path.display().to_string())
+    }
+
+    /// Parses the text of a ShareGPT file; `name` names it in errors.
+    pub fn parse_sharegpt(text: &str, name: &str) -> Result<Self, PromptError> {
         #[derive(Deserialize)]
         struct Conversation {
             conversations: Vec<Turn>,
@@ -153,21 +162,22 @@ impl Prompts {
             from: String,
             value: String,
         }
-        let path = path.as_ref();
-        let conversations: Vec<Conversation> = serde_json::from_str(&read(path)?)
-            .map_err(|e| PromptError(format!("{}: not a ShareGPT file: {e}", path.display())))?;
+        let conversations: Vec<Conversation> = serde_json::from_str(text)
+            .map_err(|e| PromptError(format!("{name}: not a ShareGPT file: {e}")))?;
         let prompts = conversations
             .into_iter()
             .filter_map(|c| c.conversations.into_iter().find(|t| t.from == "human"))
             .map(|t| t.value)
             .filter(|v| !v.trim().is_empty())
             .collect();
-        Self::non_empty(prompts, path)
+        Self::non_empty(prompts, name)
     }
 
-    fn non_empty(prompts: Vec<String>, path: &Path) -> Result<Self, PromptError> {
+    fn non_empty(prompts: Vec<String>, name: &str) -> Result<Self, PromptError> {
         if prompts.is_empty() {
-            return Err(PromptError(format!("{} holds no prompt", path.display())));
+            return Err(PromptError(format!(
+                "{name} holds no prompt; a prompt file needs at least one non-empty prompt"
+            )));
         }
         Ok(Prompts(Arc::new(prompts)))
     }
@@ -180,9 +190,13 @@ impl Prompts {
         self.0.is_empty()
     }
 
-    /// The prompt request `index` uses.
+    /// The prompt request `index` uses (empty when there are no prompts, which
+    /// [`Workload::validate`](crate::Workload::validate) rejects before a run).
     pub fn get(&self, index: usize) -> &str {
-        &self.0[index % self.0.len()]
+        match self.0.len() {
+            0 => "",
+            n => &self.0[index % n],
+        }
     }
 }
 

@@ -123,6 +123,11 @@ impl Summary {
 
     /// Reads a summary file, with errors that say what to do.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
+        if path.is_dir() {
+            return Err(LoadError::IsDirectory {
+                path: path.to_path_buf(),
+            });
+        }
         let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => LoadError::NotFound {
                 path: path.to_path_buf(),
@@ -132,10 +137,15 @@ impl Summary {
                 source: e,
             },
         })?;
-        serde_json::from_str(&text).map_err(|source| LoadError::Invalid {
+        Self::parse(&text).map_err(|source| LoadError::Invalid {
             path: path.to_path_buf(),
             source,
         })
+    }
+
+    /// Parses the text of a summary file.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
     }
 }
 
@@ -144,6 +154,8 @@ impl Summary {
 pub enum LoadError {
     #[error("File not found: {}\nRun benchmark first:\n  sagellm-benchmark run --workload year1 --backend mock", path.display())]
     NotFound { path: PathBuf },
+    #[error("{} is a folder; give the summary file inside it: {}", path.display(), path.join(crate::report::files::SUMMARY_FILE).display())]
+    IsDirectory { path: PathBuf },
     #[error("could not read {}: {source}", path.display())]
     Io {
         path: PathBuf,

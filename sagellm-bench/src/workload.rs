@@ -67,6 +67,16 @@ impl Arrival {
     }
 }
 
+/// The longest prompt or output a workload may ask for, in tokens.
+pub const MAX_TOKENS: usize = 1 << 20;
+
+/// The most measured (or warm-up) requests one workload may send.
+pub const MAX_REQUESTS: usize = 10_000_000;
+
+/// The slowest open-loop rate, in requests per second (one request in about 11.6 days): below
+/// it the schedule's times leave what a `Duration` holds.
+pub const MIN_RATE: f64 = 1e-6;
+
 /// The default seed of every preset; any fixed value works, this one is documented.
 pub const DEFAULT_SEED: u64 = 42;
 
@@ -148,11 +158,26 @@ impl Workload {
         if self.num_requests == 0 {
             return Err("num_requests must be at least 1".into());
         }
-        const MAX_TOKENS: usize = 1 << 20;
         if self.prompt_tokens > MAX_TOKENS || self.output_tokens > MAX_TOKENS {
             return Err(format!(
                 "prompt_tokens and output_tokens must be at most {MAX_TOKENS}"
             ));
+        }
+        // The runner keeps one record (and an open-loop schedule entry) per request in memory
+        // before the first one is sent: an absurd count must fail here, not abort an
+        // allocation later.
+        for (field, count) in [
+            ("num_requests", self.num_requests),
+            ("warmup_requests", self.warmup_requests),
+        ] {
+            if count > MAX_REQUESTS {
+                return Err(format!(
+                    "{field} ({count}) must be at most {MAX_REQUESTS}; split a longer run into several workloads"
+                ));
+            }
+        }
+        if self.prompts.as_ref().is_some_and(Prompts::is_empty) {
+            return Err("the workload's prompt list is empty; give at least one prompt".into());
         }
         if self.shared_prefix_tokens > self.prompt_tokens {
             return Err(format!(
@@ -162,8 +187,8 @@ impl Workload {
         }
         match self.arrival {
             Arrival::Closed { concurrency: 0 } => Err("concurrency must be at least 1".into()),
-            Arrival::Poisson { rate } if !(rate.is_finite() && rate > 0.0) => Err(format!(
-                "rate must be a positive number of requests per second, not {rate}"
+            Arrival::Poisson { rate } if !(rate.is_finite() && rate >= MIN_RATE) => Err(format!(
+                "rate must be a number of requests per second of at least {MIN_RATE}, not {rate}"
             )),
             _ => Ok(()),
         }
@@ -276,7 +301,9 @@ pub fn poisson_schedule(rate: f64, count: usize, seed: u64) -> Vec<Duration> {
             let u: f64 = rng.gen();
             t += -(1.0 - u).ln() / rate;
         }
-        times.push(Duration::from_secs_f64(t));
+        // `validate` bounds the rate and the count so `t` stays far inside a Duration; saturate
+        // rather than panic should a caller skip it.
+        times.push(Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX));
     }
     times
 }

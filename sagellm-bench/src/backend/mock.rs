@@ -116,6 +116,19 @@ impl MockConfig {
                 return Err(format!("mock.{name} must be at least 1"));
             }
         }
+        // The engine allocates per-block tables up front, and byte figures multiply these:
+        // bounds far above any real engine keep both from aborting or overflowing.
+        let at_most = [
+            ("block_size", self.block_size as u64, 1 << 16),
+            ("kv_blocks", self.kv_blocks as u64, 1 << 24),
+            ("kv_bytes_per_token", self.kv_bytes_per_token, 1 << 30),
+            ("weights_bytes", self.weights_bytes, 1 << 50),
+        ];
+        for (name, value, limit) in at_most {
+            if value > limit {
+                return Err(format!("mock.{name} must be at most {limit}, not {value}"));
+            }
+        }
         let times = [
             ("step_base_us", self.step_base_us),
             ("decode_us_per_seq", self.decode_us_per_seq),
@@ -892,12 +905,13 @@ impl Engine {
     /// Records the memory level from now on: weights plus every KV block in use. Blocks are
     /// counted whole, as a paged engine allocates them.
     fn record_memory(&mut self) {
-        let block_bytes = self.kv.block_size as u64 * self.config.kv_bytes_per_token;
-        let kv_bytes = self.kv.in_use() as u64 * block_bytes;
+        let block_bytes =
+            (self.kv.block_size as u64).saturating_mul(self.config.kv_bytes_per_token);
+        let kv_bytes = (self.kv.in_use() as u64).saturating_mul(block_bytes);
         let now = self.clock.now();
         let weights = self.config.weights_bytes;
         let mut s = self.stats();
         s.peak_kv_bytes = s.peak_kv_bytes.max(kv_bytes);
-        s.sample_memory(now, weights + kv_bytes);
+        s.sample_memory(now, weights.saturating_add(kv_bytes));
     }
 }

@@ -5,7 +5,9 @@
 //! Each request is a streamed `POST /v1/completions` (or `/v1/chat/completions`) read as
 //! server-sent events ([`eventsource_stream`], a maintained parser: events split across TCP
 //! reads, `\r\n` line ends and comment lines are its business, not ours). One `reqwest` client
-//! holds the connection pool for the whole run, so connections are reused; TLS is rustls.
+//! holds the connection pool for the whole run, so connections are reused; TLS is rustls,
+//! trusting the system's root certificates (`rustls-tls-native-roots`), so a server behind a
+//! company CA works as it does for curl.
 //!
 //! Every fault becomes a failed request with its reason, never a stopped run: connection
 //! refused or broken ([`ErrorKind::Connection`]), an error status ([`ErrorKind::Http`]: the
@@ -17,7 +19,7 @@
 //! The API key is read from the environment variable the user names, kept out of `Debug`,
 //! sent as a sensitive header, and never recorded: the settings record the variable's name.
 
-mod stream;
+pub(crate) mod stream;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -180,21 +182,37 @@ struct Counts {
 /// The server's root URL and its `/v1` URL, from what the user gave.
 fn split_base_url(base: &str) -> Result<(String, String), BackendError> {
     let trimmed = base.trim().trim_end_matches('/');
-    let url = reqwest::Url::parse(trimmed).map_err(|e| {
-        BackendError::Setup(format!(
-            "--base-url `{base}` is not a URL ({e}); try --base-url http://127.0.0.1:8000"
-        ))
-    })?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(BackendError::Setup(format!(
-            "--base-url `{base}` must start with http:// or https://"
-        )));
-    }
+    check_url("server", base, "http://127.0.0.1:8000")?;
     Ok(match trimmed.strip_suffix("/v1") {
         Some(root) => (root.to_string(), trimmed.to_string()),
         None => (trimmed.to_string(), format!("{trimmed}/v1")),
     })
 }
+
+/// Checks that `given` is an http(s) URL fit to be recorded: URLs land in the results'
+/// provenance and in error messages, so one holding a password is refused rather than written.
+fn check_url(what: &str, given: &str, example: &str) -> Result<(), BackendError> {
+    let url = reqwest::Url::parse(given.trim()).map_err(|e| {
+        BackendError::Setup(format!(
+            "the {what} URL `{given}` is not a URL ({e}); give one like {example}"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || !url.host_str().is_some_and(|h| !h.is_empty()) {
+        return Err(BackendError::Setup(format!(
+            "the {what} URL `{given}` must start with http:// or https:// and name a host, like {example}"
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(BackendError::Setup(format!(
+            "the {what} URL holds a user name or password, which would be written into the results; \
+             drop it from the URL and put the secret in an environment variable named by --api-key-env"
+        )));
+    }
+    Ok(())
+}
+
+/// The longest request or stall timeout accepted: a deadline further out overflows the clock.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// An error with its causes, e.g. "error sending request: ... Connection refused".
 pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
@@ -230,6 +248,21 @@ impl OpenAiBackend {
             .clone()
             .unwrap_or_else(|| preset.default_base_url.to_string());
         let (root, v1) = split_base_url(&base)?;
+        if let Some(url) = &config.metrics_url {
+            check_url("metrics", url, "http://127.0.0.1:8000/metrics")?;
+        }
+        for (flag, value) in [
+            ("--request-timeout", config.request_timeout),
+            ("--stall-timeout", config.stall_timeout),
+        ] {
+            if value.is_zero() || value > MAX_TIMEOUT {
+                return Err(BackendError::Setup(format!(
+                    "{flag} must lie between 0 and {} seconds (30 days), not {} s",
+                    MAX_TIMEOUT.as_secs(),
+                    value.as_secs_f64()
+                )));
+            }
+        }
 
         let mut headers = HeaderMap::new();
         if let Some(var) = &config.api_key_env {
@@ -550,25 +583,13 @@ impl Exchange {
                         }
                         Ok(Some(Ok(event))) => event,
                     };
-                    if event.event == "error" {
-                        return self.fail(ErrorKind::Engine, clip(&event.data));
-                    }
-                    let data = event.data.trim();
-                    if data == "[DONE]" {
-                        return self.done();
-                    }
-                    if data.is_empty() {
-                        continue;
-                    }
-                    match stream::parse_chunk(data) {
-                        Err(message) => return self.fail(ErrorKind::Protocol, message),
-                        Ok(chunk) => {
-                            if let Some(message) = chunk.error {
-                                return self.fail(
-                                    ErrorKind::Engine,
-                                    format!("the server reported an error mid-stream: {message}"),
-                                );
-                            }
+                    match stream::interpret(&event.event, &event.data) {
+                        stream::EventMeaning::Nothing => {}
+                        stream::EventMeaning::Done => return self.done(),
+                        stream::EventMeaning::Failed(kind, message) => {
+                            return self.fail(kind, message)
+                        }
+                        stream::EventMeaning::Chunk(chunk) => {
                             if chunk.usage.is_some() {
                                 self.usage = chunk.usage;
                             }

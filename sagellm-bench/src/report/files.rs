@@ -164,6 +164,11 @@ pub fn load_requests(path: &Path) -> Result<Vec<RequestRecord>, ReportError> {
             path.display()
         ))
     })?;
+    parse_requests(&text, &path.display().to_string())
+}
+
+/// Parses the text of a `<workload>_requests.jsonl` file; `name` names it in errors.
+pub fn parse_requests(text: &str, name: &str) -> Result<Vec<RequestRecord>, ReportError> {
     // A process killed while appending leaves its last line without a newline, perhaps cut
     // short; such a line is the request that was being written, not damage elsewhere.
     let cut_short = !text.is_empty() && !text.ends_with('\n');
@@ -176,17 +181,13 @@ pub fn load_requests(path: &Path) -> Result<Vec<RequestRecord>, ReportError> {
         match serde_json::from_str(line) {
             Ok(record) => records.push(record),
             Err(_) if cut_short && n + 1 == lines.len() => {
-                tracing::warn!(
-                    "{}: ignoring the last line, cut short when the run was stopped",
-                    path.display()
-                );
+                tracing::warn!("{name}: ignoring the last line, cut short when the run was stopped");
             }
             Err(e) => {
                 return Err(ReportError(format!(
-                "{} line {}: not a request record ({e}); re-create it with sagellm-benchmark run",
-                path.display(),
-                n + 1
-            )))
+                    "{name} line {}: not a request record ({e}); re-create it with sagellm-benchmark run",
+                    n + 1
+                )))
             }
         }
     }

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use crate::backend::Usage;
+use crate::backend::{ErrorKind, Usage};
 
 /// What one chunk tells.
 #[derive(Debug, Default, PartialEq)]
@@ -63,6 +63,44 @@ struct Delta<'a> {
     reasoning: Option<Cow<'a, str>>,
     #[serde(default)]
     tool_calls: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+/// What one server-sent event means for its request.
+#[derive(Debug, PartialEq)]
+pub(crate) enum EventMeaning {
+    /// A keep-alive, an empty event, or a chunk with no output, usage or finish: read on.
+    Nothing,
+    /// `data: [DONE]`: the stream is complete.
+    Done,
+    /// The request failed, with the kind and the reason.
+    Failed(ErrorKind, String),
+    /// A chunk to account for.
+    Chunk(ChunkContent),
+}
+
+/// Reads one event: its `event:` name (empty when the server sent none) and its `data`.
+pub(crate) fn interpret(event_name: &str, data: &str) -> EventMeaning {
+    if event_name == "error" {
+        return EventMeaning::Failed(ErrorKind::Engine, super::clip(data));
+    }
+    let data = data.trim();
+    if data == "[DONE]" {
+        return EventMeaning::Done;
+    }
+    if data.is_empty() {
+        return EventMeaning::Nothing;
+    }
+    match parse_chunk(data) {
+        Err(message) => EventMeaning::Failed(ErrorKind::Protocol, message),
+        Ok(ChunkContent {
+            error: Some(message),
+            ..
+        }) => EventMeaning::Failed(
+            ErrorKind::Engine,
+            format!("the server reported an error mid-stream: {message}"),
+        ),
+        Ok(chunk) => EventMeaning::Chunk(chunk),
+    }
 }
 
 /// Parses the `data` of one server-sent event (not `[DONE]`).

@@ -1,0 +1,892 @@
+//! Bad input, one row each: every flag and every file format the CLI reads, given an invalid
+//! value. Each row runs the real binary in a fresh folder and asserts the exit status (1 for an
+//! error the tool explains, 2 for a command line clap rejects) and the words of the message: what
+//! went wrong and what to do. No row may panic, and no row may leave a file outside its folder.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// One bad input.
+struct Case {
+    /// What is wrong, for the failure message.
+    what: &'static str,
+    /// Files to lay in the case's folder first: (relative path, contents).
+    files: Vec<(&'static str, Vec<u8>)>,
+    args: Vec<&'static str>,
+    status: i32,
+    /// Every one of these must appear on stderr.
+    message: Vec<&'static str>,
+}
+
+fn case(what: &'static str, args: &[&'static str], status: i32, message: &[&'static str]) -> Case {
+    Case {
+        what,
+        files: Vec::new(),
+        args: args.to_vec(),
+        status,
+        message: message.to_vec(),
+    }
+}
+
+impl Case {
+    fn file(mut self, path: &'static str, contents: impl Into<Vec<u8>>) -> Self {
+        self.files.push((path, contents.into()));
+        self
+    }
+
+    /// A config file `c.toml` holding `toml`, used with `run --config c.toml -q`.
+    fn config(what: &'static str, toml: &'static str, message: &[&'static str]) -> Self {
+        case(
+            what,
+            &["run", "--config", "c.toml", "--workload", "all", "-q"],
+            1,
+            message,
+        )
+        .file("c.toml", toml)
+    }
+}
+
+/// A real run's files: `good/benchmark_summary.json` and its request records.
+fn good_run() -> &'static Vec<(String, Vec<u8>)> {
+    static RUN: OnceLock<Vec<(String, Vec<u8>)>> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
+            .args(["run", "--workload", "short", "-q", "-o"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read(&p).unwrap())
+            })
+            .collect()
+    })
+}
+
+fn good_summary() -> Vec<u8> {
+    good_run()
+        .iter()
+        .find(|(n, _)| n == "benchmark_summary.json")
+        .map(|(_, b)| b.clone())
+        .unwrap()
+}
+
+fn lay_good_run(dir: &Path, sub: &str) {
+    std::fs::create_dir_all(dir.join(sub)).unwrap();
+    for (name, bytes) in good_run() {
+        std::fs::write(dir.join(sub).join(name), bytes).unwrap();
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let summary = good_summary();
+    let truncated = summary[..summary.len() / 2].to_vec();
+    vec![
+        // ---- run: flags ----
+        case(
+            "unknown workload",
+            &["run", "--workload", "nope"],
+            1,
+            &["unknown workload `nope`", "choose one of", "year1"],
+        ),
+        case(
+            "misspelt workload",
+            &["run", "--workload", "shrot"],
+            1,
+            &["did you mean `short`"],
+        ),
+        case(
+            "empty workload list",
+            &["run", "--workload", ""],
+            1,
+            &["empty workload name", "e.g. short,long"],
+        ),
+        case(
+            "stray comma in the workload list",
+            &["run", "--workload", "short,,long"],
+            1,
+            &["empty workload name"],
+        ),
+        case(
+            "unknown backend",
+            &["run", "--backend", "nope"],
+            2,
+            &["invalid value 'nope'", "--backend", "possible values"],
+        ),
+        case(
+            "unknown flag",
+            &["run", "--frobnicate"],
+            2,
+            &["unexpected argument '--frobnicate'"],
+        ),
+        case(
+            "unknown command",
+            &["frobnicate"],
+            2,
+            &["unrecognized subcommand"],
+        ),
+        case(
+            "output is a file",
+            &["run", "-q", "-o", "out"],
+            1,
+            &["exists and is not a directory", "--output"],
+        )
+        .file("out", "x"),
+        case(
+            "output under a file",
+            &["run", "-q", "-o", "out/sub"],
+            1,
+            &["cannot create output directory", "--output"],
+        )
+        .file("out", "x"),
+        case(
+            "missing config",
+            &["run", "--config", "missing.toml"],
+            1,
+            &["cannot read config file missing.toml", "TOML file"],
+        ),
+        case(
+            "config is a folder",
+            &["run", "--config", "."],
+            1,
+            &["cannot read config file", "TOML file"],
+        ),
+        case(
+            "config not UTF-8",
+            &["run", "--config", "c.toml"],
+            1,
+            &["cannot read config file", "UTF-8"],
+        )
+        .file("c.toml", vec![0xff, 0xfe, b'[']),
+        // ---- run: server flags ----
+        case(
+            "base URL not a URL",
+            &[
+                "run",
+                "--backend",
+                "openai",
+                "--model",
+                "m",
+                "--base-url",
+                "notaurl",
+            ],
+            1,
+            &["`notaurl` is not a URL", "http://127.0.0.1:8000"],
+        ),
+        case(
+            "base URL of another scheme",
+            &[
+                "run",
+                "--backend",
+                "vllm",
+                "--model",
+                "m",
+                "--base-url",
+                "ftp://h/",
+            ],
+            1,
+            &["must start with http:// or https://"],
+        ),
+        case(
+            "base URL with a password",
+            &[
+                "run",
+                "--backend",
+                "openai",
+                "--model",
+                "m",
+                "--base-url",
+                "http://u:hunter2@127.0.0.1:9",
+            ],
+            1,
+            &["user name or password", "--api-key-env"],
+        ),
+        case(
+            "metrics URL not a URL",
+            &[
+                "run",
+                "--backend",
+                "openai",
+                "--model",
+                "m",
+                "--base-url",
+                "http://127.0.0.1:9",
+                "--metrics-url",
+                "nope",
+            ],
+            1,
+            &["metrics URL `nope` is not a URL"],
+        ),
+        case(
+            "zero request timeout",
+            &[
+                "run",
+                "--backend",
+                "openai",
+                "--model",
+                "m",
+                "--request-timeout",
+                "0",
+            ],
+            1,
+            &[
+                "--request-timeout must be a positive number of seconds",
+                "not 0",
+            ],
+        ),
+        case(
+            "negative stall timeout",
+            &[
+                "run",
+                "--backend",
+                "openai",
+                "--model",
+                "m",
+                "--stall-timeout=-1",
+            ],
+            1,
+            &["--stall-timeout must be a positive number"],
+        ),
+        case(
+            "NaN timeout",
+            &[
+                "run",
+                "--backend",
+                "openai",
+                "--model",
+                "m",
+                "--request-timeout",
+                "NaN",
+            ],
+            1,
+            &["--request-timeout must be a positive number"],
+        ),
+        case(
+            "timeout beyond 30 days",
+            &[
+                "run",
+                "--backend",
+                "openai",
+                "--model",
+                "m",
+                "--request-timeout",
+                "1e19",
+            ],
+            1,
+            &["--request-timeout must lie between 0 and 2592000 seconds"],
+        ),
+        case(
+            "timeout not a number",
+            &["run", "--backend", "openai", "--request-timeout", "soon"],
+            2,
+            &["invalid value 'soon'", "--request-timeout"],
+        ),
+        case(
+            "unknown api",
+            &["run", "--backend", "openai", "--api", "grpc"],
+            2,
+            &["invalid value 'grpc'", "--api"],
+        ),
+        case(
+            "unset API key variable",
+            &[
+                "run",
+                "--backend",
+                "openai",
+                "--model",
+                "m",
+                "--api-key-env",
+                "SAGELLM_BAD_INPUT_UNSET",
+            ],
+            1,
+            &["SAGELLM_BAD_INPUT_UNSET is not set", "export"],
+        ),
+        case(
+            "server not running and no --model",
+            &[
+                "run",
+                "--backend",
+                "openai",
+                "--base-url",
+                "http://127.0.0.1:9",
+            ],
+            1,
+            &["could not learn the served model", "--model NAME"],
+        ),
+        // ---- run: config files ----
+        Case::config("not TOML", "[workloads.x\n", &["c.toml: not valid TOML"]),
+        Case::config(
+            "unknown table",
+            "[mocks]\n",
+            &["unknown table `mocks`", "did you mean `mock`"],
+        ),
+        Case::config(
+            "misspelt field",
+            "[workloads.short_input]\nnum_request = 2\n",
+            &[
+                "workload `short_input`",
+                "unknown field `num_request`",
+                "did you mean `num_requests`",
+            ],
+        ),
+        Case::config(
+            "zero requests",
+            "[workloads.short_input]\nnum_requests = 0\n",
+            &["workload `short_input`", "num_requests must be at least 1"],
+        ),
+        Case::config(
+            "negative requests",
+            "[workloads.short_input]\nnum_requests = -5\n",
+            &["field `num_requests` must be a non-negative integer, not -5"],
+        ),
+        Case::config(
+            "fractional requests",
+            "[workloads.short_input]\nnum_requests = 2.5\n",
+            &["field `num_requests` must be a non-negative integer, not 2.5"],
+        ),
+        Case::config(
+            "absurd request count",
+            "[workloads.short_input]\nnum_requests = 1000000000000000\n",
+            &["num_requests (1000000000000000) must be at most 10000000"],
+        ),
+        Case::config(
+            "absurd warm-up count",
+            "[workloads.short_input]\nwarmup_requests = 1000000000000\n",
+            &["warmup_requests", "must be at most 10000000"],
+        ),
+        Case::config(
+            "zero prompt tokens",
+            "[workloads.long_input]\nprompt_tokens = 0\n",
+            &["prompt_tokens must be at least 1"],
+        ),
+        Case::config(
+            "zero output tokens",
+            "[workloads.long_input]\noutput_tokens = 0\n",
+            &["output_tokens must be at least 1"],
+        ),
+        Case::config(
+            "absurd prompt length",
+            "[workloads.long_input]\nprompt_tokens = 100000000\n",
+            &["must be at most 1048576"],
+        ),
+        Case::config(
+            "zero concurrency",
+            "[workloads.stress_test]\nconcurrency = 0\n",
+            &["concurrency must be at least 1"],
+        ),
+        Case::config(
+            "negative rate",
+            "[workloads.stress_test]\nrate = -1.0\n",
+            &["rate must be a number of requests per second of at least"],
+        ),
+        Case::config(
+            "NaN rate",
+            "[workloads.stress_test]\nrate = nan\n",
+            &["rate must be", "not NaN"],
+        ),
+        Case::config(
+            "vanishing rate",
+            "[workloads.stress_test]\nrate = 1e-300\n",
+            &["rate must be a number of requests per second of at least 0.000001"],
+        ),
+        Case::config(
+            "rate not a number",
+            "[workloads.stress_test]\nrate = \"fast\"\n",
+            &["field `rate` must be a number of requests per second"],
+        ),
+        Case::config(
+            "rate and concurrency",
+            "[workloads.stress_test]\nrate = 2.0\nconcurrency = 3\n",
+            &["not both"],
+        ),
+        Case::config(
+            "negative seed",
+            "[workloads.short_input]\nseed = -1\n",
+            &["field `seed` must be a non-negative integer"],
+        ),
+        Case::config(
+            "prefix longer than prompt",
+            "[workloads.short_input]\nshared_prefix_tokens = 500\n",
+            &["shared_prefix_tokens (500) is longer than prompt_tokens (128)"],
+        ),
+        Case::config(
+            "new workload missing fields",
+            "[workloads.mine]\nprompt_tokens = 8\n",
+            &["workload `mine`", "must set output_tokens, num_requests"],
+        ),
+        Case::config(
+            "workload name escaping the folder",
+            "[workloads.\"../../x\"]\nprompt_tokens = 8\noutput_tokens = 4\nnum_requests = 1\n",
+            &["workload name `../../x` may only hold letters"],
+        ),
+        Case::config(
+            "workload name with a slash",
+            "[workloads.\"a/b\"]\nprompt_tokens = 8\noutput_tokens = 4\nnum_requests = 1\n",
+            &["workload name `a/b` may only hold letters"],
+        ),
+        Case::config(
+            "workloads not a table",
+            "workloads = 3\n",
+            &["`workloads` must be a table of tables"],
+        ),
+        Case::config(
+            "workload not a table",
+            "[workloads]\nshort_input = 3\n",
+            &["workload `short_input`", "must be a table"],
+        ),
+        Case::config(
+            "unknown mock field",
+            "[mock]\nkv_block = 40\n",
+            &["[mock]", "kv_block"],
+        ),
+        Case::config(
+            "zero KV blocks",
+            "[mock]\nkv_blocks = 0\n",
+            &["mock.kv_blocks must be at least 1"],
+        ),
+        Case::config(
+            "absurd KV blocks",
+            "[mock]\nkv_blocks = 1000000000000000\n",
+            &["mock.kv_blocks must be at most 16777216"],
+        ),
+        Case::config(
+            "absurd KV bytes per token",
+            "[mock]\nkv_bytes_per_token = 4611686018427387904\n",
+            &["mock.kv_bytes_per_token must be at most"],
+        ),
+        Case::config(
+            "negative step time",
+            "[mock]\nstep_base_us = -5.0\n",
+            &["mock.step_base_us must be a number of microseconds"],
+        ),
+        Case::config(
+            "acceptance beyond 1",
+            "[mock]\nspec_accept_prob = 2.0\n",
+            &["mock.spec_accept_prob must lie in [0, 1]"],
+        ),
+        // ---- report ----
+        case(
+            "missing summary",
+            &["report", "-i", "nothing.json"],
+            1,
+            &["File not found: nothing.json", "sagellm-benchmark run"],
+        ),
+        case(
+            "summary is a folder",
+            &["report", "-i", "."],
+            1,
+            &["is a folder", "benchmark_summary.json"],
+        ),
+        case(
+            "empty summary",
+            &["report", "-i", "s.json"],
+            1,
+            &[
+                "s.json is not a valid benchmark summary",
+                "EOF",
+                "Re-create it",
+            ],
+        )
+        .file("s.json", ""),
+        case(
+            "corrupt summary",
+            &["report", "-i", "s.json"],
+            1,
+            &["s.json is not a valid benchmark summary", "Re-create it"],
+        )
+        .file("s.json", "\u{0}garbage{"),
+        case(
+            "truncated summary",
+            &["report", "--format", "markdown", "-i", "s.json"],
+            1,
+            &["s.json is not a valid benchmark summary", "EOF"],
+        )
+        .file("s.json", truncated.clone()),
+        case(
+            "summary of another shape",
+            &["report", "--format", "json", "-i", "s.json"],
+            1,
+            &["not a valid benchmark summary", "missing field"],
+        )
+        .file("s.json", "{\"workloads\": {}}"),
+        case(
+            "summary with a negative count",
+            &["report", "-i", "s.json"],
+            1,
+            &["not a valid benchmark summary"],
+        )
+        .file(
+            "s.json",
+            String::from_utf8(summary.clone()).unwrap().replacen(
+                "\"total_requests\": 5",
+                "\"total_requests\": -5",
+                1,
+            ),
+        ),
+        case(
+            "unknown report format",
+            &["report", "--format", "pdf"],
+            2,
+            &["invalid value 'pdf'", "--format"],
+        ),
+        case(
+            "html report without request records",
+            &["report", "--format", "html", "-i", "s.json"],
+            1,
+            &[
+                "short_input_requests.jsonl",
+                "keep that file with the summary",
+            ],
+        )
+        .file("s.json", summary.clone()),
+        case(
+            "html report with corrupt request records",
+            &["report", "--format", "html", "-i", "s.json"],
+            1,
+            &["short_input_requests.jsonl line 1: not a request record"],
+        )
+        .file("s.json", summary.clone())
+        .file("short_input_requests.jsonl", "{\"index\": \"zero\"}\n"),
+        // ---- compare ----
+        case(
+            "nothing to compare",
+            &["compare"],
+            1,
+            &["give at least two --target NAME=URL or --result NAME=DIR"],
+        ),
+        case(
+            "target without a name",
+            &["compare", "--target", "http://127.0.0.1:9"],
+            1,
+            &["must be NAME=VALUE"],
+        ),
+        case(
+            "target name escaping the folder",
+            &[
+                "compare",
+                "--target",
+                "../../x=http://127.0.0.1:9",
+                "--target",
+                "b=http://127.0.0.1:9",
+            ],
+            1,
+            &["--target name `../../x` may only hold letters"],
+        ),
+        case(
+            "target name that is a dot folder",
+            &[
+                "compare",
+                "--target",
+                "..=http://127.0.0.1:9",
+                "--target",
+                "b=http://127.0.0.1:9",
+            ],
+            1,
+            &["--target name `..` may only hold letters"],
+        ),
+        case(
+            "target with an empty name",
+            &[
+                "compare",
+                "--target",
+                "=http://127.0.0.1:9",
+                "--target",
+                "b=http://127.0.0.1:9",
+            ],
+            1,
+            &["--target name `` may only hold"],
+        ),
+        case(
+            "target with an empty URL",
+            &[
+                "compare",
+                "--target",
+                "a=",
+                "--target",
+                "b=http://127.0.0.1:9",
+            ],
+            1,
+            &["has nothing after `=`"],
+        ),
+        case(
+            "target URL not a URL",
+            &[
+                "compare",
+                "--model",
+                "m",
+                "--target",
+                "a=notaurl",
+                "--target",
+                "b=http://127.0.0.1:9",
+            ],
+            1,
+            &["target a", "`notaurl` is not a URL"],
+        ),
+        case(
+            "target on the mock backend",
+            &[
+                "compare",
+                "--backend",
+                "mock",
+                "--target",
+                "a=http://127.0.0.1:9",
+                "--target",
+                "b=http://127.0.0.1:9",
+            ],
+            1,
+            &["--backend mock is not one", "--result"],
+        ),
+        case(
+            "target with a bad timeout",
+            &[
+                "compare",
+                "--model",
+                "m",
+                "--request-timeout",
+                "0",
+                "--target",
+                "a=http://127.0.0.1:9",
+                "--target",
+                "b=http://127.0.0.1:9",
+            ],
+            1,
+            &["--request-timeout must be a positive number"],
+        ),
+        case(
+            "duplicate target names",
+            &[
+                "compare",
+                "--target",
+                "a=http://127.0.0.1:9",
+                "--target",
+                "a=http://127.0.0.1:10",
+            ],
+            1,
+            &["the name `a` is given twice"],
+        ),
+        case(
+            "duplicate result names",
+            &["compare", "--result", "a=one", "--result", "a=two"],
+            1,
+            &["the name `a` is given twice"],
+        ),
+        case(
+            "result name escaping the folder",
+            &["compare", "--result", "../x=one", "--result", "b=one"],
+            1,
+            &["--result name `../x` may only hold letters"],
+        ),
+        case(
+            "missing result",
+            &["compare", "--result", "a=nowhere", "--result", "b=nowhere"],
+            1,
+            &["--result a", "File not found"],
+        ),
+        case(
+            "corrupt result",
+            &[
+                "compare",
+                "--result",
+                "a=bad.json",
+                "--result",
+                "b=bad.json",
+            ],
+            1,
+            &["--result a", "bad.json is not a valid benchmark summary"],
+        )
+        .file("bad.json", "{"),
+        case(
+            "one result only",
+            &["compare", "--result", "a=good.json"],
+            1,
+            &["needs at least two"],
+        )
+        .file("good.json", summary.clone()),
+        case(
+            "comparison output is a file",
+            &[
+                "compare",
+                "-q",
+                "-o",
+                "out",
+                "--result",
+                "a=good.json",
+                "--result",
+                "b=good.json",
+            ],
+            1,
+            &["exists and is not a directory", "--output"],
+        )
+        .file("good.json", summary.clone())
+        .file("out", "x"),
+        case(
+            "unknown workload for targets",
+            &[
+                "compare",
+                "--workload",
+                "nope",
+                "--target",
+                "a=http://127.0.0.1:9",
+                "--target",
+                "b=http://127.0.0.1:9",
+            ],
+            1,
+            &["--workload: unknown workload `nope`"],
+        ),
+    ]
+}
+
+#[test]
+fn every_bad_input_gets_a_clear_error_and_exit_status() {
+    let root = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (i, case) in cases().into_iter().enumerate() {
+        // Each case in `root/<i>/work`, so a path that escapes by `../..` lands in `root`,
+        // where it is seen.
+        let dir = root.path().join(i.to_string()).join("work");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (path, bytes) in &case.files {
+            std::fs::write(dir.join(path), bytes).unwrap();
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
+            .args(&case.args)
+            .current_dir(&dir)
+            .env_remove("SAGELLM_LOG")
+            .env_remove("SAGELLM_BAD_INPUT_UNSET")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let mut wrong = Vec::new();
+        if out.status.code() != Some(case.status) {
+            wrong.push(format!(
+                "exit status {:?}, expected {}",
+                out.status.code(),
+                case.status
+            ));
+        }
+        if stderr.contains("panicked") || stderr.contains("RUST_BACKTRACE") {
+            wrong.push("it panicked".to_string());
+        }
+        for words in &case.message {
+            if !stderr.contains(words) {
+                wrong.push(format!("stderr lacks {words:?}"));
+            }
+        }
+        if case.status == 1 && !stderr.starts_with("Error: ") {
+            wrong.push("stderr does not start with `Error: `".to_string());
+        }
+        let escaped: Vec<_> = std::fs::read_dir(root.path().join(i.to_string()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "work")
+            .collect();
+        if !escaped.is_empty() {
+            wrong.push(format!("wrote outside its folder: {escaped:?}"));
+        }
+        if !wrong.is_empty() {
+            failures.push(format!(
+                "{} ({:?}): {}\n  stderr: {}",
+                case.what,
+                case.args,
+                wrong.join("; "),
+                stderr.trim_end().replace('\n', "\n          ")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} bad inputs mishandled:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The one case the table cannot hold: a folder that exists but cannot be written. Root writes
+/// anywhere, so the case proves nothing there and is skipped.
+#[test]
+fn an_output_folder_that_cannot_be_written_is_a_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    if std::fs::write(locked.join("probe"), b"").is_ok() {
+        eprintln!("running as root: permissions do not stop writes, skipped");
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
+        .args(["run", "--workload", "short", "-q", "-o"])
+        .arg(&locked)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Permission denied") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_good_run_lays_out_for_the_table() {
+    // The fixture the table relies on is itself a complete run.
+    let dir = tempfile::tempdir().unwrap();
+    lay_good_run(dir.path(), "good");
+    let out = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
+        .args([
+            "compare", "-q", "--result", "a=good", "--result", "b=good", "-o", "cmp",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("cmp/comparison.json").is_file());
+}
+
+/// A summary is outside input too: a workload named to climb out of the folder still has its
+/// HTML report, charts and records read and written inside the folder.
+#[test]
+fn workload_names_read_from_a_summary_never_leave_the_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("a").join("b");
+    lay_good_run(&dir, "");
+    let summary = std::fs::read_to_string(dir.join("benchmark_summary.json")).unwrap();
+    std::fs::write(
+        dir.join("benchmark_summary.json"),
+        summary.replace("\"short_input\"", "\"../../evil\""),
+    )
+    .unwrap();
+    std::fs::rename(
+        dir.join("short_input_requests.jsonl"),
+        dir.join("_.._evil_requests.jsonl"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
+        .args(["report", "--format", "html", "-i", "benchmark_summary.json"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outside: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(outside, ["a"], "files escaped the run's folder");
+    assert_eq!(std::fs::read_dir(root.path().join("a")).unwrap().count(), 1);
+    assert!(dir.join("index.html").is_file());
+}
