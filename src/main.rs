@@ -52,6 +52,15 @@ struct RunArgs {
     #[arg(long)]
     model: Option<String>,
 
+    /// cpu backend: weight format (auto, keep, f32, q8_0, q4_0, q4k, q6k); auto keeps fast GGUF
+    /// formats and converts slow ones (Q4_1, Q5_x) to q8_0
+    #[arg(long, value_name = "DTYPE")]
+    dtype: Option<String>,
+
+    /// cpu backend: inference threads (default 1, leaving a core to the harness)
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+
     /// Output directory
     #[arg(short, long, default_value = "./benchmark_results")]
     output: PathBuf,
@@ -74,7 +83,7 @@ struct RunArgs {
 enum BackendName {
     /// Simulated engine on a virtual clock: no GPU, instant, deterministic
     Mock,
-    /// CPU inference with candle (not built yet)
+    /// CPU inference with candle: a GGUF file, a Hugging Face folder or hub id (--model)
     Cpu,
     /// Any OpenAI-compatible server (not built yet)
     Openai,
@@ -161,11 +170,21 @@ fn run(args: RunArgs) -> Result<(), String> {
     let workloads = config
         .select(&args.workload)
         .map_err(|e| format!("--workload: {e}"))?;
-    let backend = backend::create(
-        args.backend.as_str(),
-        args.model.clone(),
-        config.mock.clone(),
-    )
+    let backend = match args.backend {
+        BackendName::Cpu => {
+            let mut cpu = config.cpu.clone();
+            if let Some(dtype) = &args.dtype {
+                cpu.dtype = backend::cpu::WeightDtype::parse(dtype).map_err(|e| e.to_string())?;
+            }
+            cpu.threads = args.threads.or(cpu.threads);
+            backend::create_cpu(args.model.clone(), &cpu)
+        }
+        _ => backend::create(
+            args.backend.as_str(),
+            args.model.clone(),
+            config.mock.clone(),
+        ),
+    }
     .map_err(|e| e.to_string())?;
     let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
     tracing::debug!(?workloads, "running");

@@ -353,7 +353,7 @@ fn cpu_without_model_gives_the_guides_error() {
 #[test]
 fn backends_not_built_yet_say_so_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    for backend in ["cpu", "openai", "vllm", "lmdeploy"] {
+    for backend in ["openai", "vllm", "lmdeploy"] {
         let out = bin()
             .args([
                 "run",

@@ -4,6 +4,7 @@
 //! each event with the clock the backend runs on ([`Backend::clock`]), so TTFT and the gaps
 //! between tokens are measured where the tokens arrive, never reported by the backend itself.
 
+pub mod cpu;
 pub mod mock;
 
 use std::fmt;
@@ -200,11 +201,23 @@ pub const BACKEND_NAMES: &[&str] = &["mock", "cpu", "openai", "vllm", "lmdeploy"
 
 /// The issue that tracks each backend not built yet.
 const NOT_BUILT_YET: &[(&str, &str)] = &[
-    ("cpu", "in-process inference with candle (issue #4)"),
     ("openai", "OpenAI-compatible servers (issue #5)"),
     ("vllm", "a preset of the openai backend (issue #5)"),
     ("lmdeploy", "a preset of the openai backend (issue #5)"),
 ];
+
+/// Builds the `cpu` backend with its options (`--dtype`, `--threads`, the `[cpu]` table).
+pub fn create_cpu(
+    model: Option<String>,
+    config: &cpu::CpuConfig,
+) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
+    match model {
+        None => Err(BackendError::Setup(
+            "--model required for CPU backend".to_string(),
+        )),
+        Some(model) => Ok(std::sync::Arc::new(cpu::CpuBackend::load(&model, config)?)),
+    }
+}
 
 /// Builds the backend the CLI or the harness names.
 pub fn create(
@@ -214,9 +227,7 @@ pub fn create(
 ) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
     match name {
         "mock" => Ok(std::sync::Arc::new(mock::MockBackend::new(mock, model)?)),
-        "cpu" if model.is_none() => Err(BackendError::Setup(
-            "--model required for CPU backend".to_string(),
-        )),
+        "cpu" => create_cpu(model, &cpu::CpuConfig::default()),
         _ => match NOT_BUILT_YET.iter().find(|(n, _)| *n == name) {
             Some((_, what)) => Err(BackendError::Setup(format!(
                 "the `{name}` backend ({what}) is not built yet; use --backend mock for now"
