@@ -252,7 +252,11 @@ pub fn write_folder(dir: &Path, gguf: &Path) {
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let mut file = std::fs::File::open(gguf).unwrap();
     let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
-    let tokenizer = Tokenizer::from_gguf(&content).unwrap();
+    let mut tokenizer = Tokenizer::from_gguf(&content).unwrap();
+    // As the tokenizer.json of a byte-level BPE model ships it: no space added before the text.
+    tokenizer.with_pre_tokenizer(Some(
+        tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, true, true),
+    ));
     tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
 }
 

@@ -47,8 +47,9 @@ fn load_gguf(path: &std::path::Path, dtype: WeightDtype) -> Result<LoadedModel, 
         .and_then(|v| v.to_string().ok())
         .cloned()
         .ok_or("GGUF metadata `general.architecture` is missing")?;
-    let tokenizer = Tokenizer::from_gguf(content)
+    let mut tokenizer = Tokenizer::from_gguf(content)
         .map_err(|e| format!("cannot build the tokenizer from the GGUF metadata: {e}"))?;
+    without_prefix_space(&mut tokenizer, content);
     let eos = content
         .metadata
         .get("tokenizer.ggml.eos_token_id")
@@ -67,6 +68,29 @@ fn load_gguf(path: &std::path::Path, dtype: WeightDtype) -> Result<LoadedModel, 
         model,
         codec: TextCodec::new(tokenizer, eos),
     })
+}
+
+/// candle builds byte-level BPE tokenizers for the GPT-2-style `tokenizer.ggml.pre` values
+/// (`gpt2`, `smollm`, ...) with GPT-2's `add_prefix_space = true`, so "The" at the start of a
+/// prompt becomes "ĠThe". llama.cpp and the models' own tokenizer.json add no prefix space unless
+/// `tokenizer.ggml.add_space_prefix` says so; this restores that.
+fn without_prefix_space(
+    tokenizer: &mut Tokenizer,
+    content: &candle_core::quantized::gguf_file::Content,
+) {
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::PreTokenizerWrapper;
+    let add_space = content
+        .metadata
+        .get("tokenizer.ggml.add_space_prefix")
+        .and_then(|v| v.to_bool().ok())
+        .unwrap_or(false);
+    if let Some(PreTokenizerWrapper::ByteLevel(level)) = tokenizer.get_pre_tokenizer() {
+        if level.add_prefix_space != add_space {
+            let fixed = ByteLevel::new(add_space, level.trim_offsets, level.use_regex);
+            tokenizer.with_pre_tokenizer(Some(fixed));
+        }
+    }
 }
 
 fn load_folder(
