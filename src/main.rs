@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sagellm_bench::backend;
 use sagellm_bench::config::Config;
 use sagellm_bench::report::files::{SavedRun, SUMMARY_FILE};
 use sagellm_bench::report::progress::ProgressBars;
 use sagellm_bench::report::table::TablePrinter;
 use sagellm_bench::report::{html, markdown, table, Reports};
 use sagellm_bench::summary::{Provenance, Summary};
+use sagellm_bench::{backend, baseline};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +35,54 @@ enum Command {
     Run(RunArgs),
     /// Print a report from saved results
     Report(ReportArgs),
+    /// Run the same workloads against several servers (or load saved results) and write
+    /// comparison.json and comparison.md side by side
+    #[command(
+        after_help = "Examples:\n  sagellm-benchmark compare --target vllm=http://127.0.0.1:8000 --target sglang=http://127.0.0.1:30000 --workload short\n  sagellm-benchmark compare --result before=./run_a --result after=./run_b\n\nEach target's own results go to <output>/<NAME>/; relative differences are to the first target."
+    )]
+    Compare(CompareArgs),
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// A server to benchmark, as NAME=URL (repeat; the first is the reference)
+    #[arg(long = "target", value_name = "NAME=URL")]
+    targets: Vec<String>,
+
+    /// Saved results to compare without re-running, as NAME=DIR (a run's output folder)
+    #[arg(long = "result", value_name = "NAME=DIR")]
+    results: Vec<String>,
+
+    /// Backend preset for the targets
+    #[arg(long, value_enum, default_value_t = BackendName::Openai)]
+    backend: BackendName,
+
+    /// Workloads to run against each target (as for `run`)
+    #[arg(long, default_value = "year1", value_name = "WORKLOAD")]
+    workload: String,
+
+    /// The served model name (asked from each server's /v1/models when omitted)
+    #[arg(long)]
+    model: Option<String>,
+
+    #[command(flatten)]
+    server: ServerArgs,
+
+    /// Output directory
+    #[arg(short, long, default_value = "./comparison_results")]
+    output: PathBuf,
+
+    /// Workload config file (TOML), as for `run`
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Enable verbose (debug) logging on stderr
+    #[arg(short, long)]
+    verbose: bool,
+
+    /// Do not print the comparison
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -48,9 +96,13 @@ struct RunArgs {
     #[arg(long, value_enum, default_value_t = BackendName::Mock)]
     backend: BackendName,
 
-    /// Model path or name (required for non-mock backends), e.g. gpt2, facebook/opt-125m
+    /// Model path or name (required for the cpu backend), e.g. gpt2, facebook/opt-125m; for
+    /// server backends the served model name (asked from /v1/models when omitted)
     #[arg(long)]
     model: Option<String>,
+
+    #[command(flatten)]
+    server: ServerArgs,
 
     /// cpu backend: weight format (auto, keep, f32, q8_0, q4_0, q4k, q6k); auto keeps fast GGUF
     /// formats and converts slow ones (Q4_1, Q5_x) to q8_0
@@ -79,18 +131,96 @@ struct RunArgs {
     quiet: bool,
 }
 
+/// Settings of the OpenAI-compatible backends (openai, vllm, sglang, lmdeploy, llamacpp).
+#[derive(clap::Args, Clone)]
+#[command(next_help_heading = "Server backends (openai, vllm, sglang, lmdeploy, llamacpp)")]
+struct ServerArgs {
+    /// The server's URL, its root or its /v1 [default: the preset's, e.g. vllm
+    /// http://127.0.0.1:8000, sglang :30000, lmdeploy :23333, llamacpp :8080]
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
+
+    /// Which endpoint to stream from
+    #[arg(long, value_enum, default_value_t = ApiArg::Completions)]
+    api: ApiArg,
+
+    /// Read the API key from this environment variable (the key itself is never a flag and
+    /// never written anywhere)
+    #[arg(long, value_name = "NAME")]
+    api_key_env: Option<String>,
+
+    /// Longest time one request may take, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 1800.0)]
+    request_timeout: f64,
+
+    /// Longest wait for a response or the next chunk of its stream, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    stall_timeout: f64,
+
+    /// Do not ask the server for exactly the workload's output length (ignore_eos,
+    /// min_tokens); needed for servers that reject unknown fields
+    #[arg(long)]
+    no_force_output_length: bool,
+
+    /// The server's Prometheus endpoint [default: <server root>/metrics]
+    #[arg(long, value_name = "URL")]
+    metrics_url: Option<String>,
+
+    /// Do not scrape server metrics (KV, memory and speculation figures read "unavailable")
+    #[arg(long)]
+    no_metrics: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ApiArg {
+    /// /v1/completions with the prompt as built
+    Completions,
+    /// /v1/chat/completions with the prompt as one user message
+    Chat,
+}
+
+impl ServerArgs {
+    fn config(&self, model: Option<String>) -> Result<backend::openai::OpenAiConfig, String> {
+        let seconds = |flag: &str, v: f64| {
+            std::time::Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("{flag} must be a positive number of seconds, not {v}"))
+        };
+        Ok(backend::openai::OpenAiConfig {
+            base_url: self.base_url.clone(),
+            model,
+            api: match self.api {
+                ApiArg::Completions => backend::openai::Api::Completions,
+                ApiArg::Chat => backend::openai::Api::Chat,
+            },
+            api_key_env: self.api_key_env.clone(),
+            request_timeout: seconds("--request-timeout", self.request_timeout)?,
+            stall_timeout: seconds("--stall-timeout", self.stall_timeout)?,
+            force_output_length: !self.no_force_output_length,
+            metrics_url: self.metrics_url.clone(),
+            no_metrics: self.no_metrics,
+            ..backend::openai::OpenAiConfig::default()
+        })
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum BackendName {
     /// Simulated engine on a virtual clock: no GPU, instant, deterministic
     Mock,
     /// CPU inference with candle: a GGUF file, a Hugging Face folder or hub id (--model)
     Cpu,
-    /// Any OpenAI-compatible server (not built yet)
+    /// Any OpenAI-compatible streaming server (TGI, Ollama, ...); see --base-url
     Openai,
-    /// vLLM (coming soon)
+    /// vLLM's OpenAI-compatible server (default http://127.0.0.1:8000)
     Vllm,
-    /// LMDeploy (coming soon)
+    /// LMDeploy's api_server (default http://127.0.0.1:23333)
     Lmdeploy,
+    /// SGLang's server (default http://127.0.0.1:30000)
+    Sglang,
+    /// llama.cpp's llama-server (default http://127.0.0.1:8080)
+    Llamacpp,
 }
 
 impl BackendName {
@@ -101,6 +231,8 @@ impl BackendName {
             BackendName::Openai => "openai",
             BackendName::Vllm => "vllm",
             BackendName::Lmdeploy => "lmdeploy",
+            BackendName::Sglang => "sglang",
+            BackendName::Llamacpp => "llamacpp",
         }
     }
 }
@@ -118,6 +250,20 @@ struct ReportArgs {
     /// Folder to write the HTML report into (--format html only; default: the folder of --input)
     #[arg(short, long, value_name = "DIR")]
     output: Option<PathBuf>,
+
+    /// Compare with an earlier run: its benchmark_summary.json or its folder (the request
+    /// records must lie beside it). Prints each key metric's change, a 95% confidence interval
+    /// and a verdict
+    #[arg(long, value_name = "OLD")]
+    baseline: Option<PathBuf>,
+
+    /// With --baseline: exit with status 1 when any metric regressed
+    #[arg(long, requires = "baseline")]
+    fail_on_regression: bool,
+
+    /// With --baseline: changes smaller than this fraction are noise
+    #[arg(long, default_value_t = 0.02, value_name = "FRACTION")]
+    noise_threshold: f64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -137,6 +283,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Report(args) => report(args),
+        Command::Compare(args) => compare(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -170,22 +317,22 @@ fn run(args: RunArgs) -> Result<(), String> {
     let workloads = config
         .select(&args.workload)
         .map_err(|e| format!("--workload: {e}"))?;
-    let backend = match args.backend {
-        BackendName::Cpu => {
-            let mut cpu = config.cpu.clone();
-            if let Some(dtype) = &args.dtype {
-                cpu.dtype = backend::cpu::WeightDtype::parse(dtype).map_err(|e| e.to_string())?;
-            }
-            cpu.threads = args.threads.or(cpu.threads);
-            backend::create_cpu(args.model.clone(), &cpu)
+    let name = args.backend.as_str();
+    let backend: std::sync::Arc<dyn backend::Backend> = if backend::openai::preset(name).is_some() {
+        let server = args.server.config(args.model.clone())?;
+        std::sync::Arc::new(
+            backend::openai::OpenAiBackend::connect(name, server).map_err(|e| e.to_string())?,
+        )
+    } else if let BackendName::Cpu = args.backend {
+        let mut cpu = config.cpu.clone();
+        if let Some(dtype) = &args.dtype {
+            cpu.dtype = backend::cpu::WeightDtype::parse(dtype)?;
         }
-        _ => backend::create(
-            args.backend.as_str(),
-            args.model.clone(),
-            config.mock.clone(),
-        ),
-    }
-    .map_err(|e| e.to_string())?;
+        cpu.threads = args.threads.or(cpu.threads);
+        backend::create_cpu(args.model.clone(), &cpu).map_err(|e| e.to_string())?
+    } else {
+        backend::create(name, args.model.clone(), config.mock.clone()).map_err(|e| e.to_string())?
+    };
     let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
     tracing::debug!(?workloads, "running");
 
@@ -219,12 +366,188 @@ fn report(args: ReportArgs) -> Result<(), String> {
         Format::Json => serde_json::to_string_pretty(&load()?).map_err(|e| e.to_string())? + "\n",
         Format::Html => {
             let saved = SavedRun::load(input).map_err(|e| e.to_string())?;
-            let dir = args.output.unwrap_or_else(|| saved.dir.clone());
+            let dir = args.output.clone().unwrap_or_else(|| saved.dir.clone());
             let index = html::write_report(&dir, &saved.summary, &saved.records)
                 .map_err(|e| e.to_string())?;
             format!("HTML report written to {}\n", index.display())
         }
     };
-    print!("{text}");
+    match &args.baseline {
+        None => print!("{text}"),
+        Some(old) => {
+            let comparisons = compare_with_baseline(input, old, args.noise_threshold)?;
+            let base_name = old.display().to_string();
+            match args.format {
+                Format::Json => {
+                    let value =
+                        serde_json::json!({ "baseline": base_name, "comparisons": comparisons });
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
+                    );
+                }
+                Format::Markdown => print!(
+                    "{text}\n{}",
+                    baseline::render_markdown(&comparisons, &base_name)
+                ),
+                _ => print!("{text}{}", baseline::render(&comparisons, &base_name)),
+            }
+            let regressed: Vec<String> = comparisons
+                .iter()
+                .flat_map(|c| {
+                    c.regressions()
+                        .map(move |m| format!("{} {}", c.workload, m.metric))
+                })
+                .collect();
+            if args.fail_on_regression && !regressed.is_empty() {
+                return Err(format!("regressed: {}", regressed.join(", ")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Compares every workload present in both the run at `input` and the one at `old`.
+fn compare_with_baseline(
+    input: &std::path::Path,
+    old: &std::path::Path,
+    noise_threshold: f64,
+) -> Result<Vec<baseline::Comparison>, String> {
+    if !(noise_threshold.is_finite() && noise_threshold >= 0.0) {
+        return Err(format!(
+            "--noise-threshold must be a non-negative fraction (0.02 = 2%), not {noise_threshold}"
+        ));
+    }
+    let old = if old.is_dir() {
+        old.join(SUMMARY_FILE)
+    } else {
+        old.to_path_buf()
+    };
+    let new_run = SavedRun::load(input).map_err(|e| e.to_string())?;
+    let old_run = SavedRun::load(&old).map_err(|e| format!("--baseline: {e}"))?;
+    let settings = baseline::CompareSettings {
+        noise_threshold,
+        ..Default::default()
+    };
+    let mut comparisons = Vec::new();
+    for (name, metrics) in &new_run.summary.workloads {
+        let (Some(old_metrics), Some(old_records)) = (
+            old_run.summary.workloads.get(name),
+            old_run.records.get(name),
+        ) else {
+            continue;
+        };
+        let base = baseline::Saved {
+            metrics: old_metrics.clone(),
+            records: old_records.clone(),
+        };
+        let new = baseline::Saved {
+            metrics: metrics.clone(),
+            records: new_run.records.get(name).cloned().unwrap_or_default(),
+        };
+        comparisons.push(baseline::compare(&base, &new, &settings));
+    }
+    if comparisons.is_empty() {
+        return Err(format!(
+            "--baseline {} shares no workload with {}",
+            old.display(),
+            input.display()
+        ));
+    }
+    Ok(comparisons)
+}
+
+/// Splits `NAME=VALUE`, checking that NAME can name a folder.
+fn name_value<'a>(flag: &str, given: &'a str) -> Result<(&'a str, &'a str), String> {
+    let (name, value) = given.split_once('=').ok_or_else(|| {
+        format!("{flag} `{given}` must be NAME=VALUE, e.g. {flag} fast=http://127.0.0.1:8000")
+    })?;
+    if name.is_empty()
+        || name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(format!(
+            "{flag} name `{name}` may only hold letters, digits, `_`, `-` and `.` (it names a folder)"
+        ));
+    }
+    Ok((name, value))
+}
+
+fn compare(args: CompareArgs) -> Result<(), String> {
+    init_logging(args.verbose);
+    if args.targets.is_empty() && args.results.is_empty() {
+        return Err("give at least two --target NAME=URL or --result NAME=DIR to compare".into());
+    }
+    let mut runs: Vec<(String, String, Summary)> = Vec::new();
+    if !args.targets.is_empty() {
+        let config = match &args.config {
+            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+            None => Config::default(),
+        };
+        let workloads = config
+            .select(&args.workload)
+            .map_err(|e| format!("--workload: {e}"))?;
+        let preset = args.backend.as_str();
+        if backend::openai::preset(preset).is_none() {
+            return Err(format!(
+                "compare --target runs server backends; --backend {preset} is not one (use openai, vllm, sglang, lmdeploy or llamacpp, or compare saved results with --result)"
+            ));
+        }
+        for target in &args.targets {
+            let (name, url) = name_value("--target", target)?;
+            let mut server = args.server.clone();
+            server.base_url = Some(url.to_string());
+            let backend =
+                backend::openai::OpenAiBackend::connect(preset, server.config(args.model.clone())?)
+                    .map_err(|e| format!("target {name}: {e}"))?;
+            let provenance = Provenance::now(
+                backend::Backend::name(&backend),
+                backend::Backend::model(&backend),
+                backend::Backend::settings(&backend),
+            );
+            if !args.quiet {
+                eprintln!(
+                    "Running {} workload(s) against {name} ({url})",
+                    workloads.len()
+                );
+            }
+            let mut reports = Reports::files(args.output.join(name));
+            let summary = sagellm_bench::run(
+                std::sync::Arc::new(backend),
+                &workloads,
+                provenance,
+                &mut reports,
+            )
+            .map_err(|e| format!("target {name}: {e}"))?;
+            runs.push((name.to_string(), url.to_string(), summary));
+        }
+    }
+    for result in &args.results {
+        let (name, dir) = name_value("--result", result)?;
+        let path = std::path::Path::new(dir);
+        let file = if path.is_dir() {
+            path.join(SUMMARY_FILE)
+        } else {
+            path.to_path_buf()
+        };
+        let summary = Summary::load(&file).map_err(|e| format!("--result {name}: {e}"))?;
+        runs.push((name.to_string(), file.display().to_string(), summary));
+    }
+    if runs.len() < 2 {
+        return Err("a comparison needs at least two targets or results".into());
+    }
+    let comparison = sagellm_bench::compare::Comparison::new(&runs);
+    comparison.write(&args.output).map_err(|e| e.to_string())?;
+    if !args.quiet {
+        print!("{}", comparison.to_markdown());
+        println!(
+            "\nComparison written to {}",
+            args.output
+                .join(sagellm_bench::compare::COMPARISON_JSON)
+                .display()
+        );
+    }
     Ok(())
 }

@@ -274,11 +274,13 @@ fn expand(options: &Options, function: &ItemFn) -> syn::Result<TokenStream2> {
             quote_spanned!(ty.span()=> #ident(#private::setup_arg::<#ty>(__setup)))
         }
     };
-    let returns = match &function.sig.output {
-        ReturnType::Default => quote!(()),
-        ReturnType::Type(_, ty) => quote!(#ty),
+    // Spanned at the declared return type, so an unsupported one is reported there.
+    let result = match &function.sig.output {
+        ReturnType::Default => quote!(<() as #private::IntoSetupResult>::into_setup_result),
+        ReturnType::Type(_, ty) => {
+            quote_spanned!(ty.span()=> <#ty as #private::IntoSetupResult>::into_setup_result)
+        }
     };
-    let result = quote_spanned!(returns.span()=> #private::IntoSetupResult::into_setup_result);
     let setup_body = if is_async {
         quote!(::std::boxed::Box::pin(async move { #result(#call.await) }))
     } else {

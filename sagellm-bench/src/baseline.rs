@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::{percentile, WorkloadMetrics};
 use crate::record::RequestRecord;
-use crate::report::files::{write_atomically, write_json};
+use crate::report::files::{load_requests, records_to_jsonl, write_atomically, write_json};
 use crate::report::ReportError;
 use crate::runner::WorkloadResult;
 
@@ -60,39 +60,16 @@ pub fn load(dir: &Path) -> Result<Saved, ReportError> {
 
 /// Reads a workload's metrics and its records from the two files a run writes.
 pub fn load_files(metrics: &Path, requests: &Path) -> Result<Saved, ReportError> {
-    let read = |p: &Path| {
-        std::fs::read_to_string(p)
-            .map_err(|e| ReportError(format!("cannot read {}: {e}", p.display())))
-    };
-    let metrics: WorkloadMetrics = serde_json::from_str(&read(metrics)?).map_err(|e| {
+    let text = std::fs::read_to_string(metrics)
+        .map_err(|e| ReportError(format!("cannot read {}: {e}", metrics.display())))?;
+    let metrics: WorkloadMetrics = serde_json::from_str(&text).map_err(|e| {
         ReportError(format!(
             "{} is not a workload metrics file: {e}",
             metrics.display()
         ))
     })?;
-    let mut records = Vec::new();
-    for (i, line) in read(requests)?.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        records.push(serde_json::from_str(line).map_err(|e| {
-            ReportError(format!(
-                "{}:{}: not a request record: {e}",
-                requests.display(),
-                i + 1
-            ))
-        })?);
-    }
+    let records = load_requests(requests)?;
     Ok(Saved { metrics, records })
-}
-
-pub(crate) fn records_to_jsonl(records: &[RequestRecord]) -> Result<Vec<u8>, ReportError> {
-    let mut lines = Vec::new();
-    for record in records {
-        serde_json::to_writer(&mut lines, record).map_err(|e| ReportError(e.to_string()))?;
-        lines.push(b'\n');
-    }
-    Ok(lines)
 }
 
 /// How two runs are compared.
@@ -423,27 +400,13 @@ pub fn render(comparisons: &[Comparison], base_name: &str) -> String {
         table.load_preset(UTF8_FULL_CONDENSED);
         table.set_header(["Metric", base_name, "new", "change", "95% CI", "verdict"]);
         for m in &c.changes {
-            let pct = m.metric != "Error rate";
-            let fmt_change = |x: f64| {
-                if pct {
-                    format!("{:+.2}%", x * 100.0)
-                } else {
-                    format!("{:+.2} pp", x * 100.0)
-                }
-            };
-            let ci =
-                m.ci.map(|(lo, hi)| format!("[{}, {}]", fmt_change(lo), fmt_change(hi)))
-                    .unwrap_or_else(|| "n/a".to_string());
+            let (change, ci) = formatted_change(m);
             let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
             table.add_row(vec![
                 Cell::new(&m.metric),
                 right(format!("{:.3}", m.base)),
                 right(format!("{:.3}", m.new)),
-                right(if m.verdict == Verdict::NotComparable {
-                    "n/a".into()
-                } else {
-                    fmt_change(m.change)
-                }),
+                right(change),
                 right(ci),
                 Cell::new(m.verdict.to_string()),
             ]);
@@ -454,6 +417,49 @@ pub fn render(comparisons: &[Comparison], base_name: &str) -> String {
         ));
     }
     out
+}
+
+/// Renders comparisons as one compact markdown table, fit for a CI job summary.
+pub fn render_markdown(comparisons: &[Comparison], base_name: &str) -> String {
+    let mut out = format!(
+        "## Compared with baseline `{}`\n\n| Workload | Metric | baseline | new | change | 95% CI | verdict |\n|---|---|---:|---:|---:|---:|---|\n",
+        base_name.replace('`', "'")
+    );
+    for c in comparisons {
+        for m in &c.changes {
+            let (change, ci) = formatted_change(m);
+            let verdict = match m.verdict {
+                Verdict::Regressed => "**regressed**".to_string(),
+                other => other.to_string(),
+            };
+            out.push_str(&format!(
+                "| {} | {} | {:.3} | {:.3} | {change} | {ci} | {verdict} |\n",
+                c.workload, m.metric, m.base, m.new
+            ));
+        }
+    }
+    out
+}
+
+/// The change and its interval as text: percent, or percentage points for the error rate.
+fn formatted_change(m: &MetricChange) -> (String, String) {
+    let points = m.metric == "Error rate";
+    let fmt = |x: f64| {
+        if points {
+            format!("{:+.2} pp", x * 100.0)
+        } else {
+            format!("{:+.2}%", x * 100.0)
+        }
+    };
+    let change = if m.verdict == Verdict::NotComparable {
+        "n/a".to_string()
+    } else {
+        fmt(m.change)
+    };
+    let ci =
+        m.ci.map(|(lo, hi)| format!("[{}, {}]", fmt(lo), fmt(hi)))
+            .unwrap_or_else(|| "n/a".to_string());
+    (change, ci)
 }
 
 #[cfg(test)]

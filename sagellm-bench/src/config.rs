@@ -1,5 +1,5 @@
 //! The workload config file (`--config`, TOML): overrides for the presets, new workloads, and
-//! the mock engine's parameters.
+//! the parameters of the mock engine and of the cpu backend.
 //!
 //! ```toml
 //! [mock]                      # simulated engine parameters (see MockConfig)

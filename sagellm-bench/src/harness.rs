@@ -9,12 +9,13 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
 
 use crate::__private::Entry;
-use crate::backend;
+use crate::backend::{self, Backend};
 use crate::baseline::{self, CompareSettings, Saved};
 use crate::config::Config;
 use crate::report::progress::ProgressBars;
@@ -64,6 +65,12 @@ struct Args {
     /// Model path or name (required for non-mock backends)
     #[arg(long, env = "SAGELLM_BENCH_MODEL")]
     model: Option<String>,
+    /// The server's URL, for the openai, vllm, sglang, lmdeploy and llamacpp backends
+    #[arg(long, env = "SAGELLM_BENCH_BASE_URL", value_name = "URL")]
+    base_url: Option<String>,
+    /// The environment variable that holds the server's API key (the key itself is never a flag)
+    #[arg(long, env = "SAGELLM_BENCH_API_KEY_ENV", value_name = "NAME")]
+    api_key_env: Option<String>,
     /// Where to write results [default: <target>/sagellm-bench]
     #[arg(long, short = 'o', env = "SAGELLM_BENCH_OUTPUT")]
     output: Option<PathBuf>,
@@ -115,20 +122,31 @@ struct Args {
     report_time: bool,
 }
 
-/// The entry point of a bench target: `fn main() { sagellm_bench::main() }`.
+/// The entry point of a bench target: `fn main() -> ExitCode { sagellm_bench::main() }`.
 pub fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    ExitCode::from(main_with_args(std::env::args_os()))
+}
+
+/// Runs the harness on these arguments (the first is the program name) and returns the exit
+/// status: 0 success, 1 error or regression under `--fail-on-regression`, 2 bad arguments, 101
+/// a failed smoke test.
+pub fn main_with_args<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args = match Args::try_parse_from(args) {
         Ok(args) => args,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            return if e.use_stderr() { 2 } else { 0 };
         }
     };
     match run(args) {
         Ok(code) => code,
         Err(message) => {
             eprintln!("Error: {message}");
-            ExitCode::FAILURE
+            1
         }
     }
 }
@@ -192,7 +210,7 @@ fn selected(args: &Args, all: Vec<Declared>) -> (Vec<Declared>, usize, usize) {
     (chosen, filtered_out, ignored)
 }
 
-fn run(args: Args) -> Result<ExitCode, String> {
+fn run(args: Args) -> Result<u8, String> {
     let all = declared()?;
     if args.list {
         // Like libtest: every matching workload, ignored ones included unless --ignored.
@@ -217,7 +235,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 plural(benches, "benchmark")
             );
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(0);
     }
     let (chosen, filtered_out, ignored) = selected(&args, all);
     if args.bench {
@@ -255,7 +273,7 @@ fn set_up(declared: Vec<Declared>) -> Result<Vec<Workload>, String> {
 }
 
 /// Test mode: one short request per workload on the mock backend, reported like libtest.
-fn smoke_test(chosen: Vec<Declared>, filtered_out: usize, ignored: usize) -> ExitCode {
+fn smoke_test(chosen: Vec<Declared>, filtered_out: usize, ignored: usize) -> u8 {
     let started = Instant::now();
     let count = chosen.len();
     println!(
@@ -314,9 +332,9 @@ fn smoke_test(chosen: Vec<Declared>, filtered_out: usize, ignored: usize) -> Exi
         started.elapsed().as_secs_f64()
     );
     if failed.is_empty() {
-        ExitCode::SUCCESS
+        0
     } else {
-        ExitCode::from(101)
+        101
     }
 }
 
@@ -347,7 +365,7 @@ fn default_output() -> PathBuf {
 }
 
 /// Benchmark mode.
-fn bench(args: &Args, chosen: Vec<Declared>) -> Result<ExitCode, String> {
+fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
     let root = args.output.clone().unwrap_or_else(default_output);
     let settings = CompareSettings {
         noise_threshold: args.noise_threshold,
@@ -385,10 +403,9 @@ fn bench(args: &Args, chosen: Vec<Declared>) -> Result<ExitCode, String> {
     let workloads = set_up(chosen)?;
     if workloads.is_empty() {
         println!("no workload matches; `cargo bench -- --list` lists them");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(0);
     }
-    let backend = backend::create(&args.backend, args.model.clone(), config.mock)
-        .map_err(|e| e.to_string())?;
+    let backend = create_backend(args, config)?;
     let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
     let mut collect = CollectInto::default();
     let mut reports = Reports::files(&root);
@@ -429,9 +446,31 @@ fn bench(args: &Args, chosen: Vec<Declared>) -> Result<ExitCode, String> {
         println!("Results written to {}", root.display());
     }
     if comparisons.is_empty() {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(0);
     }
     Ok(verdict(args, &comparisons, &compare_with))
+}
+
+/// The backend the arguments name; server backends get `--base-url` and `--api-key-env`.
+fn create_backend(args: &Args, config: Config) -> Result<Arc<dyn Backend>, String> {
+    if backend::openai::preset(&args.backend).is_some() {
+        let server = backend::openai::OpenAiConfig {
+            base_url: args.base_url.clone(),
+            model: args.model.clone(),
+            api_key_env: args.api_key_env.clone(),
+            ..Default::default()
+        };
+        let backend = backend::openai::OpenAiBackend::connect(&args.backend, server)
+            .map_err(|e| e.to_string())?;
+        return Ok(Arc::new(backend));
+    }
+    if args.base_url.is_some() {
+        return Err(format!(
+            "--base-url is for server backends (openai, vllm, sglang, lmdeploy, llamacpp), not `{}`",
+            args.backend
+        ));
+    }
+    backend::create(&args.backend, args.model.clone(), config.mock).map_err(|e| e.to_string())
 }
 
 fn load_baseline(root: &Path, workload: &str, name: &str) -> Result<Saved, String> {
@@ -445,7 +484,7 @@ fn load_baseline(root: &Path, workload: &str, name: &str) -> Result<Saved, Strin
     baseline::load(&dir).map_err(|e| e.to_string())
 }
 
-fn verdict(args: &Args, comparisons: &[baseline::Comparison], base_name: &str) -> ExitCode {
+fn verdict(args: &Args, comparisons: &[baseline::Comparison], base_name: &str) -> u8 {
     print!("{}", baseline::render(comparisons, base_name));
     let regressed: Vec<String> = comparisons
         .iter()
@@ -455,17 +494,17 @@ fn verdict(args: &Args, comparisons: &[baseline::Comparison], base_name: &str) -
         })
         .collect();
     if regressed.is_empty() {
-        return ExitCode::SUCCESS;
+        return 0;
     }
     let message = format!("regressed: {}", regressed.join(", "));
     if args.fail_on_regression {
         eprintln!("Error: {message}");
-        ExitCode::FAILURE
+        1
     } else {
         if std::io::stderr().is_terminal() {
             eprintln!("warning: {message} (add --fail-on-regression to fail on it)");
         }
-        ExitCode::SUCCESS
+        0
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod baseline;
 pub mod clock;
+pub mod compare;
 pub mod config;
 mod harness;
 mod memory;
@@ -38,6 +39,12 @@ pub use workload::{Arrival, Workload};
 /// # fn main() {}
 /// ```
 pub use sagellm_bench_macros::workload;
+
+/// Compiles (and runs) every example of `docs/WORKLOADS.md` as a doctest, so the guide cannot
+/// drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/WORKLOADS.md")]
+pub struct WorkloadsGuide;
 
 /// Used by code that `#[workload]` generates; not a public API.
 #[doc(hidden)]

@@ -6,6 +6,8 @@ use std::pin::Pin;
 
 pub use inventory;
 
+pub use crate::harness::main_with_args as run_harness;
+
 use crate::setup::Setup;
 use crate::workload::{Arrival, Workload};
 

@@ -6,6 +6,8 @@
 
 pub mod cpu;
 pub mod mock;
+pub mod openai;
+pub mod prometheus;
 
 use std::fmt;
 
@@ -197,14 +199,12 @@ pub trait Backend: Send + Sync {
 }
 
 /// The backends the CLI knows, including those not built yet.
-pub const BACKEND_NAMES: &[&str] = &["mock", "cpu", "openai", "vllm", "lmdeploy"];
-
-/// The issue that tracks each backend not built yet.
-const NOT_BUILT_YET: &[(&str, &str)] = &[
-    ("openai", "OpenAI-compatible servers (issue #5)"),
-    ("vllm", "a preset of the openai backend (issue #5)"),
-    ("lmdeploy", "a preset of the openai backend (issue #5)"),
+pub const BACKEND_NAMES: &[&str] = &[
+    "mock", "cpu", "openai", "vllm", "lmdeploy", "sglang", "llamacpp",
 ];
+
+/// The issue that tracks each backend not built yet (none left).
+const NOT_BUILT_YET: &[(&str, &str)] = &[];
 
 /// Builds the `cpu` backend with its options (`--dtype`, `--threads`, the `[cpu]` table).
 pub fn create_cpu(
@@ -219,7 +219,10 @@ pub fn create_cpu(
     }
 }
 
-/// Builds the backend the CLI or the harness names.
+/// Builds the backend the CLI or the harness names. The OpenAI-compatible presets get their
+/// default settings here (address from the preset, model from `/v1/models` unless `model` is
+/// given); [`openai::OpenAiBackend::connect`] takes every setting; the cpu backend's options
+/// go through [`create_cpu`].
 pub fn create(
     name: &str,
     model: Option<String>,
@@ -227,6 +230,15 @@ pub fn create(
 ) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
     match name {
         "mock" => Ok(std::sync::Arc::new(mock::MockBackend::new(mock, model)?)),
+        name if openai::preset(name).is_some() => {
+            let config = openai::OpenAiConfig {
+                model,
+                ..openai::OpenAiConfig::default()
+            };
+            Ok(std::sync::Arc::new(openai::OpenAiBackend::connect(
+                name, config,
+            )?))
+        }
         "cpu" => create_cpu(model, &cpu::CpuConfig::default()),
         _ => match NOT_BUILT_YET.iter().find(|(n, _)| *n == name) {
             Some((_, what)) => Err(BackendError::Setup(format!(

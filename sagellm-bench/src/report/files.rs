@@ -47,12 +47,10 @@ impl Report for JsonFiles {
     fn workload_finished(&mut self, result: &WorkloadResult) -> Result<(), ReportError> {
         let name = &result.workload.name;
         write_json(&self.metrics_path(name), &result.metrics)?;
-        let mut lines = Vec::new();
-        for record in &result.records {
-            serde_json::to_writer(&mut lines, record).map_err(|e| ReportError(e.to_string()))?;
-            lines.push(b'\n');
-        }
-        write_atomically(&self.requests_path(name), &lines)
+        write_atomically(
+            &self.requests_path(name),
+            &records_to_jsonl(&result.records)?,
+        )
     }
 
     fn run_finished(&mut self, summary: &Summary) -> Result<(), ReportError> {
@@ -92,6 +90,16 @@ impl SavedRun {
             records,
         })
     }
+}
+
+/// Request records as JSON Lines, one record per line.
+pub fn records_to_jsonl(records: &[RequestRecord]) -> Result<Vec<u8>, ReportError> {
+    let mut lines = Vec::new();
+    for record in records {
+        serde_json::to_writer(&mut lines, record).map_err(|e| ReportError(e.to_string()))?;
+        lines.push(b'\n');
+    }
+    Ok(lines)
 }
 
 /// Reads a `<workload>_requests.jsonl` file.

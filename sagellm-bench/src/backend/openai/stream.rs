@@ -1,0 +1,182 @@
+//! One streamed chunk of an OpenAI-compatible server, read as the servers really send it.
+//!
+//! What counts as output: completion `text`, chat `delta.content`, reasoning deltas
+//! (`delta.reasoning_content` as DeepSeek, vLLM and SGLang name it, `delta.reasoning` as newer
+//! vLLM and Ollama do) and tool-call deltas. A role-only or empty delta is not output.
+//! `choices[].index` is not trusted (some servers send 1 for the only choice): every choice of a
+//! chunk is read. `usage` may ride in a chunk with empty `choices` or in the last one with
+//! choices; an `error` object may arrive in place of a chunk.
+//!
+//! Token count per chunk: the OpenAI streaming format does not say how many tokens a chunk
+//! holds. Each content-bearing choice counts as one token; a chunk carrying several tokens (vLLM
+//! under load, speculative decoding) is therefore undercounted in `stream_tokens`, and the
+//! request's `n` comes from the server's `usage.completion_tokens`, which the backend always
+//! asks for. The per-chunk timestamps (ITL) are exact either way.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use crate::backend::Usage;
+
+/// What one chunk tells.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct ChunkContent {
+    /// The output text of every choice, concatenated.
+    pub text: String,
+    /// Content-bearing choices in the chunk (one token each, see the module documentation).
+    pub tokens: usize,
+    pub usage: Option<Usage>,
+    /// True when a choice carried a `finish_reason`.
+    pub finished: bool,
+    /// The server's error message, when the chunk is an error object.
+    pub error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<Choice<'a>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning: Option<Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+/// Parses the `data` of one server-sent event (not `[DONE]`).
+pub(crate) fn parse_chunk(data: &str) -> Result<ChunkContent, String> {
+    let chunk: Chunk = serde_json::from_str(data).map_err(|e| {
+        let shown: String = data.chars().take(120).collect();
+        format!("malformed JSON in a stream chunk ({e}): {shown}")
+    })?;
+    let mut out = ChunkContent {
+        usage: chunk.usage,
+        error: chunk.error.map(|e| error_message(&e)),
+        ..ChunkContent::default()
+    };
+    for choice in &chunk.choices {
+        let mut content = false;
+        let mut push = |s: &Option<Cow<'_, str>>| {
+            if let Some(s) = s.as_deref().filter(|s| !s.is_empty()) {
+                out.text.push_str(s);
+                content = true;
+            }
+        };
+        push(&choice.text);
+        if let Some(delta) = &choice.delta {
+            push(&delta.content);
+            push(&delta.reasoning_content);
+            push(&delta.reasoning);
+            if delta.tool_calls.as_ref().is_some_and(|t| !t.is_empty()) {
+                content = true;
+            }
+        }
+        if content {
+            out.tokens += 1;
+        }
+        if choice.finish_reason.is_some() {
+            out.finished = true;
+        }
+    }
+    Ok(out)
+}
+
+/// The message of an OpenAI-style error object (`{"message": ...}`), or the object itself.
+pub(crate) fn error_message(error: &serde_json::Value) -> String {
+    error
+        .get("message")
+        .and_then(|m| m.as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_only_and_empty_chunks_are_not_output() {
+        let c =
+            parse_chunk(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#)
+                .unwrap();
+        assert_eq!(c.tokens, 0);
+        let c = parse_chunk(r#"{"choices":[{"index":0,"delta":{"role":"assistant"}}]}"#).unwrap();
+        assert_eq!(c.tokens, 0);
+        let c = parse_chunk(r#"{"choices":[{"index":0,"text":""}]}"#).unwrap();
+        assert_eq!(c.tokens, 0);
+    }
+
+    #[test]
+    fn reasoning_and_tool_call_deltas_are_output() {
+        let c = parse_chunk(r#"{"choices":[{"delta":{"reasoning_content":"hmm"}}]}"#).unwrap();
+        assert_eq!((c.tokens, c.text.as_str()), (1, "hmm"));
+        let c = parse_chunk(r#"{"choices":[{"delta":{"reasoning":"so"}}]}"#).unwrap();
+        assert_eq!(c.tokens, 1);
+        let c = parse_chunk(
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.tokens, 1);
+    }
+
+    #[test]
+    fn usage_in_a_chunk_with_empty_choices_and_in_the_last_chunk() {
+        let c = parse_chunk(
+            r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.tokens, 0);
+        assert_eq!(
+            c.usage,
+            Some(Usage {
+                prompt_tokens: 5,
+                completion_tokens: 7
+            })
+        );
+        let c = parse_chunk(
+            r#"{"choices":[{"index":3,"text":"end","finish_reason":"length"}],"usage":{"prompt_tokens":5,"completion_tokens":7}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.tokens, c.finished), (1, true));
+        assert_eq!(c.usage.map(|u| u.completion_tokens), Some(7));
+        let c = parse_chunk(r#"{"choices":[{"text":"x"}],"usage":null}"#).unwrap();
+        assert_eq!(c.usage, None);
+    }
+
+    #[test]
+    fn escaped_text_and_untrusted_indices() {
+        let c = parse_chunk(r#"{"choices":[{"index":7,"text":"a\"b\n"}]}"#).unwrap();
+        assert_eq!(c.text, "a\"b\n");
+        assert_eq!(c.tokens, 1);
+    }
+
+    #[test]
+    fn error_objects_and_malformed_json() {
+        let c = parse_chunk(r#"{"error":{"message":"out of memory","code":500}}"#).unwrap();
+        assert_eq!(c.error.as_deref(), Some("out of memory"));
+        let e = parse_chunk(r#"{"choices": [{"text": "broken"#).unwrap_err();
+        assert!(e.contains("malformed JSON"), "{e}");
+    }
+}

@@ -1,0 +1,6 @@
+use sagellm_bench::workload;
+
+#[workload(name = "../escape")]
+fn short() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use sagellm_bench::workload;
+
+#[workload]
+fn short<T>() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use sagellm_bench::workload;
+
+#[workload]
+struct Short;
+
+fn main() {}

@@ -1,0 +1,8 @@
+use sagellm_bench::workload;
+
+#[workload]
+fn short() -> u32 {
+    5
+}
+
+fn main() {}

@@ -1,0 +1,676 @@
+//! A scripted OpenAI-compatible streaming server on 127.0.0.1, for testing sagellm-bench.
+//!
+//! It answers `/v1/completions` and `/v1/chat/completions` with server-sent events shaped as
+//! vLLM sends them (a role-only first chunk for chat, `: ` comment lines, usage in a chunk with
+//! empty `choices`, `data: [DONE]`), on a [`Script`] that fixes the time to the first token, the
+//! gap between chunks, the tokens per chunk, and faults for chosen requests. `/v1/models` names
+//! the served model, and `/metrics` exposes Prometheus text with vLLM's metric names.
+//!
+//! Timing: each chunk is sent at an absolute deadline counted from the moment the handler
+//! received the request (`ttft + k * itl`), so timer rounding never accumulates over a stream.
+//! tokio's timer rounds each deadline up to the next millisecond, so every scripted instant is
+//! met within `[t, t + 1 ms]` plus scheduling delay.
+//!
+//! The server runs on its own thread and runtime, so it neither shares nor starves the
+//! runtime of the client it is measured by.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::Router;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+/// What the server does with each request.
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// The served model name, as `/v1/models` reports it.
+    pub model: String,
+    /// From receiving a request to sending its first content chunk.
+    pub ttft: Duration,
+    /// Between consecutive content chunks.
+    pub itl: Duration,
+    /// Tokens carried by each content chunk (the last chunk carries the remainder).
+    pub tokens_per_chunk: usize,
+    /// Output tokens per request; `None` sends exactly the `max_tokens` asked for.
+    pub completion_tokens: Option<usize>,
+    /// Where the usage block goes, when the client asks for it with `include_usage`.
+    pub usage: UsagePlacement,
+    /// Faults by request number (0-based, in the order generation requests arrive).
+    pub faults: HashMap<usize, Fault>,
+    /// When set, requests without `Authorization: Bearer <key>` get HTTP 401.
+    pub api_key: Option<String>,
+    /// KV-cache capacity in tokens that `/metrics` reports (block size 16).
+    pub kv_capacity_tokens: u64,
+    /// Fraction of prompt tokens `/metrics` counts as prefix-cache hits.
+    pub prefix_hit_fraction: f64,
+    /// Fraction of output tokens `/metrics` counts as accepted speculative drafts (one draft
+    /// token proposed per output token); 0 leaves the speculation counters out.
+    pub spec_accept_fraction: f64,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            model: "test-model".to_string(),
+            ttft: Duration::from_millis(20),
+            itl: Duration::from_millis(5),
+            tokens_per_chunk: 1,
+            completion_tokens: None,
+            usage: UsagePlacement::SeparateChunk,
+            faults: HashMap::new(),
+            api_key: None,
+            kv_capacity_tokens: 16 * 4096,
+            prefix_hit_fraction: 0.25,
+            spec_accept_fraction: 0.0,
+        }
+    }
+}
+
+/// Where the usage block goes in a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsagePlacement {
+    /// A final chunk with empty `choices` (vLLM, SGLang, OpenAI).
+    SeparateChunk,
+    /// In the last chunk that has choices (some llama.cpp and LMDeploy versions).
+    LastChunk,
+    /// Never sent.
+    Omitted,
+}
+
+/// A fault to inject into one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this HTTP status and a JSON error body instead of a stream.
+    Status(u16),
+    /// Break the connection after this many content chunks.
+    DisconnectAfter(usize),
+    /// Send a chunk that is not valid JSON after this many content chunks.
+    MalformedAfter(usize),
+    /// Stop sending (but keep the connection open) after this many content chunks.
+    StallAfter(usize),
+}
+
+/// A running server; stops when dropped.
+pub struct TestServer {
+    addr: SocketAddr,
+    state: Arc<ServerState>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server on an ephemeral port of 127.0.0.1 with `worker_threads` runtime threads.
+    pub fn start(script: Script, worker_threads: usize) -> std::io::Result<TestServer> {
+        Self::start_on(0, script, worker_threads)
+    }
+
+    /// Starts a server on `port` of 127.0.0.1 (0: any free port).
+    pub fn start_on(
+        port: u16,
+        script: Script,
+        worker_threads: usize,
+    ) -> std::io::Result<TestServer> {
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let state = Arc::new(ServerState {
+            script,
+            requests: AtomicUsize::new(0),
+            counters: Counters::default(),
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(worker_threads.max(1))
+            .thread_name("test-server")
+            .enable_all()
+            .build()?;
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(std_listener)?
+        };
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = router(state.clone());
+        let thread = std::thread::Builder::new()
+            .name("test-server".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    // Without TCP_NODELAY, Nagle's algorithm holds each small chunk until the
+                    // client's delayed ACK (~40 ms) arrives, which would swamp the scripted TTFT.
+                    // Real servers (uvicorn, llama-server) set it too.
+                    let listener = listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    });
+                    if let Err(e) = serve.await {
+                        eprintln!("test server stopped: {e}");
+                    }
+                });
+                // Streams still sleeping (stalled on purpose) are dropped, not awaited.
+                runtime.shutdown_background();
+            })?;
+        Ok(TestServer {
+            addr,
+            state,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, the server's root.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Generation requests received so far.
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::Relaxed)
+    }
+
+    /// Mean time from receiving a request to handing its first content chunk to the connection,
+    /// over the requests that got that far: the server's own TTFT.
+    pub fn mean_server_ttft(&self) -> Option<Duration> {
+        let c = &self.state.counters;
+        let n = c.first_chunks.load(Ordering::Relaxed);
+        (n > 0).then(|| Duration::from_nanos(c.ttft_ns_total.load(Ordering::Relaxed) / n))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        // Graceful shutdown waits for open connections; a client that keeps one alive must not
+        // hang the test, so the thread is joined only briefly.
+        if let Some(thread) = self.thread.take() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+struct ServerState {
+    script: Script,
+    requests: AtomicUsize,
+    counters: Counters,
+}
+
+/// What `/metrics` reports, kept as vLLM counts it.
+#[derive(Default)]
+struct Counters {
+    running: AtomicU64,
+    kv_tokens: AtomicU64,
+    prompt_tokens: AtomicU64,
+    generation_tokens: AtomicU64,
+    prefix_queries: AtomicU64,
+    prefix_hits: AtomicU64,
+    spec_draft: AtomicU64,
+    spec_accepted: AtomicU64,
+    successes: AtomicU64,
+    ttft_ns_total: AtomicU64,
+    first_chunks: AtomicU64,
+}
+
+fn router(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct GenerationBody {
+    #[serde(default)]
+    prompt: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<Message>>,
+    #[serde(default)]
+    max_tokens: Option<usize>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    content: String,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+async fn completions(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    generate(state, headers, body, false).await
+}
+
+async fn chat_completions(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    generate(state, headers, body, true).await
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({
+        "error": {"message": message, "type": "test_server_error", "code": status.as_u16()}
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn generate(
+    state: Arc<ServerState>,
+    headers: HeaderMap,
+    body: Bytes,
+    chat: bool,
+) -> Response {
+    let received = Instant::now();
+    let script = &state.script;
+    if let Some(key) = &script.api_key {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if given != Some(format!("Bearer {key}").as_str()) {
+            return error_response(StatusCode::UNAUTHORIZED, "missing or wrong API key");
+        }
+    }
+    let request: GenerationBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("bad JSON: {e}")),
+    };
+    let number = state.requests.fetch_add(1, Ordering::Relaxed);
+    let fault = script.faults.get(&number).copied();
+    if let Some(Fault::Status(code)) = fault {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error_response(status, "scripted failure");
+    }
+    if !request.stream {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "this test server only streams; set \"stream\": true",
+        );
+    }
+    let prompt_tokens = match (&request.prompt, &request.messages) {
+        (Some(p), _) => p.split_whitespace().count(),
+        (None, Some(m)) => m.iter().map(|m| m.content.split_whitespace().count()).sum(),
+        (None, None) => {
+            return error_response(StatusCode::BAD_REQUEST, "neither prompt nor messages given")
+        }
+    } as u64;
+    let output_tokens = script
+        .completion_tokens
+        .unwrap_or(request.max_tokens.unwrap_or(16))
+        .max(1);
+    let include_usage = request
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage);
+
+    let c = &state.counters;
+    c.running.fetch_add(1, Ordering::Relaxed);
+    c.kv_tokens.fetch_add(prompt_tokens, Ordering::Relaxed);
+    c.prompt_tokens.fetch_add(prompt_tokens, Ordering::Relaxed);
+    c.prefix_queries.fetch_add(prompt_tokens, Ordering::Relaxed);
+    c.prefix_hits.fetch_add(
+        (prompt_tokens as f64 * script.prefix_hit_fraction).floor() as u64,
+        Ordering::Relaxed,
+    );
+
+    let plan = StreamPlan {
+        state: state.clone(),
+        chat,
+        received,
+        prompt_tokens,
+        output_tokens,
+        include_usage,
+        fault,
+        step: Step::Start,
+        chunks_sent: 0,
+        tokens_sent: 0,
+        finished: false,
+    };
+    let stream = futures::stream::unfold(plan, |mut plan| async move {
+        let frame = plan.next_frame().await?;
+        Some((frame, plan))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| error_response(StatusCode::INTERNAL_SERVER_ERROR, "response"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Start,
+    Content,
+    Usage,
+    Done,
+    End,
+}
+
+/// One request's stream, frame by frame.
+struct StreamPlan {
+    state: Arc<ServerState>,
+    chat: bool,
+    received: Instant,
+    prompt_tokens: u64,
+    output_tokens: usize,
+    include_usage: bool,
+    fault: Option<Fault>,
+    step: Step,
+    chunks_sent: usize,
+    tokens_sent: usize,
+    /// True once the request's tokens left the KV-cache counters.
+    finished: bool,
+}
+
+type Frame = Result<Bytes, std::io::Error>;
+
+impl StreamPlan {
+    async fn next_frame(&mut self) -> Option<Frame> {
+        let state = self.state.clone();
+        let script = &state.script;
+        match self.step {
+            Step::Start => {
+                self.step = Step::Content;
+                // A comment line and, for chat, a role-only chunk before any token, as servers
+                // send them: neither may count as the first token.
+                let mut frame = b": ping\n\n".to_vec();
+                if self.chat {
+                    frame.extend(self.chunk(Some(r#"{"role":"assistant","content":""}"#), None));
+                }
+                Some(Ok(Bytes::from(frame)))
+            }
+            Step::Content => {
+                // Faults strike when the chunk they replace was due, so the chunks before
+                // them have left the server.
+                let deadline = self.received + script.ttft + script.itl * self.chunks_sent as u32;
+                if deadline > Instant::now() {
+                    tokio::time::sleep_until(deadline).await;
+                }
+                match self.fault {
+                    Some(Fault::DisconnectAfter(k)) if self.chunks_sent == k => {
+                        self.release();
+                        self.step = Step::End;
+                        return Some(Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "scripted disconnect",
+                        )));
+                    }
+                    Some(Fault::MalformedAfter(k)) if self.chunks_sent == k => {
+                        // Carry on after the bad chunk, as a buggy server would.
+                        self.fault = None;
+                        return Some(Ok(Bytes::from_static(
+                            b"data: {\"choices\": [{\"text\": \"broken\n\n",
+                        )));
+                    }
+                    Some(Fault::StallAfter(k)) if self.chunks_sent == k => {
+                        self.release();
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        return None;
+                    }
+                    _ => {}
+                }
+                let per_chunk = script.tokens_per_chunk.max(1);
+                let tokens = per_chunk.min(self.output_tokens - self.tokens_sent);
+                let text = "tok ".repeat(tokens);
+                let last = self.tokens_sent + tokens == self.output_tokens;
+                let c = &self.state.counters;
+                if self.chunks_sent == 0 {
+                    c.ttft_ns_total
+                        .fetch_add(self.received.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    c.first_chunks.fetch_add(1, Ordering::Relaxed);
+                }
+                c.kv_tokens.fetch_add(tokens as u64, Ordering::Relaxed);
+                c.generation_tokens
+                    .fetch_add(tokens as u64, Ordering::Relaxed);
+                if script.spec_accept_fraction > 0.0 {
+                    c.spec_draft.fetch_add(tokens as u64, Ordering::Relaxed);
+                    c.spec_accepted.fetch_add(
+                        (tokens as f64 * script.spec_accept_fraction).floor() as u64,
+                        Ordering::Relaxed,
+                    );
+                }
+                self.chunks_sent += 1;
+                self.tokens_sent += tokens;
+                let delta = if self.chat {
+                    format!(r#"{{"content":"{text}"}}"#)
+                } else {
+                    String::new()
+                };
+                let finish = last.then_some("length");
+                let mut frame = if self.chat {
+                    self.chunk(Some(&delta), finish)
+                } else {
+                    self.text_chunk(&text, finish)
+                };
+                if last {
+                    self.step = Step::Usage;
+                    if self.include_usage && script.usage == UsagePlacement::LastChunk {
+                        frame = self.with_usage(frame);
+                    }
+                }
+                Some(Ok(Bytes::from(frame)))
+            }
+            Step::Usage => {
+                self.step = Step::Done;
+                self.release();
+                self.state
+                    .counters
+                    .successes
+                    .fetch_add(1, Ordering::Relaxed);
+                if self.include_usage && script.usage == UsagePlacement::SeparateChunk {
+                    let object = self.object();
+                    let frame = format!(
+                        "data: {{\"id\":\"cmpl-test\",\"object\":\"{object}\",\"model\":\"{}\",\"choices\":[],\"usage\":{}}}\n\n",
+                        script.model,
+                        self.usage_json()
+                    );
+                    return Some(Ok(Bytes::from(frame)));
+                }
+                self.step = Step::End;
+                Some(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
+            }
+            Step::Done => {
+                self.step = Step::End;
+                Some(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
+            }
+            Step::End => None,
+        }
+    }
+
+    fn object(&self) -> &'static str {
+        if self.chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        }
+    }
+
+    fn usage_json(&self) -> String {
+        format!(
+            "{{\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{}}}",
+            self.prompt_tokens,
+            self.tokens_sent,
+            self.prompt_tokens + self.tokens_sent as u64
+        )
+    }
+
+    /// A chat chunk. `choices[].index` is deliberately 1, not 0: clients must not trust it.
+    fn chunk(&self, delta: Option<&str>, finish: Option<&str>) -> Vec<u8> {
+        let finish = finish.map_or("null".to_string(), |f| format!("\"{f}\""));
+        format!(
+            "data: {{\"id\":\"chatcmpl-test\",\"object\":\"chat.completion.chunk\",\"model\":\"{}\",\"choices\":[{{\"index\":1,\"delta\":{},\"finish_reason\":{finish}}}]}}\n\n",
+            self.state.script.model,
+            delta.unwrap_or("{}")
+        )
+        .into_bytes()
+    }
+
+    fn text_chunk(&self, text: &str, finish: Option<&str>) -> Vec<u8> {
+        let finish = finish.map_or("null".to_string(), |f| format!("\"{f}\""));
+        format!(
+            "data: {{\"id\":\"cmpl-test\",\"object\":\"text_completion\",\"model\":\"{}\",\"choices\":[{{\"index\":1,\"text\":\"{text}\",\"finish_reason\":{finish}}}]}}\n\n",
+            self.state.script.model
+        )
+        .into_bytes()
+    }
+
+    /// Adds the usage block to the chunk just built.
+    fn with_usage(&self, frame: Vec<u8>) -> Vec<u8> {
+        let text = String::from_utf8_lossy(&frame);
+        let body = text.trim_end().trim_end_matches('}');
+        format!("{body},\"usage\":{}}}\n\n", self.usage_json()).into_bytes()
+    }
+
+    /// Takes this request's tokens out of the KV-cache and running gauges, once.
+    fn release(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let c = &self.state.counters;
+        c.running.fetch_sub(1, Ordering::Relaxed);
+        c.kv_tokens.fetch_sub(
+            self.prompt_tokens + self.tokens_sent as u64,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl Drop for StreamPlan {
+    fn drop(&mut self) {
+        // A client that hangs up mid-stream still frees its cache.
+        self.release();
+    }
+}
+
+async fn models(State(state): State<Arc<ServerState>>) -> Response {
+    let body = serde_json::json!({
+        "object": "list",
+        "data": [{"id": state.script.model, "object": "model", "owned_by": "sagellm-test-server"}]
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Prometheus text with vLLM's metric names, plus the process's real resident memory.
+async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
+    let c = &state.counters;
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let block_size = 16u64;
+    let blocks = state.script.kv_capacity_tokens / block_size;
+    let usage = if state.script.kv_capacity_tokens > 0 {
+        get(&c.kv_tokens) as f64 / state.script.kv_capacity_tokens as f64
+    } else {
+        0.0
+    };
+    let model = &state.script.model;
+    let mut text = String::new();
+    let mut put = |name: &str, kind: &str, value: String| {
+        text.push_str(&format!(
+            "# HELP {name} {name}\n# TYPE {name} {kind}\n{name}{{model_name=\"{model}\"}} {value}\n"
+        ));
+    };
+    put(
+        "vllm:num_requests_running",
+        "gauge",
+        get(&c.running).to_string(),
+    );
+    put("vllm:kv_cache_usage_perc", "gauge", usage.to_string());
+    put(
+        "vllm:prompt_tokens_total",
+        "counter",
+        get(&c.prompt_tokens).to_string(),
+    );
+    put(
+        "vllm:generation_tokens_total",
+        "counter",
+        get(&c.generation_tokens).to_string(),
+    );
+    put(
+        "vllm:prefix_cache_queries_total",
+        "counter",
+        get(&c.prefix_queries).to_string(),
+    );
+    put(
+        "vllm:prefix_cache_hits_total",
+        "counter",
+        get(&c.prefix_hits).to_string(),
+    );
+    put("vllm:num_preemptions_total", "counter", "0".to_string());
+    put(
+        "vllm:request_success_total",
+        "counter",
+        get(&c.successes).to_string(),
+    );
+    if state.script.spec_accept_fraction > 0.0 {
+        put(
+            "vllm:spec_decode_num_draft_tokens_total",
+            "counter",
+            get(&c.spec_draft).to_string(),
+        );
+        put(
+            "vllm:spec_decode_num_accepted_tokens_total",
+            "counter",
+            get(&c.spec_accepted).to_string(),
+        );
+    }
+    text.push_str(&format!(
+        "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge\nvllm:cache_config_info{{block_size=\"{block_size}\",num_gpu_blocks=\"{blocks}\"}} 1.0\n"
+    ));
+    if let Some(rss) = resident_bytes() {
+        text.push_str(&format!(
+            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n"
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// This process's resident memory, from /proc on Linux; `None` elsewhere.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}

@@ -1,0 +1,88 @@
+//! The design card's "used by" story: a crate outside this workspace depends on sagellm-bench
+//! by path, declares its own workloads with `#[workload]` (prompts from its own file, its own
+//! concurrency sweep, an open-loop workload) and runs them with `cargo bench`.
+//!
+//! The crate builds into `target/downstream`, so the first run compiles its dependencies
+//! (a few minutes on two cores); later runs take seconds.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn crate_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/downstream")
+}
+
+fn cargo_bench(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO"))
+        .current_dir(crate_dir())
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/downstream"),
+        )
+        // Its lock file pins the same versions as ours; never resolve anew in a test.
+        .args(["bench", "--locked", "--quiet", "--"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo bench -- {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn downstream_crate_runs_its_own_workloads_under_cargo_bench() {
+    let listed = String::from_utf8(cargo_bench(&["--list", "--format", "terse"]).stdout).unwrap();
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        [
+            "support_chat_c1: bench",
+            "support_chat_c4: bench",
+            "support_chat_c8: bench",
+            "system_prompt_reuse: bench",
+            "open_loop_traffic: bench",
+        ]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    cargo_bench(&["--quiet", "--output", dir.path().to_str().unwrap()]);
+    let summary = json(&dir.path().join("benchmark_summary.json"));
+    assert_eq!(summary["overall"]["total_workloads"], 5);
+    assert_eq!(
+        summary["overall"]["failed_requests"], 0,
+        "every answer passed the crate's check"
+    );
+
+    // Its own prompts: six questions from prompts.jsonl, each a dozen words or so.
+    let chat = json(&dir.path().join("support_chat_c4_metrics.json"));
+    assert_eq!(chat["total_requests"], 12);
+    assert_eq!(chat["total_output_tokens"], 12 * 48);
+    let first = std::fs::read_to_string(dir.path().join("support_chat_c1_requests.jsonl")).unwrap();
+    let prompt_tokens = serde_json::from_str::<serde_json::Value>(first.lines().next().unwrap())
+        .unwrap()["prompt_tokens"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        prompt_tokens, 10,
+        "the first prompt of prompts.jsonl has ten words"
+    );
+
+    // Its sweep: more in flight, more requests per second.
+    let c1 = json(&dir.path().join("support_chat_c1_metrics.json"));
+    let c8 = json(&dir.path().join("support_chat_c8_metrics.json"));
+    assert!(c8["request_throughput_rps"].as_f64() > c1["request_throughput_rps"].as_f64());
+
+    let reuse = json(&dir.path().join("system_prompt_reuse_metrics.json"));
+    assert!(reuse["prefix_hit_rate"].as_f64().unwrap() > 0.5, "{reuse}");
+
+    let open =
+        std::fs::read_to_string(dir.path().join("open_loop_traffic_requests.jsonl")).unwrap();
+    assert!(open.lines().all(|l| !l.contains("\"scheduled_ms\":null")));
+    assert!(dir.path().join("index.html").exists());
+}
