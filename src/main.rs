@@ -104,6 +104,15 @@ struct RunArgs {
     #[command(flatten)]
     server: ServerArgs,
 
+    /// cpu backend: weight format (auto, keep, f32, q8_0, q4_0, q4k, q6k); auto keeps fast GGUF
+    /// formats and converts slow ones (Q4_1, Q5_x) to q8_0
+    #[arg(long, value_name = "DTYPE")]
+    dtype: Option<String>,
+
+    /// cpu backend: inference threads (default 1, leaving a core to the harness)
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+
     /// Output directory
     #[arg(short, long, default_value = "./benchmark_results")]
     output: PathBuf,
@@ -210,7 +219,7 @@ impl ServerArgs {
 enum BackendName {
     /// Simulated engine on a virtual clock: no GPU, instant, deterministic
     Mock,
-    /// CPU inference with candle (not built yet)
+    /// CPU inference with candle: a GGUF file, a Hugging Face folder or hub id (--model)
     Cpu,
     /// Any OpenAI-compatible streaming server (TGI, Ollama, ...); see --base-url
     Openai,
@@ -333,6 +342,13 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         std::sync::Arc::new(
             backend::openai::OpenAiBackend::connect(name, server).map_err(|e| e.to_string())?,
         )
+    } else if let BackendName::Cpu = args.backend {
+        let mut cpu = config.cpu.clone();
+        if let Some(dtype) = &args.dtype {
+            cpu.dtype = backend::cpu::WeightDtype::parse(dtype)?;
+        }
+        cpu.threads = args.threads.or(cpu.threads);
+        backend::create_cpu(args.model.clone(), &cpu).map_err(|e| e.to_string())?
     } else {
         backend::create(name, args.model.clone(), config.mock.clone()).map_err(|e| e.to_string())?
     };

@@ -1,9 +1,12 @@
 //! The workload config file (`--config`, TOML): overrides for the presets, new workloads, and
-//! the mock engine's parameters.
+//! the parameters of the mock engine and of the cpu backend.
 //!
 //! ```toml
 //! [mock]                      # simulated engine parameters (see MockConfig)
 //! kv_blocks = 64
+//!
+//! [cpu]                       # cpu backend options (see CpuConfig)
+//! kv_cache_tokens = 4096
 //!
 //! [workloads.short_input]     # override fields of a preset
 //! num_requests = 2
@@ -23,6 +26,7 @@ use std::path::Path;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use crate::backend::cpu::CpuConfig;
 use crate::backend::mock::MockConfig;
 use crate::workload::{Arrival, Workload};
 
@@ -42,6 +46,7 @@ pub const WORKLOAD_FIELDS: &[&str] = &[
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
     pub mock: MockConfig,
+    pub cpu: CpuConfig,
     /// Workload name -> the fields the file sets, in file order.
     pub workloads: IndexMap<String, WorkloadPatch>,
 }
@@ -92,6 +97,10 @@ impl Config {
                         .validate()
                         .map_err(|e| ConfigError(format!("{file}: {e}")))?;
                 }
+                "cpu" => {
+                    config.cpu = CpuConfig::deserialize(value)
+                        .map_err(|e| ConfigError(format!("{file}: [cpu]: {}", e.message())))?;
+                }
                 "workloads" => {
                     let toml::Value::Table(workloads) = value else {
                         return Err(ConfigError(format!(
@@ -106,8 +115,8 @@ impl Config {
                 }
                 other => {
                     return Err(ConfigError(format!(
-                        "{file}: unknown table `{other}`{}; a config holds [mock] and [workloads.NAME] tables",
-                        did_you_mean(other, &["mock", "workloads"])
+                        "{file}: unknown table `{other}`{}; a config holds [mock], [cpu] and [workloads.NAME] tables",
+                        did_you_mean(other, &["mock", "cpu", "workloads"])
                     )))
                 }
             }

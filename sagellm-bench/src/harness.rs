@@ -450,6 +450,7 @@ fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
         if dir.exists() {
             let base = baseline::load(&dir).map_err(|e| e.to_string())?;
             comparisons.push(baseline::compare(&base, &Saved::from(result), &settings));
+            write_overlays(&root, &result.workload.name, &compare_with, &base, result)?;
         }
     }
     // `--baseline` compares only; otherwise the run becomes the baseline it was compared with.
@@ -488,6 +489,36 @@ fn create_backend(args: &Args, config: Config) -> Result<Arc<dyn Backend>, Strin
         ));
     }
     backend::create(&args.backend, args.model.clone(), config.mock).map_err(|e| e.to_string())
+}
+
+/// Draws the baseline's and the new run's TTFT, TPOT and E2E distributions on one chart each,
+/// in `<root>/<workload>/`: `<metric>_vs_<baseline>.svg`.
+fn write_overlays(
+    root: &Path,
+    workload: &str,
+    base_name: &str,
+    base: &Saved,
+    new: &WorkloadResult,
+) -> Result<(), String> {
+    use crate::report::svg::{overlay_cdf, Distribution};
+    let sets = [
+        (base_name, base.records.as_slice()),
+        ("new", new.records.as_slice()),
+    ];
+    let context = format!("{workload}: baseline `{base_name}` against this run");
+    for (distribution, key) in [
+        (Distribution::Ttft, "ttft"),
+        (Distribution::Tpot, "tpot"),
+        (Distribution::E2el, "e2el"),
+    ] {
+        let chart = overlay_cdf(distribution, &sets, &context).map_err(|e| e.to_string())?;
+        let file = root
+            .join(workload)
+            .join(format!("{key}_vs_{base_name}.svg"));
+        crate::report::files::write_atomically(&file, chart.svg.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn load_baseline(root: &Path, workload: &str, name: &str) -> Result<Saved, String> {

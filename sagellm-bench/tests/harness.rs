@@ -148,6 +148,13 @@ fn baselines_save_compare_and_gate() {
         bench(out, &["h_short", "--baseline", "a", "--fail-on-regression"]),
         0
     );
+    // The two runs' distributions, overlaid.
+    for metric in ["ttft", "tpot", "e2el"] {
+        assert!(
+            exists(out, &format!("h_short/{metric}_vs_a.svg")),
+            "{metric}"
+        );
+    }
 
     // A slower engine regresses; only --fail-on-regression turns that into a failure.
     let slow = out.join("slow.toml");

@@ -4,6 +4,7 @@
 //! each event with the clock the backend runs on ([`Backend::clock`]), so TTFT and the gaps
 //! between tokens are measured where the tokens arrive, never reported by the backend itself.
 
+pub mod cpu;
 pub mod mock;
 pub mod openai;
 pub mod prometheus;
@@ -202,12 +203,26 @@ pub const BACKEND_NAMES: &[&str] = &[
     "mock", "cpu", "openai", "vllm", "lmdeploy", "sglang", "llamacpp",
 ];
 
-/// The issue that tracks each backend not built yet.
-const NOT_BUILT_YET: &[(&str, &str)] = &[("cpu", "in-process inference with candle (issue #4)")];
+/// The issue that tracks each backend not built yet (none left).
+const NOT_BUILT_YET: &[(&str, &str)] = &[];
+
+/// Builds the `cpu` backend with its options (`--dtype`, `--threads`, the `[cpu]` table).
+pub fn create_cpu(
+    model: Option<String>,
+    config: &cpu::CpuConfig,
+) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
+    match model {
+        None => Err(BackendError::Setup(
+            "--model required for CPU backend".to_string(),
+        )),
+        Some(model) => Ok(std::sync::Arc::new(cpu::CpuBackend::load(&model, config)?)),
+    }
+}
 
 /// Builds the backend the CLI or the harness names. The OpenAI-compatible presets get their
 /// default settings here (address from the preset, model from `/v1/models` unless `model` is
-/// given); [`openai::OpenAiBackend::connect`] takes every setting.
+/// given); [`openai::OpenAiBackend::connect`] takes every setting; the cpu backend's options
+/// go through [`create_cpu`].
 pub fn create(
     name: &str,
     model: Option<String>,
@@ -224,9 +239,7 @@ pub fn create(
                 name, config,
             )?))
         }
-        "cpu" if model.is_none() => Err(BackendError::Setup(
-            "--model required for CPU backend".to_string(),
-        )),
+        "cpu" => create_cpu(model, &cpu::CpuConfig::default()),
         _ => match NOT_BUILT_YET.iter().find(|(n, _)| *n == name) {
             Some((_, what)) => Err(BackendError::Setup(format!(
                 "the `{name}` backend ({what}) is not built yet; use --backend mock for now"

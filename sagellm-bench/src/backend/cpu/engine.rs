@@ -1,0 +1,293 @@
+//! The engine thread: owns the model, admits requests, and runs their forward passes.
+//!
+//! Scheduling policy (documented in docs/CPU.md): each round first admits every request that
+//! arrived (in arrival order) and runs its whole prefill, streaming its first token at once;
+//! then runs one decode step for every running sequence, in admission order. So 10 concurrent
+//! requests are interleaved fairly, one token each per round, and a new request waits at most one
+//! round for its prefill. Each sequence runs its own forward pass (no cross-sequence batching).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use tokio::sync::{mpsc, oneshot};
+
+use super::kv_cache::KvCache;
+use super::load::LoadedModel;
+use super::prefix_cache::PrefixCache;
+use super::text::IncrementalText;
+use crate::backend::{ErrorKind, GenerationRequest, KvFigures, RequestError, StreamEvent, Usage};
+
+/// How tokens are chosen and when a sequence stops.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// 0 is greedy (argmax).
+    pub temperature: f64,
+    /// Nucleus sampling threshold, with `temperature > 0`.
+    pub top_p: Option<f64>,
+    pub seed: u64,
+    /// Stop at an end-of-sequence token instead of generating exactly the requested count.
+    pub stop_at_eos: bool,
+    /// Reuse cached prompt prefixes.
+    pub prefix_caching: bool,
+    /// Most KV tokens held at once (running sequences and kept prefixes); kept prefixes are
+    /// evicted to stay under it.
+    pub kv_cache_tokens: usize,
+}
+
+/// What the backend asks of the engine thread.
+pub enum Command {
+    Generate {
+        request: GenerationRequest,
+        events: mpsc::UnboundedSender<StreamEvent>,
+    },
+    /// Forget kept prefixes (a new workload starts cold); acknowledged when done.
+    ClearPrefixCache(oneshot::Sender<()>),
+}
+
+/// Counters since the last reset, read by `finish_workload`.
+#[derive(Debug, Default, Clone)]
+pub struct EngineStats {
+    pub kv: KvFigures,
+    current_tokens: u64,
+    current_bytes: u64,
+}
+
+impl EngineStats {
+    /// Starts a new measurement window; the peak starts at what is resident now.
+    pub fn reset(&mut self) {
+        self.kv = KvFigures {
+            used_tokens: self.current_tokens,
+            used_bytes: self.current_bytes,
+            ..KvFigures::default()
+        };
+    }
+}
+
+struct Sequence {
+    cache: KvCache,
+    events: mpsc::UnboundedSender<StreamEvent>,
+    sampler: LogitsProcessor,
+    text: IncrementalText,
+    prompt_tokens: usize,
+    generated: usize,
+    max_output: usize,
+    last_token: u32,
+}
+
+pub struct Engine {
+    loaded: LoadedModel,
+    options: EngineOptions,
+    prefixes: PrefixCache,
+    stats: Arc<Mutex<EngineStats>>,
+    requests_seen: u64,
+}
+
+impl Engine {
+    pub fn new(
+        loaded: LoadedModel,
+        options: EngineOptions,
+        stats: Arc<Mutex<EngineStats>>,
+    ) -> Self {
+        Engine {
+            loaded,
+            options,
+            prefixes: PrefixCache::default(),
+            stats,
+            requests_seen: 0,
+        }
+    }
+
+    /// Serves commands until every sender is gone.
+    pub fn run(mut self, commands: std::sync::mpsc::Receiver<Command>) {
+        let mut running: VecDeque<Sequence> = VecDeque::new();
+        loop {
+            let mut arrived = Vec::new();
+            if running.is_empty() {
+                match commands.recv() {
+                    Ok(c) => arrived.push(c),
+                    Err(_) => return,
+                }
+            }
+            arrived.extend(commands.try_iter());
+            for command in arrived {
+                match command {
+                    Command::Generate { request, events } => {
+                        if let Some(seq) = self.admit(request, events) {
+                            running.push_back(seq);
+                        }
+                    }
+                    Command::ClearPrefixCache(done) => {
+                        self.prefixes.clear();
+                        let _ = done.send(());
+                    }
+                }
+                self.account(&running);
+            }
+            let mut still = VecDeque::with_capacity(running.len());
+            while let Some(mut seq) = running.pop_front() {
+                if self.decode_step(&mut seq) {
+                    still.push_back(seq);
+                }
+            }
+            running = still;
+            self.account(&running);
+        }
+    }
+
+    /// Prefills a new request and streams its first token; `None` when it already finished.
+    fn admit(
+        &mut self,
+        request: GenerationRequest,
+        events: mpsc::UnboundedSender<StreamEvent>,
+    ) -> Option<Sequence> {
+        let fail = |events: &mpsc::UnboundedSender<StreamEvent>, message: String| {
+            let _ = events.send(StreamEvent::Error(RequestError::new(
+                ErrorKind::Engine,
+                message,
+            )));
+            None
+        };
+        let ids = match self
+            .loaded
+            .codec
+            .prompt_ids(&request.prompt, request.prompt_tokens.max(1))
+        {
+            Ok(ids) => ids,
+            Err(e) => return fail(&events, e),
+        };
+        let max_positions = self.loaded.model.max_positions();
+        if ids.len() + request.max_output_tokens > max_positions {
+            return fail(
+                &events,
+                format!(
+                    "{} prompt + {} output tokens exceed the model's {max_positions} positions",
+                    ids.len(),
+                    request.max_output_tokens
+                ),
+            );
+        }
+        if request.max_output_tokens == 0 {
+            let _ = events.send(StreamEvent::Done {
+                usage: Some(Usage {
+                    prompt_tokens: ids.len(),
+                    completion_tokens: 0,
+                }),
+            });
+            return None;
+        }
+        // At least the last prompt token is always run: its logits give the first output token.
+        let reusable = if self.options.prefix_caching {
+            match self.prefixes.lookup(&ids, ids.len() - 1) {
+                Ok(found) => found,
+                Err(e) => return fail(&events, format!("prefix cache: {e}")),
+            }
+        } else {
+            None
+        };
+        let mut cache = reusable.unwrap_or_else(|| KvCache::new(self.loaded.model.num_layers()));
+        let hit = cache.len();
+        if let Ok(mut s) = self.stats.lock() {
+            s.kv.prefix_query_tokens += ids.len() as u64;
+            s.kv.prefix_hit_tokens += hit as u64;
+        }
+        let logits = match self.loaded.model.forward(&ids[hit..], &mut cache) {
+            Ok(l) => l,
+            Err(e) => return fail(&events, format!("prefill failed: {e}")),
+        };
+        if self.options.prefix_caching {
+            self.prefixes.insert(&cache);
+        }
+        self.requests_seen += 1;
+        let sampling = match (self.options.temperature, self.options.top_p) {
+            (t, _) if t <= 0.0 => Sampling::ArgMax,
+            (temperature, Some(p)) => Sampling::TopP { p, temperature },
+            (temperature, None) => Sampling::All { temperature },
+        };
+        let mut seq = Sequence {
+            cache,
+            events,
+            sampler: LogitsProcessor::from_sampling(
+                self.options.seed.wrapping_add(self.requests_seen),
+                sampling,
+            ),
+            text: IncrementalText::default(),
+            prompt_tokens: ids.len(),
+            generated: 0,
+            max_output: request.max_output_tokens,
+            last_token: 0,
+        };
+        self.emit(&mut seq, &logits).then_some(seq)
+    }
+
+    /// Runs one decode step; false when the sequence finished or failed.
+    fn decode_step(&mut self, seq: &mut Sequence) -> bool {
+        if seq.events.is_closed() {
+            return false;
+        }
+        match self.loaded.model.forward(&[seq.last_token], &mut seq.cache) {
+            Ok(logits) => self.emit(seq, &logits),
+            Err(e) => {
+                let _ = seq.events.send(StreamEvent::Error(RequestError::new(
+                    ErrorKind::Engine,
+                    format!("decode failed: {e}"),
+                )));
+                false
+            }
+        }
+    }
+
+    /// Samples the next token from `logits` and streams it; false when the sequence is done.
+    fn emit(&mut self, seq: &mut Sequence, logits: &candle_core::Tensor) -> bool {
+        let token = match seq.sampler.sample(logits) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = seq.events.send(StreamEvent::Error(RequestError::new(
+                    ErrorKind::Engine,
+                    format!("sampling failed: {e}"),
+                )));
+                return false;
+            }
+        };
+        seq.generated += 1;
+        seq.last_token = token;
+        let text = seq.text.push(&self.loaded.codec, token);
+        if seq
+            .events
+            .send(StreamEvent::Tokens { text, tokens: 1 })
+            .is_err()
+        {
+            return false;
+        }
+        let at_eos = self.options.stop_at_eos && self.loaded.codec.eos_ids.contains(&token);
+        if seq.generated >= seq.max_output || at_eos {
+            let _ = seq.events.send(StreamEvent::Done {
+                usage: Some(Usage {
+                    prompt_tokens: seq.prompt_tokens,
+                    completion_tokens: seq.generated,
+                }),
+            });
+            return false;
+        }
+        true
+    }
+
+    /// Evicts kept prefixes over the budget and records what is resident.
+    fn account(&mut self, running: &VecDeque<Sequence>) {
+        let in_use: usize = running.iter().map(|s| s.cache.len()).sum();
+        let evicted = self
+            .prefixes
+            .evict_to_fit(in_use, self.options.kv_cache_tokens);
+        let tokens = (in_use + self.prefixes.tokens()) as u64;
+        let bytes =
+            (running.iter().map(|s| s.cache.bytes()).sum::<usize>() + self.prefixes.bytes()) as u64;
+        if let Ok(mut s) = self.stats.lock() {
+            s.kv.evict_count += evicted.entries;
+            s.kv.evict_ms += evicted.ms;
+            s.current_tokens = tokens;
+            s.current_bytes = bytes;
+            s.kv.used_tokens = s.kv.used_tokens.max(tokens);
+            s.kv.used_bytes = s.kv.used_bytes.max(bytes);
+        }
+    }
+}

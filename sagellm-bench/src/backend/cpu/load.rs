@@ -1,0 +1,154 @@
+//! Builds a runnable model and its tokenizer from the files `--model` names.
+
+use candle_core::quantized::tokenizer::TokenizerFromGguf;
+use tokenizers::Tokenizer;
+
+use super::gpt2::{Gpt2, Gpt2Config};
+use super::llama::{HfLlamaConfig, Llama};
+use super::model::CausalLm;
+use super::opt::{Opt, OptConfig};
+use super::precision::WeightDtype;
+use super::source::ModelFiles;
+use super::text::TextCodec;
+use super::weights::Weights;
+
+/// A model ready to run.
+pub struct LoadedModel {
+    pub model: Box<dyn CausalLm>,
+    pub codec: TextCodec,
+}
+
+/// Loads the model in `files`, multiplying its weights in `dtype`.
+pub fn load(files: &ModelFiles, dtype: WeightDtype) -> Result<LoadedModel, String> {
+    match files {
+        ModelFiles::Gguf(path) => {
+            load_gguf(path, dtype).map_err(|e| format!("cannot load `{}`: {e}", path.display()))
+        }
+        ModelFiles::Folder {
+            config,
+            weights,
+            tokenizer,
+        } => load_folder(config, weights, tokenizer, dtype).map_err(|e| {
+            let dir = config
+                .parent()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default();
+            format!("cannot load the model in `{dir}`: {e}")
+        }),
+    }
+}
+
+fn load_gguf(path: &std::path::Path, dtype: WeightDtype) -> Result<LoadedModel, String> {
+    let mut weights = Weights::open_gguf(path, dtype).map_err(|e| e.to_string())?;
+    let content = weights.gguf_content().ok_or("not a GGUF file")?;
+    let arch = content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .ok_or("GGUF metadata `general.architecture` is missing")?;
+    let mut tokenizer = Tokenizer::from_gguf(content)
+        .map_err(|e| format!("cannot build the tokenizer from the GGUF metadata: {e}"))?;
+    without_prefix_space(&mut tokenizer, content);
+    let eos = content
+        .metadata
+        .get("tokenizer.ggml.eos_token_id")
+        .and_then(|v| v.to_u32().ok())
+        .into_iter()
+        .collect();
+    let model: Box<dyn CausalLm> = match arch.as_str() {
+        "llama" => Box::new(Llama::from_gguf(&mut weights).map_err(|e| e.to_string())?),
+        other => {
+            return Err(format!(
+                "unsupported architecture `{other}` in the GGUF file; the cpu backend runs llama-family GGUF files (Llama, SmolLM, TinyLlama) and GPT-2, OPT and llama model folders"
+            ))
+        }
+    };
+    Ok(LoadedModel {
+        model,
+        codec: TextCodec::new(tokenizer, eos),
+    })
+}
+
+/// candle builds byte-level BPE tokenizers for the GPT-2-style `tokenizer.ggml.pre` values
+/// (`gpt2`, `smollm`, ...) with GPT-2's `add_prefix_space = true`, so "The" at the start of a
+/// prompt becomes "ĠThe". llama.cpp and the models' own tokenizer.json add no prefix space unless
+/// `tokenizer.ggml.add_space_prefix` says so; this restores that.
+fn without_prefix_space(
+    tokenizer: &mut Tokenizer,
+    content: &candle_core::quantized::gguf_file::Content,
+) {
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::PreTokenizerWrapper;
+    let add_space = content
+        .metadata
+        .get("tokenizer.ggml.add_space_prefix")
+        .and_then(|v| v.to_bool().ok())
+        .unwrap_or(false);
+    if let Some(PreTokenizerWrapper::ByteLevel(level)) = tokenizer.get_pre_tokenizer() {
+        if level.add_prefix_space != add_space {
+            let fixed = ByteLevel::new(add_space, level.trim_offsets, level.use_regex);
+            tokenizer.with_pre_tokenizer(Some(fixed));
+        }
+    }
+}
+
+fn load_folder(
+    config_path: &std::path::Path,
+    weight_paths: &[std::path::PathBuf],
+    tokenizer_path: &std::path::Path,
+    dtype: WeightDtype,
+) -> Result<LoadedModel, String> {
+    let text = std::fs::read_to_string(config_path)
+        .map_err(|e| format!("cannot read config.json: {e}"))?;
+    let config: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("config.json is not valid JSON: {e}"))?;
+    let model_type = config
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .ok_or("config.json has no `model_type`")?
+        .to_string();
+    let parse_err =
+        |e: serde_json::Error| format!("config.json does not describe a {model_type} model: {e}");
+    let tokenizer = Tokenizer::from_file(tokenizer_path)
+        .map_err(|e| format!("cannot read tokenizer.json: {e}"))?;
+    let eos = eos_ids(&config);
+    let mut weights = Weights::open_safetensors(weight_paths, dtype).map_err(|e| e.to_string())?;
+    let model: Box<dyn CausalLm> = match model_type.as_str() {
+        "llama" => {
+            let c: HfLlamaConfig = serde_json::from_value(config).map_err(parse_err)?;
+            Box::new(Llama::from_safetensors(&c, &mut weights).map_err(|e| e.to_string())?)
+        }
+        "gpt2" => {
+            let c: Gpt2Config = serde_json::from_value(config).map_err(parse_err)?;
+            Box::new(Gpt2::from_safetensors(&c, &mut weights).map_err(|e| e.to_string())?)
+        }
+        "opt" => {
+            let c: OptConfig = serde_json::from_value(config).map_err(parse_err)?;
+            Box::new(Opt::from_safetensors(&c, &mut weights).map_err(|e| e.to_string())?)
+        }
+        other => {
+            return Err(format!(
+                "unsupported architecture `{other}` (config.json model_type); the cpu backend runs llama, gpt2 and opt model folders and llama-family GGUF files"
+            ))
+        }
+    };
+    Ok(LoadedModel {
+        model,
+        codec: TextCodec::new(tokenizer, eos),
+    })
+}
+
+/// `eos_token_id` of config.json: a number or a list of numbers.
+fn eos_ids(config: &serde_json::Value) -> Vec<u32> {
+    match config.get("eos_token_id") {
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|n| vec![n as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_u64().map(|n| n as u32))
+            .collect(),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,224 @@
+//! The `cpu` backend: a real language model run in this process with candle.
+//!
+//! `--model` names a GGUF file (llama family), a Hugging Face folder (llama, GPT-2, OPT), or a
+//! hub id fetched into the Hugging Face cache. One engine thread owns the model and serves every
+//! request (see [`engine`] for the scheduling policy); each token is sent to the runner the
+//! moment it is sampled, so TTFT and TBT are the runner's own clock readings. KV figures are the
+//! sizes of the real cache tensors. See docs/CPU.md.
+
+mod attention;
+mod direct;
+mod engine;
+mod gpt2;
+mod kv_cache;
+mod linear;
+mod llama;
+mod load;
+mod model;
+mod opt;
+mod precision;
+mod prefix_cache;
+mod source;
+mod text;
+mod weights;
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+#[doc(hidden)]
+pub use direct::{DirectModel, Timed};
+pub use precision::WeightDtype;
+
+use self::engine::{Command, Engine, EngineOptions, EngineStats};
+use super::{
+    Backend, BackendError, EngineFigures, ErrorKind, FigureSource, GenerationRequest, RequestError,
+    StreamEvent,
+};
+use crate::workload::Workload;
+
+/// Inference threads when none is set: measured on the project's 2-core machine, one thread
+/// leaves the other core to the harness and the memory sampler (docs/PERFORMANCE.md).
+pub const DEFAULT_THREADS: usize = 1;
+
+/// The `[cpu]` table of a workload config; `--dtype` and `--threads` override it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CpuConfig {
+    /// Weight format: auto, keep, f32, q8_0, q4_0, q4k, q6k.
+    pub dtype: WeightDtype,
+    /// Inference threads (candle's pools are per process: the first model loaded sets them).
+    pub threads: Option<usize>,
+    /// 0 is greedy decoding.
+    pub temperature: f64,
+    /// Nucleus sampling threshold (with temperature > 0).
+    pub top_p: Option<f64>,
+    /// Seeds sampling (request n uses seed + n).
+    pub seed: u64,
+    /// Stop at end-of-sequence instead of generating exactly the workload's output length.
+    pub stop_at_eos: bool,
+    /// Reuse the KV cache of earlier prompts that start the same way.
+    pub prefix_caching: bool,
+    /// KV budget in tokens (running sequences plus kept prefixes); kept prefixes beyond it are
+    /// evicted, least recently used first.
+    pub kv_cache_tokens: usize,
+}
+
+impl Default for CpuConfig {
+    fn default() -> Self {
+        CpuConfig {
+            dtype: WeightDtype::Auto,
+            threads: None,
+            temperature: 0.0,
+            top_p: None,
+            seed: 42,
+            stop_at_eos: false,
+            prefix_caching: true,
+            kv_cache_tokens: 8192,
+        }
+    }
+}
+
+/// A model running in this process.
+pub struct CpuBackend {
+    model: String,
+    settings: serde_json::Value,
+    commands: std::sync::mpsc::Sender<Command>,
+    stats: Arc<Mutex<EngineStats>>,
+}
+
+impl CpuBackend {
+    /// Loads `model` (a path or a hub id) and starts its engine thread.
+    pub fn load(model: &str, config: &CpuConfig) -> Result<Self, BackendError> {
+        let threads = config.threads.unwrap_or(DEFAULT_THREADS);
+        if threads == 0 {
+            return Err(BackendError::Setup(
+                "--threads must be at least 1".to_string(),
+            ));
+        }
+        set_thread_count(threads);
+        let files = source::resolve(model).map_err(BackendError::Setup)?;
+        let started = std::time::Instant::now();
+        let loaded = load::load(&files, config.dtype).map_err(BackendError::Setup)?;
+        let settings = serde_json::json!({
+            "architecture": loaded.model.architecture(),
+            "dtype": config.dtype,
+            "threads": effective_threads(),
+            "weight_bytes_per_token": loaded.model.weight_bytes(),
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "seed": config.seed,
+            "stop_at_eos": config.stop_at_eos,
+            "prefix_caching": config.prefix_caching,
+            "kv_cache_tokens": config.kv_cache_tokens,
+            "scheduling": "prefill new arrivals, then one decode step per running sequence, round-robin",
+            "load_s": started.elapsed().as_secs_f64(),
+        });
+        let options = EngineOptions {
+            temperature: config.temperature,
+            top_p: config.top_p,
+            seed: config.seed,
+            stop_at_eos: config.stop_at_eos,
+            prefix_caching: config.prefix_caching,
+            kv_cache_tokens: config.kv_cache_tokens,
+        };
+        let stats = Arc::new(Mutex::new(EngineStats::default()));
+        let engine = Engine::new(loaded, options, stats.clone());
+        let (commands, inbox) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("cpu-engine".to_string())
+            .spawn(move || engine.run(inbox))
+            .map_err(|e| BackendError::Setup(format!("cannot start the engine thread: {e}")))?;
+        Ok(CpuBackend {
+            model: model.to_string(),
+            settings,
+            commands,
+            stats,
+        })
+    }
+}
+
+/// Sets candle's thread count unless the environment already does (`CANDLE_NUM_THREADS`,
+/// `RAYON_NUM_THREADS`); candle reads it when its pools first start.
+fn set_thread_count(threads: usize) {
+    for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, threads.to_string());
+        }
+    }
+}
+
+/// The thread count candle uses, as the environment says.
+fn effective_threads() -> Option<usize> {
+    std::env::var("CANDLE_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
+#[async_trait]
+impl Backend for CpuBackend {
+    fn name(&self) -> &str {
+        "cpu"
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn model_in_process(&self) -> bool {
+        true
+    }
+
+    fn settings(&self) -> serde_json::Value {
+        self.settings.clone()
+    }
+
+    async fn start_workload(&self, _workload: &Workload) -> Result<(), BackendError> {
+        let (done, ack) = oneshot::channel();
+        self.commands
+            .send(Command::ClearPrefixCache(done))
+            .map_err(|_| BackendError::Setup("the cpu engine thread has stopped".to_string()))?;
+        ack.await
+            .map_err(|_| BackendError::Setup("the cpu engine thread has stopped".to_string()))?;
+        if let Ok(mut s) = self.stats.lock() {
+            s.reset();
+        }
+        Ok(())
+    }
+
+    fn generate(&self, request: GenerationRequest) -> BoxStream<'static, StreamEvent> {
+        let (events, inbox) = mpsc::unbounded_channel();
+        if self
+            .commands
+            .send(Command::Generate { request, events })
+            .is_err()
+        {
+            let error = RequestError::new(ErrorKind::Engine, "the cpu engine thread has stopped");
+            return futures::stream::once(async move { StreamEvent::Error(error) }).boxed();
+        }
+        futures::stream::unfold(inbox, |mut inbox| async move {
+            inbox.recv().await.map(|event| (event, inbox))
+        })
+        .boxed()
+    }
+
+    async fn reset_statistics(&self) {
+        if let Ok(mut s) = self.stats.lock() {
+            s.reset();
+        }
+    }
+
+    async fn finish_workload(&self) -> Result<EngineFigures, BackendError> {
+        let kv = self.stats.lock().map(|s| s.kv).unwrap_or_default();
+        Ok(EngineFigures {
+            kv: Some(kv),
+            memory: None,
+            spec: None,
+            source: Some(FigureSource::Measured),
+        })
+    }
+}

@@ -1,0 +1,358 @@
+//! The `cpu` backend on a tiny random-weight llama that the tests write themselves (GGUF and
+//! Hugging Face folder): every loading path, the KV cache, prompt lengths, streaming through the
+//! runner, prefix reuse, evictions, and the errors a user sees. No network.
+
+#[path = "common/tiny_llama.rs"]
+mod tiny_llama;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use sagellm_bench::backend::cpu::{CpuConfig, DirectModel, WeightDtype};
+use sagellm_bench::backend::{self, Backend};
+use sagellm_bench::report::Reports;
+use sagellm_bench::summary::Provenance;
+use sagellm_bench::{Arrival, Summary, Workload};
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn load(path: &std::path::Path, dtype: WeightDtype) -> DirectModel {
+    DirectModel::load(path.to_str().unwrap(), dtype).unwrap()
+}
+
+#[test]
+fn gguf_and_safetensors_hold_the_same_model() {
+    let tiny = tiny_llama::write_all();
+    let gguf = load(&tiny.gguf_f32, WeightDtype::Auto);
+    let folder = load(&tiny.folder, WeightDtype::Auto);
+    let prompt = gguf.encode("the model server the token cache").unwrap();
+    assert_eq!(
+        prompt,
+        folder.encode("the model server the token cache").unwrap()
+    );
+    assert!(prompt.contains(&(256 + 2)), "the merges apply: {prompt:?}");
+    let diff = max_abs_diff(
+        &gguf.prefill_logits(&prompt).unwrap(),
+        &folder.prefill_logits(&prompt).unwrap(),
+    );
+    assert!(
+        diff < 1e-3,
+        "GGUF (interleaved rotary) and safetensors differ by {diff}"
+    );
+    let a = gguf.greedy_timed(&prompt, 24).unwrap().output;
+    let b = folder.greedy_timed(&prompt, 24).unwrap().output;
+    assert_eq!(a, b);
+    assert_eq!(a.len(), 24);
+}
+
+#[test]
+fn quantized_files_load_and_stay_close_to_their_f32_values() {
+    let tiny = tiny_llama::write_all();
+    let prompt = load(&tiny.gguf_f32, WeightDtype::F32)
+        .encode("the prefill decode the engine")
+        .unwrap();
+    // Each file against its own values dequantized to f32: what a format change may cost.
+    for (path, dtype, tolerance) in [
+        (&tiny.gguf_q8_0, WeightDtype::Auto, 0.05),
+        (&tiny.gguf_q4_1, WeightDtype::Auto, 0.05),
+        (&tiny.gguf_q4_1, WeightDtype::Keep, 0.05),
+        (&tiny.gguf_f32, WeightDtype::Q8_0, 0.05),
+        (&tiny.folder, WeightDtype::Q8_0, 0.05),
+        (&tiny.gguf_f32, WeightDtype::Q4_0, 0.5),
+    ] {
+        let reference = load(path, WeightDtype::F32)
+            .prefill_logits(&prompt)
+            .unwrap();
+        let model = load(path, dtype);
+        let logits = model.prefill_logits(&prompt).unwrap();
+        let spread = reference.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let diff = max_abs_diff(&logits, &reference);
+        assert!(
+            diff < tolerance * spread,
+            "{path:?} {dtype:?}: diff {diff} of {spread}"
+        );
+        assert_eq!(model.greedy_timed(&prompt, 8).unwrap().output.len(), 8);
+    }
+    // Auto multiplies Q4_1 matrices in Q8_0 and Keep in Q4_1: Q8_0 holds more bits.
+    let auto = load(&tiny.gguf_q4_1, WeightDtype::Auto);
+    let keep = load(&tiny.gguf_q4_1, WeightDtype::Keep);
+    assert!(auto.weight_bytes() > keep.weight_bytes());
+}
+
+#[test]
+fn decoding_through_the_kv_cache_matches_a_full_prefill() {
+    let tiny = tiny_llama::write_all();
+    for path in [&tiny.gguf_f32, &tiny.folder] {
+        let model = load(path, WeightDtype::Auto);
+        let tokens = model
+            .encode("the queue block layer weight tensor attention")
+            .unwrap();
+        let stepwise = model.stepwise_logits(&tokens).unwrap();
+        for n in [1, tokens.len() / 2, tokens.len()] {
+            let full = model.prefill_logits(&tokens[..n]).unwrap();
+            let diff = max_abs_diff(&stepwise[n - 1], &full);
+            assert!(diff < 1e-3, "{path:?} position {n}: {diff}");
+        }
+    }
+}
+
+#[test]
+fn prompts_are_cut_or_repeated_to_the_exact_length() {
+    let tiny = tiny_llama::write_all();
+    let model = load(&tiny.gguf_f32, WeightDtype::Auto);
+    let text = "the model server token";
+    let natural = model.encode(text).unwrap();
+    for length in [1, 3, natural.len(), 50, 300] {
+        let ids = model.prompt_ids(text, length).unwrap();
+        assert_eq!(ids.len(), length);
+        let shared = length.min(natural.len());
+        assert_eq!(ids[..shared], natural[..shared]);
+    }
+}
+
+fn tiny_backend(path: &std::path::Path, config: CpuConfig) -> Arc<dyn Backend> {
+    backend::create_cpu(Some(path.to_str().unwrap().to_string()), &config).unwrap()
+}
+
+fn run(backend: Arc<dyn Backend>, workload: Workload) -> Summary {
+    let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
+    sagellm_bench::run(backend, &[workload], provenance, &mut Reports::default()).unwrap()
+}
+
+fn workload(
+    name: &str,
+    prompt: usize,
+    output: usize,
+    requests: usize,
+    concurrency: usize,
+) -> Workload {
+    let mut w = Workload::new(name, prompt, output, requests);
+    w.arrival = Arrival::Closed { concurrency };
+    w
+}
+
+#[test]
+fn requests_stream_every_token_with_measured_kv_figures() {
+    let tiny = tiny_llama::write_all();
+    let backend = tiny_backend(&tiny.gguf_q8_0, CpuConfig::default());
+    assert!(backend.model_in_process());
+    let summary = run(backend, workload("concurrent", 40, 12, 6, 3));
+    let m = &summary.workloads["concurrent"];
+    assert_eq!(m.successful_requests, 6, "{m:?}");
+    assert_eq!(m.total_output_tokens, 6 * 12);
+    assert_eq!(m.total_input_tokens, 6 * 40);
+    assert!(m.avg_ttft_ms > 0.0 && m.avg_tpot_ms > 0.0, "{m:?}");
+    assert!(
+        m.kv_used_tokens >= 3 * 40,
+        "three sequences at once: {}",
+        m.kv_used_tokens
+    );
+    // K and V, 2 layers, 2 KV heads of 16 f32 values per token.
+    let per_token = 2 * tiny_llama::LAYERS * tiny_llama::KV_HEADS * 16 * 4;
+    assert_eq!(m.kv_used_bytes as usize % per_token, 0);
+    assert!(m.kv_used_bytes as usize >= m.kv_used_tokens as usize * per_token / 2);
+    assert!(m.peak_mem_mb > 0.0, "memory is sampled in process");
+    let json = serde_json::to_value(m).unwrap();
+    assert_eq!(json["sources"]["kv_cache"], "measured");
+}
+
+#[test]
+fn a_shared_prefix_is_reused_and_a_small_budget_evicts() {
+    let tiny = tiny_llama::write_all();
+    let backend = tiny_backend(&tiny.gguf_q8_0, CpuConfig::default());
+    let mut shared = workload("shared", 96, 4, 5, 1);
+    shared.shared_prefix_tokens = 80;
+    let with = run(backend.clone(), shared);
+    let rate = with.workloads["shared"].prefix_hit_rate;
+    assert!(
+        rate > 0.5,
+        "most of each prompt comes from the cache: {rate}"
+    );
+    let without = run(backend, workload("unshared", 96, 4, 5, 1));
+    assert!(without.workloads["unshared"].prefix_hit_rate < rate / 2.0);
+
+    let small = CpuConfig {
+        kv_cache_tokens: 150,
+        ..CpuConfig::default()
+    };
+    let backend = tiny_backend(&tiny.gguf_q8_0, small);
+    let m = &run(backend, workload("evicting", 96, 4, 4, 1)).workloads["evicting"];
+    assert!(m.evict_count > 0, "{m:?}");
+    assert!(m.evict_ms >= 0.0);
+}
+
+#[test]
+fn sampling_with_a_seed_is_reproducible_and_eos_can_stop() {
+    let tiny = tiny_llama::write_all();
+    let sampled = CpuConfig {
+        temperature: 1.0,
+        top_p: Some(0.9),
+        seed: 7,
+        ..CpuConfig::default()
+    };
+    let a = run(
+        tiny_backend(&tiny.gguf_q8_0, sampled.clone()),
+        workload("s", 16, 10, 2, 1),
+    );
+    let b = run(
+        tiny_backend(&tiny.gguf_q8_0, sampled),
+        workload("s", 16, 10, 2, 1),
+    );
+    assert_eq!(a.workloads["s"].total_output_tokens, 20);
+    assert_eq!(
+        a.workloads["s"].total_output_tokens,
+        b.workloads["s"].total_output_tokens
+    );
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
+}
+
+fn cpu_error(model: &str, envs: &[(&str, &str)]) -> String {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["run", "--backend", "cpu", "--model", model, "-o"])
+        .arg(out_dir.path())
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{model} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_models_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.gguf");
+    let err = cpu_error(missing.to_str().unwrap(), &[]);
+    assert!(err.contains("does not exist"), "{err}");
+
+    let not_gguf = dir.path().join("weights.bin");
+    std::fs::write(&not_gguf, b"not a model").unwrap();
+    let err = cpu_error(not_gguf.to_str().unwrap(), &[]);
+    assert!(err.contains("is not a GGUF file"), "{err}");
+
+    let corrupt = dir.path().join("corrupt.gguf");
+    std::fs::write(&corrupt, b"GGUF\x03\x00\x00\x00\xff\xff").unwrap();
+    let err = cpu_error(corrupt.to_str().unwrap(), &[]);
+    assert!(err.contains("not a readable GGUF file"), "{err}");
+
+    let bert = dir.path().join("bert");
+    std::fs::create_dir(&bert).unwrap();
+    std::fs::write(bert.join("config.json"), r#"{"model_type": "bert"}"#).unwrap();
+    let tiny = tiny_llama::write_all();
+    std::fs::copy(
+        tiny.folder.join("tokenizer.json"),
+        bert.join("tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        tiny.folder.join("model.safetensors"),
+        bert.join("model.safetensors"),
+    )
+    .unwrap();
+    let err = cpu_error(bert.to_str().unwrap(), &[]);
+    assert!(err.contains("unsupported architecture `bert`"), "{err}");
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let err = cpu_error(empty.to_str().unwrap(), &[]);
+    assert!(err.contains("no *.safetensors"), "{err}");
+}
+
+#[test]
+fn an_unreachable_hub_says_to_pass_a_local_path() {
+    let home = tempfile::tempdir().unwrap();
+    // Port 9 (discard) on the loopback: nothing listens, the connection is refused at once.
+    let err = cpu_error(
+        "gpt2",
+        &[
+            ("HF_HOME", home.path().to_str().unwrap()),
+            ("HF_ENDPOINT", "http://127.0.0.1:9"),
+        ],
+    );
+    assert!(err.contains("cannot fetch `gpt2`"), "{err}");
+    assert!(err.contains("--model /path/to/gpt2"), "{err}");
+    let err = cpu_error(
+        "gpt2",
+        &[
+            ("HF_HOME", home.path().to_str().unwrap()),
+            ("HF_HUB_OFFLINE", "1"),
+        ],
+    );
+    assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
+}
+
+#[test]
+fn the_cli_runs_a_workload_on_the_tiny_model() {
+    let tiny = tiny_llama::write_all();
+    let out_dir = tempfile::tempdir().unwrap();
+    let config = out_dir.path().join("tiny.toml");
+    std::fs::write(
+        &config,
+        "[cpu]\nkv_cache_tokens = 2048\n[workloads.short_input]\nprompt_tokens = 24\noutput_tokens = 6\nnum_requests = 2\n",
+    )
+    .unwrap();
+    let results = out_dir.path().join("results");
+    let out = bin()
+        .args([
+            "run",
+            "--workload",
+            "short",
+            "--backend",
+            "cpu",
+            "--quiet",
+            "--dtype",
+            "q8_0",
+            "--threads",
+            "1",
+        ])
+        .arg("--model")
+        .arg(&tiny.gguf_f32)
+        .arg("--config")
+        .arg(&config)
+        .arg("-o")
+        .arg(&results)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(results.join("short_input_metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(metrics["backend"], "cpu");
+    assert_eq!(metrics["total_output_tokens"], 12);
+    assert!(metrics["kv_used_tokens"].as_u64().unwrap() > 0);
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(results.join("benchmark_summary.json")).unwrap(),
+    )
+    .unwrap();
+    let settings = &summary["provenance"]["backend_settings"];
+    assert_eq!(settings["architecture"], "llama", "{summary}");
+    assert_eq!(settings["dtype"], "q8_0");
+
+    let out = bin()
+        .args([
+            "run",
+            "--backend",
+            "cpu",
+            "--model",
+            "x.gguf",
+            "--dtype",
+            "q3",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --dtype `q3`"));
+}
