@@ -499,7 +499,7 @@ fn compare_with_baseline(
 /// chart each: `compare_<workload>_<metric>_cdf.svg` in `dir`. Runs whose request records are
 /// missing are left out of the charts (the comparison tables do not need them).
 fn write_overlays(dir: &std::path::Path, summaries: &[(String, PathBuf)]) -> Result<(), String> {
-    use sagellm_bench::report::svg::{file_stem, overlay_cdf, Distribution};
+    use sagellm_bench::report::svg::{file_stem, overlay_charts};
     let mut runs = Vec::new();
     for (name, path) in summaries {
         match SavedRun::load(path) {
@@ -520,13 +520,9 @@ fn write_overlays(dir: &std::path::Path, summaries: &[(String, PathBuf)]) -> Res
         if sets.len() < 2 {
             continue;
         }
-        for (distribution, key) in [
-            (Distribution::Ttft, "ttft"),
-            (Distribution::Tpot, "tpot"),
-            (Distribution::E2el, "e2el"),
-        ] {
-            let chart = overlay_cdf(distribution, &sets, &format!("{workload}; {context}"))
-                .map_err(|e| e.to_string())?;
+        let charts =
+            overlay_charts(&sets, &format!("{workload}; {context}")).map_err(|e| e.to_string())?;
+        for (key, chart) in charts {
             let file = dir.join(format!("compare_{}_{key}_cdf.svg", file_stem(workload)));
             sagellm_bench::report::files::write_atomically(&file, chart.svg.as_bytes())
                 .map_err(|e| e.to_string())?;

@@ -500,18 +500,13 @@ fn write_overlays(
     base: &Saved,
     new: &WorkloadResult,
 ) -> Result<(), String> {
-    use crate::report::svg::{overlay_cdf, Distribution};
     let sets = [
         (base_name, base.records.as_slice()),
         ("new", new.records.as_slice()),
     ];
     let context = format!("{workload}: baseline `{base_name}` against this run");
-    for (distribution, key) in [
-        (Distribution::Ttft, "ttft"),
-        (Distribution::Tpot, "tpot"),
-        (Distribution::E2el, "e2el"),
-    ] {
-        let chart = overlay_cdf(distribution, &sets, &context).map_err(|e| e.to_string())?;
+    let charts = crate::report::svg::overlay_charts(&sets, &context).map_err(|e| e.to_string())?;
+    for (key, chart) in charts {
         let file = root
             .join(workload)
             .join(format!("{key}_vs_{base_name}.svg"));

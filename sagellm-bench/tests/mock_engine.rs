@@ -174,7 +174,7 @@ fn open_loop_requests_start_on_schedule() {
     w.num_requests = 20;
     let r = run_one(MockConfig::default(), w);
     let first = r.records[0].start_ms;
-    for rec in &r.records {
+    for rec in r.records.iter() {
         let scheduled = rec.scheduled_ms.unwrap();
         // Virtual time has no scheduling lag.
         assert!(close(rec.start_ms - first, scheduled), "{rec:?}");

@@ -103,7 +103,7 @@ fn measured_ttft_and_tbt_match_the_script_at_concurrency_1_16_and_64() {
             "{name}: {:?}",
             result.records[0].error
         );
-        for r in &result.records {
+        for r in result.records.iter() {
             let ttft = r.ttft_ms.unwrap();
             assert!(
                 ttft >= ttft_ms - 0.5,
@@ -209,7 +209,7 @@ fn connection_refused_fails_each_request_and_files_are_written() {
     let results = run(cfg, &[workload("refused", 3, 2, 4)], out.path());
     let m = &results[0].metrics;
     assert_eq!((m.failed_requests, m.error_rate), (3, 1.0));
-    for r in &results[0].records {
+    for r in results[0].records.iter() {
         let e = r.error.as_ref().unwrap();
         assert_eq!(e.kind, ErrorKind::Connection);
         assert!(e.message.contains("cannot connect"), "{}", e.message);
@@ -235,7 +235,7 @@ fn several_tokens_per_chunk_usage_in_the_last_chunk_and_a_chat_role_chunk() {
     let mut cfg = config(&server);
     cfg.api = Api::Chat;
     let results = run(cfg, &[workload("chat", 4, 1, 32)], out.path());
-    for r in &results[0].records {
+    for r in results[0].records.iter() {
         assert!(r.success, "{:?}", r.error);
         // The role-only chunk and the comment line come at once; TTFT waits for content.
         assert!(r.ttft_ms.unwrap() >= 14.5, "TTFT {:?}", r.ttft_ms);
@@ -262,7 +262,7 @@ fn a_different_token_count_from_the_server_is_what_counts() {
     .unwrap();
     let out = tempfile::tempdir().unwrap();
     let results = run(config(&server), &[workload("short", 2, 1, 16)], out.path());
-    for r in &results[0].records {
+    for r in results[0].records.iter() {
         assert_eq!((r.output_tokens, r.usage_tokens), (10, Some(10)));
     }
 }

@@ -284,6 +284,24 @@ pub fn all_charts(
     Ok(charts)
 }
 
+/// The distributions compared runs are drawn for, with the short key used in file names.
+pub const OVERLAID: [(Distribution, &str); 3] = [
+    (Distribution::Ttft, "ttft"),
+    (Distribution::Tpot, "tpot"),
+    (Distribution::E2el, "e2el"),
+];
+
+/// One overlaid chart per distribution in [`OVERLAID`], each with its file-name key.
+pub fn overlay_charts(
+    sets: &[(&str, &[RequestRecord])],
+    context: &str,
+) -> Result<Vec<(&'static str, Chart)>, ReportError> {
+    OVERLAID
+        .iter()
+        .map(|&(distribution, key)| Ok((key, overlay_cdf(distribution, sets, context)?)))
+        .collect()
+}
+
 /// Draws the distribution of `distribution` for two or more sets of records on one chart (a
 /// baseline against a new run, or several servers), each set named by its label.
 pub fn overlay_cdf(
