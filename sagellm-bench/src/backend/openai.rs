@@ -67,10 +67,8 @@ pub const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "lmdeploy",
-        // LMDeploy's api_server exposes vLLM-like names where it exposes any; unknown names
-        // simply read as unavailable.
         default_base_url: "http://127.0.0.1:23333",
-        metrics: prometheus::ALL_FAMILIES,
+        metrics: &[prometheus::LMDEPLOY],
     },
     Preset {
         name: "llamacpp",

@@ -62,7 +62,11 @@ pub const LLAMA_CPP: MetricNames = MetricNames {
     preemptions: &[],
 };
 
-/// SGLang, from its documented names (not yet checked against a running server).
+/// SGLang (`--enable-metrics`), names as its metrics collector (`srt/metrics/collector.py`)
+/// registers them. `sglang:cached_tokens_total` carries a `cache_source` label (device, host,
+/// storage); the sum counts a prompt token served from any tier as a hit. Speculation is only a
+/// windowed gauge (`sglang:spec_accept_rate`), not counters, so it reads as unavailable rather
+/// than as a figure over some other window than the workload's.
 pub const SGLANG: MetricNames = MetricNames {
     family: "sglang",
     kv_usage_fraction: &["sglang:token_usage"],
@@ -74,8 +78,23 @@ pub const SGLANG: MetricNames = MetricNames {
     preemptions: &[],
 };
 
+/// LMDeploy's `api_server` (`--enable-metrics`), names as its `metrics/loggers.py` registers
+/// them. Its KV gauge is a fraction with no capacity beside it, so `kv_used_tokens` is
+/// unavailable; its local prefix cache is only a hit-rate gauge (`lmdeploy:prefix_cache_hit_rate`),
+/// so `prefix_hit_rate` is unavailable too. Speculation has counters.
+pub const LMDEPLOY: MetricNames = MetricNames {
+    family: "lmdeploy",
+    kv_usage_fraction: &["lmdeploy:gpu_cache_usage_perc"],
+    kv_tokens: &[],
+    prefix_hits: &[],
+    prefix_queries: &[],
+    spec_draft: &["lmdeploy:spec_decode_num_draft_tokens_total"],
+    spec_accepted: &["lmdeploy:spec_decode_num_accepted_tokens_total"],
+    preemptions: &[],
+};
+
 /// Every family known; a scrape uses whichever names the server exposes.
-pub const ALL_FAMILIES: &[MetricNames] = &[VLLM, LLAMA_CPP, SGLANG];
+pub const ALL_FAMILIES: &[MetricNames] = &[VLLM, LLAMA_CPP, SGLANG, LMDEPLOY];
 
 const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
 
@@ -469,6 +488,48 @@ process_resident_memory_bytes 1.048576e+08
         let f = figures(None, None, &GaugeTrack::default(), ALL_FAMILIES);
         assert_eq!((f.kv, f.memory, f.spec), (None, None, None));
         assert_eq!(f.source, Some(FigureSource::Unavailable));
+    }
+
+    /// Lines in the shape SGLang and LMDeploy expose them (names from their collectors).
+    #[test]
+    fn sglang_and_lmdeploy_counters_are_read() {
+        let sglang = |cached_device: u32, cached_host: u32, prompt: u32| {
+            Scrape::parse(&format!(
+                "sglang:num_used_tokens{{model_name=\"m\"}} 640.0\n\
+                 sglang:cached_tokens_total{{model_name=\"m\",cache_source=\"device\"}} {cached_device}.0\n\
+                 sglang:cached_tokens_total{{model_name=\"m\",cache_source=\"host\"}} {cached_host}.0\n\
+                 sglang:prompt_tokens_total{{model_name=\"m\"}} {prompt}.0\n"
+            ))
+        };
+        let (before, after) = (sglang(100, 0, 1000), sglang(400, 50, 2000));
+        let mut gauges = GaugeTrack::default();
+        gauges.add(&after, &[SGLANG]);
+        let kv = figures(Some(&before), Some(&after), &gauges, &[SGLANG])
+            .kv
+            .unwrap();
+        // (400 + 50) - (100 + 0) cached of 2000 - 1000 prompt tokens.
+        assert_eq!((kv.prefix_hit_tokens, kv.prefix_query_tokens), (350, 1000));
+        assert_eq!(kv.used_tokens, 640);
+
+        let lmdeploy = |draft: u32, accepted: u32| {
+            Scrape::parse(&format!(
+                "lmdeploy:gpu_cache_usage_perc{{model_name=\"m\",engine=\"0\"}} 0.5\n\
+                 lmdeploy:spec_decode_num_draft_tokens_total{{model_name=\"m\",engine=\"0\"}} {draft}\n\
+                 lmdeploy:spec_decode_num_accepted_tokens_total{{model_name=\"m\",engine=\"0\"}} {accepted}\n"
+            ))
+        };
+        let (before, after) = (lmdeploy(30, 10), lmdeploy(90, 55));
+        let f = figures(
+            Some(&before),
+            Some(&after),
+            &GaugeTrack::default(),
+            &[LMDEPLOY],
+        );
+        let spec = f.spec.unwrap();
+        assert_eq!((spec.draft_tokens, spec.accepted_tokens), (60, 45));
+        // A usage fraction without a capacity is no token count.
+        assert_eq!(f.kv, None);
+        assert_eq!(after.kv_tokens(&[LMDEPLOY]), None);
     }
 
     #[test]
