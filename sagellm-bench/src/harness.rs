@@ -48,8 +48,8 @@ struct Args {
     #[arg(long)]
     list: bool,
     /// Listing format: `pretty`, or `terse` (one `name: bench` line each, for test runners)
-    #[arg(long, value_name = "FORMAT", default_value = "pretty")]
-    format: String,
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = ListFormat::Pretty)]
+    format: ListFormat,
     /// Run only workloads marked `ignore`
     #[arg(long)]
     ignored: bool,
@@ -80,13 +80,14 @@ struct Args {
     config: Option<PathBuf>,
 
     /// Save this run as baseline NAME (comparing with the previous NAME first, if any)
-    #[arg(long, env = "SAGELLM_BENCH_SAVE_BASELINE", value_name = "NAME")]
+    #[arg(long, env = "SAGELLM_BENCH_SAVE_BASELINE", value_name = "NAME", value_parser = baseline_name)]
     save_baseline: Option<String>,
     /// Compare with baseline NAME, without overwriting it
     #[arg(
         long,
         env = "SAGELLM_BENCH_BASELINE",
         value_name = "NAME",
+        value_parser = baseline_name,
         conflicts_with = "save_baseline"
     )]
     baseline: Option<String>,
@@ -95,6 +96,7 @@ struct Args {
         long,
         env = "SAGELLM_BENCH_LOAD_BASELINE",
         value_name = "NAME",
+        value_parser = baseline_name,
         requires = "baseline"
     )]
     load_baseline: Option<String>,
@@ -121,6 +123,31 @@ struct Args {
     unstable: Option<String>,
     #[arg(long, hide = true)]
     report_time: bool,
+}
+
+/// How `--list` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ListFormat {
+    Pretty,
+    Terse,
+}
+
+/// A baseline name becomes a folder beside each workload's `new/`: one plain path component.
+fn baseline_name(name: &str) -> Result<String, String> {
+    let plain = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if name.is_empty() || !plain || name.starts_with('.') {
+        return Err(format!(
+            "`{name}` cannot name a baseline: use letters, digits, `-`, `_` and `.` (not first), e.g. main or before-fix"
+        ));
+    }
+    if name == "new" {
+        return Err(
+            "`new` is where the latest run is kept; choose another baseline name".to_string(),
+        );
+    }
+    Ok(name.to_string())
 }
 
 /// The entry point of a bench target: `fn main() -> ExitCode { sagellm_bench::main() }`.
@@ -225,7 +252,7 @@ fn run(args: Args) -> Result<u8, String> {
         for d in &listed {
             println!("{}: {kind}", d.workload.name);
         }
-        if args.format != "terse" {
+        if args.format == ListFormat::Pretty {
             let n = listed.len();
             let plural =
                 |k: usize, word: &str| format!("{k} {word}{}", if k == 1 { "" } else { "s" });
@@ -487,6 +514,10 @@ fn create_backend(args: &Args, config: Config) -> Result<Arc<dyn Backend>, Strin
             "--base-url is for server backends (openai, vllm, sglang, lmdeploy, llamacpp), not `{}`",
             args.backend
         ));
+    }
+    if args.backend == "cpu" {
+        // The config's [cpu] table, which `backend::create` alone would not see.
+        return backend::create_cpu(args.model.clone(), &config.cpu).map_err(|e| e.to_string());
     }
     backend::create(&args.backend, args.model.clone(), config.mock).map_err(|e| e.to_string())
 }
