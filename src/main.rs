@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use sagellm_bench::config::Config;
 use sagellm_bench::report::files::{SavedRun, SUMMARY_FILE};
 use sagellm_bench::report::progress::ProgressBars;
@@ -289,7 +289,11 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(("run", run)) = matches.subcommand() {
+        flags_fit_backend(run);
+    }
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Report(args) => report(args).map(|()| ExitCode::SUCCESS),
@@ -302,6 +306,58 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `run` flags that only one kind of backend reads, by clap id.
+const SERVER_ONLY: &[&str] = &[
+    "base_url",
+    "api",
+    "api_key_env",
+    "request_timeout",
+    "stall_timeout",
+    "no_force_output_length",
+    "metrics_url",
+    "no_metrics",
+];
+const CPU_ONLY: &[&str] = &["dtype", "threads"];
+
+/// Exits with a usage error (status 2) when a flag given on the command line does not apply to
+/// the chosen backend: a flag silently ignored would make the user believe it took effect.
+fn flags_fit_backend(run: &clap::ArgMatches) {
+    let Some(backend) = run.get_one::<BackendName>("backend").copied() else {
+        return;
+    };
+    let is_server = backend::openai::preset(backend.as_str()).is_some();
+    let is_cpu = matches!(backend, BackendName::Cpu);
+    let misfit = |ids: &'static [&'static str], applies: bool| {
+        ids.iter().copied().find(|id| {
+            !applies && run.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        })
+    };
+    let (id, applies_to) = if let Some(id) = misfit(SERVER_ONLY, is_server) {
+        (
+            id,
+            "server backends (openai, vllm, sglang, lmdeploy, llamacpp)",
+        )
+    } else if let Some(id) = misfit(CPU_ONLY, is_cpu) {
+        (id, "the cpu backend")
+    } else {
+        return;
+    };
+    let mut command = Cli::command();
+    command.build(); // gives the subcommand its full name for the usage line
+    let run_command = command.find_subcommand_mut("run").cloned();
+    run_command
+        .unwrap_or(command)
+        .error(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!(
+                "--{} is for {applies_to}, not --backend {}; drop it or choose the backend it is for",
+                id.replace('_', "-"),
+                backend.as_str()
+            ),
+        )
+        .exit()
 }
 
 fn non_negative_seconds(text: &str) -> Result<f64, String> {
@@ -336,6 +392,8 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let workloads = config
         .select(&args.workload)
         .map_err(|e| format!("--workload: {e}"))?;
+    // Before the backend: loading a model or reaching a server can take a while.
+    sagellm_bench::report::files::prepare_dir(&args.output).map_err(|e| e.to_string())?;
     let name = args.backend.as_str();
     let backend: std::sync::Arc<dyn backend::Backend> = if backend::openai::preset(name).is_some() {
         let server = args.server.config(args.model.clone())?;

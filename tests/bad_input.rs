@@ -320,8 +320,190 @@ fn cases() -> Vec<Case> {
             1,
             &["could not learn the served model", "--model NAME"],
         ),
+        // ---- run: flags that belong to another backend ----
+        case(
+            "server flag with the mock",
+            &["run", "--base-url", "http://127.0.0.1:9"],
+            2,
+            &["--base-url is for server backends", "not --backend mock"],
+        ),
+        case(
+            "server flag with the cpu backend",
+            &[
+                "run",
+                "--backend",
+                "cpu",
+                "--model",
+                "m.gguf",
+                "--no-metrics",
+            ],
+            2,
+            &["--no-metrics is for server backends", "not --backend cpu"],
+        ),
+        case(
+            "cpu flag with a server",
+            &["run", "--backend", "vllm", "--threads", "2"],
+            2,
+            &["--threads is for the cpu backend", "not --backend vllm"],
+        ),
+        case(
+            "cpu flag with the mock",
+            &["run", "--dtype", "f32"],
+            2,
+            &["--dtype is for the cpu backend", "not --backend mock"],
+        ),
+        // ---- run: cpu backend ----
+        case(
+            "cpu backend without a model",
+            &["run", "--backend", "cpu"],
+            1,
+            &["Error: --model required for CPU backend"],
+        ),
+        case(
+            "model path that does not exist",
+            &["run", "--backend", "cpu", "--model", "missing.gguf"],
+            1,
+            &["`missing.gguf` does not exist", "pass a .gguf file"],
+        ),
+        case(
+            "model file that is not GGUF",
+            &["run", "--backend", "cpu", "--model", "m.gguf"],
+            1,
+            &["`m.gguf` is not a GGUF file", "pass a .gguf file"],
+        )
+        .file("m.gguf", "hello"),
+        case(
+            "truncated GGUF file",
+            &["run", "--backend", "cpu", "--model", "m.gguf"],
+            1,
+            &[
+                "not a readable GGUF file (truncated or corrupt?)",
+                "download it again",
+            ],
+        )
+        .file("m.gguf", b"GGUF\x03\x00".to_vec()),
+        case(
+            "model folder without weights",
+            &["run", "--backend", "cpu", "--model", "m"],
+            1,
+            &["has no *.safetensors weights"],
+        )
+        .file("m/config.json", r#"{"model_type": "llama"}"#),
+        case(
+            "unsupported architecture",
+            &["run", "--backend", "cpu", "--model", "m"],
+            1,
+            &["unsupported architecture `bert`", "llama, gpt2 and opt"],
+        )
+        .file("m/config.json", r#"{"model_type": "bert"}"#)
+        .file("m/model.safetensors", "")
+        .file("m/tokenizer.json", "{}"),
+        case(
+            "model folder with a broken config.json",
+            &["run", "--backend", "cpu", "--model", "m"],
+            1,
+            &["config.json is not valid JSON"],
+        )
+        .file("m/config.json", "{")
+        .file("m/model.safetensors", "")
+        .file("m/tokenizer.json", "{}"),
+        case(
+            "unknown dtype",
+            &[
+                "run",
+                "--backend",
+                "cpu",
+                "--model",
+                "m.gguf",
+                "--dtype",
+                "f64",
+            ],
+            1,
+            &["unknown --dtype `f64`", "choose one of", "q8_0"],
+        ),
+        case(
+            "zero threads",
+            &[
+                "run",
+                "--backend",
+                "cpu",
+                "--model",
+                "m.gguf",
+                "--threads",
+                "0",
+            ],
+            1,
+            &["threads (--threads) must be between 1 and 1024, not 0"],
+        ),
+        case(
+            "absurd thread count",
+            &[
+                "run",
+                "--backend",
+                "cpu",
+                "--model",
+                "m.gguf",
+                "--threads",
+                "100000",
+            ],
+            1,
+            &["threads (--threads) must be between 1 and 1024"],
+        ),
+        case(
+            "negative thread count",
+            &[
+                "run",
+                "--backend",
+                "cpu",
+                "--model",
+                "m.gguf",
+                "--threads=-2",
+            ],
+            2,
+            &["invalid value '-2'", "--threads"],
+        ),
         // ---- run: config files ----
         Case::config("not TOML", "[workloads.x\n", &["c.toml: not valid TOML"]),
+        Case::config(
+            "cpu: misspelt field",
+            "[cpu]\ntemprature = 0.5\n",
+            &["c.toml: [cpu]: unknown field `temprature`", "temperature"],
+        ),
+        Case::config(
+            "cpu: unknown dtype",
+            "[cpu]\ndtype = \"f64\"\n",
+            &["c.toml: [cpu]: unknown variant `f64`", "q8_0"],
+        ),
+        Case::config(
+            "cpu: negative temperature",
+            "[cpu]\ntemperature = -1.0\n",
+            &["c.toml: [cpu]: temperature must lie between 0 (greedy) and 100, not -1"],
+        ),
+        Case::config(
+            "cpu: NaN temperature",
+            "[cpu]\ntemperature = nan\n",
+            &["c.toml: [cpu]: temperature must lie between 0"],
+        ),
+        Case::config(
+            "cpu: top_p above 1",
+            "[cpu]\ntemperature = 0.7\ntop_p = 1.5\n",
+            &["c.toml: [cpu]: top_p must lie in (0, 1], not 1.5"],
+        ),
+        Case::config(
+            "cpu: top_p with greedy decoding",
+            "[cpu]\ntop_p = 0.9\n",
+            &["c.toml: [cpu]: top_p samples, so it needs a temperature above 0"],
+        ),
+        Case::config(
+            "cpu: zero threads",
+            "[cpu]\nthreads = 0\n",
+            &["c.toml: [cpu]: threads (--threads) must be between 1 and 1024, not 0"],
+        ),
+        Case::config(
+            "cpu: threads not a number",
+            "[cpu]\nthreads = \"two\"\n",
+            &["c.toml: [cpu]: invalid type: string \"two\""],
+        ),
         Case::config(
             "unknown table",
             "[mocks]\n",
@@ -753,7 +935,9 @@ fn every_bad_input_gets_a_clear_error_and_exit_status() {
         let dir = root.path().join(i.to_string()).join("work");
         std::fs::create_dir_all(&dir).unwrap();
         for (path, bytes) in &case.files {
-            std::fs::write(dir.join(path), bytes).unwrap();
+            let path = dir.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
         }
         let out = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
             .args(&case.args)
@@ -809,27 +993,47 @@ fn every_bad_input_gets_a_clear_error_and_exit_status() {
 }
 
 /// The one case the table cannot hold: a folder that exists but cannot be written. Root writes
-/// anywhere, so the case proves nothing there and is skipped.
+/// anywhere permissions allow nothing, so as root the case uses sysfs, which refuses new files
+/// to everyone; it is skipped only where neither refuses.
 #[test]
-fn an_output_folder_that_cannot_be_written_is_a_clear_error() {
+fn an_output_folder_that_cannot_be_written_is_a_clear_error_before_running() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let locked = dir.path().join("locked");
     std::fs::create_dir(&locked).unwrap();
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
-    if std::fs::write(locked.join("probe"), b"").is_ok() {
-        eprintln!("running as root: permissions do not stop writes, skipped");
+    let refuses = |d: &Path| std::fs::write(d.join("probe"), b"").is_err();
+    let target = if refuses(&locked) {
+        locked
+    } else if Path::new("/sys/kernel").is_dir() && refuses(Path::new("/sys/kernel")) {
+        Path::new("/sys/kernel").to_path_buf()
+    } else {
+        eprintln!("no folder here refuses writes, skipped");
         return;
-    }
+    };
+    // The cpu backend would load its model first; the folder must be refused before that.
     let out = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
-        .args(["run", "--workload", "short", "-q", "-o"])
-        .arg(&locked)
+        .args([
+            "run",
+            "--backend",
+            "cpu",
+            "--model",
+            "missing.gguf",
+            "-q",
+            "-o",
+        ])
+        .arg(&target)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("Permission denied") && !stderr.contains("panicked"),
+        stderr.contains(&format!(
+            "cannot write in output directory {}",
+            target.display()
+        )) && stderr.contains("choose another with --output")
+            && !stderr.contains("missing.gguf")
+            && !stderr.contains("panicked"),
         "{stderr}"
     );
 }

@@ -100,6 +100,10 @@ impl Config {
                 "cpu" => {
                     config.cpu = CpuConfig::deserialize(value)
                         .map_err(|e| ConfigError(format!("{file}: [cpu]: {}", e.message())))?;
+                    config
+                        .cpu
+                        .validate()
+                        .map_err(|e| ConfigError(format!("{file}: [cpu]: {e}")))?;
                 }
                 "workloads" => {
                     let toml::Value::Table(workloads) = value else {

@@ -207,7 +207,21 @@ pub fn prepare_dir(dir: &Path) -> Result<(), ReportError> {
             "cannot create output directory {}: {e}; choose another with --output",
             dir.display()
         ))
-    })
+    })?;
+    // A folder can exist and still refuse files (permissions, a read-only mount); find out now,
+    // not after the first workload has run for an hour.
+    let probe = dir.join(format!(".sagellm-write-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            ReportError(format!(
+                "cannot write in output directory {}: {e}; choose another with --output",
+                dir.display()
+            ))
+        })
 }
 
 /// Writes `value` as pretty JSON, atomically.

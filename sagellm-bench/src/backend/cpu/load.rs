@@ -39,7 +39,7 @@ pub fn load(files: &ModelFiles, dtype: WeightDtype) -> Result<LoadedModel, Strin
 }
 
 fn load_gguf(path: &std::path::Path, dtype: WeightDtype) -> Result<LoadedModel, String> {
-    let mut weights = Weights::open_gguf(path, dtype).map_err(|e| e.to_string())?;
+    let mut weights = Weights::open_gguf(path, dtype).map_err(|e| candle_message(&e))?;
     let content = weights.gguf_content().ok_or("not a GGUF file")?;
     let arch = content
         .metadata
@@ -57,7 +57,7 @@ fn load_gguf(path: &std::path::Path, dtype: WeightDtype) -> Result<LoadedModel, 
         .into_iter()
         .collect();
     let model: Box<dyn CausalLm> = match arch.as_str() {
-        "llama" => Box::new(Llama::from_gguf(&mut weights).map_err(|e| e.to_string())?),
+        "llama" => Box::new(Llama::from_gguf(&mut weights).map_err(|e| candle_message(&e))?),
         other => {
             return Err(format!(
                 "unsupported architecture `{other}` in the GGUF file; the cpu backend runs llama-family GGUF files (Llama, SmolLM, TinyLlama) and GPT-2, OPT and llama model folders"
@@ -93,6 +93,20 @@ fn without_prefix_space(
     }
 }
 
+/// A candle error as one readable message: its contexts first, the cause last, and no
+/// backtrace (candle captures one whenever `RUST_BACKTRACE` is set, which is for our bugs, not
+/// for a user's corrupt file).
+pub fn candle_message(e: &candle_core::Error) -> String {
+    use candle_core::Error as E;
+    match e {
+        E::WithBacktrace { inner, .. } => candle_message(inner),
+        E::Context { inner, context } => format!("{context}: {}", candle_message(inner)),
+        E::WrappedContext { wrapped, context } => format!("{context}: {wrapped}"),
+        E::WithPath { inner, path } => format!("{}: {}", path.display(), candle_message(inner)),
+        other => other.to_string(),
+    }
+}
+
 fn load_folder(
     config_path: &std::path::Path,
     weight_paths: &[std::path::PathBuf],
@@ -108,30 +122,36 @@ fn load_folder(
         .and_then(|v| v.as_str())
         .ok_or("config.json has no `model_type`")?
         .to_string();
+    let unsupported = |model_type: &str| {
+        format!(
+            "unsupported architecture `{model_type}` (config.json model_type); the cpu backend runs llama, gpt2 and opt model folders and llama-family GGUF files"
+        )
+    };
+    if !["llama", "gpt2", "opt"].contains(&model_type.as_str()) {
+        // Said before anything else is read: the other files cannot make it work.
+        return Err(unsupported(&model_type));
+    }
     let parse_err =
         |e: serde_json::Error| format!("config.json does not describe a {model_type} model: {e}");
     let tokenizer = Tokenizer::from_file(tokenizer_path)
         .map_err(|e| format!("cannot read tokenizer.json: {e}"))?;
     let eos = eos_ids(&config);
-    let mut weights = Weights::open_safetensors(weight_paths, dtype).map_err(|e| e.to_string())?;
+    let mut weights =
+        Weights::open_safetensors(weight_paths, dtype).map_err(|e| candle_message(&e))?;
     let model: Box<dyn CausalLm> = match model_type.as_str() {
         "llama" => {
             let c: HfLlamaConfig = serde_json::from_value(config).map_err(parse_err)?;
-            Box::new(Llama::from_safetensors(&c, &mut weights).map_err(|e| e.to_string())?)
+            Box::new(Llama::from_safetensors(&c, &mut weights).map_err(|e| candle_message(&e))?)
         }
         "gpt2" => {
             let c: Gpt2Config = serde_json::from_value(config).map_err(parse_err)?;
-            Box::new(Gpt2::from_safetensors(&c, &mut weights).map_err(|e| e.to_string())?)
+            Box::new(Gpt2::from_safetensors(&c, &mut weights).map_err(|e| candle_message(&e))?)
         }
         "opt" => {
             let c: OptConfig = serde_json::from_value(config).map_err(parse_err)?;
-            Box::new(Opt::from_safetensors(&c, &mut weights).map_err(|e| e.to_string())?)
+            Box::new(Opt::from_safetensors(&c, &mut weights).map_err(|e| candle_message(&e))?)
         }
-        other => {
-            return Err(format!(
-                "unsupported architecture `{other}` (config.json model_type); the cpu backend runs llama, gpt2 and opt model folders and llama-family GGUF files"
-            ))
-        }
+        other => return Err(unsupported(other)),
     };
     Ok(LoadedModel {
         model,

@@ -45,6 +45,9 @@ use crate::workload::Workload;
 /// leaves the other core to the harness and the memory sampler (docs/PERFORMANCE.md).
 pub const DEFAULT_THREADS: usize = 1;
 
+/// More inference threads than this is a typo, not a machine: each is an OS thread.
+const MAX_THREADS: usize = 1024;
+
 /// The `[cpu]` table of a workload config; `--dtype` and `--threads` override it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -83,6 +86,37 @@ impl Default for CpuConfig {
     }
 }
 
+impl CpuConfig {
+    /// Rejects settings that cannot sample: said when the config is read, not mid-run.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.temperature.is_finite() && (0.0..=100.0).contains(&self.temperature)) {
+            return Err(format!(
+                "temperature must lie between 0 (greedy) and 100, not {}",
+                self.temperature
+            ));
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(format!("top_p must lie in (0, 1], not {p}"));
+            }
+            if self.temperature == 0.0 {
+                return Err(
+                    "top_p samples, so it needs a temperature above 0 (0 is greedy decoding)"
+                        .to_string(),
+                );
+            }
+        }
+        if let Some(threads) = self.threads {
+            if !(1..=MAX_THREADS).contains(&threads) {
+                return Err(format!(
+                    "threads (--threads) must be between 1 and {MAX_THREADS}, not {threads}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A model running in this process.
 pub struct CpuBackend {
     model: String,
@@ -94,12 +128,8 @@ pub struct CpuBackend {
 impl CpuBackend {
     /// Loads `model` (a path or a hub id) and starts its engine thread.
     pub fn load(model: &str, config: &CpuConfig) -> Result<Self, BackendError> {
+        config.validate().map_err(BackendError::Setup)?;
         let threads = config.threads.unwrap_or(DEFAULT_THREADS);
-        if threads == 0 {
-            return Err(BackendError::Setup(
-                "--threads must be at least 1".to_string(),
-            ));
-        }
         set_thread_count(threads);
         let files = source::resolve(model).map_err(BackendError::Setup)?;
         let started = std::time::Instant::now();
