@@ -2,6 +2,8 @@
 
 use candle_core::{DType, Device, Result, Tensor};
 
+use super::kv_cache::KvCache;
+
 /// Attends the new positions' queries `q` (`[1, heads, new, head_dim]`) to all cached keys and
 /// values (`[1, kv_heads, past + new, head_dim]`; grouped-query heads are repeated). `scale`
 /// multiplies the scores (1 when the queries are already scaled).
@@ -20,6 +22,30 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Resul
     };
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     probs.matmul(&v.contiguous()?)
+}
+
+/// Attention of one decode step for a batch of sequences: row `i` of `q` (`[batch, heads, 1,
+/// head_dim]`) and of the new keys and values `k`, `v` (`[batch, kv_heads, 1, head_dim]`)
+/// belongs to the sequence whose cache is `caches[i]`. Each row's key and value are appended to
+/// its own cache's `layer`, and each query attends to its own cache alone: the sequences have
+/// different lengths, so this part cannot be one product. Returns `[batch, heads, 1, head_dim]`.
+pub fn decode_batch_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    caches: &mut [&mut KvCache],
+    layer: usize,
+    scale: f64,
+) -> Result<Tensor> {
+    let rows = caches
+        .iter_mut()
+        .enumerate()
+        .map(|(i, cache)| {
+            let (keys, values) = cache.append(layer, &k.narrow(0, i, 1)?, &v.narrow(0, i, 1)?)?;
+            causal_attention(&q.narrow(0, i, 1)?, &keys, &values, scale)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&rows, 0)
 }
 
 /// `[new, past + new]`: 0 where query `i` (at position `past + i`) may see key `j`, -inf after.
@@ -47,6 +73,21 @@ fn repeat_heads(x: &Tensor, times: usize) -> Result<Tensor> {
 pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, t, width) = x.dims3()?;
     x.reshape((b, t, heads, width / heads))?.transpose(1, 2)
+}
+
+/// Splits a decode batch's `[1, batch, heads * head_dim]` (the sequences side by side, as a
+/// prompt's positions would be) into `[batch, heads, 1, head_dim]`, one sequence per row.
+pub fn split_batch_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (_, batch, width) = x.dims3()?;
+    x.reshape((batch, 1, heads, width / heads))?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
+/// Joins `[batch, heads, 1, head_dim]` back into `[1, batch, heads * head_dim]`.
+pub fn merge_batch_heads(x: &Tensor) -> Result<Tensor> {
+    let (batch, h, _, d) = x.dims4()?;
+    x.transpose(1, 2)?.contiguous()?.reshape((1, batch, h * d))
 }
 
 /// Joins `[1, heads, new, head_dim]` back into `[1, new, heads * head_dim]`.
