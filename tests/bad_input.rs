@@ -500,6 +500,11 @@ fn cases() -> Vec<Case> {
             &["c.toml: [cpu]: threads (--threads) must be between 1 and 1024, not 0"],
         ),
         Case::config(
+            "cpu: zero batch",
+            "[cpu]\nmax_batch = 0\n",
+            &["c.toml: [cpu]: max_batch must be at least 1"],
+        ),
+        Case::config(
             "cpu: threads not a number",
             "[cpu]\nthreads = \"two\"\n",
             &["c.toml: [cpu]: invalid type: string \"two\""],

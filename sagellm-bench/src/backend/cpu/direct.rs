@@ -107,6 +107,68 @@ impl DirectModel {
     }
 }
 
+/// Greedy decoding of several prompts side by side (see [`DirectModel::greedy_side_by_side`]).
+#[derive(Debug, Clone)]
+pub struct SideBySide {
+    /// Per sequence, its greedy output ids (the first comes from its prefill).
+    pub output: Vec<Vec<u32>>,
+    /// Per sequence, the logits of each decode step (`output.len() - 1` of them).
+    pub decode_logits: Vec<Vec<Vec<f32>>>,
+    /// Time of the decode steps.
+    pub decode: Duration,
+}
+
+impl DirectModel {
+    /// Prefills each prompt on its own, then decodes all of them greedily to `count` output
+    /// tokens each, one token per sequence per step: with `batched`, one batched forward pass
+    /// per step (what the engine does); without, one forward pass per sequence per step.
+    pub fn greedy_side_by_side(
+        &self,
+        prompts: &[Vec<u32>],
+        count: usize,
+        batched: bool,
+    ) -> Result<SideBySide, String> {
+        let model = &self.loaded.model;
+        let err = |e: candle_core::Error| e.to_string();
+        let mut caches = Vec::with_capacity(prompts.len());
+        let mut output = Vec::with_capacity(prompts.len());
+        for prompt in prompts {
+            let mut cache = KvCache::new(model.num_layers());
+            let logits = model.forward(prompt, &mut cache).map_err(err)?;
+            output.push(vec![argmax(&logits)?]);
+            caches.push(cache);
+        }
+        let mut decode_logits = vec![Vec::new(); prompts.len()];
+        let started = Instant::now();
+        for _ in 1..count {
+            let last: Vec<u32> = output.iter().filter_map(|o| o.last().copied()).collect();
+            let rows: Vec<Tensor> = if batched {
+                let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+                let logits = model.decode_batch(&last, &mut refs).map_err(err)?;
+                (0..prompts.len())
+                    .map(|i| logits.get(i))
+                    .collect::<candle_core::Result<_>>()
+                    .map_err(err)?
+            } else {
+                last.iter()
+                    .zip(caches.iter_mut())
+                    .map(|(&token, cache)| model.forward(&[token], cache))
+                    .collect::<candle_core::Result<_>>()
+                    .map_err(err)?
+            };
+            for (i, row) in rows.iter().enumerate() {
+                output[i].push(argmax(row)?);
+                decode_logits[i].push(to_vec(row)?);
+            }
+        }
+        Ok(SideBySide {
+            output,
+            decode_logits,
+            decode: started.elapsed(),
+        })
+    }
+}
+
 fn to_vec(logits: &Tensor) -> Result<Vec<f32>, String> {
     logits.to_vec1::<f32>().map_err(|e| e.to_string())
 }

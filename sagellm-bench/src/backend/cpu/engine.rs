@@ -2,18 +2,19 @@
 //!
 //! Scheduling policy (documented in docs/CPU.md): each round first admits every request that
 //! arrived (in arrival order) and runs its whole prefill, streaming its first token at once;
-//! then runs one decode step for every running sequence, in admission order. So 10 concurrent
-//! requests are interleaved fairly, one token each per round, and a new request waits at most one
-//! round for its prefill. Each sequence runs its own forward pass (no cross-sequence batching).
+//! then gives every running sequence one decode step, in admission order, in batches of up to
+//! `max_batch` sequences that share one forward pass (each weight matrix is read once per batch,
+//! not once per sequence). So 10 concurrent requests are interleaved fairly, one token each per
+//! round, and a new request waits at most one round for its prefill. `max_batch = 1` is the
+//! sequential round-robin: one forward pass per sequence.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use tokio::sync::{mpsc, oneshot};
 
 use super::kv_cache::KvCache;
-use super::load::LoadedModel;
+use super::load::{candle_message, LoadedModel};
 use super::prefix_cache::PrefixCache;
 use super::text::IncrementalText;
 use crate::backend::{ErrorKind, GenerationRequest, KvFigures, RequestError, StreamEvent, Usage};
@@ -33,6 +34,8 @@ pub struct EngineOptions {
     /// Most KV tokens held at once (running sequences and kept prefixes); kept prefixes are
     /// evicted to stay under it.
     pub kv_cache_tokens: usize,
+    /// Most sequences decoded together in one forward pass (at least 1).
+    pub max_batch: usize,
 }
 
 /// What the backend asks of the engine thread.
@@ -100,7 +103,7 @@ impl Engine {
 
     /// Serves commands until every sender is gone.
     pub fn run(mut self, commands: std::sync::mpsc::Receiver<Command>) {
-        let mut running: VecDeque<Sequence> = VecDeque::new();
+        let mut running: Vec<Sequence> = Vec::new();
         loop {
             let mut arrived = Vec::new();
             if running.is_empty() {
@@ -114,7 +117,7 @@ impl Engine {
                 match command {
                     Command::Generate { request, events } => {
                         if let Some(seq) = self.admit(request, events) {
-                            running.push_back(seq);
+                            running.push(seq);
                         }
                     }
                     Command::ClearPrefixCache(done) => {
@@ -124,13 +127,7 @@ impl Engine {
                 }
                 self.account(&running);
             }
-            let mut still = VecDeque::with_capacity(running.len());
-            while let Some(mut seq) = running.pop_front() {
-                if self.decode_step(&mut seq) {
-                    still.push_back(seq);
-                }
-            }
-            running = still;
+            running = self.decode_round(running);
             self.account(&running);
         }
     }
@@ -180,7 +177,7 @@ impl Engine {
         let reusable = if self.options.prefix_caching {
             match self.prefixes.lookup(&ids, ids.len() - 1) {
                 Ok(found) => found,
-                Err(e) => return fail(&events, format!("prefix cache: {e}")),
+                Err(e) => return fail(&events, format!("prefix cache: {}", candle_message(&e))),
             }
         } else {
             None
@@ -193,7 +190,7 @@ impl Engine {
         }
         let logits = match self.loaded.model.forward(&ids[hit..], &mut cache) {
             Ok(l) => l,
-            Err(e) => return fail(&events, format!("prefill failed: {e}")),
+            Err(e) => return fail(&events, format!("prefill failed: {}", candle_message(&e))),
         };
         if self.options.prefix_caching {
             self.prefixes.insert(&cache);
@@ -220,21 +217,50 @@ impl Engine {
         self.emit(&mut seq, &logits).then_some(seq)
     }
 
-    /// Runs one decode step; false when the sequence finished or failed.
-    fn decode_step(&mut self, seq: &mut Sequence) -> bool {
-        if seq.events.is_closed() {
-            return false;
-        }
-        match self.loaded.model.forward(&[seq.last_token], &mut seq.cache) {
-            Ok(logits) => self.emit(seq, &logits),
-            Err(e) => {
-                let _ = seq.events.send(StreamEvent::Error(RequestError::new(
-                    ErrorKind::Engine,
-                    format!("decode failed: {e}"),
-                )));
-                false
+    /// Gives every running sequence one decode step, in order, `max_batch` at a time; returns
+    /// the sequences still running, in the same order.
+    fn decode_round(&mut self, running: Vec<Sequence>) -> Vec<Sequence> {
+        let max_batch = self.options.max_batch.max(1);
+        let mut still = Vec::with_capacity(running.len());
+        let mut batch = Vec::with_capacity(max_batch);
+        // A client that went away frees its sequence before the step instead of costing one.
+        for seq in running.into_iter().filter(|s| !s.events.is_closed()) {
+            batch.push(seq);
+            if batch.len() == max_batch {
+                still.extend(self.decode_batch(std::mem::take(&mut batch)));
             }
         }
+        if !batch.is_empty() {
+            still.extend(self.decode_batch(batch));
+        }
+        still
+    }
+
+    /// Runs one decode step for `batch` in one forward pass and streams each sequence's token
+    /// (all at the step's end: that is when they exist); returns the sequences not finished.
+    fn decode_batch(&mut self, mut batch: Vec<Sequence>) -> Vec<Sequence> {
+        let tokens: Vec<u32> = batch.iter().map(|s| s.last_token).collect();
+        let mut caches: Vec<&mut KvCache> = batch.iter_mut().map(|s| &mut s.cache).collect();
+        let logits = self.loaded.model.decode_batch(&tokens, &mut caches);
+        let rows = logits.and_then(|l| (0..tokens.len()).map(|i| l.get(i)).collect());
+        let rows: Vec<candle_core::Tensor> = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                // The caches may hold part of the failed step: no sequence of the batch goes on.
+                for seq in &batch {
+                    let _ = seq.events.send(StreamEvent::Error(RequestError::new(
+                        ErrorKind::Engine,
+                        format!("decode failed: {}", candle_message(&e)),
+                    )));
+                }
+                return Vec::new();
+            }
+        };
+        batch
+            .into_iter()
+            .zip(rows)
+            .filter_map(|(mut seq, row)| self.emit(&mut seq, &row).then_some(seq))
+            .collect()
     }
 
     /// Samples the next token from `logits` and streams it; false when the sequence is done.
@@ -244,7 +270,7 @@ impl Engine {
             Err(e) => {
                 let _ = seq.events.send(StreamEvent::Error(RequestError::new(
                     ErrorKind::Engine,
-                    format!("sampling failed: {e}"),
+                    format!("sampling failed: {}", candle_message(&e)),
                 )));
                 return false;
             }
@@ -273,7 +299,7 @@ impl Engine {
     }
 
     /// Evicts kept prefixes over the budget and records what is resident.
-    fn account(&mut self, running: &VecDeque<Sequence>) {
+    fn account(&mut self, running: &[Sequence]) {
         let in_use: usize = running.iter().map(|s| s.cache.len()).sum();
         let evicted = self
             .prefixes

@@ -5,10 +5,13 @@
 use candle_core::{bail, DType, Device, Module, Result, Tensor};
 use serde::Deserialize;
 
-use super::attention::{causal_attention, last_position, merge_heads, split_heads};
+use super::attention::{
+    causal_attention, decode_batch_attention, last_position, merge_batch_heads, merge_heads,
+    split_batch_heads, split_heads,
+};
 use super::kv_cache::KvCache;
 use super::linear::Linear;
-use super::model::{check_positions, embed, CausalLm};
+use super::model::{check_batch, check_positions, embed, CausalLm};
 use super::weights::{meta_f32_or, meta_usize, Weights};
 
 /// Positions beyond this are not precomputed, whatever the model claims (bounds the tables).
@@ -252,6 +255,42 @@ impl CausalLm for Llama {
         let last = x.narrow(1, new - 1, 1)?.contiguous()?;
         let last = candle_nn::ops::rms_norm(&last, &self.final_norm, c.rms_eps)?;
         last_position(&self.lm_head.forward(&last)?)
+    }
+
+    /// The batch's tokens stand side by side as `[1, batch, hidden]`, where a prompt's positions
+    /// would, so the norms and every weight matrix (q, k, v, o, the MLP, the output head) run
+    /// once for the whole batch; only rotary positions and attention are per sequence.
+    fn decode_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        check_batch(tokens, caches)?;
+        let c = &self.config;
+        for cache in caches.iter() {
+            check_positions(cache.len(), 1, c.max_positions)?;
+        }
+        let head_dim = c.hidden / c.heads;
+        let positions: Vec<u32> = caches.iter().map(|cache| cache.len() as u32).collect();
+        let positions = Tensor::new(positions, &Device::Cpu)?;
+        // `[batch, 1, head_dim / 2]`: each sequence rotated at its own position.
+        let cos = self.cos.index_select(&positions, 0)?.unsqueeze(1)?;
+        let sin = self.sin.index_select(&positions, 0)?.unsqueeze(1)?;
+        let mut x = embed(&self.embedding, tokens)?;
+        for (i, b) in self.blocks.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, c.rms_eps)?;
+            let q = split_batch_heads(&b.q.forward(&h)?, c.heads)?;
+            let k = split_batch_heads(&b.k.forward(&h)?, c.kv_heads)?;
+            let v = split_batch_heads(&b.v.forward(&h)?, c.kv_heads)?;
+            let q = self.rotate(&q, &cos, &sin)?;
+            let k = self.rotate(&k, &cos, &sin)?;
+            let a = decode_batch_attention(&q, &k, &v, caches, i, 1.0 / (head_dim as f64).sqrt())?;
+            x = (x + b.o.forward(&merge_batch_heads(&a)?)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, c.rms_eps)?;
+            let gated = (candle_nn::ops::silu(&b.gate.forward(&h)?)? * b.up.forward(&h)?)?;
+            x = (x + b.down.forward(&gated)?)?;
+        }
+        for (cache, &token) in caches.iter_mut().zip(tokens) {
+            cache.commit(&[token]);
+        }
+        let x = candle_nn::ops::rms_norm(&x, &self.final_norm, c.rms_eps)?;
+        self.lm_head.forward(&x)?.squeeze(0)?.to_dtype(DType::F32)
     }
 
     fn num_layers(&self) -> usize {

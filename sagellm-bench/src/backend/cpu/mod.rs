@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 #[doc(hidden)]
-pub use direct::{DirectModel, Timed};
+pub use direct::{DirectModel, SideBySide, Timed};
 pub use precision::WeightDtype;
 
 use self::engine::{Command, Engine, EngineOptions, EngineStats};
@@ -47,6 +47,9 @@ pub const DEFAULT_THREADS: usize = 1;
 
 /// More inference threads than this is a typo, not a machine: each is an OS thread.
 const MAX_THREADS: usize = 1024;
+
+/// Sequences decoded together when none is set (docs/PERFORMANCE.md).
+pub const DEFAULT_MAX_BATCH: usize = 16;
 
 /// The `[cpu]` table of a workload config; `--dtype` and `--threads` override it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +72,9 @@ pub struct CpuConfig {
     /// KV budget in tokens (running sequences plus kept prefixes); kept prefixes beyond it are
     /// evicted, least recently used first.
     pub kv_cache_tokens: usize,
+    /// Most running sequences decoded together in one forward pass; 1 decodes them one at a
+    /// time (sequential round-robin).
+    pub max_batch: usize,
 }
 
 impl Default for CpuConfig {
@@ -82,6 +88,7 @@ impl Default for CpuConfig {
             stop_at_eos: false,
             prefix_caching: true,
             kv_cache_tokens: 8192,
+            max_batch: DEFAULT_MAX_BATCH,
         }
     }
 }
@@ -105,6 +112,11 @@ impl CpuConfig {
                         .to_string(),
                 );
             }
+        }
+        if self.max_batch == 0 {
+            return Err(
+                "max_batch must be at least 1 (1 decodes one sequence at a time)".to_string(),
+            );
         }
         if let Some(threads) = self.threads {
             if !(1..=MAX_THREADS).contains(&threads) {
@@ -145,7 +157,8 @@ impl CpuBackend {
             "stop_at_eos": config.stop_at_eos,
             "prefix_caching": config.prefix_caching,
             "kv_cache_tokens": config.kv_cache_tokens,
-            "scheduling": "prefill new arrivals, then one decode step per running sequence, round-robin",
+            "max_batch": config.max_batch,
+            "scheduling": scheduling(config.max_batch),
             "load_s": started.elapsed().as_secs_f64(),
         });
         let options = EngineOptions {
@@ -155,6 +168,7 @@ impl CpuBackend {
             stop_at_eos: config.stop_at_eos,
             prefix_caching: config.prefix_caching,
             kv_cache_tokens: config.kv_cache_tokens,
+            max_batch: config.max_batch,
         };
         let stats = Arc::new(Mutex::new(EngineStats::default()));
         let engine = Engine::new(loaded, options, stats.clone());
@@ -169,6 +183,18 @@ impl CpuBackend {
             commands,
             stats,
         })
+    }
+}
+
+/// The engine's scheduling policy in words, for the report's settings.
+fn scheduling(max_batch: usize) -> String {
+    if max_batch == 1 {
+        "prefill new arrivals, then one decode step per running sequence, round-robin".to_string()
+    } else {
+        format!(
+            "prefill new arrivals, then one decode step per running sequence, round-robin, \
+             up to {max_batch} sequences per forward pass"
+        )
     }
 }
 

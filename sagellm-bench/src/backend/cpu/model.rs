@@ -10,6 +10,22 @@ pub trait CausalLm: Send {
     /// values to `cache`, and returns the logits of the last new position as `[vocab]`.
     fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor>;
 
+    /// One decode step for several sequences: `tokens[i]` is the next token of the sequence
+    /// whose cache is `caches[i]`. Appends each token's keys and values to its own cache and
+    /// returns the logits as `[sequences, vocab]`, row `i` for sequence `i`.
+    ///
+    /// This default runs the sequences one after another; an architecture that can batch them
+    /// (read each weight matrix once for all of them) overrides it.
+    fn decode_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        check_batch(tokens, caches)?;
+        let rows = tokens
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(&token, cache)| self.forward(&[token], cache))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::stack(&rows, 0)
+    }
+
     /// Transformer blocks, each with its own cache slot.
     fn num_layers(&self) -> usize;
 
@@ -32,6 +48,18 @@ pub fn check_positions(past: usize, new: usize, max: usize) -> Result<()> {
         candle_core::bail!(
             "the sequence would reach {} tokens, beyond the model's {max} positions; use shorter prompts or outputs",
             past + new
+        );
+    }
+    Ok(())
+}
+
+/// Checks that a decode batch has one token per cache and at least one sequence.
+pub fn check_batch(tokens: &[u32], caches: &[&mut KvCache]) -> Result<()> {
+    if tokens.is_empty() || tokens.len() != caches.len() {
+        candle_core::bail!(
+            "a decode batch needs one token per sequence ({} tokens, {} caches)",
+            tokens.len(),
+            caches.len()
         );
     }
     Ok(())
