@@ -30,7 +30,7 @@ struct Cli {
 enum Command {
     /// Run benchmark workloads and write the JSON results
     #[command(
-        after_help = "Files written to the output directory:\n  <workload>_metrics.json    every aggregate of one workload\n  <workload>_requests.jsonl  one raw record per request\n  benchmark_summary.json     all workloads, overall counts, provenance\n  *.svg                      charts of each workload and of the run\n  index.html                 the report: tables, charts, provenance (opens from disk)\n\nWorkloads (Year 1):\n  short   short_input: 128 prompt / 128 output tokens, 5 sequential requests\n  long    long_input:  200 prompt / 200 output tokens, 3 sequential requests\n  stress  stress_test: 256 prompt / 256 output tokens, 10 concurrent requests"
+        after_help = "Files written to the output directory:\n  <workload>_metrics.json    every aggregate of one workload\n  <workload>_requests.jsonl  one raw record per request\n  benchmark_summary.json     all workloads, overall counts, provenance\n  *.svg                      charts of each workload and of the run\n  index.html                 the report: tables, charts, provenance (opens from disk)\n\nWorkloads (Year 1):\n  short   short_input: 128 prompt / 128 output tokens, 5 sequential requests\n  long    long_input:  200 prompt / 200 output tokens, 3 sequential requests\n  stress  stress_test: 256 prompt / 256 output tokens, 10 concurrent requests\n\nLoad shapes and sweeps (one run, one folder, one table):\n  sagellm-benchmark run --backend vllm --workload short --concurrency 1,4,16 --num-requests 64\n  sagellm-benchmark run --backend vllm --workload short --request-rate 1,2,4,8 --arrival constant"
     )]
     Run(RunArgs),
     /// Print a report from saved results
@@ -75,6 +75,10 @@ struct CompareArgs {
     /// Workload config file (TOML), as for `run`
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// Latency objectives for goodput, as for `run` (e.g. ttft:200,tbt:50,e2el:5000)
+    #[arg(long, value_name = "SLOS", value_parser = sagellm_bench::goodput::Slo::parse)]
+    goodput: Option<sagellm_bench::goodput::Slo>,
 
     /// Enable verbose (debug) logging on stderr
     #[arg(short, long)]
@@ -134,6 +138,116 @@ struct RunArgs {
     /// results are written without them (a second signal stops at once)
     #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = non_negative_seconds)]
     grace_period: f64,
+
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+/// Load shape over every selected workload (overrides the presets and --config).
+#[derive(clap::Args)]
+#[command(next_help_heading = "Load shape (overrides the workloads' own values)")]
+struct LoadArgs {
+    /// Measured requests per workload
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=sagellm_bench::workload::MAX_REQUESTS as u64))]
+    num_requests: Option<u64>,
+
+    /// Closed loop: keep this many requests in flight. A list (1,4,16) is a sweep: each
+    /// workload runs once per value, named <workload>_c<N>
+    #[arg(long, value_name = "LIST", value_parser = concurrency_list, conflicts_with = "request_rate")]
+    concurrency: Option<Sweep<usize>>,
+
+    /// Open loop: start requests at this rate (requests per second) whatever the server is
+    /// doing, and record each one's scheduling lag. A list (1,2.5,10) is a sweep: each workload
+    /// runs once per value, named <workload>_r<RATE>
+    #[arg(long, value_name = "LIST", value_parser = rate_list)]
+    request_rate: Option<Sweep<f64>>,
+
+    /// How --request-rate spaces requests: poisson (random gaps averaging 1/rate, as vLLM's
+    /// --request-rate) or constant (one every 1/rate seconds) [default: poisson]
+    #[arg(long, value_enum, requires = "request_rate")]
+    arrival: Option<ArrivalArg>,
+
+    /// Seed of the prompts and of the Poisson schedule
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
+    /// Latency objectives in ms, e.g. ttft:200,tbt:50,e2el:5000 (any subset): adds goodput,
+    /// the successful requests meeting every one, per second and as a fraction of all requests.
+    /// tbt is what vLLM's --goodput calls tpot
+    #[arg(long, value_name = "SLOS", value_parser = sagellm_bench::goodput::Slo::parse)]
+    goodput: Option<sagellm_bench::goodput::Slo>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ArrivalArg {
+    /// Exponential gaps, seeded: the bursts of independent users
+    Poisson,
+    /// Evenly spaced: request i at i/rate seconds
+    Constant,
+}
+
+/// A comma-separated list of load values, each checked, none repeated.
+#[derive(Clone, Debug)]
+struct Sweep<T>(Vec<T>);
+
+/// Splits a comma-separated list, checking each item with `item` and refusing repeats.
+fn sweep<T: PartialEq + std::fmt::Display>(
+    text: &str,
+    example: &str,
+    item: impl Fn(&str) -> Result<T, String>,
+) -> Result<Sweep<T>, String> {
+    let mut values: Vec<T> = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err(format!(
+                "`{text}` holds an empty item; give values separated by single commas, e.g. {example}"
+            ));
+        }
+        let value = item(part)?;
+        if values.contains(&value) {
+            return Err(format!(
+                "`{text}` lists {value} twice; each value is one run"
+            ));
+        }
+        values.push(value);
+    }
+    Ok(Sweep(values))
+}
+
+fn concurrency_list(text: &str) -> Result<Sweep<usize>, String> {
+    sweep(text, "1,4,16", |part| match part.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "`{part}` is not a concurrency; give whole numbers of at least 1, e.g. 1,4,16"
+        )),
+    })
+}
+
+fn rate_list(text: &str) -> Result<Sweep<f64>, String> {
+    use sagellm_bench::workload::MIN_RATE;
+    sweep(text, "1,2.5,10", |part| match part.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= MIN_RATE => Ok(rate),
+        _ => Err(format!(
+            "`{part}` is not a rate; give requests per second of at least {MIN_RATE}, e.g. 1,2.5,10"
+        )),
+    })
+}
+
+impl LoadArgs {
+    fn shape(&self) -> sagellm_bench::load::LoadShape {
+        use sagellm_bench::OpenLoop;
+        sagellm_bench::load::LoadShape {
+            num_requests: self.num_requests.map(|n| n as usize),
+            concurrency: self.concurrency.clone().map(|s| s.0).unwrap_or_default(),
+            request_rates: self.request_rate.clone().map(|s| s.0).unwrap_or_default(),
+            arrival: match self.arrival {
+                None | Some(ArrivalArg::Poisson) => OpenLoop::Poisson,
+                Some(ArrivalArg::Constant) => OpenLoop::Constant,
+            },
+            seed: self.seed,
+            goodput: self.goodput,
+        }
+    }
 }
 
 /// Settings of the OpenAI-compatible backends (openai, vllm, sglang, lmdeploy, llamacpp).
@@ -174,6 +288,19 @@ struct ServerArgs {
     /// Do not scrape server metrics (KV, memory and speculation figures read "unavailable")
     #[arg(long)]
     no_metrics: bool,
+
+    /// The model's tokenizer.json: counts the output of responses without a `usage` block by
+    /// tokenizing the streamed text (else one token per chunk). The results say which count
+    /// each request used
+    #[arg(long, value_name = "PATH", value_parser = load_tokenizer)]
+    tokenizer: Option<std::sync::Arc<sagellm_bench::token_counter::TokenCounter>>,
+}
+
+fn load_tokenizer(
+    path: &str,
+) -> Result<std::sync::Arc<sagellm_bench::token_counter::TokenCounter>, String> {
+    sagellm_bench::token_counter::TokenCounter::load(std::path::Path::new(path))
+        .map(std::sync::Arc::new)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -210,6 +337,7 @@ impl ServerArgs {
             force_output_length: !self.no_force_output_length,
             metrics_url: self.metrics_url.clone(),
             no_metrics: self.no_metrics,
+            tokenizer: self.tokenizer.clone(),
             ..backend::openai::OpenAiConfig::default()
         })
     }
@@ -392,9 +520,15 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let workloads = config
         .select(&args.workload)
         .map_err(|e| format!("--workload: {e}"))?;
+    let workloads = args.load.shape().apply(workloads)?;
     // Before the backend: loading a model or reaching a server can take a while.
     sagellm_bench::report::files::prepare_dir(&args.output).map_err(|e| e.to_string())?;
     let name = args.backend.as_str();
+    if args.server.tokenizer.is_some() && backend::openai::preset(name).is_none() {
+        return Err(format!(
+            "--tokenizer counts a server's streamed output; the {name} backend reports exact token counts itself, drop the flag"
+        ));
+    }
     let backend: std::sync::Arc<dyn backend::Backend> = if backend::openai::preset(name).is_some() {
         let server = args.server.config(args.model.clone())?;
         std::sync::Arc::new(
@@ -647,6 +781,11 @@ fn compare(args: CompareArgs) -> Result<(), String> {
         let workloads = config
             .select(&args.workload)
             .map_err(|e| format!("--workload: {e}"))?;
+        let workloads = sagellm_bench::load::LoadShape {
+            goodput: args.goodput,
+            ..Default::default()
+        }
+        .apply(workloads)?;
         let preset = args.backend.as_str();
         if backend::openai::preset(preset).is_none() {
             return Err(format!(

@@ -85,6 +85,9 @@ fn lay_good_run(dir: &Path, sub: &str) {
     }
 }
 
+/// A valid word-level tokenizer.json.
+const WORD_TOKENIZER: &str = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":{"type":"WhitespaceSplit"},"post_processor":null,"decoder":null,"model":{"type":"WordLevel","vocab":{"[UNK]":0,"tok":1},"unk_token":"[UNK]"}}"#;
+
 fn cases() -> Vec<Case> {
     let summary = good_summary();
     let truncated = summary[..summary.len() / 2].to_vec();
@@ -462,6 +465,182 @@ fn cases() -> Vec<Case> {
             2,
             &["invalid value '-2'", "--threads"],
         ),
+        // ---- run: load-shape flags ----
+        case(
+            "zero concurrency flag",
+            &["run", "--concurrency", "0"],
+            2,
+            &["--concurrency", "`0` is not a concurrency", "at least 1"],
+        ),
+        case(
+            "concurrency not a number",
+            &["run", "--concurrency", "1,four"],
+            2,
+            &["`four` is not a concurrency"],
+        ),
+        case(
+            "empty item in the concurrency list",
+            &["run", "--concurrency", "1,,4"],
+            2,
+            &["holds an empty item", "e.g. 1,4,16"],
+        ),
+        case(
+            "empty concurrency list",
+            &["run", "--concurrency", ""],
+            2,
+            &["holds an empty item"],
+        ),
+        case(
+            "repeated concurrency",
+            &["run", "--concurrency", "4,4"],
+            2,
+            &["lists 4 twice"],
+        ),
+        case(
+            "negative request rate",
+            &["run", "--request-rate=-1"],
+            2,
+            &[
+                "--request-rate",
+                "`-1` is not a rate",
+                "requests per second",
+            ],
+        ),
+        case(
+            "zero request rate",
+            &["run", "--request-rate", "2,0"],
+            2,
+            &["`0` is not a rate"],
+        ),
+        case(
+            "request rate not a number",
+            &["run", "--request-rate", "fast"],
+            2,
+            &["`fast` is not a rate"],
+        ),
+        case(
+            "NaN request rate",
+            &["run", "--request-rate", "NaN"],
+            2,
+            &["`NaN` is not a rate"],
+        ),
+        case(
+            "concurrency and request rate together",
+            &["run", "--concurrency", "2", "--request-rate", "2"],
+            2,
+            &["--concurrency", "cannot be used with", "--request-rate"],
+        ),
+        case(
+            "arrival without a request rate",
+            &["run", "--arrival", "constant"],
+            2,
+            &["--request-rate", "required"],
+        ),
+        case(
+            "unknown arrival",
+            &["run", "--request-rate", "2", "--arrival", "burst"],
+            2,
+            &["invalid value 'burst'", "--arrival", "possible values"],
+        ),
+        case(
+            "zero requests flag",
+            &["run", "--num-requests", "0"],
+            2,
+            &["--num-requests", "0 is not in 1..="],
+        ),
+        case(
+            "negative requests flag",
+            &["run", "--num-requests=-3"],
+            2,
+            &["--num-requests"],
+        ),
+        case(
+            "absurd requests flag",
+            &["run", "--num-requests", "100000000000"],
+            2,
+            &["--num-requests", "not in 1..=10000000"],
+        ),
+        case(
+            "negative seed flag",
+            &["run", "--seed=-1"],
+            2,
+            &["invalid value '-1'", "--seed"],
+        ),
+        case(
+            "zero goodput limit",
+            &["run", "--goodput", "ttft:0"],
+            2,
+            &["--goodput", "positive number of milliseconds"],
+        ),
+        case(
+            "goodput limit not a number",
+            &["run", "--goodput", "ttft:soon"],
+            2,
+            &["positive number of milliseconds"],
+        ),
+        case(
+            "goodput item without a limit",
+            &["run", "--goodput", "ttft"],
+            2,
+            &["must be KEY:MILLISECONDS", "ttft:200,tbt:50,e2el:5000"],
+        ),
+        case(
+            "unknown goodput objective",
+            &["run", "--goodput", "itl:5"],
+            2,
+            &["unknown objective `itl`", "ttft, tbt, e2el"],
+        ),
+        case(
+            "vLLM's tpot objective",
+            &["run", "--goodput", "tpot:5"],
+            2,
+            &["use tbt:MS"],
+        ),
+        case(
+            "empty goodput",
+            &["run", "--goodput", ""],
+            2,
+            &["no objective given"],
+        ),
+        case(
+            "repeated goodput objective",
+            &["run", "--goodput", "e2el:5,e2el:6"],
+            2,
+            &["`e2el` is given twice"],
+        ),
+        case(
+            "missing tokenizer",
+            &["run", "--backend", "openai", "--tokenizer", "missing.json"],
+            2,
+            &[
+                "--tokenizer",
+                "missing.json is not a file",
+                "tokenizer.json",
+            ],
+        ),
+        case(
+            "tokenizer is a folder",
+            &["run", "--backend", "openai", "--tokenizer", "."],
+            2,
+            &["is not a file"],
+        ),
+        case(
+            "corrupt tokenizer",
+            &["run", "--backend", "openai", "--tokenizer", "t.json"],
+            2,
+            &["t.json is not a tokenizer.json the tokenizers library can read"],
+        )
+        .file("t.json", "{\"model\": 3}"),
+        case(
+            "tokenizer on the mock",
+            &["run", "--backend", "mock", "--tokenizer", "t.json", "-q"],
+            1,
+            &[
+                "--tokenizer counts a server's streamed output",
+                "drop the flag",
+            ],
+        )
+        .file("t.json", WORD_TOKENIZER),
         // ---- run: config files ----
         Case::config("not TOML", "[workloads.x\n", &["c.toml: not valid TOML"]),
         Case::config(
@@ -587,6 +766,26 @@ fn cases() -> Vec<Case> {
             "rate not a number",
             "[workloads.stress_test]\nrate = \"fast\"\n",
             &["field `rate` must be a number of requests per second"],
+        ),
+        Case::config(
+            "unknown arrival in a config",
+            "[workloads.stress_test]\nrate = 2.0\narrival = \"burst\"\n",
+            &["field `arrival` must be \"poisson\" or \"constant\""],
+        ),
+        Case::config(
+            "arrival on a closed loop",
+            "[workloads.stress_test]\narrival = \"constant\"\n",
+            &["workload `stress_test`", "set `rate`"],
+        ),
+        Case::config(
+            "bad goodput in a config",
+            "goodput = \"ttft:-1\"\n",
+            &["c.toml: `goodput`", "positive number of milliseconds"],
+        ),
+        Case::config(
+            "bad goodput for a workload",
+            "[workloads.short_input]\ngoodput = \"x:1\"\n",
+            &["workload `short_input`", "unknown objective `x`"],
         ),
         Case::config(
             "rate and concurrency",

@@ -498,3 +498,98 @@ fn verbose_logs_go_to_stderr_and_results_to_stdout() {
     assert!(stdout(&out).contains("short_input"));
     assert!(!stdout(&out).contains("DEBUG"));
 }
+
+#[test]
+fn a_concurrency_sweep_runs_every_value_into_one_folder_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(&[
+        "run",
+        "--workload",
+        "short,long",
+        "--concurrency",
+        "1,2",
+        "--num-requests",
+        "2",
+        "-o",
+        dir.path().to_str().unwrap(),
+    ]);
+    let summary = read_json(&dir.path().join("benchmark_summary.json"));
+    let names: Vec<&str> = summary["workloads"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let expected = [
+        "short_input_c1",
+        "short_input_c2",
+        "long_input_c1",
+        "long_input_c2",
+    ];
+    assert_eq!(names, expected);
+    for name in expected {
+        let m = read_json(&dir.path().join(format!("{name}_metrics.json")));
+        assert_eq!(m["total_requests"], 2, "{name}");
+    }
+    // Two requests side by side share each decode step, so c2 is slower per request.
+    let e2e = |name: &str| summary["workloads"][name]["avg_e2el_ms"].as_f64().unwrap();
+    assert!(e2e("short_input_c2") > e2e("short_input_c1"));
+    // The table's columns follow the sweep.
+    let table = stdout(&out);
+    let at = |name: &str| table.find(name).unwrap();
+    assert!(at("short_input_c1") < at("short_input_c2"));
+    assert!(at("short_input_c2") < at("long_input_c1"));
+}
+
+#[test]
+fn a_constant_rate_sweep_keeps_its_schedule_and_reports_goodput() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(&[
+        "run",
+        "--workload",
+        "short",
+        "--request-rate",
+        "2,4",
+        "--arrival",
+        "constant",
+        "--num-requests",
+        "3",
+        "--goodput",
+        "e2el:1000000",
+        "-o",
+        dir.path().to_str().unwrap(),
+    ]);
+    let records =
+        std::fs::read_to_string(dir.path().join("short_input_r4_requests.jsonl")).unwrap();
+    let scheduled: Vec<f64> = records
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["scheduled_ms"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    // 4 requests per second, evenly: 0, 250 and 500 ms.
+    assert_eq!(scheduled, [0.0, 250.0, 500.0]);
+    let m = read_json(&dir.path().join("short_input_r2_metrics.json"));
+    // A 1000 s objective is met by every request: goodput is the request throughput.
+    assert_eq!(m["goodput_fraction"], 1.0);
+    assert_eq!(m["request_goodput_rps"], m["request_throughput_rps"]);
+    assert_eq!(m["goodput_slo"], serde_json::json!({"e2el_ms": 1000000.0}));
+    let table = stdout(&out);
+    assert!(table.contains("Goodput (req/s / % of requests)"), "{table}");
+    assert!(table.contains("e2el:1000000"), "{table}");
+    assert!(table.contains("output tokens: usage"), "{table}");
+    // Without --goodput the fields are absent, not zero.
+    let plain = tempfile::tempdir().unwrap();
+    run_ok(&[
+        "run",
+        "--workload",
+        "short",
+        "-q",
+        "-o",
+        plain.path().to_str().unwrap(),
+    ]);
+    let m = read_json(&plain.path().join("short_input_metrics.json"));
+    assert!(m.get("request_goodput_rps").is_none() && m.get("goodput_slo").is_none());
+}

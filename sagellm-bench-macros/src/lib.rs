@@ -41,7 +41,7 @@ fn with_function(error: TokenStream2, function: &ItemFn) -> TokenStream {
 
 /// Every option `#[workload(...)]` accepts; the error for an unknown one lists them.
 const OPTIONS: &str = "name, prompt_tokens, output_tokens, requests, warmup, concurrency, rate, \
-                       seed, shared_prefix, ignore, crate";
+                       arrival, seed, shared_prefix, ignore, crate";
 
 #[derive(Default)]
 struct Options {
@@ -52,6 +52,8 @@ struct Options {
     warmup: Option<Expr>,
     concurrency: Option<Concurrency>,
     rate: Option<Expr>,
+    /// `"poisson"` or `"constant"`: how a `rate` spaces requests.
+    arrival: Option<LitStr>,
     seed: Option<Expr>,
     shared_prefix: Option<Expr>,
     ignore: Option<(Span, bool)>,
@@ -135,6 +137,19 @@ impl Options {
                         other => Concurrency::One(other),
                     });
                 }
+            }
+            "arrival" => {
+                if self.arrival.is_some() {
+                    return Err(repeated());
+                }
+                let value = meta.value()?.parse::<LitStr>()?;
+                if !matches!(value.value().as_str(), "poisson" | "constant") {
+                    return Err(syn::Error::new_spanned(
+                        &value,
+                        "`arrival` is \"poisson\" (the default) or \"constant\"",
+                    ));
+                }
+                self.arrival = Some(value);
             }
             "ignore" => {
                 if self.ignore.is_some() {
@@ -254,6 +269,15 @@ fn expand(options: &Options, function: &ItemFn) -> syn::Result<TokenStream2> {
     setter("rate", &options.rate);
     setter("seed", &options.seed);
     setter("shared_prefix", &options.shared_prefix);
+    if let Some(arrival) = &options.arrival {
+        if options.rate.is_none() {
+            return Err(syn::Error::new_spanned(
+                arrival,
+                "`arrival` spaces an open loop's requests; set `rate` with it",
+            ));
+        }
+        calls.push(quote_spanned!(arrival.span()=> __options.arrival(#arrival);));
+    }
     match &options.concurrency {
         Some(Concurrency::One(value)) => {
             calls.push(quote_spanned!(value.span()=> __options.concurrency(#value);));

@@ -4,7 +4,8 @@
 //! target (`(value - first) / first`, `null` when the first is 0). The fastest target of a
 //! workload is the one with the lowest mean end-to-end latency among targets that completed at
 //! least one request; overall, the one with the lowest sum of those means over the workloads
-//! every target ran.
+//! every target ran. A metric some target lacks (goodput, measured only against objectives) is
+//! left out of that workload's comparison.
 
 use std::path::Path;
 
@@ -48,6 +49,9 @@ pub const COMPARED: &[(&str, Better, &str)] = &[
         "Request throughput (req/s)",
     ),
     ("error_rate", Better::Lower, "Error rate"),
+    // Present only in runs given goodput objectives; compared when every run has them.
+    ("request_goodput_rps", Better::Higher, "Goodput (req/s)"),
+    ("goodput_fraction", Better::Higher, "Goodput fraction"),
 ];
 
 /// The whole comparison, as written to `comparison.json`.
@@ -104,6 +108,10 @@ impl Comparison {
             let field = |i: usize, name: &str| values[i].get(name).and_then(|v| v.as_f64());
             let mut metrics = IndexMap::new();
             for (name, better, _) in COMPARED {
+                // A metric some run lacks (goodput without objectives) is left out, not zeroed.
+                if (0..targets.len()).any(|i| field(i, name).is_none()) {
+                    continue;
+                }
                 let mut row = MetricComparison {
                     better: *better,
                     values: IndexMap::new(),
@@ -264,5 +272,36 @@ mod tests {
         assert_eq!(e2e.relative_to_first["slow"], Some(0.0));
         let md = c.to_markdown();
         assert!(md.contains("**fast**") && md.contains("-50.0%"), "{md}");
+        assert!(!w.metrics.contains_key("request_goodput_rps"));
+    }
+
+    #[test]
+    fn goodput_is_compared_when_every_run_measured_it() {
+        let slo = crate::goodput::Slo::parse("e2el:60").unwrap();
+        let mut runs = Vec::new();
+        for (name, e2e) in [("slow", 100.0), ("fast", 50.0)] {
+            let mut s = summary(e2e);
+            let m = s.workloads.get_mut("w").unwrap();
+            // One request: it meets e2el <= 60 only on `fast`, whose wall time is 0.05 s.
+            m.set_goodput(
+                &slo,
+                [crate::goodput::RequestLatency {
+                    success: true,
+                    ttft_ms: Some(e2e / 2.0),
+                    tbt_ms: Some(e2e / 2.0),
+                    e2el_ms: Some(e2e),
+                }],
+            );
+            runs.push((name.to_string(), name.to_string(), s));
+        }
+        let c = Comparison::new(&runs);
+        let g = &c.workloads["w"].metrics["request_goodput_rps"];
+        assert_eq!(g.values["slow"], 0.0);
+        assert_eq!(g.values["fast"], 20.0);
+        assert_eq!(
+            c.workloads["w"].metrics["goodput_fraction"].values["fast"],
+            1.0
+        );
+        assert!(c.to_markdown().contains("| Goodput (req/s) |"));
     }
 }

@@ -8,6 +8,8 @@
 //! [cpu]                       # cpu backend options (see CpuConfig)
 //! kv_cache_tokens = 4096
 //!
+//! goodput = "ttft:200,e2el:5000"  # goodput objectives (ms) for every workload
+//!
 //! [workloads.short_input]     # override fields of a preset
 //! num_requests = 2
 //!
@@ -17,6 +19,13 @@
 //! num_requests = 20
 //! concurrency = 10
 //! shared_prefix_tokens = 192
+//!
+//! [workloads.steady]          # open loop: 4 requests/s, evenly spaced
+//! prompt_tokens = 128
+//! output_tokens = 64
+//! num_requests = 40
+//! rate = 4.0
+//! arrival = "constant"        # or "poisson" (the default)
 //! ```
 //!
 //! Errors name the file, the workload and the field.
@@ -28,7 +37,8 @@ use serde::Deserialize;
 
 use crate::backend::cpu::CpuConfig;
 use crate::backend::mock::MockConfig;
-use crate::workload::{Arrival, Workload};
+use crate::goodput::Slo;
+use crate::workload::{Arrival, OpenLoop, Workload};
 
 /// The fields a workload table may set.
 pub const WORKLOAD_FIELDS: &[&str] = &[
@@ -38,6 +48,8 @@ pub const WORKLOAD_FIELDS: &[&str] = &[
     "warmup_requests",
     "concurrency",
     "rate",
+    "arrival",
+    "goodput",
     "seed",
     "shared_prefix_tokens",
 ];
@@ -47,6 +59,8 @@ pub const WORKLOAD_FIELDS: &[&str] = &[
 pub struct Config {
     pub mock: MockConfig,
     pub cpu: CpuConfig,
+    /// Goodput objectives for every workload (`goodput = "ttft:200,e2el:5000"` at the top).
+    pub goodput: Option<Slo>,
     /// Workload name -> the fields the file sets, in file order.
     pub workloads: IndexMap<String, WorkloadPatch>,
 }
@@ -60,6 +74,10 @@ pub struct WorkloadPatch {
     pub warmup_requests: Option<usize>,
     pub concurrency: Option<usize>,
     pub rate: Option<f64>,
+    /// How an open loop spaces its requests: `poisson` (the default) or `constant`.
+    pub arrival: Option<OpenLoop>,
+    /// Goodput objectives for this workload, over the file's own.
+    pub goodput: Option<Slo>,
     pub seed: Option<u64>,
     pub shared_prefix_tokens: Option<usize>,
 }
@@ -105,6 +123,11 @@ impl Config {
                         .validate()
                         .map_err(|e| ConfigError(format!("{file}: [cpu]: {e}")))?;
                 }
+                "goodput" => {
+                    config.goodput = Some(parse_goodput(&value).map_err(|e| {
+                        ConfigError(format!("{file}: `goodput`: {e}"))
+                    })?);
+                }
                 "workloads" => {
                     let toml::Value::Table(workloads) = value else {
                         return Err(ConfigError(format!(
@@ -119,8 +142,8 @@ impl Config {
                 }
                 other => {
                     return Err(ConfigError(format!(
-                        "{file}: unknown table `{other}`{}; a config holds [mock], [cpu] and [workloads.NAME] tables",
-                        did_you_mean(other, &["mock", "cpu", "workloads"])
+                        "{file}: unknown table `{other}`{}; a config holds [mock], [cpu] and [workloads.NAME] tables and a `goodput` line",
+                        did_you_mean(other, &["mock", "cpu", "workloads", "goodput"])
                     )))
                 }
             }
@@ -202,9 +225,12 @@ impl Config {
             warmup_requests,
             concurrency,
             rate,
+            arrival,
+            goodput,
             seed,
             shared_prefix_tokens,
         } = patch;
+        w.goodput = goodput.or(self.goodput);
         w.prompt_tokens = prompt_tokens.unwrap_or(w.prompt_tokens);
         w.output_tokens = output_tokens.unwrap_or(w.output_tokens);
         w.num_requests = num_requests.unwrap_or(w.num_requests);
@@ -218,8 +244,19 @@ impl Config {
                 ))
             }
             (Some(concurrency), None) => w.arrival = Arrival::Closed { concurrency },
-            (None, Some(rate)) => w.arrival = Arrival::Poisson { rate },
+            (None, Some(rate)) => w.arrival = arrival.unwrap_or_default().at(rate),
             (None, None) => {}
+        }
+        if let (Some(kind), None) = (arrival, rate) {
+            // A preset's own open loop takes the new spacing at its rate; a closed loop has none.
+            match w.arrival.rate() {
+                Some(rate) => w.arrival = kind.at(rate),
+                None => {
+                    return Err(fail(
+                        "`arrival` spaces an open loop's requests; set `rate` (requests per second) with it".into(),
+                    ))
+                }
+            }
         }
         w.validate().map_err(fail)?;
         Ok(w)
@@ -262,6 +299,13 @@ fn parse_patch(name: &str, fields: toml::Value) -> Result<WorkloadPatch, String>
                 };
                 patch.rate = Some(rate);
             }
+            "goodput" => patch.goodput = Some(parse_goodput(&value)?),
+            "arrival" => {
+                let kind = value.as_str().and_then(OpenLoop::parse).ok_or_else(|| {
+                    format!("field `arrival` must be \"poisson\" or \"constant\", not {value}")
+                })?;
+                patch.arrival = Some(kind);
+            }
             other => {
                 return Err(format!(
                     "unknown field `{other}`{}; the fields are: {}",
@@ -272,6 +316,14 @@ fn parse_patch(name: &str, fields: toml::Value) -> Result<WorkloadPatch, String>
         }
     }
     Ok(patch)
+}
+
+/// Reads objectives written as `--goodput` takes them: "ttft:200,tbt:50,e2el:5000".
+fn parse_goodput(value: &toml::Value) -> Result<Slo, String> {
+    let text = value.as_str().ok_or_else(|| {
+        format!("goodput must be a string like \"ttft:200,tbt:50,e2el:5000\", not {value}")
+    })?;
+    Slo::parse(text).map_err(|e| format!("goodput: {e}"))
 }
 
 /// " (did you mean `x`?)" when a known name is close to `given`, else "".
@@ -343,6 +395,54 @@ mod tests {
         assert_eq!(w[0].arrival, Arrival::Poisson { rate: 2.0 });
         assert_eq!(c.select("all").unwrap().len(), 4);
         assert_eq!(c.select("year1").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn arrival_chooses_the_open_loop_spacing() {
+        let c = Config::parse(
+            "[workloads.a]\nprompt_tokens = 4\noutput_tokens = 4\nnum_requests = 2\nrate = 4\narrival = \"constant\"\n\
+             [workloads.b]\nprompt_tokens = 4\noutput_tokens = 4\nnum_requests = 2\nrate = 4\n\
+             [workloads.c]\nprompt_tokens = 4\noutput_tokens = 4\nnum_requests = 2\nrate = 4\narrival = \"poisson\"\n\
+             [workloads.stress_test]\narrival = \"constant\"\n",
+            "c.toml",
+        )
+        .unwrap();
+        let arrival = |name| c.select(name).unwrap()[0].arrival;
+        assert_eq!(arrival("a"), Arrival::Constant { rate: 4.0 });
+        assert_eq!(arrival("b"), Arrival::Poisson { rate: 4.0 });
+        assert_eq!(arrival("c"), Arrival::Poisson { rate: 4.0 });
+        // stress_test is a closed loop: `arrival` alone has no rate to space.
+        let err = c.select("stress").unwrap_err().0;
+        assert!(err.contains("set `rate`"), "{err}");
+        let err = Config::parse("[workloads.a]\narrival = \"burst\"\n", "c.toml")
+            .unwrap_err()
+            .0;
+        assert!(err.contains("\"poisson\" or \"constant\""), "{err}");
+    }
+
+    #[test]
+    fn goodput_objectives_for_all_and_per_workload() {
+        let c = Config::parse(
+            "goodput = \"ttft:200\"\n[workloads.long_input]\ngoodput = \"e2el:5000,tbt:50\"\n",
+            "c.toml",
+        )
+        .unwrap();
+        let w = c.select("short,long").unwrap();
+        assert_eq!(w[0].goodput, Some(Slo::parse("ttft:200").unwrap()));
+        assert_eq!(
+            w[1].goodput,
+            Some(Slo {
+                e2el_ms: Some(5000.0),
+                tbt_ms: Some(50.0),
+                ttft_ms: None
+            })
+        );
+        let err = Config::parse("goodput = \"ttft:0\"\n", "c.toml")
+            .unwrap_err()
+            .0;
+        assert!(err.contains("goodput") && err.contains("positive"), "{err}");
+        let err = Config::parse("goodput = 5\n", "c.toml").unwrap_err().0;
+        assert!(err.contains("must be a string"), "{err}");
     }
 
     #[test]

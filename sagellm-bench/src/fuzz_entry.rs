@@ -13,7 +13,6 @@ use crate::metrics::{aggregate, WallClock};
 use crate::report::{markdown, svg, table};
 use crate::setup::Prompts;
 use crate::summary::Summary;
-use crate::workload::poisson_schedule;
 
 /// A server's response body as a byte stream: framed into events by the same SSE parser the
 /// openai backend uses, each event read as the backend reads it. The first byte picks how the
@@ -122,9 +121,7 @@ pub fn workload_config(bytes: &[u8]) {
             let _ = w.prompt(0, false);
             let _ = w.prompt(1, true);
         }
-        if let crate::workload::Arrival::Poisson { rate } = w.arrival {
-            let _ = poisson_schedule(rate, w.num_requests.min(64), w.seed);
-        }
+        let _ = w.arrival.schedule(w.num_requests.min(64), w.seed);
     }
 }
 

@@ -11,8 +11,10 @@ pub mod baseline;
 pub mod clock;
 pub mod compare;
 pub mod config;
+pub mod goodput;
 mod harness;
 pub mod interrupt;
+pub mod load;
 mod memory;
 pub mod metrics;
 pub mod record;
@@ -20,6 +22,7 @@ pub mod report;
 pub mod runner;
 mod setup;
 pub mod summary;
+pub mod token_counter;
 pub mod workload;
 
 pub use backend::Backend;
@@ -28,7 +31,7 @@ pub use interrupt::Interrupt;
 pub use runner::{run, run_with, RunControl, RunError, WorkloadResult};
 pub use setup::{PromptError, Prompts, Response, ResponseCheck, Setup};
 pub use summary::Summary;
-pub use workload::{Arrival, Workload};
+pub use workload::{Arrival, OpenLoop, Workload};
 
 /// Declares a benchmark workload that `cargo bench` runs. See `docs/WORKLOADS.md` for every
 /// option, with examples.

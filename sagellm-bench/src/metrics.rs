@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{EngineFigures, FigureSource};
+use crate::goodput::{goodput, RequestLatency, Slo};
 use crate::record::{RequestRecord, TokenCountSource};
 
 /// The version of the JSON files' shape. Bumped when a field changes meaning; adding a field
@@ -53,6 +54,16 @@ pub struct WorkloadMetrics {
     pub input_throughput_tps: f64,
     pub total_throughput_tps: f64,
     pub request_throughput_rps: f64,
+    /// Successful requests that met every `--goodput` objective, per second of wall time;
+    /// absent when no objective was set (see [`WorkloadMetrics::set_goodput`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_goodput_rps: Option<f64>,
+    /// Those requests over all measured requests; absent when no objective was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goodput_fraction: Option<f64>,
+    /// The objectives goodput was measured against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goodput_slo: Option<Slo>,
     pub total_input_tokens: u64,
     pub total_output_tokens: u64,
 
@@ -88,12 +99,24 @@ fn yes() -> bool {
     true
 }
 
+impl WorkloadMetrics {
+    /// Fills the goodput fields: the requests with `latencies` measured against `slo`, over
+    /// this workload's wall time.
+    pub fn set_goodput(&mut self, slo: &Slo, latencies: impl IntoIterator<Item = RequestLatency>) {
+        let g = goodput(slo, latencies, self.total_time_s);
+        self.request_goodput_rps = Some(g.request_goodput_rps);
+        self.goodput_fraction = Some(g.goodput_fraction);
+        self.goodput_slo = Some(*slo);
+    }
+}
+
 /// Where each group of figures in a [`WorkloadMetrics`] came from.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FigureSources {
     /// TTFT, TBT, TPOT, ITL, E2E and throughput: always stamped by the runner.
     pub latency: FigureSource,
-    /// `output_tokens`: the backend's usage report, the stream's token counts, or both mixed.
+    /// `output_tokens`: the backend's usage report, a local tokenizer, the stream's token
+    /// counts, or a mix of them.
     pub output_tokens: OutputTokenSource,
     pub memory: FigureSource,
     pub kv_cache: FigureSource,
@@ -106,6 +129,8 @@ pub struct FigureSources {
 pub enum OutputTokenSource {
     Usage,
     Stream,
+    /// Counted by tokenizing the streamed text (`--tokenizer`).
+    Tokenizer,
     Mixed,
     /// No request produced output.
     None,
@@ -216,15 +241,18 @@ pub fn aggregate(
         }
     };
     let output_tokens = {
-        let with_output = || records.iter().filter(|r| r.stream_tokens > 0);
-        let usage = with_output()
-            .filter(|r| r.output_tokens_source == TokenCountSource::Usage)
-            .count();
-        match (usage, with_output().count()) {
-            (_, 0) => OutputTokenSource::None,
-            (u, n) if u == n => OutputTokenSource::Usage,
-            (0, _) => OutputTokenSource::Stream,
-            _ => OutputTokenSource::Mixed,
+        let mut sources = records
+            .iter()
+            .filter(|r| r.stream_tokens > 0)
+            .map(|r| r.output_tokens_source);
+        match sources.next() {
+            None => OutputTokenSource::None,
+            Some(first) if sources.all(|s| s == first) => match first {
+                TokenCountSource::Usage => OutputTokenSource::Usage,
+                TokenCountSource::Stream => OutputTokenSource::Stream,
+                TokenCountSource::Tokenizer => OutputTokenSource::Tokenizer,
+            },
+            Some(_) => OutputTokenSource::Mixed,
         }
     };
 
@@ -259,6 +287,9 @@ pub fn aggregate(
         input_throughput_tps: ratio(total_input as f64, wall_s),
         total_throughput_tps: ratio((total_input + total_output) as f64, wall_s),
         request_throughput_rps: ratio(successful as f64, wall_s),
+        request_goodput_rps: None,
+        goodput_fraction: None,
+        goodput_slo: None,
         total_input_tokens: total_input,
         total_output_tokens: total_output,
         total_requests: total,

@@ -9,7 +9,7 @@ pub use inventory;
 pub use crate::harness::main_with_args as run_harness;
 
 use crate::setup::Setup;
-use crate::workload::{Arrival, Workload};
+use crate::workload::{Arrival, OpenLoop, Workload};
 
 /// One `#[workload]` function, registered at link time.
 pub struct Entry {
@@ -40,6 +40,7 @@ pub struct Options {
     warmup: Option<usize>,
     concurrency: Option<Vec<usize>>,
     rate: Option<f64>,
+    arrival: OpenLoop,
     seed: Option<u64>,
     shared_prefix: Option<usize>,
 }
@@ -74,6 +75,10 @@ impl Options {
     pub fn rate(&mut self, requests_per_second: impl Into<f64>) {
         self.rate = Some(requests_per_second.into());
     }
+    /// `"constant"` or `"poisson"` (the macro checks the spelling).
+    pub fn arrival(&mut self, kind: &str) {
+        self.arrival = OpenLoop::parse(kind).unwrap_or_default();
+    }
     pub fn seed(&mut self, seed: u64) {
         self.seed = Some(seed);
     }
@@ -105,7 +110,7 @@ impl Entry {
             base.shared_prefix_tokens = tokens;
         }
         if let Some(rate) = o.rate {
-            base.arrival = Arrival::Poisson { rate };
+            base.arrival = o.arrival.at(rate);
         }
         let workloads = match o.concurrency.as_deref() {
             None => vec![base],

@@ -23,8 +23,8 @@ pub struct RequestRecord {
     /// closed-loop workloads). `start_ms - scheduled_ms` is the scheduling lag.
     pub scheduled_ms: Option<f64>,
     pub prompt_tokens: usize,
-    /// `n`: output tokens, from the backend's usage report where it gave one, else counted from
-    /// the stream (see `output_tokens_source`).
+    /// `n`: output tokens, from the backend's usage report where it gave one, else from a local
+    /// tokenizer where one was given, else counted from the stream (see `output_tokens_source`).
     pub output_tokens: usize,
     pub output_tokens_source: TokenCountSource,
     /// Output tokens counted from the streamed events.
@@ -55,6 +55,8 @@ pub enum TokenCountSource {
     Usage,
     /// The token counts carried by the streamed events.
     Stream,
+    /// The streamed text, tokenized with the tokenizer given by `--tokenizer`.
+    Tokenizer,
 }
 
 impl RequestRecord {
@@ -75,12 +77,14 @@ impl RequestRecord {
             token_counts,
             finish_ms,
             usage_tokens,
+            tokenizer_tokens,
             error,
         } = raw;
         let stream_tokens: usize = token_counts.iter().sum();
-        let (output_tokens, output_tokens_source) = match usage_tokens {
-            Some(n) => (n, TokenCountSource::Usage),
-            None => (stream_tokens, TokenCountSource::Stream),
+        let (output_tokens, output_tokens_source) = match (usage_tokens, tokenizer_tokens) {
+            (Some(n), _) => (n, TokenCountSource::Usage),
+            (None, Some(n)) => (n, TokenCountSource::Tokenizer),
+            (None, None) => (stream_tokens, TokenCountSource::Stream),
         };
         let success = error.is_none();
         let mut record = RequestRecord {
@@ -123,6 +127,16 @@ impl RequestRecord {
         record
     }
 
+    /// The figures latency objectives (goodput) are checked against.
+    pub fn latency(&self) -> crate::goodput::RequestLatency {
+        crate::goodput::RequestLatency {
+            success: self.success,
+            ttft_ms: self.ttft_ms,
+            tbt_ms: self.tbt_ms,
+            e2el_ms: self.e2el_ms,
+        }
+    }
+
     /// The gaps between consecutive content events, in milliseconds.
     pub fn inter_token_gaps(&self) -> impl Iterator<Item = f64> + '_ {
         self.token_times_ms.windows(2).map(|w| w[1] - w[0])
@@ -145,6 +159,9 @@ pub struct RawRequest {
     pub token_counts: Vec<usize>,
     pub finish_ms: f64,
     pub usage_tokens: Option<usize>,
+    /// Output tokens as a local tokenizer counted the streamed text, when there was no usage
+    /// report and a tokenizer was given.
+    pub tokenizer_tokens: Option<usize>,
     pub error: Option<RequestError>,
 }
 
@@ -204,6 +221,28 @@ mod tests {
         // TBT uses n = 5 tokens, not the 2 chunks: (60 - 20) / 4.
         assert_eq!(r.tbt_ms, Some(10.0));
         assert_eq!(r.tpot_ms, Some(12.0));
+    }
+
+    #[test]
+    fn tokenizer_count_stands_in_for_a_missing_usage_report() {
+        // Two chunks the stream counts as one token each; the tokenizer finds 6 tokens in the
+        // text. TBT (60 - 20) / 5 = 8, TPOT 60 / 6 = 10.
+        let mut raw = RawRequest {
+            token_times_ms: vec![20.0, 60.0],
+            token_counts: vec![1, 1],
+            finish_ms: 60.0,
+            tokenizer_tokens: Some(6),
+            ..RawRequest::default()
+        };
+        let r = RequestRecord::new(raw.clone());
+        assert_eq!(r.output_tokens_source, TokenCountSource::Tokenizer);
+        assert_eq!((r.output_tokens, r.stream_tokens), (6, 2));
+        assert_eq!((r.tbt_ms, r.tpot_ms), (Some(8.0), Some(10.0)));
+        // A usage report still wins.
+        raw.usage_tokens = Some(5);
+        let r = RequestRecord::new(raw);
+        assert_eq!(r.output_tokens_source, TokenCountSource::Usage);
+        assert_eq!(r.output_tokens, 5);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Drives workloads against a backend and stamps every event.
 //!
 //! Closed loop: `concurrency` workers each send a request, read its stream to the end, and send
-//! the next. Open loop: each request starts at its time in a seeded Poisson schedule, whatever
-//! the backend is doing, and its scheduling lag (actual minus intended start) is recorded.
+//! the next. Open loop: each request starts at its time in the schedule (a seeded Poisson process
+//! or a steady pace, see [`Arrival`]), whatever the backend is doing, and its scheduling lag
+//! (actual minus intended start) is recorded.
 //! Warm-up requests go first, one at a time, and are not recorded.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +23,7 @@ use crate::record::{RawRequest, Records, RequestRecord};
 use crate::report::Report;
 use crate::setup::Response;
 use crate::summary::{Provenance, Summary};
-use crate::workload::{poisson_schedule, Arrival, Workload};
+use crate::workload::{Arrival, Workload};
 
 /// Everything measured for one workload.
 #[derive(Debug, Clone)]
@@ -248,6 +249,9 @@ pub async fn run_workload_with(
         &engine,
     );
     metrics.complete = complete;
+    if let Some(slo) = &workload.goodput {
+        metrics.set_goodput(slo, records.iter().map(RequestRecord::latency));
+    }
     Ok(WorkloadResult {
         workload: workload.clone(),
         metrics,
@@ -289,8 +293,11 @@ async fn send_all(
                 });
             }
         }
-        Arrival::Poisson { rate } => {
-            let schedule = poisson_schedule(rate, workload.num_requests, workload.seed);
+        Arrival::Poisson { .. } | Arrival::Constant { .. } => {
+            let schedule = workload
+                .arrival
+                .schedule(workload.num_requests, workload.seed)
+                .unwrap_or_default();
             for (index, offset) in schedule.into_iter().enumerate() {
                 tokio::select! {
                     _ = clock.sleep_until(origin + offset) => {}
@@ -333,7 +340,18 @@ async fn measure(
         prompt_tokens: prompt.tokens,
         max_output_tokens: workload.output_tokens,
     };
-    let (t0, mut raw, text) = send(backend, clock, request, check.is_some()).await;
+    let counter = backend.output_token_counter();
+    let (t0, mut raw, text) = send(
+        backend,
+        clock,
+        request,
+        check.is_some() || counter.is_some(),
+    )
+    .await;
+    if let (Some(counter), None) = (counter, raw.usage_tokens) {
+        // After the last stamp, so tokenizing delays no measurement of this request.
+        raw.tokenizer_tokens = counter.count(&text);
+    }
     if let (Some(check), None) = (check, &raw.error) {
         let response = Response {
             index,
@@ -341,6 +359,7 @@ async fn measure(
             text: &text,
             output_tokens: raw
                 .usage_tokens
+                .or(raw.tokenizer_tokens)
                 .unwrap_or_else(|| raw.token_counts.iter().sum()),
         };
         if let Err(message) = (check.0)(&response) {

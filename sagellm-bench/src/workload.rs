@@ -6,6 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::goodput::Slo;
 use crate::setup::{Prompts, ResponseCheck};
 
 /// One benchmark workload.
@@ -28,6 +29,9 @@ pub struct Workload {
     pub shared_prefix_tokens: usize,
     /// Seeds the prompts and any random arrival schedule.
     pub seed: u64,
+    /// Latency objectives to measure goodput against (`None`: no goodput figures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goodput: Option<Slo>,
     /// Prompts to send instead of synthetic ones (set in code, see [`crate::Setup`]).
     #[serde(skip)]
     pub prompts: Option<Prompts>,
@@ -46,6 +50,9 @@ pub enum Arrival {
     /// Open loop: requests start at the times of a Poisson process of `rate` requests per
     /// second, whatever the backend is doing.
     Poisson { rate: f64 },
+    /// Open loop at a steady pace: request `i` (0-based) starts at `i / rate` seconds, whatever
+    /// the backend is doing.
+    Constant { rate: f64 },
 }
 
 impl Arrival {
@@ -53,7 +60,25 @@ impl Arrival {
     pub fn concurrency(&self) -> Option<usize> {
         match self {
             Arrival::Closed { concurrency } => Some(*concurrency),
-            Arrival::Poisson { .. } => None,
+            Arrival::Poisson { .. } | Arrival::Constant { .. } => None,
+        }
+    }
+
+    /// The open-loop rate in requests per second (`None` for a closed loop).
+    pub fn rate(&self) -> Option<f64> {
+        match self {
+            Arrival::Closed { .. } => None,
+            Arrival::Poisson { rate } | Arrival::Constant { rate } => Some(*rate),
+        }
+    }
+
+    /// When each of `count` measured requests is meant to start, counted from the first, for an
+    /// open loop (`None` for a closed loop, whose requests start when others finish).
+    pub fn schedule(&self, count: usize, seed: u64) -> Option<Vec<Duration>> {
+        match *self {
+            Arrival::Closed { .. } => None,
+            Arrival::Poisson { rate } => Some(poisson_schedule(rate, count, seed)),
+            Arrival::Constant { rate } => Some(constant_schedule(rate, count)),
         }
     }
 
@@ -63,6 +88,39 @@ impl Arrival {
             Arrival::Closed { concurrency: 1 } => "sequential".to_string(),
             Arrival::Closed { concurrency } => format!("{concurrency} concurrent"),
             Arrival::Poisson { rate } => format!("Poisson {rate} req/s"),
+            Arrival::Constant { rate } => format!("constant {rate} req/s"),
+        }
+    }
+}
+
+/// How an open-loop workload spaces its requests at its `rate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenLoop {
+    /// Exponential gaps, seeded: bursts and lulls, as independent users make.
+    #[default]
+    Poisson,
+    /// Request `i` at `i / rate` seconds.
+    Constant,
+}
+
+impl OpenLoop {
+    /// The names a config file or the command line uses.
+    pub const NAMES: &'static [&'static str] = &["poisson", "constant"];
+
+    /// Reads `poisson` or `constant`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "poisson" => Some(OpenLoop::Poisson),
+            "constant" => Some(OpenLoop::Constant),
+            _ => None,
+        }
+    }
+
+    /// The arrival process of this kind at `rate` requests per second.
+    pub fn at(self, rate: f64) -> Arrival {
+        match self {
+            OpenLoop::Poisson => Arrival::Poisson { rate },
+            OpenLoop::Constant => Arrival::Constant { rate },
         }
     }
 }
@@ -117,6 +175,7 @@ impl Workload {
             arrival: Arrival::Closed { concurrency },
             shared_prefix_tokens: 0,
             seed: DEFAULT_SEED,
+            goodput: None,
             prompts: None,
             check: None,
         }
@@ -187,9 +246,13 @@ impl Workload {
         }
         match self.arrival {
             Arrival::Closed { concurrency: 0 } => Err("concurrency must be at least 1".into()),
-            Arrival::Poisson { rate } if !(rate.is_finite() && rate >= MIN_RATE) => Err(format!(
-                "rate must be a number of requests per second of at least {MIN_RATE}, not {rate}"
-            )),
+            Arrival::Poisson { rate } | Arrival::Constant { rate }
+                if !(rate.is_finite() && rate >= MIN_RATE) =>
+            {
+                Err(format!(
+                    "rate must be a number of requests per second of at least {MIN_RATE}, not {rate}"
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -308,6 +371,15 @@ pub fn poisson_schedule(rate: f64, count: usize, seed: u64) -> Vec<Duration> {
     times
 }
 
+/// The start times of `count` requests sent at a steady `rate` requests per second: request `i`
+/// at `i / rate` seconds after the first.
+pub fn constant_schedule(rate: f64, count: usize) -> Vec<Duration> {
+    (0..count)
+        // Saturate rather than panic should a caller skip `validate`, as `poisson_schedule` does.
+        .map(|i| Duration::try_from_secs_f64(i as f64 / rate).unwrap_or(Duration::MAX))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,12 +473,31 @@ mod tests {
     }
 
     #[test]
+    fn constant_schedule_is_evenly_spaced() {
+        // 4 req/s: 0, 250, 500, 750 ms; 2.5 req/s: a request every 400 ms.
+        let ms = |times: Vec<Duration>| times.iter().map(|t| t.as_millis()).collect::<Vec<_>>();
+        assert_eq!(ms(constant_schedule(4.0, 4)), vec![0, 250, 500, 750]);
+        assert_eq!(ms(constant_schedule(2.5, 3)), vec![0, 400, 800]);
+        assert_eq!(
+            Arrival::Constant { rate: 4.0 }.schedule(2, 9),
+            Some(vec![Duration::ZERO, Duration::from_millis(250)])
+        );
+        assert_eq!(Arrival::Closed { concurrency: 2 }.schedule(2, 9), None);
+        assert_ne!(
+            Arrival::Constant { rate: 4.0 }.schedule(10, 9),
+            Arrival::Poisson { rate: 4.0 }.schedule(10, 9)
+        );
+    }
+
+    #[test]
     fn validation_names_the_field() {
         let mut w = Workload::short_input();
         w.num_requests = 0;
         assert!(w.validate().unwrap_err().contains("num_requests"));
         let mut w = Workload::short_input();
         w.arrival = Arrival::Poisson { rate: -1.0 };
+        assert!(w.validate().unwrap_err().contains("rate"));
+        w.arrival = Arrival::Constant { rate: 0.0 };
         assert!(w.validate().unwrap_err().contains("rate"));
         let mut w = Workload::short_input();
         w.name = "../escape".into();

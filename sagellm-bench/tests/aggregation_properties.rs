@@ -53,6 +53,7 @@ fn record() -> impl Strategy<Value = RequestRecord> {
                     token_times_ms,
                     token_counts,
                     usage_tokens: usage,
+                    tokenizer_tokens: None,
                     error,
                 })
             },

@@ -182,6 +182,50 @@ fn open_loop_requests_start_on_schedule() {
 }
 
 #[test]
+fn constant_arrivals_start_every_one_over_rate_seconds() {
+    let mut w = Workload::short_input();
+    w.arrival = Arrival::Constant { rate: 4.0 };
+    w.num_requests = 6;
+    let r = run_one(MockConfig::default(), w.clone());
+    for (i, rec) in r.records.iter().enumerate() {
+        // Request i is meant for i / 4 s = 250 i ms, exactly.
+        assert_eq!(rec.scheduled_ms, Some(250.0 * i as f64), "{rec:?}");
+        let lag = rec.start_ms - rec.scheduled_ms.unwrap();
+        assert!(lag >= 0.0, "negative lag {lag}");
+    }
+    // The same rate as a Poisson process gives another schedule.
+    w.arrival = Arrival::Poisson { rate: 4.0 };
+    let poisson = run_one(MockConfig::default(), w);
+    let times = |r: &WorkloadResult| -> Vec<Option<f64>> {
+        r.records.iter().map(|rec| rec.scheduled_ms).collect()
+    };
+    assert_ne!(times(&r), times(&poisson));
+}
+
+#[test]
+fn goodput_counts_the_requests_within_every_objective() {
+    // stress_test: eight requests see TTFT 89.92 ms and two 121.6 ms (see
+    // `concurrent_requests_queue_and_decode_slower_in_a_bigger_batch`); a 100 ms TTFT
+    // objective keeps eight of ten.
+    let mut w = Workload::stress_test();
+    w.goodput = Some(sagellm_bench::goodput::Slo::parse("ttft:100").unwrap());
+    let m = run_one(MockConfig::default(), w).metrics;
+    assert_eq!(m.goodput_fraction, Some(0.8));
+    assert!(close(m.request_goodput_rps.unwrap(), 8.0 / m.total_time_s));
+    assert_eq!(m.goodput_slo.unwrap().ttft_ms, Some(100.0));
+    // Once all ten decode together a step takes 12 ms, above a 10 ms TBT objective: none.
+    let mut w = Workload::stress_test();
+    w.goodput = Some(sagellm_bench::goodput::Slo::parse("ttft:100,tbt:10").unwrap());
+    assert_eq!(
+        run_one(MockConfig::default(), w).metrics.goodput_fraction,
+        Some(0.0)
+    );
+    // Without objectives there are no goodput figures.
+    let m = run_one(MockConfig::default(), Workload::stress_test()).metrics;
+    assert_eq!((m.request_goodput_rps, m.goodput_fraction), (None, None));
+}
+
+#[test]
 fn two_runs_are_identical() {
     let a = run_with(MockConfig::default(), &Workload::year1());
     let b = run_with(MockConfig::default(), &Workload::year1());

@@ -248,6 +248,79 @@ fn several_tokens_per_chunk_usage_in_the_last_chunk_and_a_chat_role_chunk() {
     }
 }
 
+/// A word-level tokenizer.json: one token per whitespace-separated word, as the test server's
+/// text ("tok tok tok ...") holds one word per token.
+fn word_tokenizer(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("tokenizer.json");
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": { "type": "WhitespaceSplit" },
+        "post_processor": null,
+        "decoder": null,
+        "model": { "type": "WordLevel", "vocab": { "[UNK]": 0, "tok": 1 }, "unk_token": "[UNK]" }
+    });
+    std::fs::write(&path, json.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn without_usage_a_tokenizer_counts_the_streamed_text() {
+    let server = TestServer::start(
+        Script {
+            ttft: Duration::from_millis(5),
+            itl: Duration::from_millis(2),
+            tokens_per_chunk: 4,
+            usage: UsagePlacement::Omitted,
+            ..Script::default()
+        },
+        1,
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let counter = sagellm_bench::token_counter::TokenCounter::load(&word_tokenizer(out.path()))
+        .expect("the test tokenizer loads");
+    assert_eq!(counter.count("tok tok tok "), Some(3));
+    let w = workload("counted", 3, 1, 32);
+    // Without a tokenizer: 8 chunks of 4 tokens count as 8.
+    let plain = run(config(&server), std::slice::from_ref(&w), out.path());
+    for r in plain[0].records.iter() {
+        assert_eq!(r.output_tokens_source, TokenCountSource::Stream);
+        assert_eq!((r.output_tokens, r.usage_tokens), (8, None));
+    }
+    assert_eq!(
+        plain[0].metrics.sources.output_tokens,
+        sagellm_bench::metrics::OutputTokenSource::Stream
+    );
+    // With it: the text of 32 words counts 32, and TBT spreads the 7 chunk gaps of 2 ms over
+    // 31 token gaps.
+    let mut cfg = config(&server);
+    cfg.tokenizer = Some(Arc::new(counter));
+    let counted = run(cfg, &[w], out.path());
+    for r in counted[0].records.iter() {
+        assert!(r.success, "{:?}", r.error);
+        assert_eq!(r.output_tokens_source, TokenCountSource::Tokenizer);
+        assert_eq!((r.output_tokens, r.stream_tokens), (32, 8));
+        let tbt = r.tbt_ms.unwrap();
+        assert!((tbt - 14.0 / 31.0).abs() < 0.3, "TBT {tbt}");
+    }
+    let m = &counted[0].metrics;
+    assert_eq!(
+        m.sources.output_tokens,
+        sagellm_bench::metrics::OutputTokenSource::Tokenizer
+    );
+    assert_eq!(m.total_output_tokens, 3 * 32);
+    // The per-request file says which count each request used.
+    let line = std::fs::read_to_string(out.path().join("counted_requests.jsonl")).unwrap();
+    assert!(
+        line.contains("\"output_tokens_source\":\"tokenizer\""),
+        "{line}"
+    );
+}
+
 #[test]
 fn a_different_token_count_from_the_server_is_what_counts() {
     let server = TestServer::start(

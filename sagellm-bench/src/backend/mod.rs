@@ -16,6 +16,7 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
+use crate::token_counter::TokenCounter;
 use crate::workload::Workload;
 
 /// One request as the backend receives it.
@@ -196,6 +197,12 @@ pub trait Backend: Send + Sync {
     /// Called between warm-up and the measured requests, so engine statistics cover only the
     /// latter. Engine state (such as a warm prefix cache) is kept.
     async fn reset_statistics(&self) {}
+
+    /// A tokenizer to count the output of requests that finish without a usage report (see
+    /// `--tokenizer`); `None` (the default) counts the stream's events instead.
+    fn output_token_counter(&self) -> Option<&TokenCounter> {
+        None
+    }
 }
 
 /// The backends the CLI knows, including those not built yet.

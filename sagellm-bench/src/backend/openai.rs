@@ -38,6 +38,7 @@ use super::{
     Backend, BackendError, EngineFigures, ErrorKind, GenerationRequest, RequestError, StreamEvent,
     Usage,
 };
+use crate::token_counter::TokenCounter;
 use crate::workload::Workload;
 
 /// A named preset: where such a server listens by default and which metric names it exposes.
@@ -117,6 +118,9 @@ pub struct OpenAiConfig {
     pub no_metrics: bool,
     /// How often gauges (KV use, memory) are sampled during a workload.
     pub scrape_interval: Duration,
+    /// Counts the output of responses without a `usage` block (`--tokenizer`); without it they
+    /// count one token per streamed chunk.
+    pub tokenizer: Option<Arc<TokenCounter>>,
 }
 
 impl Default for OpenAiConfig {
@@ -132,6 +136,7 @@ impl Default for OpenAiConfig {
             metrics_url: None,
             no_metrics: false,
             scrape_interval: Duration::from_millis(250),
+            tokenizer: None,
         }
     }
 }
@@ -155,6 +160,7 @@ pub struct OpenAiBackend {
     settings: serde_json::Value,
     /// Output length asked for in the current workload, for the mismatch warning.
     asked: Mutex<usize>,
+    tokenizer: Option<Arc<TokenCounter>>,
 }
 
 /// What every request of the backend shares.
@@ -326,7 +332,11 @@ impl OpenAiBackend {
             "stall_timeout_s": config.stall_timeout.as_secs_f64(),
             "force_output_length": config.force_output_length,
             "metrics_url": if config.no_metrics { None } else { Some(metrics_url) },
-            "token_count": "usage.completion_tokens where the server sends it; else one token per content chunk",
+            "token_count": match &config.tokenizer {
+                Some(_) => "usage.completion_tokens where the server sends it; else the streamed text tokenized with `tokenizer`",
+                None => "usage.completion_tokens where the server sends it; else one token per content chunk",
+            },
+            "tokenizer": config.tokenizer.as_ref().map(|t| t.path().display().to_string()),
         });
         Ok(OpenAiBackend {
             preset,
@@ -344,6 +354,7 @@ impl OpenAiBackend {
             scraper,
             settings,
             asked: Mutex::new(0),
+            tokenizer: config.tokenizer.clone(),
         })
     }
 }
@@ -456,16 +467,25 @@ impl Backend for OpenAiBackend {
         .boxed()
     }
 
+    fn output_token_counter(&self) -> Option<&TokenCounter> {
+        self.tokenizer.as_deref()
+    }
+
     async fn finish_workload(&self) -> Result<EngineFigures, BackendError> {
         let c = &self.shared.counts;
         let finished = c.finished.load(Ordering::Relaxed);
         let without = c.without_usage.load(Ordering::Relaxed);
         let mismatch = c.length_mismatch.load(Ordering::Relaxed);
         let asked = *self.asked.lock().unwrap_or_else(|e| e.into_inner());
-        if without > 0 {
-            tracing::warn!(
-                "{without} of {finished} requests ended without a usage block; their output length is one token per streamed chunk, which undercounts chunks holding several tokens"
-            );
+        match (&self.tokenizer, without) {
+            (_, 0) => {}
+            (Some(tokenizer), _) => tracing::warn!(
+                "{without} of {finished} requests ended without a usage block; their output length was counted by tokenizing the streamed text with {}",
+                tokenizer.path().display()
+            ),
+            (None, _) => tracing::warn!(
+                "{without} of {finished} requests ended without a usage block; their output length is one token per streamed chunk, which undercounts chunks holding several tokens (give --tokenizer PATH to count them with the model's tokenizer.json)"
+            ),
         }
         if mismatch > 0 {
             tracing::warn!(

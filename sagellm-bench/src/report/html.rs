@@ -16,7 +16,7 @@ use tinytemplate::TinyTemplate;
 
 use super::files::{prepare_dir, write_atomically};
 use super::svg::{self, file_stem, Chart};
-use super::{sources_note, Report, ReportError, KEY_ROWS};
+use super::{rows_for, sources_note, Report, ReportError};
 use crate::record::{Records, RequestRecord};
 use crate::runner::WorkloadResult;
 use crate::summary::{Provenance, Summary};
@@ -255,8 +255,8 @@ pub fn render(summary: &Summary, records: &IndexMap<String, Records>, charts: &[
         successful_requests: o.successful_requests,
         failed_requests: o.failed_requests,
         failed_class: if o.failed_requests > 0 { "bad" } else { "" },
-        rows: KEY_ROWS
-            .iter()
+        rows: rows_for(summary)
+            .into_iter()
             .map(|(label, value)| Row {
                 label: label.to_string(),
                 values: summary.workloads.values().map(value).collect(),

@@ -6,7 +6,7 @@ use serde::Serialize;
 use tinytemplate::TinyTemplate;
 
 use super::svg::{run_chart_names, workload_chart_names};
-use super::{incomplete_note, sources_note, KEY_ROWS};
+use super::{incomplete_note, rows_for, sources_note};
 use crate::summary::Summary;
 
 const TEMPLATE: &str = "# Benchmark report
@@ -99,8 +99,8 @@ pub fn render_with_charts(summary: &Summary, charts_dir: Option<&Path>) -> Strin
         start_time_utc: cell(&p.start_time_utc),
         host: cell(&p.host),
         workloads: summary.workloads.keys().map(|k| cell(k)).collect(),
-        rows: KEY_ROWS
-            .iter()
+        rows: rows_for(summary)
+            .into_iter()
             .map(|(label, value)| Row {
                 label: label.to_string(),
                 values: summary

@@ -158,6 +158,53 @@ pub(crate) const KEY_ROWS: &[(&str, Formatter)] = &[
     ("Wall time (s)", |m| format!("{:.3}", m.total_time_s)),
 ];
 
+/// The rows of goodput figures, shown when some workload has them.
+const GOODPUT_ROWS: &[(&str, Formatter)] = &[
+    ("Goodput (req/s / % of requests)", |m| {
+        match (m.request_goodput_rps, m.goodput_fraction) {
+            (Some(rps), Some(fraction)) => format!("{rps:.3} / {:.1}%", fraction * 100.0),
+            _ => "-".to_string(),
+        }
+    }),
+    ("Goodput SLO (ms)", |m| {
+        m.goodput_slo
+            .map(|slo| slo_text(&slo))
+            .unwrap_or_else(|| "-".to_string())
+    }),
+];
+
+/// Objectives as the command line writes them, e.g. "ttft:200,e2el:5000".
+pub(crate) fn slo_text(slo: &crate::goodput::Slo) -> String {
+    [
+        ("ttft", slo.ttft_ms),
+        ("tbt", slo.tbt_ms),
+        ("e2el", slo.e2el_ms),
+    ]
+    .iter()
+    .filter_map(|(key, limit)| limit.map(|ms| format!("{key}:{ms}")))
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+/// The rows a summary's table shows: [`KEY_ROWS`], and the goodput rows when some workload
+/// measured goodput.
+pub(crate) fn rows_for(summary: &Summary) -> Vec<(&'static str, Formatter)> {
+    let mut rows = KEY_ROWS.to_vec();
+    if summary
+        .workloads
+        .values()
+        .any(|m| m.request_goodput_rps.is_some())
+    {
+        // After the request throughput, the figure goodput qualifies.
+        let at = rows
+            .iter()
+            .position(|(label, _)| label.starts_with("Request throughput"))
+            .map_or(rows.len(), |i| i + 1);
+        rows.splice(at..at, GOODPUT_ROWS.iter().copied());
+    }
+    rows
+}
+
 /// A warning line for a run that stopped early, or "" for a complete one.
 pub(crate) fn incomplete_note(summary: &Summary) -> String {
     if summary.complete {
@@ -196,6 +243,21 @@ pub(crate) fn sources_note(summary: &Summary) -> String {
         parts.push(format!("memory: {}", name(m.sources.memory)));
         parts.push(format!("KV cache: {}", name(m.sources.kv_cache)));
         parts.push(format!("speculation: {}", name(m.sources.speculative)));
+    }
+    // Output token counts can differ by workload (a server may send usage for some requests
+    // only); one word when they agree.
+    let mut counts: Vec<String> = Vec::new();
+    for m in summary.workloads.values() {
+        let source = serde_json::to_value(m.sources.output_tokens)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        if !counts.contains(&source) {
+            counts.push(source);
+        }
+    }
+    if !counts.is_empty() {
+        parts.push(format!("output tokens: {}", counts.join(" / ")));
     }
     parts.join(", ")
 }

@@ -3,7 +3,7 @@
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 
-use super::{incomplete_note, sources_note, Report, ReportError, KEY_ROWS};
+use super::{incomplete_note, rows_for, sources_note, Report, ReportError};
 use crate::summary::Summary;
 
 /// Renders the summary as a terminal table, with a header line and a footer of counts.
@@ -15,7 +15,7 @@ pub fn render(summary: &Summary) -> String {
     let mut header = vec![Cell::new("Metric")];
     header.extend(summary.workloads.keys().map(Cell::new));
     table.set_header(header);
-    for (label, value) in KEY_ROWS {
+    for (label, value) in rows_for(summary) {
         let mut row = vec![Cell::new(label)];
         row.extend(
             summary

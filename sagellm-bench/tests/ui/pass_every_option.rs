@@ -20,6 +20,11 @@ async fn open_loop(setup: &mut Setup) {
     setup.check(|r| if r.output_tokens > 0 { Ok(()) } else { Err("empty".into()) });
 }
 
+#[workload(rate = 2.5, arrival = "constant", requests = 3, ignore)]
+async fn steady(setup: &mut Setup) {
+    setup.check(|r| if r.output_tokens > 0 { Ok(()) } else { Err("empty".into()) });
+}
+
 #[workload]
 fn defaults() -> Result<(), std::io::Error> {
     Ok(())
