@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
+bin="${CARGO_TARGET_DIR:-target}/release/sagellm-benchmark"
 out=examples/sample_output
 rm -rf "$out"
-./target/release/sagellm-benchmark run --workload year1 --backend mock --quiet --output "$out"
-./target/release/sagellm-benchmark report --input "$out/benchmark_summary.json" --format markdown > "$out/REPORT.md"
+"$bin" run --workload year1 --backend mock --quiet --output "$out"
+"$bin" report --input "$out/benchmark_summary.json" --format markdown > "$out/REPORT.md"
 echo "wrote $out"
