@@ -8,6 +8,8 @@ cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/sagellm-benchmark"
 out=examples/sample_output
 rm -rf "$out"
-"$bin" run --workload year1 --backend mock --quiet --output "$out"
+# The summary records the command; name the binary as the default target folder does, whatever
+# CARGO_TARGET_DIR is, so the committed files do not carry a local path.
+(exec -a ./target/release/sagellm-benchmark "$bin" run --workload year1 --backend mock --quiet --output "$out")
 "$bin" report --input "$out/benchmark_summary.json" --format markdown > "$out/REPORT.md"
 echo "wrote $out"

@@ -16,7 +16,10 @@ cd "$(dirname "$0")/.."
 mode=${1:-mock}
 shift || true
 target=${CARGO_TARGET_DIR:-target}
-cargo build --release --quiet -p sagellm-benchmark -p sagellm-test-server
+# Built one package at a time: built together, their features unify differently from a plain
+# `cargo build --release` and every dependency is rebuilt.
+cargo build --release --quiet
+cargo build --release --quiet -p sagellm-test-server
 bin="$target/release/sagellm-benchmark"
 work=$(mktemp -d)
 server_pid=
