@@ -597,7 +597,7 @@ fn report(args: ReportArgs) -> Result<(), String> {
         Format::Html => {
             let saved = SavedRun::load(input).map_err(|e| e.to_string())?;
             let dir = args.output.clone().unwrap_or_else(|| saved.dir.clone());
-            let index = html::write_report(&dir, &saved.summary, &saved.records)
+            let index = html::write_report(&dir, &saved.summary, &saved.samples)
                 .map_err(|e| e.to_string())?;
             format!("HTML report written to {}\n", index.display())
         }
@@ -661,19 +661,19 @@ fn compare_with_baseline(
     };
     let mut comparisons = Vec::new();
     for (name, metrics) in &new_run.summary.workloads {
-        let (Some(old_metrics), Some(old_records)) = (
+        let (Some(old_metrics), Some(old_samples)) = (
             old_run.summary.workloads.get(name),
-            old_run.records.get(name),
+            old_run.samples.get(name),
         ) else {
             continue;
         };
         let base = baseline::Saved {
             metrics: old_metrics.clone(),
-            records: old_records.clone(),
+            samples: old_samples.clone(),
         };
         let new = baseline::Saved {
             metrics: metrics.clone(),
-            records: new_run.records.get(name).cloned().unwrap_or_default(),
+            samples: new_run.samples.get(name).cloned().unwrap_or_default(),
         };
         comparisons.push(baseline::compare(&base, &new, &settings));
     }
@@ -704,10 +704,10 @@ fn write_overlays(dir: &std::path::Path, summaries: &[(String, PathBuf)]) -> Res
     };
     let labels: Vec<&str> = runs.iter().map(|(n, _)| *n).collect();
     let context = format!("runs: {}", labels.join(" vs "));
-    for workload in first.records.keys() {
-        let sets: Vec<(&str, &[sagellm_bench::record::RequestRecord])> = runs
+    for workload in first.samples.keys() {
+        let sets: Vec<(&str, &sagellm_bench::samples::WorkloadSamples)> = runs
             .iter()
-            .filter_map(|(name, run)| run.records.get(workload).map(|r| (*name, r.as_slice())))
+            .filter_map(|(name, run)| run.samples.get(workload).map(|s| (*name, s.as_ref())))
             .collect();
         if sets.len() < 2 {
             continue;

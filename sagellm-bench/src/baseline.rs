@@ -1,6 +1,7 @@
 //! Saving, loading and comparing runs.
 //!
-//! A saved run of one workload is its metrics and its per-request records. Two runs are compared
+//! A saved run of one workload is its metrics and its per-request records; compared, it is read
+//! back as its metrics and the samples of its records. Two runs are compared
 //! metric by metric: the relative change of the statistic, a 95% confidence interval for it from
 //! a seeded bootstrap over the per-request samples (each run resampled with replacement, 2,000
 //! times), and a verdict. The verdict is a regression (or an improvement) only when the whole
@@ -16,24 +17,25 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{percentile, WorkloadMetrics};
-use crate::record::{Records, RequestRecord};
-use crate::report::files::{load_requests, write_json, write_jsonl_atomically};
+use crate::record::RequestRecord;
+use crate::report::files::{load_samples, write_atomically_with, write_json, RequestsLog};
 use crate::report::ReportError;
 use crate::runner::WorkloadResult;
+use crate::samples::{RequestSample, Samples};
 use std::sync::Arc;
 
 /// One workload's saved results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Saved {
     pub metrics: WorkloadMetrics,
-    pub records: Records,
+    pub samples: Samples,
 }
 
 impl From<&WorkloadResult> for Saved {
     fn from(result: &WorkloadResult) -> Self {
         Saved {
             metrics: result.metrics.clone(),
-            records: result.records.clone(),
+            samples: result.samples.clone(),
         }
     }
 }
@@ -46,12 +48,46 @@ pub fn baseline_dir(root: &Path, workload: &str, name: &str) -> PathBuf {
     root.join(workload).join(name)
 }
 
-/// Writes a saved run into `dir` (metrics.json and requests.jsonl).
-pub fn save(dir: &Path, saved: &Saved) -> Result<(), ReportError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| ReportError(format!("cannot create {}: {e}", dir.display())))?;
-    write_json(&dir.join(METRICS_FILE), &saved.metrics)?;
-    write_jsonl_atomically(&dir.join(REQUESTS_FILE), &saved.records)
+/// A workload's baseline files being written into one folder as the run goes: each record is
+/// appended to requests.jsonl as its request finishes, and metrics.json comes at the end.
+pub struct BaselineFiles {
+    dir: PathBuf,
+    requests: RequestsLog,
+}
+
+impl BaselineFiles {
+    /// Creates `dir` and an empty requests.jsonl in it.
+    pub fn create(dir: &Path) -> Result<Self, ReportError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ReportError(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(BaselineFiles {
+            dir: dir.to_path_buf(),
+            requests: RequestsLog::create(dir.join(REQUESTS_FILE))?,
+        })
+    }
+
+    pub fn append(&mut self, record: &RequestRecord) -> Result<(), ReportError> {
+        self.requests.append(record)
+    }
+
+    /// Puts requests.jsonl in index order and writes metrics.json.
+    pub fn finish(self, metrics: &WorkloadMetrics) -> Result<(), ReportError> {
+        self.requests.finish()?;
+        write_json(&self.dir.join(METRICS_FILE), metrics)
+    }
+}
+
+/// Copies the saved run in `from` into `to` (each file atomically, the records line by line).
+pub fn copy(from: &Path, to: &Path) -> Result<(), ReportError> {
+    std::fs::create_dir_all(to)
+        .map_err(|e| ReportError(format!("cannot create {}: {e}", to.display())))?;
+    for name in [REQUESTS_FILE, METRICS_FILE] {
+        let source = from.join(name);
+        let mut file = std::fs::File::open(&source)
+            .map_err(|e| ReportError(format!("cannot read {}: {e}", source.display())))?;
+        write_atomically_with(&to.join(name), |w| std::io::copy(&mut file, w).map(|_| ()))?;
+    }
+    Ok(())
 }
 
 /// Reads a saved run from `dir`.
@@ -67,7 +103,7 @@ pub fn load_files(metrics: &Path, requests: &Path) -> Result<Saved, ReportError>
     };
     Ok(Saved {
         metrics: parse_metrics(&read(metrics)?, &metrics.display().to_string())?,
-        records: Arc::new(load_requests(requests)?),
+        samples: Arc::new(load_samples(requests)?),
     })
 }
 
@@ -77,7 +113,7 @@ pub fn parse_metrics(text: &str, name: &str) -> Result<WorkloadMetrics, ReportEr
         .map_err(|e| ReportError(format!("{name} is not a workload metrics file: {e}")))
 }
 
-/// Parses the text of a `requests.jsonl` file; `name` names it in errors.
+/// Parses the text of a `requests.jsonl` file into whole records; `name` names it in errors.
 pub fn parse_records(text: &str, name: &str) -> Result<Vec<RequestRecord>, ReportError> {
     crate::report::files::parse_requests(text, name)
 }
@@ -154,10 +190,10 @@ impl Comparison {
 }
 
 /// What a statistic is computed from.
-enum Samples {
+enum Basis {
     /// One value per successful request, through `stat`.
     PerRequest {
-        values: fn(&RequestRecord) -> Option<f64>,
+        values: fn(&RequestSample) -> Option<f64>,
         stat: fn(&mut [f64]) -> f64,
     },
     /// One 0/1 value per request: its failure; the statistic is the mean (the error rate).
@@ -169,7 +205,7 @@ enum Samples {
 struct KeyMetric {
     label: &'static str,
     higher_is_better: bool,
-    samples: Samples,
+    basis: Basis,
 }
 
 fn mean(v: &mut [f64]) -> f64 {
@@ -190,52 +226,52 @@ const KEY_METRICS: &[KeyMetric] = &[
     KeyMetric {
         label: "TTFT p50 (ms)",
         higher_is_better: false,
-        samples: Samples::PerRequest {
-            values: |r| r.ttft_ms,
+        basis: Basis::PerRequest {
+            values: RequestSample::ttft_ms,
             stat: p50,
         },
     },
     KeyMetric {
         label: "TTFT p99 (ms)",
         higher_is_better: false,
-        samples: Samples::PerRequest {
-            values: |r| r.ttft_ms,
+        basis: Basis::PerRequest {
+            values: RequestSample::ttft_ms,
             stat: p99,
         },
     },
     KeyMetric {
         label: "TBT avg (ms)",
         higher_is_better: false,
-        samples: Samples::PerRequest {
-            values: |r| r.tbt_ms,
+        basis: Basis::PerRequest {
+            values: RequestSample::tbt_ms,
             stat: mean,
         },
     },
     KeyMetric {
         label: "TPOT avg (ms)",
         higher_is_better: false,
-        samples: Samples::PerRequest {
-            values: |r| r.tpot_ms,
+        basis: Basis::PerRequest {
+            values: RequestSample::tpot_ms,
             stat: mean,
         },
     },
     KeyMetric {
         label: "Throughput avg (tok/s)",
         higher_is_better: true,
-        samples: Samples::PerRequest {
-            values: |r| r.throughput_tps,
+        basis: Basis::PerRequest {
+            values: RequestSample::throughput_tps,
             stat: mean,
         },
     },
     KeyMetric {
         label: "Error rate",
         higher_is_better: false,
-        samples: Samples::Failures,
+        basis: Basis::Failures,
     },
     KeyMetric {
         label: "Peak memory (MB)",
         higher_is_better: false,
-        samples: Samples::Single(|m| m.peak_mem_mb),
+        basis: Basis::Single(|m| m.peak_mem_mb),
     },
 ];
 
@@ -260,16 +296,17 @@ fn compare_one(
     rng: &mut ChaCha8Rng,
 ) -> MetricChange {
     let noise = settings.noise_threshold;
-    let (base_value, new_value, change, ci) = match &key.samples {
-        Samples::Single(value) => {
+    let (base_value, new_value, change, ci) = match &key.basis {
+        Basis::Single(value) => {
             let (b, n) = (value(&base.metrics), value(&new.metrics));
             (b, n, relative(b, n), None)
         }
-        Samples::PerRequest { values, stat } => {
+        Basis::PerRequest { values, stat } => {
             let pick = |s: &Saved| -> Vec<f64> {
-                s.records
+                s.samples
+                    .requests()
                     .iter()
-                    .filter(|r| r.success)
+                    .filter(|r| r.success())
                     .filter_map(values)
                     .collect()
             };
@@ -281,11 +318,12 @@ fn compare_one(
             let ci = bootstrap(&b, &n, *stat, relative, settings.resamples, rng);
             (bv, nv, relative(bv, nv), ci)
         }
-        Samples::Failures => {
+        Basis::Failures => {
             let pick = |s: &Saved| -> Vec<f64> {
-                s.records
+                s.samples
+                    .requests()
                     .iter()
-                    .map(|r| if r.success { 0.0 } else { 1.0 })
+                    .map(|r| if r.success() { 0.0 } else { 1.0 })
                     .collect()
             };
             let (b, n) = (pick(base), pick(new));
@@ -478,9 +516,18 @@ mod tests {
     use crate::backend::EngineFigures;
     use crate::metrics::{aggregate, WallClock};
     use crate::record::RawRequest;
+    use crate::samples::WorkloadSamples;
 
     /// A run whose requests have these TTFTs and then 9 tokens 10 ms apart.
     fn run(ttfts: &[f64], scale: f64) -> Saved {
+        let (metrics, records) = run_records(ttfts, scale);
+        Saved {
+            metrics,
+            samples: Arc::new(WorkloadSamples::from_records(&records)),
+        }
+    }
+
+    fn run_records(ttfts: &[f64], scale: f64) -> (WorkloadMetrics, Vec<RequestRecord>) {
         let records: Vec<RequestRecord> = ttfts
             .iter()
             .enumerate()
@@ -504,10 +551,7 @@ mod tests {
             total_time_s: 2.0,
         };
         let metrics = aggregate("w", "mock", "m", &records, wall, &EngineFigures::default());
-        Saved {
-            metrics,
-            records: Arc::new(records),
-        }
+        (metrics, records)
     }
 
     const TTFTS: &[f64] = &[10.0, 12.0, 11.0, 13.0, 9.0, 10.5, 11.5, 12.5, 9.5, 10.0];
@@ -576,11 +620,20 @@ mod tests {
     }
 
     #[test]
-    fn save_and_load_round_trip() {
+    fn save_copy_and_load_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let a = run(TTFTS, 1.0);
-        save(dir.path(), &a).unwrap();
-        assert_eq!(load(dir.path()).unwrap(), a);
+        let (metrics, records) = run_records(TTFTS, 1.0);
+        let mut files = BaselineFiles::create(&dir.path().join("new")).unwrap();
+        // Appended in completion order, not index order.
+        for r in records.iter().rev() {
+            files.append(r).unwrap();
+        }
+        files.finish(&metrics).unwrap();
+        copy(&dir.path().join("new"), &dir.path().join("base")).unwrap();
+        let loaded = load(&dir.path().join("base")).unwrap();
+        assert_eq!(loaded, run(TTFTS, 1.0));
+        let text = std::fs::read_to_string(dir.path().join("base").join(REQUESTS_FILE)).unwrap();
+        assert_eq!(parse_records(&text, "requests.jsonl").unwrap(), records);
         assert!(load(&dir.path().join("missing")).is_err());
     }
 }

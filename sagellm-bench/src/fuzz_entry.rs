@@ -9,8 +9,9 @@ use crate::backend::openai::stream::{interpret, EventMeaning};
 use crate::backend::EngineFigures;
 use crate::baseline::{self, CompareSettings, Saved};
 use crate::config::Config;
-use crate::metrics::{aggregate, WallClock};
+use crate::metrics::{aggregate_samples, WallClock};
 use crate::report::{markdown, svg, table};
+use crate::samples::WorkloadSamples;
 use crate::setup::Prompts;
 use crate::summary::Summary;
 
@@ -81,17 +82,18 @@ pub fn saved_workload(bytes: &[u8]) {
         start_unix_s: 0.0,
         total_time_s: records.iter().map(|r| r.end_ms()).fold(0.0, f64::max) / 1000.0,
     };
-    let metrics = aggregate(
+    let samples = WorkloadSamples::from_records(&records);
+    let metrics = aggregate_samples(
         "fuzz",
         "mock",
         "m",
-        &records,
+        &samples,
         wall,
         &EngineFigures::default(),
     );
     let saved = Saved {
         metrics,
-        records: records.into(),
+        samples: samples.into(),
     };
     let settings = CompareSettings {
         resamples: 20,
@@ -99,7 +101,7 @@ pub fn saved_workload(bytes: &[u8]) {
     };
     let _ = baseline::compare(&saved, &saved, &settings);
     let run = svg::RunLabel("fuzz".into());
-    let _ = svg::workload_charts(&run, &saved.metrics, &saved.records);
+    let _ = svg::workload_charts(&run, &saved.metrics, &saved.samples);
 }
 
 /// A workload config file, as `run --config` reads it: parsed, every workload selected and

@@ -326,7 +326,7 @@ fn smoke_test(chosen: Vec<Declared>, filtered_out: usize, ignored: usize) -> u8 
             match collect
                 .0
                 .first()
-                .and_then(|r| r.records.iter().find_map(|r| r.error.clone()))
+                .and_then(|r| r.samples.failures().first().map(|f| f.error.clone()))
             {
                 Some(error) => Err(format!("the request failed: {error}")),
                 None => Ok(()),
@@ -441,9 +441,10 @@ fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
         reports.0.push(Box::new(ProgressBars::on_stderr()));
         reports.0.push(Box::new(TablePrinter));
     }
-    reports
-        .0
-        .push(Box::new(BaselineWriter { root: root.clone() }));
+    reports.0.push(Box::new(BaselineWriter {
+        root: root.clone(),
+        writing: None,
+    }));
     {
         let mut both = Both(&mut reports, &mut collect);
         let control = RunControl {
@@ -483,8 +484,10 @@ fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
     // `--baseline` compares only; otherwise the run becomes the baseline it was compared with.
     if args.baseline.is_none() {
         for result in &collect.0 {
-            let dir = baseline::baseline_dir(&root, &result.workload.name, &compare_with);
-            baseline::save(&dir, &Saved::from(result)).map_err(|e| e.to_string())?;
+            let name = &result.workload.name;
+            let saved = baseline::baseline_dir(&root, name, NEW_RUN);
+            let dir = baseline::baseline_dir(&root, name, &compare_with);
+            baseline::copy(&saved, &dir).map_err(|e| e.to_string())?;
         }
     }
     if !args.quiet {
@@ -532,8 +535,8 @@ fn write_overlays(
     new: &WorkloadResult,
 ) -> Result<(), String> {
     let sets = [
-        (base_name, base.records.as_slice()),
-        ("new", new.records.as_slice()),
+        (base_name, base.samples.as_ref()),
+        ("new", new.samples.as_ref()),
     ];
     let context = format!("{workload}: baseline `{base_name}` against this run");
     let charts = crate::report::svg::overlay_charts(&sets, &context).map_err(|e| e.to_string())?;
@@ -582,15 +585,38 @@ fn verdict(args: &Args, comparisons: &[baseline::Comparison], base_name: &str) -
     }
 }
 
-/// Writes each workload's results to `<root>/<workload>/new/`.
+/// The baseline name each workload's latest results are written under.
+const NEW_RUN: &str = "new";
+
+/// Writes each workload's results to `<root>/<workload>/new/`, its records as they arrive.
 struct BaselineWriter {
     root: PathBuf,
+    writing: Option<baseline::BaselineFiles>,
 }
 
 impl Report for BaselineWriter {
+    fn workload_started(&mut self, workload: &Workload) -> Result<(), ReportError> {
+        let dir = baseline::baseline_dir(&self.root, &workload.name, NEW_RUN);
+        self.writing = Some(baseline::BaselineFiles::create(&dir)?);
+        Ok(())
+    }
+
+    fn request_finished(
+        &mut self,
+        _: &Workload,
+        record: &crate::record::RequestRecord,
+    ) -> Result<(), ReportError> {
+        match &mut self.writing {
+            Some(files) => files.append(record),
+            None => Ok(()),
+        }
+    }
+
     fn workload_finished(&mut self, result: &WorkloadResult) -> Result<(), ReportError> {
-        let dir = baseline::baseline_dir(&self.root, &result.workload.name, "new");
-        baseline::save(&dir, &Saved::from(result))
+        match self.writing.take() {
+            Some(files) => files.finish(&result.metrics),
+            None => Ok(()),
+        }
     }
 }
 

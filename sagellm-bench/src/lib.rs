@@ -2,9 +2,11 @@
 //!
 //! A run takes [workloads](workload::Workload), sends their requests to a
 //! [backend](backend::Backend) through the [runner], which stamps every streamed token on the
-//! backend's [clock](clock::Clock), keeps a [raw record](record::RequestRecord) per request,
-//! [aggregates](metrics) them, and hands the results to [reporters](report) that write the
-//! documented JSON files and print tables. See `docs/METRICS.md` for every definition.
+//! backend's [clock](clock::Clock), hands a [raw record](record::RequestRecord) per request to
+//! [reporters](report) (which stream it to disk), keeps a compact
+//! [sample](samples::RequestSample) of it, [aggregates](metrics) the samples, and hands the
+//! results to the reporters, which write the documented JSON files and print tables. See
+//! `docs/METRICS.md` for every definition.
 
 pub mod backend;
 pub mod baseline;
@@ -14,14 +16,17 @@ pub mod config;
 pub mod goodput;
 mod harness;
 pub mod interrupt;
+pub mod itl;
 pub mod load;
 mod memory;
 pub mod metrics;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod samples;
 mod setup;
 pub mod summary;
+pub mod time_bins;
 pub mod token_counter;
 pub mod workload;
 

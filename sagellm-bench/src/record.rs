@@ -3,14 +3,9 @@
 //! Times are milliseconds. `start_ms` counts from the workload's start; every other time counts
 //! from the request's own `t0`, the moment it was handed to the backend.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
 use crate::backend::RequestError;
-
-/// A workload's records, shared rather than copied between the reporters that keep them.
-pub type Records = Arc<Vec<RequestRecord>>;
 
 /// One request, as measured. Written one per line to `<workload>_requests.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,27 +109,9 @@ impl RequestRecord {
         };
         record.ttft_ms = Some(first);
         record.e2el_ms = Some(done);
-        let n = record.output_tokens;
-        if n >= 2 {
-            record.tbt_ms = Some((done - first) / (n - 1) as f64);
-        }
-        if n >= 1 {
-            record.tpot_ms = Some(done / n as f64);
-            if done > 0.0 {
-                record.throughput_tps = Some(n as f64 / (done / 1000.0));
-            }
-        }
+        (record.tbt_ms, record.tpot_ms, record.throughput_tps) =
+            per_token_metrics(first, done, record.output_tokens);
         record
-    }
-
-    /// The figures latency objectives (goodput) are checked against.
-    pub fn latency(&self) -> crate::goodput::RequestLatency {
-        crate::goodput::RequestLatency {
-            success: self.success,
-            ttft_ms: self.ttft_ms,
-            tbt_ms: self.tbt_ms,
-            e2el_ms: self.e2el_ms,
-        }
     }
 
     /// The gaps between consecutive content events, in milliseconds.
@@ -146,6 +123,20 @@ impl RequestRecord {
     pub fn end_ms(&self) -> f64 {
         self.start_ms + self.finish_ms
     }
+}
+
+/// TBT, TPOT and throughput of a request whose first and last content events came `ttft_ms` and
+/// `e2el_ms` after its `t0` and which produced `n` tokens, as [`RequestRecord::new`] defines
+/// them; `None` where undefined.
+pub fn per_token_metrics(
+    ttft_ms: f64,
+    e2el_ms: f64,
+    n: usize,
+) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let tbt = (n >= 2).then(|| (e2el_ms - ttft_ms) / (n - 1) as f64);
+    let tpot = (n >= 1).then(|| e2el_ms / n as f64);
+    let throughput = (n >= 1 && e2el_ms > 0.0).then(|| n as f64 / (e2el_ms / 1000.0));
+    (tbt, tpot, throughput)
 }
 
 /// The stamps the runner takes for one request, before any metric is derived.

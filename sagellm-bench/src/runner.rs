@@ -19,8 +19,9 @@ use crate::clock::{Clock, Stalled};
 use crate::interrupt::Interrupt;
 use crate::memory::MemorySampler;
 use crate::metrics::{self, WallClock, WorkloadMetrics};
-use crate::record::{RawRequest, Records, RequestRecord};
+use crate::record::{RawRequest, RequestRecord};
 use crate::report::Report;
+use crate::samples::{RequestSample, Samples, WorkloadSamples};
 use crate::setup::Response;
 use crate::summary::{Provenance, Summary};
 use crate::workload::{Arrival, Workload};
@@ -30,8 +31,9 @@ use crate::workload::{Arrival, Workload};
 pub struct WorkloadResult {
     pub workload: Workload,
     pub metrics: WorkloadMetrics,
-    /// The measured requests, in index order.
-    pub records: Records,
+    /// What was kept of the measured requests (per-request samples in index order, the pooled
+    /// inter-token gaps, the charts' series); the full records are in the reporters' files.
+    pub samples: Samples,
 }
 
 /// Why a run stopped before finishing its workloads.
@@ -179,7 +181,9 @@ pub async fn run_workload_with(
         tx,
         interrupt.clone(),
     ));
-    let mut records = Vec::with_capacity(workload.num_requests);
+    // Each record goes to the reporters (which write it to disk), leaves its sample here, and
+    // is dropped: memory grows by a sample a request, not by the request's tokens.
+    let mut samples = WorkloadSamples::with_capacity(workload.num_requests);
     // After an interrupt, requests in flight get `grace` to finish; then they are abandoned.
     let mut grace: Option<std::pin::Pin<Box<crate::clock::Sleep>>> = None;
     loop {
@@ -192,12 +196,12 @@ pub async fn run_workload_with(
             }
             _ = async { grace.as_mut().expect("guarded").await }, if grace.is_some() => {
                 driver.abort();
-                let abandoned = workload.num_requests.saturating_sub(records.len());
+                let abandoned = workload.num_requests.saturating_sub(samples.requests().len());
                 tracing::warn!(workload = %workload.name, "grace period over: {abandoned} requests not recorded");
                 // Keep whatever finished before the abort landed.
                 while let Ok(record) = rx.try_recv() {
                     reporter.request_finished(workload, &record)?;
-                    records.push(record);
+                    samples.add(&record);
                 }
                 break;
             }
@@ -213,12 +217,12 @@ pub async fn run_workload_with(
             "request finished"
         );
         reporter.request_finished(workload, &record)?;
-        records.push(record);
+        samples.add(&record);
     }
     // The channel closes only when every sender, and so every request task, is gone.
     let _ = driver.await;
     let complete = !interrupt.is_requested();
-    records.sort_by_key(|r| r.index);
+    samples.sort_by_index();
 
     let mut engine = backend.finish_workload().await?;
     if let Some(sampler) = sampler {
@@ -226,11 +230,12 @@ pub async fn run_workload_with(
             engine.memory = Some(sampler.stop());
         }
     }
-    let first_send = records
+    let requests = samples.requests();
+    let first_send = requests
         .iter()
-        .map(|r| r.start_ms)
+        .map(|r| r.start_ms())
         .fold(f64::INFINITY, f64::min);
-    let last_end = records.iter().map(|r| r.end_ms()).fold(0.0, f64::max);
+    let last_end = requests.iter().map(|r| r.end_ms()).fold(0.0, f64::max);
     let first_send = if first_send.is_finite() {
         first_send
     } else {
@@ -240,22 +245,22 @@ pub async fn run_workload_with(
         start_unix_s: started_unix + first_send / 1000.0,
         total_time_s: (last_end - first_send).max(0.0) / 1000.0,
     };
-    let mut metrics = metrics::aggregate(
+    let mut metrics = metrics::aggregate_samples(
         &workload.name,
         backend.name(),
         backend.model(),
-        &records,
+        &samples,
         wall,
         &engine,
     );
     metrics.complete = complete;
     if let Some(slo) = &workload.goodput {
-        metrics.set_goodput(slo, records.iter().map(RequestRecord::latency));
+        metrics.set_goodput(slo, samples.requests().iter().map(RequestSample::latency));
     }
     Ok(WorkloadResult {
         workload: workload.clone(),
         metrics,
-        records: Arc::new(records),
+        samples: Arc::new(samples),
     })
 }
 

@@ -76,7 +76,8 @@ impl Provenance {
             start_time: unix,
             start_time_utc: humantime::format_rfc3339_seconds(now).to_string(),
             command: std::env::args().collect::<Vec<_>>().join(" "),
-            percentile_method: "linear interpolation between order statistics (numpy default)"
+            percentile_method: "linear interpolation between order statistics (numpy default); \
+                                ITL order statistics read from an HDR histogram, within 0.05%"
                 .to_string(),
         }
     }

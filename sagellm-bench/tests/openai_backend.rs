@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use sagellm_bench::backend::openai::{Api, OpenAiBackend, OpenAiConfig};
 use sagellm_bench::backend::{ErrorKind, FigureSource};
-use sagellm_bench::record::TokenCountSource;
+use sagellm_bench::metrics::WorkloadMetrics;
+use sagellm_bench::record::{RequestRecord, TokenCountSource};
 use sagellm_bench::report::files::JsonFiles;
 use sagellm_bench::report::{Report, ReportError, Reports};
 use sagellm_bench::runner::WorkloadResult;
@@ -27,13 +28,40 @@ use sagellm_bench::summary::Provenance;
 use sagellm_bench::{Arrival, Workload};
 use sagellm_test_server::{Fault, Script, TestServer, UsagePlacement};
 
-/// Keeps every workload's result for the assertions.
+/// A workload's metrics and its full records, in index order.
+#[derive(Clone)]
+struct Measured {
+    workload: Workload,
+    metrics: WorkloadMetrics,
+    records: Vec<RequestRecord>,
+}
+
+/// Keeps every workload's metrics and records (which the runner hands to reporters and drops)
+/// for the assertions.
 #[derive(Default)]
-struct Collect(Arc<std::sync::Mutex<Vec<WorkloadResult>>>);
+struct Collect {
+    done: Arc<std::sync::Mutex<Vec<Measured>>>,
+    records: Vec<RequestRecord>,
+}
 
 impl Report for Collect {
+    fn request_finished(
+        &mut self,
+        _: &Workload,
+        record: &RequestRecord,
+    ) -> Result<(), ReportError> {
+        self.records.push(record.clone());
+        Ok(())
+    }
+
     fn workload_finished(&mut self, result: &WorkloadResult) -> Result<(), ReportError> {
-        self.0.lock().unwrap().push(result.clone());
+        let mut records = std::mem::take(&mut self.records);
+        records.sort_by_key(|r| r.index);
+        self.done.lock().unwrap().push(Measured {
+            workload: result.workload.clone(),
+            metrics: result.metrics.clone(),
+            records,
+        });
         Ok(())
     }
 }
@@ -57,10 +85,10 @@ fn config(server: &TestServer) -> OpenAiConfig {
 }
 
 /// Runs `workloads` and returns their results; also writes the JSON files into `out`.
-fn run(config: OpenAiConfig, workloads: &[Workload], out: &std::path::Path) -> Vec<WorkloadResult> {
+fn run(config: OpenAiConfig, workloads: &[Workload], out: &std::path::Path) -> Vec<Measured> {
     let backend = Arc::new(OpenAiBackend::connect("openai", config).expect("backend"));
     let collected = Collect::default();
-    let results = collected.0.clone();
+    let results = collected.done.clone();
     let mut reports = Reports(vec![Box::new(JsonFiles::new(out)), Box::new(collected)]);
     let provenance = Provenance::now("openai", "test-model", serde_json::Value::Null);
     sagellm_bench::run(backend, workloads, provenance, &mut reports).expect("run");

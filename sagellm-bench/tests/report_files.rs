@@ -173,10 +173,11 @@ fn report_html_regenerates_from_the_saved_json_alone() {
 
     let saved = SavedRun::load(&dir.path().join("benchmark_summary.json")).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let index = html::write_report(out.path(), &saved.summary, &saved.records).unwrap();
+    let index = html::write_report(out.path(), &saved.summary, &saved.samples).unwrap();
     assert_eq!(index, out.path().join("index.html"));
     assert_eq!(files_with_extension(out.path(), ".svg"), charts);
-    // Drawn from the same records, the page is the same, byte for byte.
+    // Drawn from the samples of the same records (kept as they arrived, or read back from the
+    // file), the page is the same, byte for byte.
     assert_eq!(std::fs::read_to_string(index).unwrap(), first);
 }
 
@@ -187,12 +188,12 @@ fn a_hostile_workload_name_in_a_saved_summary_is_escaped_and_kept_in_its_folder(
     let mut saved = SavedRun::load(&dir.path().join("benchmark_summary.json")).unwrap();
     let hostile = "../<b onmouseover=alert(1)>x</b>";
     let (_, metrics) = saved.summary.workloads.shift_remove_index(0).unwrap();
-    let (_, records) = saved.records.shift_remove_index(0).unwrap();
+    let (_, samples) = saved.samples.shift_remove_index(0).unwrap();
     saved.summary.workloads.insert(hostile.to_string(), metrics);
-    saved.records.insert(hostile.to_string(), records);
+    saved.samples.insert(hostile.to_string(), samples);
 
     let out = tempfile::tempdir().unwrap();
-    let index = html::write_report(out.path(), &saved.summary, &saved.records).unwrap();
+    let index = html::write_report(out.path(), &saved.summary, &saved.samples).unwrap();
     let page = std::fs::read_to_string(index).unwrap();
     assert!(!page.contains("<b onmouseover"));
     assert!(page.contains("&lt;b onmouseover=alert(1)&gt;x&lt;"));
@@ -215,8 +216,8 @@ fn distributions_of_two_runs_overlay_on_one_chart() {
     let chart = overlay_cdf(
         Distribution::Ttft,
         &[
-            ("baseline", &ra.records["stress_test"]),
-            ("new", &rb.records["stress_test"]),
+            ("baseline", ra.samples["stress_test"].as_ref()),
+            ("new", rb.samples["stress_test"].as_ref()),
         ],
         "stress_test: baseline against new",
     )

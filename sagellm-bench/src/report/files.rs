@@ -2,15 +2,16 @@
 //! `benchmark_summary.json`, each written atomically (to a temporary file, then renamed), so an
 //! interrupted run never leaves a half-written file.
 
-use std::io::Write;
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
 use super::{Report, ReportError};
 use crate::metrics::WorkloadMetrics;
-use crate::record::{Records, RequestRecord};
+use crate::record::RequestRecord;
 use crate::runner::WorkloadResult;
+use crate::samples::{Samples, WorkloadSamples};
 use crate::summary::{Provenance, Summary};
 use crate::workload::Workload;
 
@@ -19,15 +20,15 @@ pub const SUMMARY_FILE: &str = "benchmark_summary.json";
 
 /// Writes the documented JSON files into one folder.
 ///
-/// Records are appended to `<workload>_requests.jsonl` as each request finishes, so a killed
-/// process loses at most the requests in flight; when the workload ends the file is rewritten,
-/// atomically, in request order. After each workload `benchmark_summary.json` is rewritten with
+/// Records are appended to `<workload>_requests.jsonl` as each request finishes (a
+/// [`RequestsLog`]), so a killed process loses at most the requests in flight; when the
+/// workload ends the file is rewritten, atomically, in request order. After each workload `benchmark_summary.json` is rewritten with
 /// the workloads so far and `"complete": false`; the last write, at the end of the run, says
 /// whether the run completed.
 pub struct JsonFiles {
     dir: PathBuf,
     /// The requests file of the running workload, open for appending.
-    appending: Option<std::fs::File>,
+    appending: Option<RequestsLog>,
     provenance: Option<Provenance>,
     finished: IndexMap<String, WorkloadMetrics>,
 }
@@ -63,37 +64,27 @@ impl Report for JsonFiles {
     }
 
     fn workload_started(&mut self, workload: &Workload) -> Result<(), ReportError> {
-        let path = self.requests_path(&workload.name);
-        let file = std::fs::File::create(&path)
-            .map_err(|e| ReportError(format!("cannot write {}: {e}", path.display())))?;
-        self.appending = Some(file);
+        self.appending = Some(RequestsLog::create(self.requests_path(&workload.name))?);
         Ok(())
     }
 
     fn request_finished(
         &mut self,
-        workload: &Workload,
+        _workload: &Workload,
         record: &RequestRecord,
     ) -> Result<(), ReportError> {
-        if let Some(file) = &mut self.appending {
-            // One write per line: a kill can cut at most the last line short, which the loader
-            // reports by line number.
-            let line = records_to_jsonl(std::slice::from_ref(record))?;
-            file.write_all(&line).map_err(|e| {
-                ReportError(format!(
-                    "cannot append to {}: {e}",
-                    self.requests_path(&workload.name).display()
-                ))
-            })?;
+        match &mut self.appending {
+            Some(log) => log.append(record),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn workload_finished(&mut self, result: &WorkloadResult) -> Result<(), ReportError> {
-        self.appending = None;
         let name = &result.workload.name;
         write_json(&self.metrics_path(name), &result.metrics)?;
-        write_jsonl_atomically(&self.requests_path(name), &result.records)?;
+        if let Some(log) = self.appending.take() {
+            log.finish()?;
+        }
         self.finished.insert(name.clone(), result.metrics.clone());
         if let Some(provenance) = &self.provenance {
             let mut so_far = Summary::from_metrics(provenance.clone(), self.finished.clone());
@@ -110,15 +101,15 @@ impl Report for JsonFiles {
     }
 }
 
-/// A run read back from its folder: the summary and, per workload, the raw request records.
-/// Enough to draw every chart and write every report again without a re-run.
+/// A run read back from its folder: the summary and, per workload, the samples of its request
+/// records. Enough to draw every chart and write every report again without a re-run.
 #[derive(Debug, Clone)]
 pub struct SavedRun {
     /// The folder holding the files.
     pub dir: PathBuf,
     pub summary: Summary,
-    /// Workload name -> its records, in the summary's order.
-    pub records: IndexMap<String, Records>,
+    /// Workload name -> its samples, in the summary's order.
+    pub samples: IndexMap<String, Samples>,
 }
 
 impl SavedRun {
@@ -131,15 +122,15 @@ impl SavedRun {
             _ => PathBuf::from("."),
         };
         let files = JsonFiles::new(&dir);
-        let mut records = IndexMap::new();
+        let mut samples = IndexMap::new();
         for name in summary.workloads.keys() {
             let path = files.requests_path(&super::svg::file_stem(name));
-            records.insert(name.clone(), std::sync::Arc::new(load_requests(&path)?));
+            samples.insert(name.clone(), std::sync::Arc::new(load_samples(&path)?));
         }
         Ok(SavedRun {
             dir,
             summary,
-            records,
+            samples,
         })
     }
 }
@@ -154,44 +145,167 @@ pub fn records_to_jsonl(records: &[RequestRecord]) -> Result<Vec<u8>, ReportErro
     Ok(lines)
 }
 
-/// Reads a `<workload>_requests.jsonl` file.
+/// Reads a `<workload>_requests.jsonl` file into memory, every record whole.
 pub fn load_requests(path: &Path) -> Result<Vec<RequestRecord>, ReportError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let mut records = Vec::new();
+    read_requests_file(path, |r| records.push(r))?;
+    Ok(records)
+}
+
+/// Reads a `<workload>_requests.jsonl` file one line at a time, keeping only the samples of its
+/// records, so a long run's file is read back in as little memory as it was written.
+pub fn load_samples(path: &Path) -> Result<WorkloadSamples, ReportError> {
+    let mut samples = WorkloadSamples::default();
+    read_requests_file(path, |r| samples.add(&r))?;
+    samples.sort_by_index();
+    Ok(samples)
+}
+
+fn read_requests_file(path: &Path, each: impl FnMut(RequestRecord)) -> Result<(), ReportError> {
+    let cannot_read = |e: std::io::Error| {
         ReportError(format!(
             "cannot read {}: {e}; the charts and the HTML report are drawn from the request \
              records saved beside benchmark_summary.json, so keep that file with the summary or \
              re-run: sagellm-benchmark run",
             path.display()
         ))
-    })?;
-    parse_requests(&text, &path.display().to_string())
+    };
+    let file = std::fs::File::open(path).map_err(cannot_read)?;
+    for_each_request(
+        std::io::BufReader::new(file),
+        &path.display().to_string(),
+        each,
+    )
+    .map_err(|e| match e {
+        LineError::Io(e) => cannot_read(e),
+        LineError::Report(e) => e,
+    })
 }
 
 /// Parses the text of a `<workload>_requests.jsonl` file; `name` names it in errors.
 pub fn parse_requests(text: &str, name: &str) -> Result<Vec<RequestRecord>, ReportError> {
-    // A process killed while appending leaves its last line without a newline, perhaps cut
-    // short; such a line is the request that was being written, not damage elsewhere.
-    let cut_short = !text.is_empty() && !text.ends_with('\n');
-    let lines: Vec<&str> = text.lines().collect();
     let mut records = Vec::new();
-    for (n, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
+    for_each_request(text.as_bytes(), name, |r| records.push(r)).map_err(|e| match e {
+        LineError::Io(e) => ReportError(format!("cannot read {name}: {e}")),
+        LineError::Report(e) => e,
+    })?;
+    Ok(records)
+}
+
+enum LineError {
+    Io(std::io::Error),
+    Report(ReportError),
+}
+
+/// Hands every record of a requests file to `each`, one line at a time.
+fn for_each_request(
+    mut reader: impl BufRead,
+    name: &str,
+    mut each: impl FnMut(RequestRecord),
+) -> Result<(), LineError> {
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(LineError::Io)? == 0 {
+            return Ok(());
+        }
+        number += 1;
+        // A process killed while appending leaves its last line without a newline, perhaps
+        // cut short; such a line is the request that was being written, not damage elsewhere.
+        let cut_short = line.last() != Some(&b'\n');
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        match serde_json::from_str(line) {
-            Ok(record) => records.push(record),
-            Err(_) if cut_short && n + 1 == lines.len() => {
+        match serde_json::from_slice(&line) {
+            Ok(record) => each(record),
+            Err(_) if cut_short => {
                 tracing::warn!("{name}: ignoring the last line, cut short when the run was stopped");
             }
             Err(e) => {
-                return Err(ReportError(format!(
-                    "{name} line {}: not a request record ({e}); re-create it with sagellm-benchmark run",
-                    n + 1
-                )))
+                return Err(LineError::Report(ReportError(format!(
+                    "{name} line {number}: not a request record ({e}); re-create it with sagellm-benchmark run"
+                ))))
             }
         }
     }
-    Ok(records)
+}
+
+/// A `<workload>_requests.jsonl` being written: each record is appended as its request
+/// finishes, then [`RequestsLog::finish`] puts the lines in index order.
+///
+/// Only each line's position is kept in memory (24 bytes a request), never the records.
+pub struct RequestsLog {
+    path: PathBuf,
+    file: std::fs::File,
+    /// Bytes written so far.
+    written: u64,
+    lines: Vec<LinePosition>,
+}
+
+/// Where one request's line lies in the appended file.
+struct LinePosition {
+    index: usize,
+    offset: u64,
+    len: u64,
+}
+
+impl RequestsLog {
+    /// Creates (or empties) the file at `path`.
+    pub fn create(path: PathBuf) -> Result<Self, ReportError> {
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| ReportError(format!("cannot write {}: {e}", path.display())))?;
+        Ok(RequestsLog {
+            path,
+            file,
+            written: 0,
+            lines: Vec::new(),
+        })
+    }
+
+    /// Appends `record` as one line, in one write: a kill can cut at most the last line short,
+    /// which the loader ignores.
+    pub fn append(&mut self, record: &RequestRecord) -> Result<(), ReportError> {
+        let mut line = serde_json::to_vec(record).map_err(|e| ReportError(e.to_string()))?;
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .map_err(|e| ReportError(format!("cannot append to {}: {e}", self.path.display())))?;
+        self.lines.push(LinePosition {
+            index: record.index,
+            offset: self.written,
+            len: line.len() as u64,
+        });
+        self.written += line.len() as u64;
+        Ok(())
+    }
+
+    /// Rewrites the file with its lines in index order, atomically: the lines are copied one
+    /// at a time from the appended file into a temporary one renamed over it, so the records
+    /// are never all in memory and a kill leaves the appended file whole.
+    pub fn finish(mut self) -> Result<(), ReportError> {
+        if self.lines.windows(2).all(|w| w[0].index <= w[1].index) {
+            return Ok(());
+        }
+        // Stable: a repeated index (never made by the runner) keeps its order of arrival.
+        self.lines.sort_by_key(|l| l.index);
+        let (from, lines) = (&mut self.file, &self.lines);
+        let mut line = Vec::new();
+        write_atomically_with(&self.path, |to| {
+            for l in lines {
+                line.resize(l.len as usize, 0);
+                from.seek(SeekFrom::Start(l.offset))?;
+                from.read_exact(&mut line)?;
+                to.write_all(&line)?;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// Creates the output folder, or says clearly why it cannot be used.
@@ -236,20 +350,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     write_atomically_with(path, |w| w.write_all(bytes))
 }
 
-/// Writes request records as JSON Lines, atomically, streaming them to disk (a long run's
-/// records are never held twice in memory).
-pub fn write_jsonl_atomically(path: &Path, records: &[RequestRecord]) -> Result<(), ReportError> {
-    write_atomically_with(path, |w| {
-        for record in records {
-            serde_json::to_writer(&mut *w, record)?;
-            w.write_all(b"\n")?;
-        }
-        Ok(())
-    })
-}
-
 /// Lets `write` fill a temporary file beside `path`, flushes it, then renames it over `path`.
-fn write_atomically_with(
+pub fn write_atomically_with(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<(), ReportError> {

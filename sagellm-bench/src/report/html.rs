@@ -17,8 +17,8 @@ use tinytemplate::TinyTemplate;
 use super::files::{prepare_dir, write_atomically};
 use super::svg::{self, file_stem, Chart};
 use super::{rows_for, sources_note, Report, ReportError};
-use crate::record::{Records, RequestRecord};
 use crate::runner::WorkloadResult;
+use crate::samples::{Samples, KEPT_FAILURES};
 use crate::summary::{Provenance, Summary};
 use crate::workload::Workload;
 
@@ -26,7 +26,8 @@ use crate::workload::Workload;
 pub const INDEX_FILE: &str = "index.html";
 
 /// Failed requests listed per workload; the rest are counted.
-const LISTED_FAILURES: usize = 20;
+/// At most as many as the samples keep with their messages.
+const LISTED_FAILURES: usize = KEPT_FAILURES;
 
 const TEMPLATE: &str = r##"<!DOCTYPE html>
 <html lang="en">
@@ -187,9 +188,9 @@ struct Failure {
     message: String,
 }
 
-/// Renders the page from the summary, the request records of each workload, and the charts
-/// drawn from them (see [`svg::all_charts`]).
-pub fn render(summary: &Summary, records: &IndexMap<String, Records>, charts: &[Chart]) -> String {
+/// Renders the page from the summary, the samples of each workload's request records, and the
+/// charts drawn from them (see [`svg::all_charts`]).
+pub fn render(summary: &Summary, samples: &IndexMap<String, Samples>, charts: &[Chart]) -> String {
     let p = &summary.provenance;
     let o = &summary.overall;
     let view = |c: &Chart| ChartView {
@@ -200,16 +201,15 @@ pub fn render(summary: &Summary, records: &IndexMap<String, Records>, charts: &[
         .workloads
         .iter()
         .map(|(name, metrics)| {
-            let recs = records.get(name);
-            let failed: Vec<&RequestRecord> = recs
-                .map(|r| r.iter().filter(|r| !r.success).collect())
-                .unwrap_or_default();
+            let kept = samples.get(name);
+            let failed = kept.map(|s| s.failed()).unwrap_or_default();
+            let listed = kept.map(|s| s.failures()).unwrap_or_default();
             WorkloadView {
                 name: name.clone(),
                 anchor: format!("w-{}", file_stem(name)),
                 requests: metrics.total_requests,
                 failed: metrics.failed_requests,
-                no_records: recs.is_none(),
+                no_records: kept.is_none(),
                 requests_file: format!("{}_requests.jsonl", file_stem(name)),
                 charts: charts
                     .iter()
@@ -217,24 +217,16 @@ pub fn render(summary: &Summary, records: &IndexMap<String, Records>, charts: &[
                     .map(view)
                     .collect(),
                 figures: figures(metrics),
-                failures: failed
+                failures: listed
                     .iter()
                     .take(LISTED_FAILURES)
-                    .map(|r| Failure {
-                        index: r.index,
-                        kind: r
-                            .error
-                            .as_ref()
-                            .map(|e| json_name(&e.kind))
-                            .unwrap_or_default(),
-                        message: r
-                            .error
-                            .as_ref()
-                            .map(|e| e.message.clone())
-                            .unwrap_or_default(),
+                    .map(|f| Failure {
+                        index: f.index,
+                        kind: json_name(&f.error.kind),
+                        message: f.error.message.clone(),
                     })
                     .collect(),
-                more_failures: failed.len().saturating_sub(LISTED_FAILURES),
+                more_failures: failed.saturating_sub(LISTED_FAILURES.min(listed.len())),
             }
         })
         .collect();
@@ -326,28 +318,28 @@ fn json_name<T: Serialize>(value: &T) -> String {
 pub fn write_report(
     dir: &Path,
     summary: &Summary,
-    records: &IndexMap<String, Records>,
+    samples: &IndexMap<String, Samples>,
 ) -> Result<PathBuf, ReportError> {
     prepare_dir(dir)?;
-    let charts = svg::all_charts(summary, records)?;
+    let charts = svg::all_charts(summary, samples)?;
     svg::write_charts(dir, &charts)?;
     let index = dir.join(INDEX_FILE);
-    write_atomically(&index, render(summary, records, &charts).as_bytes())?;
+    write_atomically(&index, render(summary, samples, &charts).as_bytes())?;
     Ok(index)
 }
 
 /// Writes `index.html` when the run ends. The charts in the page are drawn afresh from the
-/// records, so this reporter does not depend on [`svg::SvgCharts`] having run.
+/// samples, so this reporter does not depend on [`svg::SvgCharts`] having run.
 pub struct HtmlReport {
     dir: PathBuf,
-    records: IndexMap<String, Records>,
+    samples: IndexMap<String, Samples>,
 }
 
 impl HtmlReport {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         HtmlReport {
             dir: dir.into(),
-            records: IndexMap::new(),
+            samples: IndexMap::new(),
         }
     }
 }
@@ -358,14 +350,14 @@ impl Report for HtmlReport {
     }
 
     fn workload_finished(&mut self, result: &WorkloadResult) -> Result<(), ReportError> {
-        self.records
-            .insert(result.workload.name.clone(), result.records.clone());
+        self.samples
+            .insert(result.workload.name.clone(), result.samples.clone());
         Ok(())
     }
 
     fn run_finished(&mut self, summary: &Summary) -> Result<(), ReportError> {
-        let charts = svg::all_charts(summary, &self.records)?;
-        let page = render(summary, &self.records, &charts);
+        let charts = svg::all_charts(summary, &self.samples)?;
+        let page = render(summary, &self.samples, &charts);
         write_atomically(&self.dir.join(INDEX_FILE), page.as_bytes())
     }
 }

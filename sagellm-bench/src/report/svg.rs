@@ -9,8 +9,9 @@
 //! (neither of its font features is enabled), so no font file or fontconfig is needed to draw;
 //! the browser that opens the SVG picks a sans-serif face.
 //!
-//! Every chart is drawn from the request records and the metrics alone, so the same charts come
-//! back from the saved `<workload>_requests.jsonl` files without a re-run.
+//! Every chart is drawn from the samples kept of the request records ([`WorkloadSamples`]) and
+//! the metrics alone, so the same charts come back from the saved `<workload>_requests.jsonl`
+//! files without a re-run.
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -22,10 +23,12 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::files::{prepare_dir, write_atomically};
 use super::{Report, ReportError};
+use crate::itl::ItlStats;
 use crate::metrics::{percentile, WorkloadMetrics};
-use crate::record::{Records, RequestRecord};
 use crate::runner::WorkloadResult;
+use crate::samples::{RequestSample, Samples, WorkloadSamples};
 use crate::summary::{Provenance, Summary};
+use crate::time_bins::TimeBins;
 use crate::workload::Workload;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
@@ -86,14 +89,20 @@ pub enum Distribution {
 }
 
 impl Distribution {
-    /// The samples of successful requests, as the metrics use them.
-    pub fn samples(self, records: &[RequestRecord]) -> Vec<f64> {
-        let ok = records.iter().filter(|r| r.success);
+    /// The samples of successful requests, ascending, as the metrics use them. For ITL, one
+    /// value per gap: the middle of its histogram bucket (within 0.05 %); this grows with the
+    /// number of tokens, so the run's own charts draw ITL from the histogram instead.
+    pub fn samples(self, samples: &WorkloadSamples) -> Vec<f64> {
+        let ok = samples.requests().iter().filter(|r| r.success());
         let mut samples: Vec<f64> = match self {
-            Distribution::Ttft => ok.filter_map(|r| r.ttft_ms).collect(),
-            Distribution::Tpot => ok.filter_map(|r| r.tpot_ms).collect(),
-            Distribution::Itl => ok.flat_map(|r| r.inter_token_gaps()).collect(),
-            Distribution::E2el => ok.filter_map(|r| r.e2el_ms).collect(),
+            Distribution::Ttft => ok.filter_map(RequestSample::ttft_ms).collect(),
+            Distribution::Tpot => ok.filter_map(RequestSample::tpot_ms).collect(),
+            Distribution::Itl => samples
+                .itl()
+                .buckets_ms()
+                .flat_map(|(value, count)| std::iter::repeat(value).take(count as usize))
+                .collect(),
+            Distribution::E2el => ok.filter_map(RequestSample::e2el_ms).collect(),
         };
         samples.sort_by(f64::total_cmp);
         samples
@@ -180,11 +189,11 @@ const RUN_CHARTS: &[(&str, &str)] = &[
 pub fn workload_charts(
     run: &RunLabel,
     metrics: &WorkloadMetrics,
-    records: &[RequestRecord],
+    samples: &WorkloadSamples,
 ) -> Result<Vec<Chart>, ReportError> {
     let workload = metrics.workload.as_str();
     let names = workload_chart_names(workload);
-    let failed = records.iter().filter(|r| !r.success).count();
+    let failed = samples.failed();
     let excluded = match failed {
         0 => String::new(),
         n => format!("; {n} failed request(s) not included"),
@@ -201,20 +210,18 @@ pub fn workload_charts(
                 };
                 let note = format!("{}{excluded}", run.0);
                 render(&heading, &note, |area| {
-                    cdf(area, d, &[(String::new(), d.samples(records))], true)
+                    cdf(area, d, &[(String::new(), d.samples(samples))], true)
                 })
             }
             2 => {
                 let note = format!("{}{excluded}", run.0);
-                render(&heading, &note, |area| {
-                    histogram(area, &Distribution::Itl.samples(records))
-                })
+                render(&heading, &note, |area| histogram(area, samples.itl()))
             }
-            3 => render(&heading, &run.0, |area| timeline(area, records)),
+            3 => render(&heading, &run.0, |area| timeline(area, samples.requests())),
             _ => {
                 let note = format!("{}; tokens of failed requests included", run.0);
                 render(&heading, &note, |area| {
-                    tokens_per_second(area, records, metrics.output_throughput_tps)
+                    tokens_per_second(area, samples, metrics.output_throughput_tps)
                 })
             }
         }?;
@@ -231,7 +238,7 @@ pub fn workload_charts(
 /// Draws the charts of the whole run: key metrics across workloads, memory and KV figures.
 pub fn run_charts(
     summary: &Summary,
-    records: &IndexMap<String, Records>,
+    samples: &IndexMap<String, Samples>,
 ) -> Result<Vec<Chart>, ReportError> {
     let run = RunLabel::of(&summary.provenance);
     let names = run_chart_names();
@@ -251,7 +258,7 @@ pub fn run_charts(
         })
         .unwrap_or_default();
     let mem = render(mem_title, &format!("{}{sources}", run.0), |area| {
-        memory_and_kv(area, summary, records)
+        memory_and_kv(area, summary, samples)
     })?;
     Ok(vec![
         Chart {
@@ -272,15 +279,16 @@ pub fn run_charts(
 /// Every chart of a run: each workload's (in the summary's order), then the run's.
 pub fn all_charts(
     summary: &Summary,
-    records: &IndexMap<String, Records>,
+    samples: &IndexMap<String, Samples>,
 ) -> Result<Vec<Chart>, ReportError> {
     let run = RunLabel::of(&summary.provenance);
+    let none = WorkloadSamples::default();
     let mut charts = Vec::new();
     for (name, metrics) in &summary.workloads {
-        let records = records.get(name).map(|r| r.as_slice()).unwrap_or_default();
-        charts.extend(workload_charts(&run, metrics, records)?);
+        let of_workload = samples.get(name).map(|s| s.as_ref()).unwrap_or(&none);
+        charts.extend(workload_charts(&run, metrics, of_workload)?);
     }
-    charts.extend(run_charts(summary, records)?);
+    charts.extend(run_charts(summary, samples)?);
     Ok(charts)
 }
 
@@ -293,7 +301,7 @@ pub const OVERLAID: [(Distribution, &str); 3] = [
 
 /// One overlaid chart per distribution in [`OVERLAID`], each with its file-name key.
 pub fn overlay_charts(
-    sets: &[(&str, &[RequestRecord])],
+    sets: &[(&str, &WorkloadSamples)],
     context: &str,
 ) -> Result<Vec<(&'static str, Chart)>, ReportError> {
     OVERLAID
@@ -302,17 +310,17 @@ pub fn overlay_charts(
         .collect()
 }
 
-/// Draws the distribution of `distribution` for two or more sets of records on one chart (a
+/// Draws the distribution of `distribution` for two or more runs' samples on one chart (a
 /// baseline against a new run, or several servers), each set named by its label.
 pub fn overlay_cdf(
     distribution: Distribution,
-    sets: &[(&str, &[RequestRecord])],
+    sets: &[(&str, &WorkloadSamples)],
     context: &str,
 ) -> Result<Chart, ReportError> {
     let title = format!("{} distribution compared", distribution.name());
     let series: Vec<(String, Vec<f64>)> = sets
         .iter()
-        .map(|(label, records)| (label.to_string(), distribution.samples(records)))
+        .map(|(label, samples)| (label.to_string(), distribution.samples(samples)))
         .collect();
     let svg = render(&title, context, |area| {
         cdf(area, distribution, &series, false)
@@ -336,7 +344,7 @@ pub fn write_charts(dir: &std::path::Path, charts: &[Chart]) -> Result<(), Repor
 pub struct SvgCharts {
     dir: PathBuf,
     run: Option<RunLabel>,
-    records: IndexMap<String, Records>,
+    samples: IndexMap<String, Samples>,
 }
 
 impl SvgCharts {
@@ -344,7 +352,7 @@ impl SvgCharts {
         SvgCharts {
             dir: dir.into(),
             run: None,
-            records: IndexMap::new(),
+            samples: IndexMap::new(),
         }
     }
 }
@@ -359,15 +367,15 @@ impl Report for SvgCharts {
         let run = self
             .run
             .get_or_insert_with(|| RunLabel("run: unnamed".to_string()));
-        let charts = workload_charts(run, &result.metrics, &result.records)?;
+        let charts = workload_charts(run, &result.metrics, &result.samples)?;
         write_charts(&self.dir, &charts)?;
-        self.records
-            .insert(result.workload.name.clone(), result.records.clone());
+        self.samples
+            .insert(result.workload.name.clone(), result.samples.clone());
         Ok(())
     }
 
     fn run_finished(&mut self, summary: &Summary) -> Result<(), ReportError> {
-        write_charts(&self.dir, &run_charts(summary, &self.records)?)
+        write_charts(&self.dir, &run_charts(summary, &self.samples)?)
     }
 }
 
@@ -636,12 +644,14 @@ fn cdf(
     legend_row(&legend, &items)
 }
 
-/// Histogram of pooled samples, with p50 and p99 marked.
-fn histogram(area: &Area, samples: &[f64]) -> Drawn {
+/// Histogram of the pooled inter-token gaps, with p50 and p99 marked. Drawn from the HDR
+/// histogram: each of its buckets (at most 0.1 % of its value wide) falls whole into the chart
+/// bin holding the bucket's middle.
+fn histogram(area: &Area, itl: &ItlStats) -> Drawn {
     let (legend, area) = area.split_vertically(LEGEND_ROW);
-    let (lo, hi) = match (samples.first(), samples.last()) {
-        (Some(&lo), Some(&hi)) => (lo, hi),
-        _ => {
+    let (lo, hi) = match itl.count() {
+        1.. => (itl.min_ms(), itl.max_ms()),
+        0 => {
             let mut chart = ChartBuilder::on(&area)
                 .x_label_area_size(56)
                 .y_label_area_size(76)
@@ -653,7 +663,7 @@ fn histogram(area: &Area, samples: &[f64]) -> Drawn {
             return notice(&area, "no gap between tokens in a successful request");
         }
     };
-    let bins = ((samples.len() as f64).sqrt().ceil() as usize).clamp(5, 40);
+    let bins = ((itl.count() as f64).sqrt().ceil() as usize).clamp(5, 40);
     let (b0, b1) = if hi > lo {
         (lo, hi)
     } else {
@@ -661,10 +671,10 @@ fn histogram(area: &Area, samples: &[f64]) -> Drawn {
         (lo - pad, hi + pad)
     };
     let width = (b1 - b0) / bins as f64;
-    let mut counts = vec![0usize; bins];
-    for &v in samples {
+    let mut counts = vec![0u64; bins];
+    for (v, count) in itl.buckets_ms() {
         let i = (((v - b0) / width) as usize).min(bins - 1);
-        counts[i] += 1;
+        counts[i] += count;
     }
     let top = *counts.iter().max().unwrap_or(&1) as f64 * 1.08;
     let (x0, x1) = padded(b0, b1, 0.0);
@@ -684,12 +694,12 @@ fn histogram(area: &Area, samples: &[f64]) -> Drawn {
         )
     }))?;
     let mut items = vec![(
-        format!("{} gaps in {bins} bins of {width:.3} ms", samples.len()),
+        format!("{} gaps in {bins} bins of {width:.3} ms", itl.count()),
         PALETTE[0],
         Swatch::Bar,
     )];
     for (p, color) in [(50.0, PALETTE[1]), (99.0, PALETTE[5])] {
-        let v = percentile(samples, p);
+        let v = itl.percentile_ms(p);
         chart.draw_series(DashedLineSeries::new(
             [(v, 0.0), (v, top)],
             8,
@@ -703,12 +713,12 @@ fn histogram(area: &Area, samples: &[f64]) -> Drawn {
 
 /// One row per request: a thin line for scheduling lag (open loop), a bar from send to first
 /// token (queueing and prefill), a bar from first to last token (decoding); failures in red.
-fn timeline(area: &Area, records: &[RequestRecord]) -> Drawn {
+fn timeline(area: &Area, records: &[RequestSample]) -> Drawn {
     let (legend, area) = area.split_vertically(LEGEND_ROW);
     let end = records.iter().map(|r| r.end_ms()).fold(0.0, f64::max);
     let unit = TimeUnit::for_span(end);
     let t = |ms: f64| ms * unit.per_ms;
-    let n = records.iter().map(|r| r.index + 1).max().unwrap_or(1);
+    let n = records.iter().map(|r| r.index() + 1).max().unwrap_or(1);
     let mut chart = ChartBuilder::on(&area)
         .x_label_area_size(56)
         .y_label_area_size(76)
@@ -733,28 +743,28 @@ fn timeline(area: &Area, records: &[RequestRecord]) -> Drawn {
         return notice(&area, "no request was measured");
     }
     let half = if n > 40 { 0.45 } else { 0.3 };
-    let row = |r: &RequestRecord| r.index as f64;
+    let row = |r: &RequestSample| r.index() as f64;
     let mut items = Vec::new();
     let lagging: Vec<_> = records
         .iter()
-        .filter_map(|r| r.scheduled_ms.map(|s| (s, r)))
-        .filter(|(s, r)| r.start_ms > *s)
+        .filter_map(|r| r.scheduled_ms().map(|s| (s, r)))
+        .filter(|(s, r)| r.start_ms() > *s)
         .collect();
     if !lagging.is_empty() {
         chart.draw_series(lagging.iter().map(|(s, r)| {
             PathElement::new(
-                vec![(t(*s), row(r)), (t(r.start_ms), row(r))],
+                vec![(t(*s), row(r)), (t(r.start_ms()), row(r))],
                 MUTED.stroke_width(2),
             )
         }))?;
         items.push(("scheduled to sent (lag)".to_string(), MUTED, Swatch::Line));
     }
     chart.draw_series(records.iter().map(|r| {
-        let first = r.ttft_ms.unwrap_or(r.finish_ms);
+        let first = r.ttft_ms().unwrap_or(r.finish_ms());
         Rectangle::new(
             [
-                (t(r.start_ms), row(r) - half),
-                (t(r.start_ms + first), row(r) + half),
+                (t(r.start_ms()), row(r) - half),
+                (t(r.start_ms() + first), row(r) + half),
             ],
             PALETTE[1].filled(),
         )
@@ -765,19 +775,19 @@ fn timeline(area: &Area, records: &[RequestRecord]) -> Drawn {
         Swatch::Bar,
     ));
     // A failed request's bar runs to where its stream stopped.
-    let streamed = |r: &RequestRecord| {
-        let first = r.ttft_ms?;
-        let last = if r.success {
-            r.e2el_ms.unwrap_or(first)
+    let streamed = |r: &RequestSample| {
+        let first = r.ttft_ms()?;
+        let last = if r.success() {
+            r.e2el_ms().unwrap_or(first)
         } else {
-            r.finish_ms
+            r.finish_ms()
         };
-        Some((row(r), t(r.start_ms + first), t(r.start_ms + last)))
+        Some((row(r), t(r.start_ms() + first), t(r.start_ms() + last)))
     };
     chart.draw_series(
         records
             .iter()
-            .filter(|r| r.success)
+            .filter(|r| r.success())
             .filter_map(streamed)
             .map(|(y, a, b)| Rectangle::new([(a, y - half), (b, y + half)], PALETTE[0].filled())),
     )?;
@@ -786,7 +796,7 @@ fn timeline(area: &Area, records: &[RequestRecord]) -> Drawn {
         PALETTE[0],
         Swatch::Bar,
     ));
-    let failed: Vec<&RequestRecord> = records.iter().filter(|r| !r.success).collect();
+    let failed: Vec<&RequestSample> = records.iter().filter(|r| !r.success()).collect();
     if !failed.is_empty() {
         chart.draw_series(failed.iter().filter_map(|r| streamed(r)).map(|(y, a, b)| {
             Rectangle::new([(a, y - half), (b, y + half)], FAILED.mix(0.55).filled())
@@ -805,31 +815,24 @@ fn timeline(area: &Area, records: &[RequestRecord]) -> Drawn {
     legend_row(&legend, &items)
 }
 
-/// Streamed tokens per second in equal time bins across the workload, with the workload's
-/// output throughput as a dashed line.
-fn tokens_per_second(area: &Area, records: &[RequestRecord], output_tps: f64) -> Drawn {
+/// Streamed tokens per second in equal time bins across the workload (between 32 and 64 bins,
+/// each a power-of-two multiple of 1/1024 ms, merged from the bins kept as requests finished),
+/// with the workload's output throughput as a dashed line.
+fn tokens_per_second(area: &Area, samples: &WorkloadSamples, output_tps: f64) -> Drawn {
     let (legend, area) = area.split_vertically(LEGEND_ROW);
-    let events: Vec<(f64, usize)> = records
+    let bins = samples.streamed_tokens().coarsened(64);
+    let width_ms = bins.width_ms();
+    let end = samples
+        .requests()
         .iter()
-        .flat_map(|r| {
-            r.token_times_ms
-                .iter()
-                .zip(&r.token_counts)
-                .map(move |(t, c)| (r.start_ms + t, *c))
-        })
-        .collect();
-    let end = records.iter().map(|r| r.end_ms()).fold(0.0, f64::max);
+        .map(|r| r.end_ms())
+        .fold(0.0, f64::max)
+        .max(bins.sums().len() as f64 * width_ms);
     let unit = TimeUnit::for_span(end);
-    let bins = 40usize;
-    let width_ms = (end / bins as f64).max(1e-6);
-    let mut tokens = vec![0usize; bins];
-    for &(at, count) in &events {
-        let i = ((at / width_ms) as usize).min(bins - 1);
-        tokens[i] += count;
-    }
-    let rates: Vec<f64> = tokens
+    let rates: Vec<f64> = bins
+        .sums()
         .iter()
-        .map(|&c| c as f64 / (width_ms / 1000.0))
+        .map(|&c| c / (width_ms / 1000.0))
         .collect();
     let top = rates.iter().copied().fold(output_tps, f64::max).max(1.0) * 1.08;
     let mut chart = ChartBuilder::on(&area)
@@ -844,7 +847,7 @@ fn tokens_per_second(area: &Area, records: &[RequestRecord], output_tps: f64) ->
     .y_desc("streamed output tokens/s");
     mesh_styles(&mut mesh);
     mesh.draw()?;
-    if events.is_empty() {
+    if bins.sums().iter().all(|&c| c == 0.0) {
         return notice(&area, "no token was streamed");
     }
     let bin_width = width_ms * unit.per_ms;
@@ -1037,7 +1040,7 @@ fn format_figure(v: f64) -> String {
 /// flight over time, derived from the request records: prompt plus tokens streamed so far, for
 /// every request between its send and its end. That is the KV demand the workload placed on the
 /// engine before any prefix sharing, not a measurement of the cache.
-fn memory_and_kv(area: &Area, summary: &Summary, records: &IndexMap<String, Records>) -> Drawn {
+fn memory_and_kv(area: &Area, summary: &Summary, samples: &IndexMap<String, Samples>) -> Drawn {
     let (upper, lower) = area.split_vertically(area.dim_in_pixel().1 / 2);
     let (legend, upper) = upper.split_vertically(LEGEND_ROW);
     legend_row(
@@ -1067,9 +1070,9 @@ fn memory_and_kv(area: &Area, summary: &Summary, records: &IndexMap<String, Reco
         .workloads
         .keys()
         .filter_map(|name| {
-            records
+            samples
                 .get(name)
-                .map(|r| (name.clone(), tokens_in_flight(r)))
+                .map(|s| (name.clone(), tokens_in_flight(s.held_tokens())))
         })
         .collect();
     let end = series
@@ -1117,39 +1120,22 @@ fn memory_and_kv(area: &Area, summary: &Summary, records: &IndexMap<String, Reco
     legend_row(&legend, &items)
 }
 
-/// A step function (time in ms from the workload's first send, tokens) of prompt plus streamed
-/// tokens summed over the requests in flight.
-fn tokens_in_flight(records: &[RequestRecord]) -> Vec<(f64, f64)> {
-    let mut changes: Vec<(f64, f64)> = Vec::new();
-    for r in records {
-        changes.push((r.start_ms, r.prompt_tokens as f64));
-        for (t, c) in r.token_times_ms.iter().zip(&r.token_counts) {
-            if *t <= r.finish_ms {
-                changes.push((r.start_ms + t, *c as f64));
-            }
-        }
-        let held = r.prompt_tokens as f64
-            + r.token_times_ms
-                .iter()
-                .zip(&r.token_counts)
-                .filter(|(t, _)| **t <= r.finish_ms)
-                .map(|(_, c)| *c as f64)
-                .sum::<f64>();
-        changes.push((r.end_ms(), -held));
-    }
-    changes.sort_by(|a, b| a.0.total_cmp(&b.0));
-    // Changes at the same instant are applied together, so a request that ends as another
-    // starts draws no momentary spike.
+/// A step function (time in ms from the workload's start, tokens) of prompt plus streamed
+/// tokens summed over the requests in flight, from the changes binned as requests finished:
+/// the changes within a bin are applied together at its start (at most [`MAX_BINS`] steps, so
+/// a request that ends as another starts draws no momentary spike).
+///
+/// [`MAX_BINS`]: crate::time_bins::MAX_BINS
+fn tokens_in_flight(changes: &TimeBins) -> Vec<(f64, f64)> {
     let mut level = 0.0;
     let mut points = vec![(0.0, 0.0)];
-    let mut i = 0;
-    while i < changes.len() {
-        let t = changes[i].0;
-        points.push((t, level));
-        while i < changes.len() && changes[i].0 == t {
-            level += changes[i].1;
-            i += 1;
+    for (i, change) in changes.sums().iter().enumerate() {
+        if *change == 0.0 {
+            continue;
         }
+        let t = i as f64 * changes.width_ms();
+        points.push((t, level));
+        level += change;
         points.push((t, level));
     }
     points
@@ -1158,7 +1144,7 @@ fn tokens_in_flight(records: &[RequestRecord]) -> Vec<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::RawRequest;
+    use crate::record::{RawRequest, RequestRecord};
 
     fn record(index: usize, start: f64, times: &[f64], failed: bool) -> RequestRecord {
         RequestRecord::new(RawRequest {
@@ -1181,7 +1167,7 @@ mod tests {
             record(0, 0.0, &[10.0, 20.0], false),
             record(1, 5.0, &[15.0], false),
         ];
-        let points = tokens_in_flight(&records);
+        let points = tokens_in_flight(WorkloadSamples::from_records(&records).held_tokens());
         let peak = points.iter().map(|p| p.1).fold(0.0, f64::max);
         // Both prompts and the first request's first token, at 10 ms; at 20 ms both requests
         // stream their last token and end at once.
@@ -1219,7 +1205,8 @@ mod tests {
             &Default::default(),
         );
         metrics.workload = "all_failed".into();
-        let charts = workload_charts(&run, &metrics, &records).unwrap();
+        let samples = WorkloadSamples::from_records(&records);
+        let charts = workload_charts(&run, &metrics, &samples).unwrap();
         assert_eq!(charts.len(), WORKLOAD_CHARTS.len());
         for c in charts {
             roxmltree::Document::parse(&c.svg).unwrap();
