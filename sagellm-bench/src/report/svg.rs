@@ -713,12 +713,20 @@ fn histogram(area: &Area, itl: &ItlStats) -> Drawn {
 
 /// One row per request: a thin line for scheduling lag (open loop), a bar from send to first
 /// token (queueing and prefill), a bar from first to last token (decoding); failures in red.
-fn timeline(area: &Area, records: &[RequestSample]) -> Drawn {
+/// More bars than this are no longer readable, and each bar is SVG text held in memory at the
+/// end of a run (file, chart list, HTML): a longer workload's timeline draws every k-th request.
+const TIMELINE_MAX_REQUESTS: usize = 2_000;
+
+fn timeline(area: &Area, all: &[RequestSample]) -> Drawn {
     let (legend, area) = area.split_vertically(LEGEND_ROW);
-    let end = records.iter().map(|r| r.end_ms()).fold(0.0, f64::max);
+    let stride = all.len().div_ceil(TIMELINE_MAX_REQUESTS).max(1);
+    let shown: Vec<RequestSample> = all.iter().step_by(stride).copied().collect();
+    let records = &shown[..];
+    let failed_total = all.iter().filter(|r| !r.success()).count();
+    let end = all.iter().map(|r| r.end_ms()).fold(0.0, f64::max);
     let unit = TimeUnit::for_span(end);
     let t = |ms: f64| ms * unit.per_ms;
-    let n = records.iter().map(|r| r.index() + 1).max().unwrap_or(1);
+    let n = all.iter().map(|r| r.index() + 1).max().unwrap_or(1);
     let mut chart = ChartBuilder::on(&area)
         .x_label_area_size(56)
         .y_label_area_size(76)
@@ -728,7 +736,11 @@ fn timeline(area: &Area, records: &[RequestSample]) -> Drawn {
         "time since the workload's first send ({})",
         unit.name
     ))
-    .y_desc("request (index)")
+    .y_desc(if stride == 1 {
+        "request (index)".to_string()
+    } else {
+        format!("request (index; 1 in {stride} of {} drawn)", all.len())
+    })
     .y_labels(n.min(20))
     .y_label_formatter(&|y| {
         if (y - y.round()).abs() < 1e-9 && *y >= 0.0 {
@@ -797,7 +809,7 @@ fn timeline(area: &Area, records: &[RequestSample]) -> Drawn {
         Swatch::Bar,
     ));
     let failed: Vec<&RequestSample> = records.iter().filter(|r| !r.success()).collect();
-    if !failed.is_empty() {
+    if failed_total > 0 {
         chart.draw_series(failed.iter().filter_map(|r| streamed(r)).map(|(y, a, b)| {
             Rectangle::new([(a, y - half), (b, y + half)], FAILED.mix(0.55).filled())
         }))?;
@@ -807,7 +819,7 @@ fn timeline(area: &Area, records: &[RequestSample]) -> Drawn {
                 .map(|r| Cross::new((t(r.end_ms()), row(r)), 7, FAILED.stroke_width(3))),
         )?;
         items.push((
-            format!("failed ({}), where its stream stopped", failed.len()),
+            format!("failed ({failed_total}), where its stream stopped"),
             FAILED,
             Swatch::Cross,
         ));
@@ -1187,6 +1199,34 @@ mod tests {
     fn title_element_is_escaped_and_first() {
         let svg = with_title_element("<svg a=\"1\">\n<rect/></svg>".into(), "a < b & c");
         assert!(svg.starts_with("<svg a=\"1\">\n<title>a &lt; b &amp; c</title>"));
+    }
+
+    /// 5,001 requests, every 1,000th failed: the timeline draws 1 in 3 (1,667 rows) and says
+    /// so, and its legend counts all 6 failures though only 2 are drawn (indices 0 and 3,000).
+    #[test]
+    fn a_long_workloads_timeline_draws_a_bounded_subset() {
+        let records: Vec<RequestRecord> = (0..5_001)
+            .map(|i| {
+                record(
+                    i,
+                    i as f64,
+                    &[i as f64 + 2.0, i as f64 + 5.0],
+                    i % 1_000 == 0,
+                )
+            })
+            .collect();
+        let samples = WorkloadSamples::from_records(&records);
+        let svg = render("long", "note", |area| timeline(area, samples.requests())).unwrap();
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        let rects = doc.descendants().filter(|n| n.has_tag_name("rect")).count();
+        // Queue bars for 1,667 rows and decode bars for the 1,665 successful ones, plus the
+        // frame and legend swatches: far below the 10,000 a bar per request would need.
+        assert!((3_332..3_400).contains(&rects), "{rects} rects");
+        assert!(svg.contains("1 in 3 of 5001 drawn"), "no subset note");
+        assert!(
+            svg.contains("failed (6)"),
+            "legend must count every failure"
+        );
     }
 
     #[test]
