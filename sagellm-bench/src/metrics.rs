@@ -341,15 +341,7 @@ mod tests {
     use crate::record::RawRequest;
 
     fn ok(index: usize, start: f64, times: &[f64]) -> RequestRecord {
-        RequestRecord::new(RawRequest {
-            index,
-            start_ms: start,
-            prompt_tokens: 8,
-            token_times_ms: times.to_vec(),
-            token_counts: vec![1; times.len()],
-            finish_ms: *times.last().unwrap(),
-            ..RawRequest::default()
-        })
+        crate::record::test_record(index, start, times, None)
     }
 
     fn close(a: f64, b: f64) -> bool {

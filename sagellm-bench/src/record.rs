@@ -156,6 +156,27 @@ pub struct RawRequest {
     pub error: Option<RequestError>,
 }
 
+/// Records for unit tests: one content event per time in `times` (ms after `t0`), failed with
+/// `error` when given.
+#[cfg(test)]
+pub(crate) fn test_record(
+    index: usize,
+    start_ms: f64,
+    times: &[f64],
+    error: Option<&str>,
+) -> RequestRecord {
+    RequestRecord::new(RawRequest {
+        index,
+        start_ms,
+        prompt_tokens: 8,
+        token_times_ms: times.to_vec(),
+        token_counts: vec![1; times.len()],
+        finish_ms: times.last().copied().unwrap_or(3.0),
+        error: error.map(|m| RequestError::new(crate::backend::ErrorKind::Engine, m)),
+        ..RawRequest::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

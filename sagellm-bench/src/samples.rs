@@ -290,19 +290,9 @@ impl WorkloadSamples {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::RawRequest;
 
     fn record(index: usize, start: f64, times: &[f64], error: Option<&str>) -> RequestRecord {
-        RequestRecord::new(RawRequest {
-            index,
-            start_ms: start,
-            prompt_tokens: 8,
-            token_times_ms: times.to_vec(),
-            token_counts: vec![1; times.len()],
-            finish_ms: times.last().copied().unwrap_or(3.0),
-            error: error.map(|m| RequestError::new(ErrorKind::Engine, m)),
-            ..RawRequest::default()
-        })
+        crate::record::test_record(index, start, times, error)
     }
 
     #[test]

@@ -1156,21 +1156,10 @@ fn tokens_in_flight(changes: &TimeBins) -> Vec<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{RawRequest, RequestRecord};
+    use crate::record::RequestRecord;
 
     fn record(index: usize, start: f64, times: &[f64], failed: bool) -> RequestRecord {
-        RequestRecord::new(RawRequest {
-            index,
-            start_ms: start,
-            prompt_tokens: 8,
-            token_times_ms: times.to_vec(),
-            token_counts: vec![1; times.len()],
-            finish_ms: times.last().copied().unwrap_or(3.0),
-            error: failed.then(|| {
-                crate::backend::RequestError::new(crate::backend::ErrorKind::Engine, "boom")
-            }),
-            ..RawRequest::default()
-        })
+        crate::record::test_record(index, start, times, failed.then_some("boom"))
     }
 
     #[test]
