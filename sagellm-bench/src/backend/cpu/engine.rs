@@ -17,26 +17,8 @@ use super::kv_cache::KvCache;
 use super::load::{candle_message, LoadedModel};
 use super::prefix_cache::PrefixCache;
 use super::text::IncrementalText;
+use super::CpuConfig;
 use crate::backend::{ErrorKind, GenerationRequest, KvFigures, RequestError, StreamEvent, Usage};
-
-/// How tokens are chosen and when a sequence stops.
-#[derive(Debug, Clone)]
-pub struct EngineOptions {
-    /// 0 is greedy (argmax).
-    pub temperature: f64,
-    /// Nucleus sampling threshold, with `temperature > 0`.
-    pub top_p: Option<f64>,
-    pub seed: u64,
-    /// Stop at an end-of-sequence token instead of generating exactly the requested count.
-    pub stop_at_eos: bool,
-    /// Reuse cached prompt prefixes.
-    pub prefix_caching: bool,
-    /// Most KV tokens held at once (running sequences and kept prefixes); kept prefixes are
-    /// evicted to stay under it.
-    pub kv_cache_tokens: usize,
-    /// Most sequences decoded together in one forward pass (at least 1).
-    pub max_batch: usize,
-}
 
 /// What the backend asks of the engine thread.
 pub enum Command {
@@ -80,18 +62,15 @@ struct Sequence {
 
 pub struct Engine {
     loaded: LoadedModel,
-    options: EngineOptions,
+    /// How tokens are chosen, when a sequence stops, what is cached, how many decode at once.
+    options: CpuConfig,
     prefixes: PrefixCache,
     stats: Arc<Mutex<EngineStats>>,
     requests_seen: u64,
 }
 
 impl Engine {
-    pub fn new(
-        loaded: LoadedModel,
-        options: EngineOptions,
-        stats: Arc<Mutex<EngineStats>>,
-    ) -> Self {
+    pub fn new(loaded: LoadedModel, options: CpuConfig, stats: Arc<Mutex<EngineStats>>) -> Self {
         Engine {
             loaded,
             options,

@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use direct::{DirectModel, SideBySide, Timed};
 pub use precision::WeightDtype;
 
-use self::engine::{Command, Engine, EngineOptions, EngineStats};
+use self::engine::{Command, Engine, EngineStats};
 use super::{
     Backend, BackendError, EngineFigures, ErrorKind, FigureSource, GenerationRequest, RequestError,
     StreamEvent,
@@ -146,32 +146,31 @@ impl CpuBackend {
         let files = source::resolve(model).map_err(BackendError::Setup)?;
         let started = std::time::Instant::now();
         let loaded = load::load(&files, config.dtype).map_err(BackendError::Setup)?;
-        let settings = serde_json::json!({
-            "architecture": loaded.model.architecture(),
-            "dtype": config.dtype,
-            "threads": effective_threads(),
-            "weight_bytes_per_token": loaded.model.weight_bytes(),
-            "temperature": config.temperature,
-            "top_p": config.top_p,
-            "seed": config.seed,
-            "stop_at_eos": config.stop_at_eos,
-            "prefix_caching": config.prefix_caching,
-            "kv_cache_tokens": config.kv_cache_tokens,
-            "max_batch": config.max_batch,
-            "scheduling": scheduling(config.max_batch),
-            "load_s": started.elapsed().as_secs_f64(),
-        });
-        let options = EngineOptions {
-            temperature: config.temperature,
-            top_p: config.top_p,
-            seed: config.seed,
-            stop_at_eos: config.stop_at_eos,
-            prefix_caching: config.prefix_caching,
-            kv_cache_tokens: config.kv_cache_tokens,
-            max_batch: config.max_batch,
-        };
+        // Every [cpu] setting as configured, then what loading found out.
+        let mut settings = serde_json::to_value(config)
+            .map_err(|e| BackendError::Setup(format!("cannot record the settings: {e}")))?;
+        if let Some(map) = settings.as_object_mut() {
+            map.insert("threads".into(), serde_json::json!(effective_threads()));
+            for (key, value) in [
+                (
+                    "architecture",
+                    serde_json::json!(loaded.model.architecture()),
+                ),
+                (
+                    "weight_bytes_per_token",
+                    serde_json::json!(loaded.model.weight_bytes()),
+                ),
+                (
+                    "scheduling",
+                    serde_json::json!(scheduling(config.max_batch)),
+                ),
+                ("load_s", serde_json::json!(started.elapsed().as_secs_f64())),
+            ] {
+                map.insert(key.into(), value);
+            }
+        }
         let stats = Arc::new(Mutex::new(EngineStats::default()));
-        let engine = Engine::new(loaded, options, stats.clone());
+        let engine = Engine::new(loaded, config.clone(), stats.clone());
         let (commands, inbox) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("cpu-engine".to_string())
