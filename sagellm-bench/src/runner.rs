@@ -346,7 +346,7 @@ async fn measure(
         max_output_tokens: workload.output_tokens,
     };
     let counter = backend.output_token_counter();
-    let (t0, mut raw, text) = send(
+    let (t0, mut raw, mut text) = send(
         backend,
         clock,
         request,
@@ -354,8 +354,10 @@ async fn measure(
     )
     .await;
     if let (Some(counter), None) = (counter, raw.usage_tokens) {
-        // After the last stamp, so tokenizing delays no measurement of this request.
-        raw.tokenizer_tokens = counter.count(&text);
+        // After the last stamp, and off the runtime's workers: tokenizing must not delay the
+        // stamps of the requests still streaming.
+        let counted = tokio::task::spawn_blocking(move || (counter.count(&text), text)).await;
+        (raw.tokenizer_tokens, text) = counted.unwrap_or_default();
     }
     if let (Some(check), None) = (check, &raw.error) {
         let response = Response {

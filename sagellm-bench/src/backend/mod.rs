@@ -200,7 +200,7 @@ pub trait Backend: Send + Sync {
 
     /// A tokenizer to count the output of requests that finish without a usage report (see
     /// `--tokenizer`); `None` (the default) counts the stream's events instead.
-    fn output_token_counter(&self) -> Option<&TokenCounter> {
+    fn output_token_counter(&self) -> Option<std::sync::Arc<TokenCounter>> {
         None
     }
 }

@@ -467,8 +467,8 @@ impl Backend for OpenAiBackend {
         .boxed()
     }
 
-    fn output_token_counter(&self) -> Option<&TokenCounter> {
-        self.tokenizer.as_deref()
+    fn output_token_counter(&self) -> Option<Arc<TokenCounter>> {
+        self.tokenizer.clone()
     }
 
     async fn finish_workload(&self) -> Result<EngineFigures, BackendError> {
