@@ -622,13 +622,7 @@ fn report(args: ReportArgs) -> Result<(), String> {
                 ),
                 _ => print!("{text}{}", baseline::render(&comparisons, &base_name)),
             }
-            let regressed: Vec<String> = comparisons
-                .iter()
-                .flat_map(|c| {
-                    c.regressions()
-                        .map(move |m| format!("{} {}", c.workload, m.metric))
-                })
-                .collect();
+            let regressed = baseline::regressed(&comparisons);
             if args.fail_on_regression && !regressed.is_empty() {
                 return Err(format!("regressed: {}", regressed.join(", ")));
             }

@@ -438,6 +438,17 @@ fn bootstrap(
     Some((percentile(&changes, 2.5), percentile(&changes, 97.5)))
 }
 
+/// "workload metric" for every metric that regressed, in order.
+pub fn regressed(comparisons: &[Comparison]) -> Vec<String> {
+    comparisons
+        .iter()
+        .flat_map(|c| {
+            c.regressions()
+                .map(move |m| format!("{} {}", c.workload, m.metric))
+        })
+        .collect()
+}
+
 /// Renders comparisons as a terminal table, one block per workload.
 pub fn render(comparisons: &[Comparison], base_name: &str) -> String {
     use comfy_table::presets::UTF8_FULL_CONDENSED;

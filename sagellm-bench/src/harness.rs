@@ -563,13 +563,7 @@ fn load_baseline(root: &Path, workload: &str, name: &str) -> Result<Saved, Strin
 
 fn verdict(args: &Args, comparisons: &[baseline::Comparison], base_name: &str) -> u8 {
     print!("{}", baseline::render(comparisons, base_name));
-    let regressed: Vec<String> = comparisons
-        .iter()
-        .flat_map(|c| {
-            c.regressions()
-                .map(move |m| format!("{} {}", c.workload, m.metric))
-        })
-        .collect();
+    let regressed = baseline::regressed(comparisons);
     if regressed.is_empty() {
         return 0;
     }
