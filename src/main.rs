@@ -446,6 +446,7 @@ const SERVER_ONLY: &[&str] = &[
     "no_force_output_length",
     "metrics_url",
     "no_metrics",
+    "tokenizer",
 ];
 const CPU_ONLY: &[&str] = &["dtype", "threads"];
 
@@ -524,11 +525,6 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     // Before the backend: loading a model or reaching a server can take a while.
     sagellm_bench::report::files::prepare_dir(&args.output).map_err(|e| e.to_string())?;
     let name = args.backend.as_str();
-    if args.server.tokenizer.is_some() && backend::openai::preset(name).is_none() {
-        return Err(format!(
-            "--tokenizer counts a server's streamed output; the {name} backend reports exact token counts itself, drop the flag"
-        ));
-    }
     let backend: std::sync::Arc<dyn backend::Backend> = if backend::openai::preset(name).is_some() {
         let server = args.server.config(args.model.clone())?;
         std::sync::Arc::new(

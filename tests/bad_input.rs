@@ -634,11 +634,8 @@ fn cases() -> Vec<Case> {
         case(
             "tokenizer on the mock",
             &["run", "--backend", "mock", "--tokenizer", "t.json", "-q"],
-            1,
-            &[
-                "--tokenizer counts a server's streamed output",
-                "drop the flag",
-            ],
+            2,
+            &["--tokenizer is for server backends", "not --backend mock"],
         )
         .file("t.json", WORD_TOKENIZER),
         // ---- run: config files ----
