@@ -8,7 +8,7 @@
 #   scripts/check-llama-server.sh [OUTPUT_DIR] [extra `run` flags...]
 #
 # LLAMA_SERVER=/path/to/llama-server skips the build. Needs python3 with pip, cmake (pip installs it when missing), a C++ compiler, and a release
-# build of this repository (cargo build --release).
+# build of this repository (cargo build --release --workspace).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +36,7 @@ if [ ! -x "$server" ]; then
     # ("Illegal instruction" at model load).
     cmake --build "$src/build" --config Release -j "$(nproc)" --target llama-server
 fi
-[ -x "$bin" ] || cargo build --release --bin sagellm-benchmark
+[ -x "$bin" ] || cargo build --release --workspace
 
 gguf="$(bash scripts/fetch-smollm2.sh)"
 log="$(mktemp)"

@@ -4,7 +4,8 @@
 # regenerated and the diff reviewed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
+# The workspace, as the tests build it (the root package alone would rebuild candle).
+cargo build --release --quiet --workspace
 bin="${CARGO_TARGET_DIR:-target}/release/sagellm-benchmark"
 out=examples/sample_output
 rm -rf "$out"

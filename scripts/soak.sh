@@ -16,10 +16,9 @@ cd "$(dirname "$0")/.."
 mode=${1:-mock}
 shift || true
 target=${CARGO_TARGET_DIR:-target}
-# Built one package at a time: built together, their features unify differently from a plain
-# `cargo build --release` and every dependency is rebuilt.
-cargo build --release --quiet
-cargo build --release --quiet -p sagellm-test-server
+# The whole workspace, as the README's test command builds it: a single package (`-p`, or the
+# root alone) unifies features differently and rebuilds candle and every other dependency.
+cargo build --release --quiet --workspace
 bin="$target/release/sagellm-benchmark"
 work=$(mktemp -d)
 server_pid=
