@@ -120,6 +120,9 @@ pub struct EngineFigures {
     /// The server's own timings of the workload's requests, where its metrics give them;
     /// always scraped.
     pub server_timings: Option<ServerTimings>,
+    /// Tokens each speculative decoding step yields on average (accepted drafts plus the one
+    /// the target model adds), where the backend counts it.
+    pub spec_mean_acceptance_length: Option<f64>,
 }
 
 /// The server's own time spent per phase of the workload's requests, from its metrics.

@@ -37,6 +37,13 @@ pub struct MetricNames {
     pub prefix_queries: &'static [&'static str],
     pub spec_draft: &'static [&'static str],
     pub spec_accepted: &'static [&'static str],
+    /// Drafts proposed (each of one or more tokens): mean acceptance length is
+    /// 1 + accepted tokens / drafts.
+    pub spec_drafts: &'static [&'static str],
+    /// Verification passes and generated tokens (SGLang): mean acceptance length is
+    /// generated tokens / verification passes.
+    pub spec_verify_calls: &'static [&'static str],
+    pub generation_tokens: &'static [&'static str],
     pub preemptions: &'static [&'static str],
     /// The queries counter counts only prompt tokens the server computed, not those its cache
     /// served (llama.cpp), so queries = that counter + the hits counter.
@@ -69,6 +76,9 @@ pub const VLLM: MetricNames = MetricNames {
     ],
     spec_draft: &["vllm:spec_decode_num_draft_tokens_total"],
     spec_accepted: &["vllm:spec_decode_num_accepted_tokens_total"],
+    spec_drafts: &["vllm:spec_decode_num_drafts_total"],
+    spec_verify_calls: &[],
+    generation_tokens: &[],
     preemptions: &["vllm:num_preemptions_total"],
     queries_exclude_hits: false,
     queue_seconds: &["vllm:request_queue_time_seconds"],
@@ -92,6 +102,9 @@ pub const LLAMA_CPP: MetricNames = MetricNames {
     prefix_queries: &["llamacpp:prompt_tokens_total"],
     spec_draft: &["llamacpp:spec_decode_num_draft_tokens_total"],
     spec_accepted: &["llamacpp:spec_decode_num_accepted_tokens_total"],
+    spec_drafts: &["llamacpp:spec_decode_num_drafts_total"],
+    spec_verify_calls: &[],
+    generation_tokens: &[],
     preemptions: &[],
     queries_exclude_hits: true,
     queue_seconds: &[],
@@ -116,6 +129,9 @@ pub const SGLANG: MetricNames = MetricNames {
     prefix_queries: &["sglang:prompt_tokens_total"],
     spec_draft: &[],
     spec_accepted: &[],
+    spec_drafts: &[],
+    spec_verify_calls: &["sglang:spec_verify_calls_total"],
+    generation_tokens: &["sglang:generation_tokens_total"],
     preemptions: &["sglang:num_retracted_requests_total"],
     queries_exclude_hits: false,
     queue_seconds: &["sglang:queue_time_seconds"],
@@ -138,6 +154,9 @@ pub const LMDEPLOY: MetricNames = MetricNames {
     prefix_queries: &["lmdeploy:prompt_tokens_total"],
     spec_draft: &["lmdeploy:spec_decode_num_draft_tokens_total"],
     spec_accepted: &["lmdeploy:spec_decode_num_accepted_tokens_total"],
+    spec_drafts: &["lmdeploy:spec_decode_num_drafts_total"],
+    spec_verify_calls: &[],
+    generation_tokens: &[],
     preemptions: &[],
     queries_exclude_hits: false,
     queue_seconds: &[],
@@ -636,6 +655,8 @@ fn figures(
         }
         _ => None,
     };
+    let spec_mean_acceptance_length =
+        mean_acceptance_length(before, after, families, spec.is_some());
     let memory = gauges.memory_peak.map(|peak| MemoryFigures {
         peak_mb: peak / (1024.0 * 1024.0),
         avg_mb: gauges.memory_sum / gauges.memory_samples.max(1) as f64 / (1024.0 * 1024.0),
@@ -653,7 +674,35 @@ fn figures(
         }),
         connections: None,
         server_timings,
+        spec_mean_acceptance_length,
     }
+}
+
+/// Tokens a speculative step yields on average: 1 + accepted tokens / drafts where the server
+/// counts drafts (vLLM, llama.cpp, LMDeploy; needs the accepted-tokens counter, so only with
+/// `spec` figures), else generated tokens / verification passes (SGLang). None over no drafts.
+fn mean_acceptance_length(
+    before: Option<&Scrape>,
+    after: Option<&Scrape>,
+    families: &[MetricNames],
+    with_spec: bool,
+) -> Option<f64> {
+    let delta = |what: &str, pick: fn(&MetricNames) -> &[&str]| {
+        counter_delta(before, after, families, what, pick)
+    };
+    if with_spec {
+        if let (Some(drafts), Some(accepted)) = (
+            delta("drafts", |f| f.spec_drafts),
+            delta("accepted draft tokens", |f| f.spec_accepted),
+        ) {
+            if drafts > 0 {
+                return Some(1.0 + accepted as f64 / drafts as f64);
+            }
+        }
+    }
+    let verify = delta("verification passes", |f| f.spec_verify_calls)?;
+    let generated = delta("generated tokens", |f| f.generation_tokens)?;
+    (verify > 0 && generated >= verify).then(|| generated as f64 / verify as f64)
 }
 
 /// The growth of a counter over the workload, by the first of its names the server exposes
@@ -1018,5 +1067,33 @@ process_resident_memory_bytes 1.048576e+08
         assert_eq!(prefill.requests, None);
         assert!((prefill.total_ms - 500.0).abs() < 1e-9);
         assert!((t.decode.unwrap().total_ms - 2000.0).abs() < 1e-9);
+    }
+
+    /// Mean acceptance length: 1 + accepted / drafts (vLLM: 200 accepted tokens over 100
+    /// drafts is 3 tokens a step), or generated tokens / verification passes (SGLang: 1,000
+    /// over 400 is 2.5); no drafts, no figure.
+    #[test]
+    fn mean_acceptance_length_from_drafts_or_verify_calls() {
+        let vllm = |drafts: u32, draft_tokens: u32, accepted: u32| {
+            format!(
+                "vllm:spec_decode_num_drafts_total{{engine=\"0\"}} {drafts}\n\
+                 vllm:spec_decode_num_draft_tokens_total{{engine=\"0\"}} {draft_tokens}\n\
+                 vllm:spec_decode_num_accepted_tokens_total{{engine=\"0\"}} {accepted}\n"
+            )
+        };
+        let f = window(&vllm(10, 30, 5), &vllm(110, 330, 205), &[VLLM]);
+        assert_eq!(f.spec_mean_acceptance_length, Some(3.0));
+        assert_eq!(f.spec.unwrap().accepted_tokens, 200);
+        let idle = window(&vllm(10, 30, 5), &vllm(10, 30, 5), &[VLLM]);
+        assert_eq!((idle.spec, idle.spec_mean_acceptance_length), (None, None));
+        let sglang = |verify: u32, generated: u32| {
+            format!(
+                "sglang:spec_verify_calls_total{{model_name=\"m\"}} {verify}\n\
+                 sglang:generation_tokens_total{{model_name=\"m\"}} {generated}\n"
+            )
+        };
+        let f = window(&sglang(0, 0), &sglang(400, 1000), &[SGLANG]);
+        assert_eq!(f.spec_mean_acceptance_length, Some(2.5));
+        assert_eq!(f.spec, None);
     }
 }
