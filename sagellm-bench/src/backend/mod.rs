@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod mock;
 pub mod openai;
 pub mod prometheus;
+pub(crate) mod secrets;
 
 use std::fmt;
 

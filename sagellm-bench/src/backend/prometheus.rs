@@ -453,6 +453,8 @@ impl GaugeTrack {
 pub struct Scraper {
     client: reqwest::Client,
     url: String,
+    /// `url` as messages show it (credentials in its query redacted).
+    shown_url: String,
     families: Vec<MetricNames>,
     interval: Duration,
     window: Mutex<Option<Window>>,
@@ -469,25 +471,23 @@ impl Scraper {
     pub fn new(
         client: reqwest::Client,
         url: String,
+        shown_url: String,
         families: Vec<MetricNames>,
         interval: Duration,
     ) -> Self {
         Scraper {
             client,
             url,
+            shown_url,
             families,
             interval,
             window: Mutex::new(None),
         }
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// One scrape, or why it failed.
     pub async fn scrape(&self) -> Result<Scrape, String> {
-        scrape(&self.client, &self.url).await
+        scrape(&self.client, &self.url, &self.shown_url).await
     }
 
     /// Starts a measured window: takes the counters' starting values and starts sampling the
@@ -505,9 +505,10 @@ impl Scraper {
             lock(&gauges).add(b, &self.families);
         }
         let sampler = {
-            let (client, url, families, interval) = (
+            let (client, url, shown_url, families, interval) = (
                 self.client.clone(),
                 self.url.clone(),
+                self.shown_url.clone(),
                 self.families.clone(),
                 self.interval,
             );
@@ -515,7 +516,7 @@ impl Scraper {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(interval).await;
-                    if let Ok(s) = scrape(&client, &url).await {
+                    if let Ok(s) = scrape(&client, &url, &shown_url).await {
                         lock(&gauges).add(&s, &families);
                     }
                 }
@@ -545,7 +546,7 @@ impl Scraper {
             tracing::warn!(
                 "{} lines of {} were dropped (not parseable, not finite, or negative), e.g. `{}`",
                 dropped.len(),
-                self.url,
+                self.shown_url,
                 dropped[0]
             );
         }
@@ -566,23 +567,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn scrape(client: &reqwest::Client, url: &str) -> Result<Scrape, String> {
+async fn scrape(client: &reqwest::Client, url: &str, shown: &str) -> Result<Scrape, String> {
+    use super::openai::{body, error_chain};
     let response = client
         .get(url)
         .timeout(Duration::from_secs(5))
         .send()
         .await
-        .map_err(|e| format!("cannot reach {url}: {}", super::openai::error_chain(&e)))?;
+        .map_err(|e| format!("cannot reach {shown}: {}", error_chain(&e.without_url())))?;
     let status = response.status();
     if !status.is_success() {
         return Err(format!(
-            "{url} answered HTTP {status}; start the server with its metrics enabled (llama-server: --metrics) or pass --metrics-url"
+            "{shown} answered HTTP {status}; start the server with its metrics enabled (llama-server: --metrics) or pass --metrics-url"
         ));
     }
-    let text = response
-        .text()
+    let (text, cut) = body::read_capped(response, body::METRICS_BODY_LIMIT)
         .await
-        .map_err(|e| format!("reading {url}: {}", super::openai::error_chain(&e)))?;
+        .map_err(|e| format!("reading {shown}: {}", error_chain(&e.without_url())))?;
+    if cut {
+        return Err(format!(
+            "{shown} answered more than {} MiB, more than any metrics page",
+            body::METRICS_BODY_LIMIT / (1024 * 1024)
+        ));
+    }
     Ok(Scrape::parse(&text))
 }
 
