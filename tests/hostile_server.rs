@@ -336,3 +336,53 @@ fn loopback_bypasses_the_environment_proxy() {
     let settings = summary.to_string();
     assert!(settings.contains("\"proxy\":null"), "{settings}");
 }
+
+/// The stall timeout is "no byte for that long", not "no event": a server that sends one chunk
+/// a byte at a time, each byte well inside the timeout but the whole chunk far past it, is slow,
+/// not stalled; one that goes silent is stalled.
+#[test]
+fn the_stall_timeout_waits_for_bytes_not_events() {
+    let (url, _) = serve(|head, socket| {
+        if head.starts_with("GET") {
+            return answer(socket, "404 Not Found", "text/plain", "no");
+        }
+        let _ = write!(
+            socket,
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+        );
+        let first =
+            "data: {\"choices\":[{\"index\":0,\"text\":\"tok \",\"finish_reason\":null}]}\n\n";
+        for byte in first.bytes() {
+            if socket.write_all(&[byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(15));
+        }
+        stream_body_only(socket, 3);
+    });
+    // About 75 bytes at 15 ms: over a second for the first event, with a 0.4 s stall limit.
+    let (output, dir) = run(&url, &[], &["--model", "m", "--stall-timeout", "0.4"]);
+    let r = records(dir.path());
+    assert!(r.iter().all(|r| r["success"] == true), "{r:?} {output:?}");
+    assert!(r[0]["ttft_ms"].as_f64().unwrap() > 800.0);
+}
+
+/// The rest of a completion stream after its first chunk: `tokens` chunks, usage, `[DONE]`.
+fn stream_body_only(socket: &mut TcpStream, tokens: usize) {
+    let mut body = String::new();
+    for k in 0..tokens {
+        let finish = if k + 1 == tokens {
+            "\"length\""
+        } else {
+            "null"
+        };
+        body.push_str(&format!(
+            "data: {{\"choices\":[{{\"index\":0,\"text\":\"tok \",\"finish_reason\":{finish}}}]}}\n\n"
+        ));
+    }
+    body.push_str(&format!(
+        "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":4,\"completion_tokens\":{}}}}}\n\ndata: [DONE]\n\n",
+        tokens + 1
+    ));
+    let _ = socket.write_all(body.as_bytes());
+}

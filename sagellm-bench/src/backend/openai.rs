@@ -609,6 +609,7 @@ impl Backend for OpenAiBackend {
             shared: self.shared.clone(),
             asked: request.max_output_tokens,
             deadline: Instant::now() + self.shared.request_timeout,
+            received: Arc::new(AtomicUsize::new(0)),
             phase: Phase::NotSent(request),
             usage: None,
             finish_seen: false,
@@ -700,6 +701,9 @@ enum Phase {
 /// One request's life: send, then read events until it is done or failed.
 struct Exchange {
     shared: Arc<Shared>,
+    /// Bytes of the answer's body received so far: the stall timeout waits for a byte, not for
+    /// a whole event.
+    received: Arc<AtomicUsize>,
     asked: usize,
     deadline: Instant,
     phase: Phase,
@@ -758,17 +762,28 @@ impl Exchange {
                     return None;
                 }
                 Phase::NotSent(request) => {
-                    match send(&self.shared, self.deadline, &request).await {
+                    match send(&self.shared, self.deadline, &request, &self.received).await {
                         Ok(events) => self.phase = Phase::Streaming(events),
                         Err(error) => return Some(StreamEvent::Error(error)),
                     }
                 }
                 Phase::Streaming(mut events) => {
-                    let (limit, stalled) = self.wait_limit();
-                    let next = tokio::time::timeout_at(limit, events.next()).await;
+                    // A wait that timed out while bytes still arrived (an event larger than what
+                    // one stall period brings) waits on: only silence is a stall. Polling the
+                    // stream again loses nothing; the parser keeps what it has buffered.
+                    let next = loop {
+                        let (limit, stalled) = self.wait_limit();
+                        let before = self.received.load(Ordering::Relaxed);
+                        match tokio::time::timeout_at(limit, events.next()).await {
+                            Err(_) if stalled && self.received.load(Ordering::Relaxed) > before => {
+                            }
+                            Err(_) => break Err(stalled),
+                            Ok(item) => break Ok(item),
+                        }
+                    };
                     self.phase = Phase::Streaming(events);
                     let event = match next {
-                        Err(_) => {
+                        Err(stalled) => {
                             let message = self.timeout_message(stalled, "the next chunk");
                             return self.fail(ErrorKind::Timeout, message);
                         }
@@ -983,6 +998,7 @@ async fn send(
     shared: &Shared,
     deadline: Instant,
     request: &GenerationRequest,
+    received: &Arc<AtomicUsize>,
 ) -> Result<Events, RequestError> {
     let force = shared.force_output_length;
     let n = request.max_output_tokens;
@@ -1075,9 +1091,11 @@ async fn send(
             format!("HTTP {status}{hint}: {message}"),
         ));
     }
-    Ok(body::line_limited(response.bytes_stream())
-        .eventsource()
-        .boxed())
+    Ok(
+        body::line_limited(response.bytes_stream(), received.clone())
+            .eventsource()
+            .boxed(),
+    )
 }
 
 #[cfg(test)]

@@ -1103,4 +1103,65 @@ process_resident_memory_bytes 1.048576e+08
         assert_eq!(f.spec_mean_acceptance_length, Some(2.5));
         assert_eq!(f.spec, None);
     }
+
+    proptest::proptest! {
+        /// Whatever a server sends, parsing never panics and keeps only finite, non-negative
+        /// values, and the figures derived from any two scrapes are in range.
+        #[test]
+        fn any_text_parses_to_sane_figures(
+            before in proptest::collection::vec(line(), 0..12),
+            after in proptest::collection::vec(line(), 0..12),
+        ) {
+            let (b, a) = (Scrape::parse(&before.join("\n")), Scrape::parse(&after.join("\n")));
+            for s in b.series.iter().chain(&a.series) {
+                proptest::prop_assert!(s.value.is_finite() && s.value >= 0.0);
+            }
+            let mut gauges = GaugeTrack::default();
+            gauges.add(&b, ALL_FAMILIES);
+            gauges.add(&a, ALL_FAMILIES);
+            let f = figures(Some(&b), Some(&a), &gauges, ALL_FAMILIES);
+            if let Some(kv) = f.kv {
+                proptest::prop_assert!(kv.prefix_hit_tokens <= kv.prefix_query_tokens);
+            }
+            if let Some(spec) = f.spec {
+                proptest::prop_assert!(spec.accepted_tokens <= spec.draft_tokens && spec.draft_tokens > 0);
+            }
+        }
+    }
+
+    /// Lines as servers send them and as broken ones might: known names with odd labels and
+    /// values (non-finite, negative, huge, garbage), stray braces and comments.
+    fn line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let name = prop_oneof![
+            Just("vllm:prefix_cache_hits_total"),
+            Just("vllm:prefix_cache_queries_total"),
+            Just("vllm:kv_cache_usage_perc"),
+            Just("vllm:cache_config_info"),
+            Just("vllm:spec_decode_num_draft_tokens_total"),
+            Just("vllm:spec_decode_num_accepted_tokens_total"),
+            Just("sglang:num_used_tokens"),
+            Just("process_resident_memory_bytes"),
+            Just("# TYPE vllm:prefix_cache_hits_total counter"),
+        ];
+        let labels = prop_oneof![
+            Just(String::new()),
+            Just("{engine=\"0\"}".to_string()),
+            Just("{pp_rank=\"1\",num_gpu_blocks=\"1e300\",block_size=\"16\"}".to_string()),
+            Just("{x=\"}".to_string()),
+            Just("}{".to_string()),
+            "[{}=\",a-z]{0,12}".prop_map(|s| s),
+        ];
+        let value = prop_oneof![
+            Just("NaN".to_string()),
+            Just("+Inf".to_string()),
+            Just("-Inf".to_string()),
+            Just("-5".to_string()),
+            Just("1e308".to_string()),
+            Just("18446744073709551615".to_string()),
+            (0u64..5000).prop_map(|v| v.to_string()),
+            "[0-9.e+-]{0,8}".prop_map(|s| s),
+        ];
+        (name, labels, value).prop_map(|(n, l, v)| format!("{n}{l} {v}"))
+    }
 }

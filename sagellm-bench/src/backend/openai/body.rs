@@ -3,6 +3,9 @@
 //! pages are read up to a cap; a streamed answer's lines are checked as they arrive, so one
 //! endless line fails its request instead of growing a buffer the parser rescans.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures::stream::{Stream, StreamExt};
 
@@ -50,14 +53,17 @@ pub(crate) enum BodyFault {
 
 /// `bytes` with every line checked against [`STREAM_LINE_LIMIT`] as it arrives, in time
 /// linear in the bytes; the first line past it ends the stream with [`BodyFault::LineTooLong`].
+/// `received` counts the bytes as they arrive.
 pub(crate) fn line_limited(
     bytes: impl Stream<Item = Result<Bytes, reqwest::Error>>,
+    received: Arc<AtomicUsize>,
 ) -> impl Stream<Item = Result<Bytes, BodyFault>> {
     let mut line = 0usize;
     let mut failed = false;
     bytes
         .map(move |chunk| {
             let chunk = chunk?;
+            received.fetch_add(chunk.len(), Ordering::Relaxed);
             // The line running on from earlier chunks ends at this chunk's first newline; the
             // lines between its first and last newline are shorter than the chunk (which is a
             // socket read, well under the limit).
