@@ -231,7 +231,11 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
 
-    /// Starts one request. The stream must end with `Done` or `Error`.
+    /// Starts one request. The stream must end with `Done` or `Error`, and then end (yield
+    /// `None`) when polled again: the runner polls it once more after the final event is
+    /// stamped, before the same worker sends its next request, so that work belonging to the
+    /// request but not to its latency can finish there (the openai backend reads the rest of
+    /// the HTTP body, so its connection is reused).
     fn generate(&self, request: GenerationRequest) -> BoxStream<'static, StreamEvent>;
 
     /// Called after the measured requests of a workload; returns the engine-side figures for the
