@@ -114,3 +114,46 @@ fn smollm2_batched_decode_keeps_greedy_output() {
         }
     }
 }
+
+/// `--dtype q4k` on SmolLM2: its 576-value rows hold no whole 256-value K-block, so every
+/// matrix but the down projections (1536-value rows) falls back to Q5_0, as llama-quantize
+/// does, and says so; it reads fewer bytes per token than `q8_0`.
+#[test]
+fn smollm2_q4k_falls_back_to_q5_0_and_reads_less_than_q8_0() {
+    let Some(path) = smollm2_path() else {
+        return;
+    };
+    let q4k = DirectModel::load(&path, WeightDtype::Q4k).unwrap();
+    let q8 = DirectModel::load(&path, WeightDtype::Q8_0).unwrap();
+    assert!(
+        q4k.weight_bytes() < q8.weight_bytes(),
+        "q4k {} bytes, q8_0 {}",
+        q4k.weight_bytes(),
+        q8.weight_bytes()
+    );
+    let formats = q4k.formats();
+    assert_eq!(formats.used["ffn_down"]["q4k"], 30, "{formats:?}");
+    for kind in [
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_gate",
+        "ffn_up",
+    ] {
+        assert_eq!(formats.used[kind]["q5_0"], 30, "{kind}: {formats:?}");
+        assert!(
+            formats.fallbacks.iter().any(|f| f.matrices == kind
+                && f.count == 30
+                && f.requested == "q4k"
+                && f.used == "q5_0"
+                && f.row_values == 576),
+            "{kind}: {:?}",
+            formats.fallbacks
+        );
+    }
+    assert!(formats.used.values().all(|c| !c.contains_key("f32")));
+    let summary = formats.fallback_summary().unwrap();
+    assert!(summary.contains("30 attn_q → q5_0"), "{summary}");
+    assert!(q8.formats().fallbacks.is_empty());
+}

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use candle_core::Tensor;
 
 use super::kv_cache::KvCache;
-use super::load::{load, LoadedModel};
-use super::precision::WeightDtype;
+use super::load::{load, LoadOptions, LoadedModel};
+use super::precision::{PrefillWeights, WeightDtype};
 use super::source::resolve;
+use super::weights::FormatLog;
 
 /// A loaded model and its tokenizer.
 pub struct DirectModel {
@@ -26,17 +27,32 @@ pub struct Timed {
 }
 
 impl DirectModel {
-    /// Loads a model the way `--backend cpu --model` does (without setting thread counts).
+    /// Loads a model the way `--backend cpu --model` does (without setting thread counts), with
+    /// the default `prefill_weights`.
     pub fn load(model: &str, dtype: WeightDtype) -> Result<Self, String> {
+        Self::load_with(model, dtype, PrefillWeights::default())
+    }
+
+    /// Loads a model with prompt chunks multiplied as `prefill` says.
+    pub fn load_with(
+        model: &str,
+        dtype: WeightDtype,
+        prefill: PrefillWeights,
+    ) -> Result<Self, String> {
         let files = resolve(model)?;
         Ok(DirectModel {
-            loaded: load(&files, dtype)?,
+            loaded: load(&files, LoadOptions { dtype, prefill })?,
         })
     }
 
     /// Bytes of weight matrices read per forward pass.
     pub fn weight_bytes(&self) -> usize {
         self.loaded.model.weight_bytes()
+    }
+
+    /// The format each weight matrix is multiplied in, the fallbacks, the prefill copies.
+    pub fn formats(&self) -> &FormatLog {
+        &self.loaded.formats
     }
 
     pub fn architecture(&self) -> &'static str {
