@@ -123,6 +123,39 @@ impl DirectModel {
     }
 }
 
+impl DirectModel {
+    /// llama-bench's `tg` test: from an empty cache, `count` forward passes of one token each,
+    /// starting with `first` and feeding each greedy token back. Returns their total time.
+    pub fn timed_generation(&self, first: u32, count: usize) -> Result<Duration, String> {
+        let mut cache = KvCache::new(self.loaded.model.num_layers());
+        let err = |e: candle_core::Error| e.to_string();
+        let mut next = first;
+        let started = Instant::now();
+        for _ in 0..count {
+            let logits = self
+                .loaded
+                .model
+                .forward(&[next], &mut cache)
+                .map_err(err)?;
+            next = argmax(&logits)?;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// llama-bench's `pp` test: one prefill of `prompt` into an empty cache. Returns its time.
+    pub fn timed_prefill(&self, prompt: &[u32]) -> Result<Duration, String> {
+        let mut cache = KvCache::new(self.loaded.model.num_layers());
+        let started = Instant::now();
+        let logits = self
+            .loaded
+            .model
+            .forward(prompt, &mut cache)
+            .map_err(|e| e.to_string())?;
+        std::hint::black_box(logits);
+        Ok(started.elapsed())
+    }
+}
+
 /// Greedy decoding of several prompts side by side (see [`DirectModel::greedy_side_by_side`]).
 #[derive(Debug, Clone)]
 pub struct SideBySide {
