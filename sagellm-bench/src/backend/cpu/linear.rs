@@ -6,6 +6,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Result, Tensor};
 
 use super::precision::PrefillWeights;
+use super::q8::{self, PackedQ8};
 
 /// Prompt chunks of at least this many tokens go through the f32 GEMM (`[cpu] prefill_weights`);
 /// fewer, and every decode step, use the quantized kernel. Below it the GEMM's packing and the
@@ -15,13 +16,41 @@ pub const DENSE_MIN_ROWS: usize = 16;
 /// The weight (`[out, in]`) in the format chosen at load time, and an optional f32 bias.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: QMatMul,
+    weight: DecodeWeight,
     /// How a prompt chunk multiplies a quantized weight.
     prefill: PrefillPath,
     bias: Option<Tensor>,
     weight_bytes: usize,
     /// The format the weight is multiplied in at decode (`None`: f32).
     format: Option<GgmlDType>,
+}
+
+/// The weight as decode multiplies it.
+#[derive(Debug, Clone)]
+enum DecodeWeight {
+    /// f32 (candle's GEMM) or a quantized format candle multiplies.
+    Candle(QMatMul),
+    /// Q8_0, repacked for our kernel (backend/cpu/q8.rs), where the CPU runs it.
+    Q8(Arc<PackedQ8>),
+}
+
+impl DecodeWeight {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            DecodeWeight::Candle(w) => w.forward(xs),
+            DecodeWeight::Q8(w) => w.matmul_t(xs),
+        }
+    }
+
+    /// The weight's values as f32 `[out, in]`.
+    fn dequantize(&self) -> Result<Tensor> {
+        match self {
+            DecodeWeight::Candle(QMatMul::QTensor(q)) => q.dequantize(&Device::Cpu),
+            DecodeWeight::Candle(QMatMul::Tensor(w)) => Ok(w.clone()),
+            DecodeWeight::Candle(QMatMul::TensorF16(w)) => w.to_dtype(candle_core::DType::F32),
+            DecodeWeight::Q8(w) => w.dequantize(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -31,7 +60,7 @@ enum PrefillPath {
     /// The quantized weight's values as f32, kept.
     F32Copy(Tensor),
     /// Dequantize the weight for each prompt chunk.
-    Dequantize(Arc<QTensor>),
+    Dequantize,
 }
 
 impl Linear {
@@ -51,7 +80,7 @@ impl Linear {
             None => {
                 let weight_bytes = weight.elem_count() * 4;
                 Ok(Linear {
-                    weight: QMatMul::Tensor(weight),
+                    weight: DecodeWeight::Candle(QMatMul::Tensor(weight)),
                     prefill: PrefillPath::SameAsDecode,
                     bias,
                     weight_bytes,
@@ -67,16 +96,31 @@ impl Linear {
         bias: Option<Tensor>,
         prefill: PrefillWeights,
     ) -> Result<Self> {
-        let weight_bytes = weight.storage_size_in_bytes();
         let format = Some(weight.dtype());
-        let weight = Arc::new(weight);
+        let (out_features, in_features) = weight.shape().dims2()?;
+        let weight = if weight.dtype() == GgmlDType::Q8_0
+            && q8::available()
+            && !q8::candle_tiles_q8_0(out_features, in_features)
+        {
+            // Repacked, and candle's copy dropped: the kernel reads only the repacked blocks.
+            DecodeWeight::Q8(Arc::new(PackedQ8::from_qtensor(&weight)?))
+        } else {
+            DecodeWeight::Candle(QMatMul::QTensor(Arc::new(weight)))
+        };
+        let weight_bytes = match &weight {
+            DecodeWeight::Q8(w) => w.bytes(),
+            DecodeWeight::Candle(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
+            DecodeWeight::Candle(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
+                w.elem_count() * w.dtype().size_in_bytes()
+            }
+        };
         let prefill = match prefill {
             PrefillWeights::Quantized => PrefillPath::SameAsDecode,
-            PrefillWeights::F32Copy => PrefillPath::F32Copy(weight.dequantize(&Device::Cpu)?),
-            PrefillWeights::Dequantize => PrefillPath::Dequantize(weight.clone()),
+            PrefillWeights::F32Copy => PrefillPath::F32Copy(weight.dequantize()?),
+            PrefillWeights::Dequantize => PrefillPath::Dequantize,
         };
         Ok(Linear {
-            weight: QMatMul::QTensor(weight),
+            weight,
             prefill,
             bias,
             weight_bytes,
@@ -137,7 +181,7 @@ impl Module for Linear {
         let ys = match &self.prefill {
             PrefillPath::SameAsDecode => self.weight.forward(xs)?,
             PrefillPath::F32Copy(w) => dense_matmul(xs, w)?,
-            PrefillPath::Dequantize(q) => dense_matmul(xs, &q.dequantize(&Device::Cpu)?)?,
+            PrefillPath::Dequantize => dense_matmul(xs, &self.weight.dequantize()?)?,
         };
         self.add_bias(ys)
     }
