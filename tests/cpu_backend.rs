@@ -79,10 +79,14 @@ fn quantized_files_load_and_stay_close_to_their_f32_values() {
         );
         assert_eq!(model.greedy_timed(&prompt, 8).unwrap().output.len(), 8);
     }
-    // Auto multiplies Q4_1 matrices in Q8_0 and Keep in Q4_1: Q8_0 holds more bits.
+    // Auto and Keep multiply the Q4_1 matrices as stored (our Q4_1 kernel); q8_0 holds more
+    // bits per weight.
     let auto = load(&tiny.gguf_q4_1, WeightDtype::Auto);
     let keep = load(&tiny.gguf_q4_1, WeightDtype::Keep);
-    assert!(auto.weight_bytes() > keep.weight_bytes());
+    let q8 = load(&tiny.gguf_q4_1, WeightDtype::Q8_0);
+    assert_eq!(auto.formats(), keep.formats());
+    assert_eq!(auto.weight_bytes(), keep.weight_bytes());
+    assert!(q8.weight_bytes() > keep.weight_bytes());
 }
 
 /// A format whose blocks do not divide a matrix's rows falls back to the nearest 32-value
@@ -229,8 +233,13 @@ fn decoding_through_the_kv_cache_matches_a_full_prefill() {
 #[test]
 fn batched_decode_matches_decoding_each_sequence_alone() {
     let tiny = tiny_llama::write_all();
-    // f32 weights (gemm), Q8_0 (candle's quantized kernels), safetensors (halves rotary).
-    for path in [&tiny.gguf_f32, &tiny.gguf_q8_0, &tiny.folder] {
+    // f32 weights (gemm), Q8_0 and Q4_1 (our kernels), safetensors (halves rotary).
+    for path in [
+        &tiny.gguf_f32,
+        &tiny.gguf_q8_0,
+        &tiny.gguf_q4_1,
+        &tiny.folder,
+    ] {
         let model = load(path, WeightDtype::Auto);
         let text = "the queue block layer weight tensor attention server cache model";
         let prompts: Vec<Vec<u32>> = [3, 17, 40, 1, 9]

@@ -6,6 +6,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Result, Tensor};
 
 use super::precision::PrefillWeights;
+use super::q4_1::{self, PackedQ4_1};
 use super::q8::{self, PackedQ8};
 
 /// Prompt chunks of at least this many tokens go through the f32 GEMM (`[cpu] prefill_weights`);
@@ -32,6 +33,8 @@ enum DecodeWeight {
     Candle(QMatMul),
     /// Q8_0, repacked for our kernel (backend/cpu/q8.rs), where the CPU runs it.
     Q8(Arc<PackedQ8>),
+    /// Q4_1, repacked for our kernel (backend/cpu/q4_1.rs), where the CPU runs it.
+    Q4_1(Arc<PackedQ4_1>),
 }
 
 impl DecodeWeight {
@@ -39,6 +42,7 @@ impl DecodeWeight {
         match self {
             DecodeWeight::Candle(w) => w.forward(xs),
             DecodeWeight::Q8(w) => w.matmul_t(xs),
+            DecodeWeight::Q4_1(w) => w.matmul_t(xs),
         }
     }
 
@@ -49,6 +53,7 @@ impl DecodeWeight {
             DecodeWeight::Candle(QMatMul::Tensor(w)) => Ok(w.clone()),
             DecodeWeight::Candle(QMatMul::TensorF16(w)) => w.to_dtype(candle_core::DType::F32),
             DecodeWeight::Q8(w) => w.dequantize(),
+            DecodeWeight::Q4_1(w) => w.dequantize(),
         }
     }
 }
@@ -104,11 +109,14 @@ impl Linear {
         {
             // Repacked, and candle's copy dropped: the kernel reads only the repacked blocks.
             DecodeWeight::Q8(Arc::new(PackedQ8::from_qtensor(&weight)?))
+        } else if weight.dtype() == GgmlDType::Q4_1 && q4_1::available() {
+            DecodeWeight::Q4_1(Arc::new(PackedQ4_1::from_qtensor(&weight)?))
         } else {
             DecodeWeight::Candle(QMatMul::QTensor(Arc::new(weight)))
         };
         let weight_bytes = match &weight {
             DecodeWeight::Q8(w) => w.bytes(),
+            DecodeWeight::Q4_1(w) => w.bytes(),
             DecodeWeight::Candle(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
             DecodeWeight::Candle(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
                 w.elem_count() * w.dtype().size_in_bytes()

@@ -18,6 +18,7 @@ mod model;
 mod opt;
 mod precision;
 mod prefix_cache;
+mod q4_1;
 mod q8;
 mod source;
 mod text;

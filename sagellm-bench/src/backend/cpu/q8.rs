@@ -28,8 +28,8 @@ const BLOCK: usize = 32;
 const STORED_BLOCK_BYTES: usize = 2 + BLOCK;
 /// Weight rows multiplied together: four accumulators, one activation load per block for four.
 const ROWS_PER_STEP: usize = 4;
-/// Weight rows per parallel work item when more than one thread runs.
-const ROWS_PER_TASK: usize = 64;
+/// Weight rows per parallel work item when more than one thread runs (a multiple of four).
+pub(super) const ROWS_PER_TASK: usize = 64;
 
 /// Whether this CPU runs the kernel (x86-64 with AVX2 and FMA); otherwise candle's is used.
 pub fn available() -> bool {
@@ -160,31 +160,9 @@ impl PackedQ8 {
         let input = xs.flatten_all()?.to_vec1::<f32>()?;
         let m = input.len() / self.columns;
         let (a_qs, a_scales) = quantize_rows(&input, self.columns);
-        let mut out = vec![0f32; m * self.rows];
-        // Work items are groups of weight rows; each writes its columns of every output row.
-        let groups = self.rows.div_ceil(ROWS_PER_TASK);
-        if rayon::current_num_threads() > 1 && groups > 1 {
-            // Per group of weight rows, its `[m, group rows]` results, scattered into `out`.
-            let parts: Vec<(usize, Vec<f32>)> = (0..groups)
-                .into_par_iter()
-                .map(|g| {
-                    let start = g * ROWS_PER_TASK;
-                    let end = self.rows.min(start + ROWS_PER_TASK);
-                    let mut part = vec![0f32; m * (end - start)];
-                    self.rows_times(start, end, m, (&a_qs, &a_scales), &mut part, end - start);
-                    (start, part)
-                })
-                .collect();
-            for (start, part) in parts {
-                let width = part.len() / m;
-                for (i, chunk) in part.chunks_exact(width).enumerate() {
-                    let at = i * self.rows + start;
-                    out[at..at + width].copy_from_slice(chunk);
-                }
-            }
-        } else {
-            self.rows_times(0, self.rows, m, (&a_qs, &a_scales), &mut out, self.rows);
-        }
+        let out = split_rows(self.rows, m, |start, end, dst, stride| {
+            self.rows_times(start, end, m, (&a_qs, &a_scales), dst, stride)
+        });
         let mut shape = dims;
         *shape.last_mut().expect("checked above") = self.rows;
         Tensor::from_vec(out, shape, &Device::Cpu)
@@ -221,6 +199,42 @@ impl PackedQ8 {
     }
 }
 
+/// The `[m, rows]` products of `m` activation rows with a weight of `rows` rows, computed by
+/// `run(start, end, dst, stride)` for weight rows `start..end` (result of activation row `i`,
+/// weight row `r` at `dst[i * stride + r - start]`): all at once on one thread, or in groups
+/// of [`ROWS_PER_TASK`] rows over rayon's threads.
+pub(super) fn split_rows(
+    rows: usize,
+    m: usize,
+    run: impl Fn(usize, usize, &mut [f32], usize) + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0f32; m * rows];
+    let groups = rows.div_ceil(ROWS_PER_TASK);
+    if rayon::current_num_threads() > 1 && groups > 1 {
+        // Per group of weight rows, its `[m, group rows]` results, scattered into `out`.
+        let parts: Vec<(usize, Vec<f32>)> = (0..groups)
+            .into_par_iter()
+            .map(|g| {
+                let start = g * ROWS_PER_TASK;
+                let end = rows.min(start + ROWS_PER_TASK);
+                let mut part = vec![0f32; m * (end - start)];
+                run(start, end, &mut part, end - start);
+                (start, part)
+            })
+            .collect();
+        for (start, part) in parts {
+            let width = part.len() / m;
+            for (i, chunk) in part.chunks_exact(width).enumerate() {
+                let at = i * rows + start;
+                out[at..at + width].copy_from_slice(chunk);
+            }
+        }
+    } else {
+        run(0, rows, &mut out, rows);
+    }
+    out
+}
+
 fn read_f32(bytes: &[u8]) -> f32 {
     f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
 }
@@ -255,7 +269,7 @@ fn dot4(nb: usize, group: &[u8], a: &[i8], ad: &[f32]) -> [f32; 4] {
 /// Quantizes each `k`-value row of `x` to Q8_0 as ggml's `quantize_row_q8_0` does: per block,
 /// `d = max|x| / 127`, values `round(x / d)`, and the scale rounded to f16. Returns the values
 /// and the per-block scales.
-fn quantize_rows(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {
+pub(super) fn quantize_rows(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {
     let mut qs = vec![0i8; x.len()];
     let mut scales = Vec::with_capacity(x.len() / BLOCK);
     debug_assert_eq!(k % BLOCK, 0);
