@@ -90,7 +90,7 @@ fn main() {
                 }
             }
             let mut counts: Vec<(String, usize)> = counts.into_iter().collect();
-            counts.sort_by(|a, b| b.1.cmp(&a.1));
+            counts.sort_by_key(|c| std::cmp::Reverse(c.1));
             let formats = if counts.len() == 1 {
                 counts[0].0.clone()
             } else {
