@@ -9,9 +9,9 @@ use super::precision::PrefillWeights;
 use super::q4_1::{self, PackedQ4_1};
 use super::q8::{self, PackedQ8};
 
-/// Prompt chunks of at least this many tokens go through the f32 GEMM (`[cpu] prefill_weights`);
-/// fewer, and every decode step, use the quantized kernel. Below it the GEMM's packing and the
-/// f32 weight reads (4 bytes a weight against about 1) cost more than they save.
+/// Prompt chunks of at least this many tokens take the `[cpu] prefill_weights` path; fewer,
+/// and every decode step, use the decode kernel. Chosen by estimate, not measured: below it
+/// the expansion to f32 (or the 4-byte f32 weight reads) costs more than the GEMM saves.
 pub const DENSE_MIN_ROWS: usize = 16;
 
 /// The weight (`[out, in]`) in the format chosen at load time, and an optional f32 bias.

@@ -131,8 +131,8 @@ pub enum PrefillWeights {
     /// no memory kept, the dequantization paid once per chunk per matrix.
     #[default]
     Dequantize,
-    /// candle's quantized matrix product, the same kernel as decode (one dot product per token
-    /// and weight row).
+    /// The decode kernel on the whole chunk (ours for Q8_0 and Q4_1, which reuses each group
+    /// of four weight rows for every token of the chunk; candle's for the other formats).
     Quantized,
 }
 
