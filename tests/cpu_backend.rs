@@ -8,7 +8,7 @@ mod tiny_llama;
 use std::process::Command;
 use std::sync::Arc;
 
-use sagellm_bench::backend::cpu::{CpuConfig, DirectModel, WeightDtype};
+use sagellm_bench::backend::cpu::{CpuConfig, DirectModel, PrefillWeights, WeightDtype};
 use sagellm_bench::backend::{self, Backend};
 use sagellm_bench::report::Reports;
 use sagellm_bench::summary::Provenance;
@@ -79,10 +79,135 @@ fn quantized_files_load_and_stay_close_to_their_f32_values() {
         );
         assert_eq!(model.greedy_timed(&prompt, 8).unwrap().output.len(), 8);
     }
-    // Auto multiplies Q4_1 matrices in Q8_0 and Keep in Q4_1: Q8_0 holds more bits.
+    // Auto and Keep multiply the Q4_1 matrices as stored (our Q4_1 kernel); q8_0 holds more
+    // bits per weight.
     let auto = load(&tiny.gguf_q4_1, WeightDtype::Auto);
     let keep = load(&tiny.gguf_q4_1, WeightDtype::Keep);
-    assert!(auto.weight_bytes() > keep.weight_bytes());
+    let q8 = load(&tiny.gguf_q4_1, WeightDtype::Q8_0);
+    assert_eq!(auto.formats(), keep.formats());
+    assert_eq!(auto.weight_bytes(), keep.weight_bytes());
+    assert!(q8.weight_bytes() > keep.weight_bytes());
+}
+
+/// A format whose blocks do not divide a matrix's rows falls back to the nearest 32-value
+/// format (as llama-quantize does), never silently to f32, and says so: the tiny model's rows
+/// (64 and 128 values) hold no 256-value K-quant block.
+#[test]
+fn formats_that_do_not_fit_fall_back_and_say_so() {
+    let tiny = tiny_llama::write_all();
+    let prompt = load(&tiny.gguf_f32, WeightDtype::F32)
+        .encode("the prefill decode the engine")
+        .unwrap();
+    let reference = load(&tiny.gguf_f32, WeightDtype::F32)
+        .prefill_logits(&prompt)
+        .unwrap();
+    let spread = reference.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let q8 = load(&tiny.gguf_f32, WeightDtype::Q8_0);
+    assert!(q8.formats().fallbacks.is_empty(), "{:?}", q8.formats());
+    assert_eq!(q8.formats().used["attn_q"]["q8_0"], tiny_llama::LAYERS);
+    for (dtype, requested, used, tolerance) in [
+        (WeightDtype::Q4k, "q4k", "q5_0", 0.2),
+        (WeightDtype::Q6k, "q6k", "q8_0", 0.05),
+    ] {
+        for path in [&tiny.gguf_f32, &tiny.folder] {
+            let model = load(path, dtype);
+            let formats = model.formats();
+            // Every matrix, the output head included, in the fallback format; none in f32.
+            for (kind, counts) in &formats.used {
+                assert_eq!(counts.keys().collect::<Vec<_>>(), [used], "{path:?} {kind}");
+            }
+            let fell_back: usize = formats.fallbacks.iter().map(|f| f.count).sum();
+            assert_eq!(fell_back, 7 * tiny_llama::LAYERS + 1, "{formats:?}");
+            for f in &formats.fallbacks {
+                assert_eq!((f.requested.as_str(), f.used.as_str()), (requested, used));
+                assert_eq!(f.requested_block, 256);
+                assert!([64, 128].contains(&f.row_values), "{f:?}");
+            }
+            let logits = model.prefill_logits(&prompt).unwrap();
+            let diff = max_abs_diff(&logits, &reference);
+            assert!(
+                diff < tolerance * spread,
+                "{dtype:?}: diff {diff} of {spread}"
+            );
+        }
+    }
+    // Q5_0 (5.5 bits a weight) reads fewer bytes than Q8_0 (8.5).
+    assert!(load(&tiny.gguf_f32, WeightDtype::Q4k).weight_bytes() < q8.weight_bytes());
+}
+
+/// The run's provenance lists the formats, the fallbacks and the bytes read per token.
+#[test]
+fn the_settings_list_formats_fallbacks_and_bytes_per_token() {
+    let tiny = tiny_llama::write_all();
+    let config = CpuConfig {
+        dtype: WeightDtype::Q4k,
+        ..CpuConfig::default()
+    };
+    let settings = tiny_backend(&tiny.gguf_f32, config).settings();
+    assert_eq!(
+        settings["weight_formats"]["ffn_down"]["q5_0"],
+        tiny_llama::LAYERS
+    );
+    assert_eq!(settings["weight_formats"]["output"]["q5_0"], 1);
+    let fallbacks = settings["weight_fallbacks"].as_array().unwrap();
+    assert!(
+        fallbacks
+            .iter()
+            .any(|f| f["matrices"] == "attn_q" && f["used"] == "q5_0" && f["requested"] == "q4k"),
+        "{settings}"
+    );
+    assert!(settings["weight_bytes_per_token"].as_u64().unwrap() > 0);
+    assert_eq!(settings["prefill_weights"], "dequantize");
+    assert_eq!(settings["prefill_copy_bytes"], 0);
+    let copies = CpuConfig {
+        dtype: WeightDtype::Q8_0,
+        prefill_weights: PrefillWeights::F32Copy,
+        ..CpuConfig::default()
+    };
+    let settings = tiny_backend(&tiny.gguf_f32, copies).settings();
+    assert!(settings["weight_fallbacks"].as_array().unwrap().is_empty());
+    // Seven block matrices per layer as f32; the output head keeps no copy.
+    let per_layer = 4
+        * (2 * tiny_llama::HIDDEN * tiny_llama::HIDDEN
+            + 2 * tiny_llama::HIDDEN * 16 * tiny_llama::KV_HEADS
+            + 3 * tiny_llama::HIDDEN * tiny_llama::FFN);
+    assert_eq!(
+        settings["prefill_copy_bytes"],
+        per_layer * tiny_llama::LAYERS,
+        "{settings}"
+    );
+}
+
+/// Every prefill path gives the logits of the decode weights' values: the f32 GEMM on the
+/// dequantized values, or the quantized kernel.
+#[test]
+fn every_prefill_path_stays_close_to_f32() {
+    let tiny = tiny_llama::write_all();
+    let f32_model = load(&tiny.gguf_q8_0, WeightDtype::F32);
+    let text = "the queue block layer weight tensor attention server cache model";
+    // Long enough for the prefill paths (at least DENSE_MIN_ROWS tokens).
+    let prompt = f32_model.prompt_ids(text, 40).unwrap();
+    let reference = f32_model.prefill_logits(&prompt).unwrap();
+    let spread = reference.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let mut runs = Vec::new();
+    for prefill in [
+        PrefillWeights::F32Copy,
+        PrefillWeights::Dequantize,
+        PrefillWeights::Quantized,
+    ] {
+        let model =
+            DirectModel::load_with(tiny.gguf_q8_0.to_str().unwrap(), WeightDtype::Auto, prefill)
+                .unwrap();
+        let logits = model.prefill_logits(&prompt).unwrap();
+        // The output head multiplies in Q8_0 whatever the path (it sees the last position
+        // only), rounding its input to 8 bits: the format's own error, as for decode.
+        let diff = max_abs_diff(&logits, &reference);
+        assert!(diff < 0.05 * spread, "{prefill:?}: diff {diff} of {spread}");
+        runs.push((logits, model.greedy_timed(&prompt, 8).unwrap().output));
+    }
+    // The kept copy and the per-chunk dequantization hold the same values, multiplied by the
+    // same GEMM.
+    assert_eq!(runs[0], runs[1]);
 }
 
 #[test]
@@ -108,8 +233,13 @@ fn decoding_through_the_kv_cache_matches_a_full_prefill() {
 #[test]
 fn batched_decode_matches_decoding_each_sequence_alone() {
     let tiny = tiny_llama::write_all();
-    // f32 weights (gemm), Q8_0 (candle's quantized kernels), safetensors (halves rotary).
-    for path in [&tiny.gguf_f32, &tiny.gguf_q8_0, &tiny.folder] {
+    // f32 weights (gemm), Q8_0 and Q4_1 (our kernels), safetensors (halves rotary).
+    for path in [
+        &tiny.gguf_f32,
+        &tiny.gguf_q8_0,
+        &tiny.gguf_q4_1,
+        &tiny.folder,
+    ] {
         let model = load(path, WeightDtype::Auto);
         let text = "the queue block layer weight tensor attention server cache model";
         let prompts: Vec<Vec<u32>> = [3, 17, 40, 1, 9]
@@ -422,4 +552,34 @@ fn the_cli_runs_a_workload_on_the_tiny_model() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --dtype `q3`"));
+}
+
+/// The terminal says once, when the model loads, which matrices fell back to which format.
+#[test]
+fn the_cli_says_once_what_fell_back() {
+    let tiny = tiny_llama::write_all();
+    let out_dir = tempfile::tempdir().unwrap();
+    let config = out_dir.path().join("tiny.toml");
+    std::fs::write(
+        &config,
+        "[workloads.short_input]\nprompt_tokens = 24\noutput_tokens = 4\nnum_requests = 2\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["run", "--workload", "short", "--backend", "cpu", "--quiet"])
+        .args(["--dtype", "q4k", "--threads", "1", "--model"])
+        .arg(&tiny.gguf_f32)
+        .arg("--config")
+        .arg(&config)
+        .arg("-o")
+        .arg(out_dir.path().join("results"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("fell back").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("2 attn_q → q5_0 (64-value rows, 256-value q4k blocks)"),
+        "{stderr}"
+    );
 }

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use candle_core::Tensor;
 
 use super::kv_cache::KvCache;
-use super::load::{load, LoadedModel};
-use super::precision::WeightDtype;
+use super::load::{load, LoadOptions, LoadedModel};
+use super::precision::{PrefillWeights, WeightDtype};
 use super::source::resolve;
+use super::weights::FormatLog;
 
 /// A loaded model and its tokenizer.
 pub struct DirectModel {
@@ -26,17 +27,32 @@ pub struct Timed {
 }
 
 impl DirectModel {
-    /// Loads a model the way `--backend cpu --model` does (without setting thread counts).
+    /// Loads a model the way `--backend cpu --model` does (without setting thread counts), with
+    /// the default `prefill_weights`.
     pub fn load(model: &str, dtype: WeightDtype) -> Result<Self, String> {
+        Self::load_with(model, dtype, PrefillWeights::default())
+    }
+
+    /// Loads a model with prompt chunks multiplied as `prefill` says.
+    pub fn load_with(
+        model: &str,
+        dtype: WeightDtype,
+        prefill: PrefillWeights,
+    ) -> Result<Self, String> {
         let files = resolve(model)?;
         Ok(DirectModel {
-            loaded: load(&files, dtype)?,
+            loaded: load(&files, LoadOptions { dtype, prefill })?,
         })
     }
 
     /// Bytes of weight matrices read per forward pass.
     pub fn weight_bytes(&self) -> usize {
         self.loaded.model.weight_bytes()
+    }
+
+    /// The format each weight matrix is multiplied in, the fallbacks, the prefill copies.
+    pub fn formats(&self) -> &FormatLog {
+        &self.loaded.formats
     }
 
     pub fn architecture(&self) -> &'static str {
@@ -104,6 +120,39 @@ impl DirectModel {
             prefill,
             decode: started.elapsed(),
         })
+    }
+}
+
+impl DirectModel {
+    /// llama-bench's `tg` test: from an empty cache, `count` forward passes of one token each,
+    /// starting with `first` and feeding each greedy token back. Returns their total time.
+    pub fn timed_generation(&self, first: u32, count: usize) -> Result<Duration, String> {
+        let mut cache = KvCache::new(self.loaded.model.num_layers());
+        let err = |e: candle_core::Error| e.to_string();
+        let mut next = first;
+        let started = Instant::now();
+        for _ in 0..count {
+            let logits = self
+                .loaded
+                .model
+                .forward(&[next], &mut cache)
+                .map_err(err)?;
+            next = argmax(&logits)?;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// llama-bench's `pp` test: one prefill of `prompt` into an empty cache. Returns its time.
+    pub fn timed_prefill(&self, prompt: &[u32]) -> Result<Duration, String> {
+        let mut cache = KvCache::new(self.loaded.model.num_layers());
+        let started = Instant::now();
+        let logits = self
+            .loaded
+            .model
+            .forward(prompt, &mut cache)
+            .map_err(|e| e.to_string())?;
+        std::hint::black_box(logits);
+        Ok(started.elapsed())
     }
 }
 

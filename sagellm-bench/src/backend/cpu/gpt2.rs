@@ -120,7 +120,7 @@ impl Gpt2 {
         } else {
             wte_name
         };
-        let lm_head = weights.linear(&head_name, None, false)?;
+        let lm_head = weights.output_head("lm_head", &head_name)?;
         Ok(Gpt2 {
             config: config.clone(),
             wte,

@@ -120,7 +120,7 @@ impl Llama {
         let head_name = weights
             .first_present(&["output.weight", "token_embd.weight"])
             .unwrap_or("output.weight");
-        let lm_head = weights.linear(head_name, None, false)?;
+        let lm_head = weights.output_head("output", head_name)?;
         let final_norm = weights.f32("output_norm.weight")?;
         Self::assemble(config, embedding, blocks, final_norm, lm_head, true)
     }
@@ -160,7 +160,7 @@ impl Llama {
         } else {
             "lm_head.weight"
         };
-        let lm_head = weights.linear(head_name, None, false)?;
+        let lm_head = weights.output_head("lm_head", head_name)?;
         let final_norm = weights.f32("model.norm.weight")?;
         Self::assemble(config, embedding, blocks, final_norm, lm_head, false)
     }
@@ -275,22 +275,26 @@ impl CausalLm for Llama {
         let mut x = embed(&self.embedding, tokens)?;
         for (i, b) in self.blocks.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, c.rms_eps)?;
-            let q = split_batch_heads(&b.q.forward(&h)?, c.heads)?;
-            let k = split_batch_heads(&b.k.forward(&h)?, c.kv_heads)?;
-            let v = split_batch_heads(&b.v.forward(&h)?, c.kv_heads)?;
+            let q = split_batch_heads(&b.q.forward_decode(&h)?, c.heads)?;
+            let k = split_batch_heads(&b.k.forward_decode(&h)?, c.kv_heads)?;
+            let v = split_batch_heads(&b.v.forward_decode(&h)?, c.kv_heads)?;
             let q = self.rotate(&q, &cos, &sin)?;
             let k = self.rotate(&k, &cos, &sin)?;
             let a = decode_batch_attention(&q, &k, &v, caches, i, 1.0 / (head_dim as f64).sqrt())?;
-            x = (x + b.o.forward(&merge_batch_heads(&a)?)?)?;
+            x = (x + b.o.forward_decode(&merge_batch_heads(&a)?)?)?;
             let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, c.rms_eps)?;
-            let gated = (candle_nn::ops::silu(&b.gate.forward(&h)?)? * b.up.forward(&h)?)?;
-            x = (x + b.down.forward(&gated)?)?;
+            let gated =
+                (candle_nn::ops::silu(&b.gate.forward_decode(&h)?)? * b.up.forward_decode(&h)?)?;
+            x = (x + b.down.forward_decode(&gated)?)?;
         }
         for (cache, &token) in caches.iter_mut().zip(tokens) {
             cache.commit(&[token]);
         }
         let x = candle_nn::ops::rms_norm(&x, &self.final_norm, c.rms_eps)?;
-        self.lm_head.forward(&x)?.squeeze(0)?.to_dtype(DType::F32)
+        self.lm_head
+            .forward_decode(&x)?
+            .squeeze(0)?
+            .to_dtype(DType::F32)
     }
 
     fn num_layers(&self) -> usize {

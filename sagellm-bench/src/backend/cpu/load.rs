@@ -7,28 +7,37 @@ use super::gpt2::{Gpt2, Gpt2Config};
 use super::llama::{HfLlamaConfig, Llama};
 use super::model::CausalLm;
 use super::opt::{Opt, OptConfig};
-use super::precision::WeightDtype;
+use super::precision::{PrefillWeights, WeightDtype};
 use super::source::ModelFiles;
 use super::text::TextCodec;
-use super::weights::Weights;
+use super::weights::{FormatLog, Weights};
 
 /// A model ready to run.
 pub struct LoadedModel {
     pub model: Box<dyn CausalLm>,
     pub codec: TextCodec,
+    /// The format each weight matrix is multiplied in, and the fallbacks.
+    pub formats: FormatLog,
 }
 
-/// Loads the model in `files`, multiplying its weights in `dtype`.
-pub fn load(files: &ModelFiles, dtype: WeightDtype) -> Result<LoadedModel, String> {
+/// How the weights are held: the format decode multiplies them in, and what prompt chunks use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    pub dtype: WeightDtype,
+    pub prefill: PrefillWeights,
+}
+
+/// Loads the model in `files`, its weights held as `options` say.
+pub fn load(files: &ModelFiles, options: LoadOptions) -> Result<LoadedModel, String> {
     match files {
         ModelFiles::Gguf(path) => {
-            load_gguf(path, dtype).map_err(|e| format!("cannot load `{}`: {e}", path.display()))
+            load_gguf(path, options).map_err(|e| format!("cannot load `{}`: {e}", path.display()))
         }
         ModelFiles::Folder {
             config,
             weights,
             tokenizer,
-        } => load_folder(config, weights, tokenizer, dtype).map_err(|e| {
+        } => load_folder(config, weights, tokenizer, options).map_err(|e| {
             let dir = config
                 .parent()
                 .map(|d| d.display().to_string())
@@ -38,8 +47,9 @@ pub fn load(files: &ModelFiles, dtype: WeightDtype) -> Result<LoadedModel, Strin
     }
 }
 
-fn load_gguf(path: &std::path::Path, dtype: WeightDtype) -> Result<LoadedModel, String> {
-    let mut weights = Weights::open_gguf(path, dtype).map_err(|e| candle_message(&e))?;
+fn load_gguf(path: &std::path::Path, options: LoadOptions) -> Result<LoadedModel, String> {
+    let mut weights =
+        Weights::open_gguf(path, options.dtype, options.prefill).map_err(|e| candle_message(&e))?;
     let content = weights.gguf_content().ok_or("not a GGUF file")?;
     let arch = content
         .metadata
@@ -67,6 +77,7 @@ fn load_gguf(path: &std::path::Path, dtype: WeightDtype) -> Result<LoadedModel, 
     Ok(LoadedModel {
         model,
         codec: TextCodec::new(tokenizer, eos),
+        formats: weights.formats().clone(),
     })
 }
 
@@ -111,7 +122,7 @@ fn load_folder(
     config_path: &std::path::Path,
     weight_paths: &[std::path::PathBuf],
     tokenizer_path: &std::path::Path,
-    dtype: WeightDtype,
+    options: LoadOptions,
 ) -> Result<LoadedModel, String> {
     let text = std::fs::read_to_string(config_path)
         .map_err(|e| format!("cannot read config.json: {e}"))?;
@@ -136,8 +147,8 @@ fn load_folder(
     let tokenizer = Tokenizer::from_file(tokenizer_path)
         .map_err(|e| format!("cannot read tokenizer.json: {e}"))?;
     let eos = eos_ids(&config);
-    let mut weights =
-        Weights::open_safetensors(weight_paths, dtype).map_err(|e| candle_message(&e))?;
+    let mut weights = Weights::open_safetensors(weight_paths, options.dtype, options.prefill)
+        .map_err(|e| candle_message(&e))?;
     let model: Box<dyn CausalLm> = match model_type.as_str() {
         "llama" => {
             let c: HfLlamaConfig = serde_json::from_value(config).map_err(parse_err)?;
@@ -156,6 +167,7 @@ fn load_folder(
     Ok(LoadedModel {
         model,
         codec: TextCodec::new(tokenizer, eos),
+        formats: weights.formats().clone(),
     })
 }
 

@@ -18,6 +18,8 @@ mod model;
 mod opt;
 mod precision;
 mod prefix_cache;
+mod q4_1;
+mod q8;
 mod source;
 mod text;
 mod weights;
@@ -32,7 +34,8 @@ use tokio::sync::{mpsc, oneshot};
 
 #[doc(hidden)]
 pub use direct::{DirectModel, SideBySide, Timed};
-pub use precision::WeightDtype;
+pub use precision::{PrefillWeights, WeightDtype};
+pub use weights::{Fallback, FormatLog};
 
 use self::engine::{Command, Engine, EngineStats};
 use super::{
@@ -57,6 +60,8 @@ pub const DEFAULT_MAX_BATCH: usize = 16;
 pub struct CpuConfig {
     /// Weight format: auto, keep, f32, q8_0, q4_0, q4k, q6k.
     pub dtype: WeightDtype,
+    /// Which weights prompt chunks are multiplied with: f32_copy, dequantize, quantized.
+    pub prefill_weights: PrefillWeights,
     /// Inference threads (candle's pools are per process: the first model loaded sets them).
     pub threads: Option<usize>,
     /// 0 is greedy decoding.
@@ -81,6 +86,7 @@ impl Default for CpuConfig {
     fn default() -> Self {
         CpuConfig {
             dtype: WeightDtype::Auto,
+            prefill_weights: PrefillWeights::default(),
             threads: None,
             temperature: 0.0,
             top_p: None,
@@ -145,7 +151,15 @@ impl CpuBackend {
         set_thread_count(threads);
         let files = source::resolve(model).map_err(BackendError::Setup)?;
         let started = std::time::Instant::now();
-        let loaded = load::load(&files, config.dtype).map_err(BackendError::Setup)?;
+        let options = load::LoadOptions {
+            dtype: config.dtype,
+            prefill: config.prefill_weights,
+        };
+        let loaded = load::load(&files, options).map_err(BackendError::Setup)?;
+        if let Some(summary) = loaded.formats.fallback_summary() {
+            // Said once, when the model loads: the run's figures are of these formats.
+            tracing::warn!("{model}: {summary}");
+        }
         // Every [cpu] setting as configured, then what loading found out.
         let mut settings = serde_json::to_value(config)
             .map_err(|e| BackendError::Setup(format!("cannot record the settings: {e}")))?;
@@ -159,6 +173,15 @@ impl CpuBackend {
                 (
                     "weight_bytes_per_token",
                     serde_json::json!(loaded.model.weight_bytes()),
+                ),
+                ("weight_formats", serde_json::json!(loaded.formats.used)),
+                (
+                    "weight_fallbacks",
+                    serde_json::json!(loaded.formats.fallbacks),
+                ),
+                (
+                    "prefill_copy_bytes",
+                    serde_json::json!(loaded.formats.prefill_copy_bytes),
                 ),
                 (
                     "scheduling",

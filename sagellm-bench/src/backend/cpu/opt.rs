@@ -144,7 +144,7 @@ impl Opt {
         } else {
             embed_name
         };
-        let lm_head = weights.linear(&head_name, None, false)?;
+        let lm_head = weights.output_head("lm_head", &head_name)?;
         Ok(Opt {
             config: config.clone(),
             embed_tokens,
