@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use sagellm_bench::config::Config;
+use sagellm_bench::compare::baseline;
 use sagellm_bench::report::files::{SavedRun, SUMMARY_FILE};
 use sagellm_bench::report::progress::ProgressBars;
 use sagellm_bench::report::table::TablePrinter;
 use sagellm_bench::report::{html, markdown, table, Reports};
-use sagellm_bench::summary::{Provenance, Summary};
-use sagellm_bench::{backend, baseline, Interrupt, RunControl};
+use sagellm_bench::results::summary::{Provenance, Summary};
+use sagellm_bench::run::config::Config;
+use sagellm_bench::{backend, Interrupt, RunControl};
 
 #[derive(Parser)]
 #[command(
@@ -77,8 +78,8 @@ struct CompareArgs {
     config: Option<PathBuf>,
 
     /// Latency objectives for goodput, as for `run` (e.g. ttft:200,tbt:50,e2el:5000)
-    #[arg(long, value_name = "SLOS", value_parser = sagellm_bench::goodput::Slo::parse)]
-    goodput: Option<sagellm_bench::goodput::Slo>,
+    #[arg(long, value_name = "SLOS", value_parser = sagellm_bench::workload::slo::Slo::parse)]
+    goodput: Option<sagellm_bench::workload::slo::Slo>,
 
     /// Enable verbose (debug) logging on stderr
     #[arg(short, long)]
@@ -174,8 +175,8 @@ struct LoadArgs {
     /// Latency objectives in ms, e.g. ttft:200,tbt:50,e2el:5000 (any subset): adds goodput,
     /// the successful requests meeting every one, per second and as a fraction of all requests.
     /// tbt is what vLLM's --goodput calls tpot
-    #[arg(long, value_name = "SLOS", value_parser = sagellm_bench::goodput::Slo::parse)]
-    goodput: Option<sagellm_bench::goodput::Slo>,
+    #[arg(long, value_name = "SLOS", value_parser = sagellm_bench::workload::slo::Slo::parse)]
+    goodput: Option<sagellm_bench::workload::slo::Slo>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -234,9 +235,9 @@ fn rate_list(text: &str) -> Result<Sweep<f64>, String> {
 }
 
 impl LoadArgs {
-    fn shape(&self) -> sagellm_bench::load::LoadShape {
+    fn shape(&self) -> sagellm_bench::workload::load::LoadShape {
         use sagellm_bench::OpenLoop;
-        sagellm_bench::load::LoadShape {
+        sagellm_bench::workload::load::LoadShape {
             num_requests: self.num_requests.map(|n| n as usize),
             concurrency: self.concurrency.clone().map(|s| s.0).unwrap_or_default(),
             request_rates: self.request_rate.clone().map(|s| s.0).unwrap_or_default(),
@@ -293,13 +294,13 @@ struct ServerArgs {
     /// tokenizing the streamed text (else one token per chunk). The results say which count
     /// each request used
     #[arg(long, value_name = "PATH", value_parser = load_tokenizer)]
-    tokenizer: Option<std::sync::Arc<sagellm_bench::token_counter::TokenCounter>>,
+    tokenizer: Option<std::sync::Arc<sagellm_bench::backend::token_counter::TokenCounter>>,
 }
 
 fn load_tokenizer(
     path: &str,
-) -> Result<std::sync::Arc<sagellm_bench::token_counter::TokenCounter>, String> {
-    sagellm_bench::token_counter::TokenCounter::load(std::path::Path::new(path))
+) -> Result<std::sync::Arc<sagellm_bench::backend::token_counter::TokenCounter>, String> {
+    sagellm_bench::backend::token_counter::TokenCounter::load(std::path::Path::new(path))
         .map(std::sync::Arc::new)
 }
 
@@ -695,7 +696,7 @@ fn write_overlays(dir: &std::path::Path, summaries: &[(String, PathBuf)]) -> Res
     let labels: Vec<&str> = runs.iter().map(|(n, _)| *n).collect();
     let context = format!("runs: {}", labels.join(" vs "));
     for workload in first.samples.keys() {
-        let sets: Vec<(&str, &sagellm_bench::samples::WorkloadSamples)> = runs
+        let sets: Vec<(&str, &sagellm_bench::results::samples::WorkloadSamples)> = runs
             .iter()
             .filter_map(|(name, run)| run.samples.get(workload).map(|s| (*name, s.as_ref())))
             .collect();
@@ -771,7 +772,7 @@ fn compare(args: CompareArgs) -> Result<(), String> {
         let workloads = config
             .select(&args.workload)
             .map_err(|e| format!("--workload: {e}"))?;
-        let workloads = sagellm_bench::load::LoadShape {
+        let workloads = sagellm_bench::workload::load::LoadShape {
             goodput: args.goodput,
             ..Default::default()
         }
@@ -827,7 +828,7 @@ fn compare(args: CompareArgs) -> Result<(), String> {
     if runs.len() < 2 {
         return Err("a comparison needs at least two targets or results".into());
     }
-    let comparison = sagellm_bench::compare::Comparison::new(&runs);
+    let comparison = sagellm_bench::compare::side_by_side::Comparison::new(&runs);
     comparison.write(&args.output).map_err(|e| e.to_string())?;
     write_overlays(&args.output, &summaries)?;
     if !args.quiet {
@@ -835,7 +836,7 @@ fn compare(args: CompareArgs) -> Result<(), String> {
         println!(
             "\nComparison written to {}",
             args.output
-                .join(sagellm_bench::compare::COMPARISON_JSON)
+                .join(sagellm_bench::compare::side_by_side::COMPARISON_JSON)
                 .display()
         );
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use sagellm_bench::backend::cpu::{CpuConfig, DirectModel, WeightDtype};
 use sagellm_bench::backend::{self, Backend};
 use sagellm_bench::report::Reports;
-use sagellm_bench::summary::Provenance;
+use sagellm_bench::results::summary::Provenance;
 use sagellm_bench::{Arrival, Summary, Workload};
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

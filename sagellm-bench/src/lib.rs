@@ -8,34 +8,23 @@
 //! results to the reporters, which write the documented JSON files and print tables. See
 //! `docs/METRICS.md` for every definition.
 
+// The layers, top to bottom: harness, compare, report, run, results, backend, workload. A
+// module imports only from its own layer and the ones below it (docs/ARCHITECTURE.md).
 pub mod backend;
-pub mod baseline;
-pub mod clock;
 pub mod compare;
-pub mod config;
-pub mod goodput;
 mod harness;
-pub mod interrupt;
-pub mod itl;
-pub mod load;
-mod memory;
-pub mod metrics;
-pub mod record;
 pub mod report;
-pub mod runner;
-pub mod samples;
-mod setup;
-pub mod summary;
-pub mod time_bins;
-pub mod token_counter;
+pub mod results;
+pub mod run;
 pub mod workload;
 
 pub use backend::Backend;
 pub use harness::main;
-pub use interrupt::Interrupt;
-pub use runner::{run, run_with, RunControl, RunError, WorkloadResult};
-pub use setup::{PromptError, Prompts, Response, ResponseCheck, Setup};
-pub use summary::Summary;
+pub use results::summary::Summary;
+pub use results::WorkloadResult;
+pub use run::interrupt::Interrupt;
+pub use run::runner::{run, run_with, RunControl, RunError};
+pub use workload::setup::{PromptError, Prompts, Response, ResponseCheck, Setup};
 pub use workload::{Arrival, OpenLoop, Workload};
 
 /// Declares a benchmark workload that `cargo bench` runs. See `docs/WORKLOADS.md` for every

@@ -8,7 +8,7 @@ pub use inventory;
 
 pub use crate::harness::main_with_args as run_harness;
 
-use crate::setup::Setup;
+use crate::workload::setup::Setup;
 use crate::workload::{Arrival, OpenLoop, Workload};
 
 /// One `#[workload]` function, registered at link time.

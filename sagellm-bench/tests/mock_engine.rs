@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use sagellm_bench::backend::mock::{MockBackend, MockConfig};
 use sagellm_bench::backend::ErrorKind;
-use sagellm_bench::metrics::WorkloadMetrics;
-use sagellm_bench::record::RequestRecord;
 use sagellm_bench::report::{Report, ReportError};
-use sagellm_bench::summary::Provenance;
+use sagellm_bench::results::metrics::WorkloadMetrics;
+use sagellm_bench::results::record::RequestRecord;
+use sagellm_bench::results::summary::Provenance;
 use sagellm_bench::{Arrival, Workload, WorkloadResult};
 
 /// A workload's metrics and its full records (which the runner hands to reporters and drops).
@@ -238,14 +238,14 @@ fn goodput_counts_the_requests_within_every_objective() {
     // `concurrent_requests_queue_and_decode_slower_in_a_bigger_batch`); a 100 ms TTFT
     // objective keeps eight of ten.
     let mut w = Workload::stress_test();
-    w.goodput = Some(sagellm_bench::goodput::Slo::parse("ttft:100").unwrap());
+    w.goodput = Some(sagellm_bench::workload::slo::Slo::parse("ttft:100").unwrap());
     let m = run_one(MockConfig::default(), w).metrics;
     assert_eq!(m.goodput_fraction, Some(0.8));
     assert!(close(m.request_goodput_rps.unwrap(), 8.0 / m.total_time_s));
     assert_eq!(m.goodput_slo.unwrap().ttft_ms, Some(100.0));
     // Once all ten decode together a step takes 12 ms, above a 10 ms TBT objective: none.
     let mut w = Workload::stress_test();
-    w.goodput = Some(sagellm_bench::goodput::Slo::parse("ttft:100,tbt:10").unwrap());
+    w.goodput = Some(sagellm_bench::workload::slo::Slo::parse("ttft:100,tbt:10").unwrap());
     assert_eq!(
         run_one(MockConfig::default(), w).metrics.goodput_fraction,
         Some(0.0)

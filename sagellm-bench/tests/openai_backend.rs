@@ -19,12 +19,12 @@ use std::time::Duration;
 
 use sagellm_bench::backend::openai::{Api, OpenAiBackend, OpenAiConfig};
 use sagellm_bench::backend::{ErrorKind, FigureSource};
-use sagellm_bench::metrics::WorkloadMetrics;
-use sagellm_bench::record::{RequestRecord, TokenCountSource};
 use sagellm_bench::report::files::JsonFiles;
 use sagellm_bench::report::{Report, ReportError, Reports};
-use sagellm_bench::runner::WorkloadResult;
-use sagellm_bench::summary::Provenance;
+use sagellm_bench::results::metrics::WorkloadMetrics;
+use sagellm_bench::results::record::{RequestRecord, TokenCountSource};
+use sagellm_bench::results::summary::Provenance;
+use sagellm_bench::WorkloadResult;
 use sagellm_bench::{Arrival, Workload};
 use sagellm_test_server::{Fault, Script, TestServer, UsagePlacement};
 
@@ -309,8 +309,9 @@ fn without_usage_a_tokenizer_counts_the_streamed_text() {
     )
     .unwrap();
     let out = tempfile::tempdir().unwrap();
-    let counter = sagellm_bench::token_counter::TokenCounter::load(&word_tokenizer(out.path()))
-        .expect("the test tokenizer loads");
+    let counter =
+        sagellm_bench::backend::token_counter::TokenCounter::load(&word_tokenizer(out.path()))
+            .expect("the test tokenizer loads");
     assert_eq!(counter.count("tok tok tok "), Some(3));
     let w = workload("counted", 3, 1, 32);
     // Without a tokenizer: 8 chunks of 4 tokens count as 8.
@@ -321,7 +322,7 @@ fn without_usage_a_tokenizer_counts_the_streamed_text() {
     }
     assert_eq!(
         plain[0].metrics.sources.output_tokens,
-        sagellm_bench::metrics::OutputTokenSource::Stream
+        sagellm_bench::results::metrics::OutputTokenSource::Stream
     );
     // With it: the text of 32 words counts 32, and TBT spreads the 7 chunk gaps of 2 ms over
     // 31 token gaps.
@@ -338,7 +339,7 @@ fn without_usage_a_tokenizer_counts_the_streamed_text() {
     let m = &counted[0].metrics;
     assert_eq!(
         m.sources.output_tokens,
-        sagellm_bench::metrics::OutputTokenSource::Tokenizer
+        sagellm_bench::results::metrics::OutputTokenSource::Tokenizer
     );
     assert_eq!(m.total_output_tokens, 3 * 32);
     // The per-request file says which count each request used.

@@ -9,7 +9,7 @@ use sagellm_bench::backend::{self, mock::MockConfig};
 use sagellm_bench::report::files::SavedRun;
 use sagellm_bench::report::svg::{overlay_cdf, Distribution};
 use sagellm_bench::report::{html, Reports};
-use sagellm_bench::summary::Provenance;
+use sagellm_bench::results::summary::Provenance;
 use sagellm_bench::Workload;
 
 const HOSTILE_MODEL: &str = "<script>alert(\"model\")</script>&<img src=x onerror=alert(1)>";

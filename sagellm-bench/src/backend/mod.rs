@@ -4,10 +4,12 @@
 //! each event with the clock the backend runs on ([`Backend::clock`]), so TTFT and the gaps
 //! between tokens are measured where the tokens arrive, never reported by the backend itself.
 
+pub mod clock;
 pub mod cpu;
 pub mod mock;
 pub mod openai;
 pub mod prometheus;
+pub mod token_counter;
 
 use std::fmt;
 
@@ -15,8 +17,8 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::Clock;
-use crate::token_counter::TokenCounter;
+use crate::backend::clock::Clock;
+use crate::backend::token_counter::TokenCounter;
 use crate::workload::Workload;
 
 /// One request as the backend receives it.

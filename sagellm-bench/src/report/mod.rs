@@ -11,43 +11,13 @@ pub mod progress;
 pub mod svg;
 pub mod table;
 
-use crate::metrics::WorkloadMetrics;
-use crate::record::RequestRecord;
-use crate::runner::WorkloadResult;
-use crate::summary::{Provenance, Summary};
+pub use crate::run::hooks::{Report, ReportError};
+
+use crate::results::metrics::WorkloadMetrics;
+use crate::results::record::RequestRecord;
+use crate::results::summary::{Provenance, Summary};
+use crate::results::WorkloadResult;
 use crate::workload::Workload;
-
-/// A reporter could not do its work (typically: could not write a file).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ReportError(pub String);
-
-/// Receives a run's results as they arrive.
-pub trait Report {
-    fn run_started(
-        &mut self,
-        _provenance: &Provenance,
-        _workloads: &[Workload],
-    ) -> Result<(), ReportError> {
-        Ok(())
-    }
-    fn workload_started(&mut self, _workload: &Workload) -> Result<(), ReportError> {
-        Ok(())
-    }
-    fn request_finished(
-        &mut self,
-        _workload: &Workload,
-        _record: &RequestRecord,
-    ) -> Result<(), ReportError> {
-        Ok(())
-    }
-    fn workload_finished(&mut self, _result: &WorkloadResult) -> Result<(), ReportError> {
-        Ok(())
-    }
-    fn run_finished(&mut self, _summary: &Summary) -> Result<(), ReportError> {
-        Ok(())
-    }
-}
 
 /// Several reporters behind one.
 #[derive(Default)]
@@ -174,7 +144,7 @@ const GOODPUT_ROWS: &[(&str, Formatter)] = &[
 ];
 
 /// Objectives as the command line writes them, e.g. "ttft:200,e2el:5000".
-pub(crate) fn slo_text(slo: &crate::goodput::Slo) -> String {
+pub(crate) fn slo_text(slo: &crate::workload::slo::Slo) -> String {
     [
         ("ttft", slo.ttft_ms),
         ("tbt", slo.tbt_ms),

@@ -23,12 +23,12 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::files::{prepare_dir, write_atomically};
 use super::{Report, ReportError};
-use crate::itl::ItlStats;
-use crate::metrics::{percentile, WorkloadMetrics};
-use crate::runner::WorkloadResult;
-use crate::samples::{RequestSample, Samples, WorkloadSamples};
-use crate::summary::{Provenance, Summary};
-use crate::time_bins::TimeBins;
+use crate::results::itl::ItlStats;
+use crate::results::metrics::{percentile, WorkloadMetrics};
+use crate::results::samples::{RequestSample, Samples, WorkloadSamples};
+use crate::results::summary::{Provenance, Summary};
+use crate::results::time_bins::TimeBins;
+use crate::results::WorkloadResult;
 use crate::workload::Workload;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
@@ -1137,7 +1137,7 @@ fn memory_and_kv(area: &Area, summary: &Summary, samples: &IndexMap<String, Samp
 /// the changes within a bin are applied together at its start (at most [`MAX_BINS`] steps, so
 /// a request that ends as another starts draws no momentary spike).
 ///
-/// [`MAX_BINS`]: crate::time_bins::MAX_BINS
+/// [`MAX_BINS`]: crate::results::time_bins::MAX_BINS
 fn tokens_in_flight(changes: &TimeBins) -> Vec<(f64, f64)> {
     let mut level = 0.0;
     let mut points = vec![(0.0, 0.0)];
@@ -1156,10 +1156,10 @@ fn tokens_in_flight(changes: &TimeBins) -> Vec<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::RequestRecord;
+    use crate::results::record::RequestRecord;
 
     fn record(index: usize, start: f64, times: &[f64], failed: bool) -> RequestRecord {
-        crate::record::test_record(index, start, times, failed.then_some("boom"))
+        crate::results::record::test_record(index, start, times, failed.then_some("boom"))
     }
 
     #[test]
@@ -1222,12 +1222,12 @@ mod tests {
     fn a_workload_whose_every_request_failed_still_draws() {
         let records = [record(0, 0.0, &[], true), record(1, 1.0, &[4.0], true)];
         let run = RunLabel("run: test".into());
-        let mut metrics = crate::metrics::aggregate(
+        let mut metrics = crate::results::metrics::aggregate(
             "all_failed",
             "mock",
             "m",
             &records,
-            crate::metrics::WallClock {
+            crate::results::metrics::WallClock {
                 start_unix_s: 0.0,
                 total_time_s: 0.005,
             },

@@ -4,7 +4,7 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 
 use super::{incomplete_note, rows_for, sources_note, Report, ReportError};
-use crate::summary::Summary;
+use crate::results::summary::Summary;
 
 /// Renders the summary as a terminal table, with a header line and a footer of counts.
 pub fn render(summary: &Summary) -> String {

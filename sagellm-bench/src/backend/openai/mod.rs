@@ -38,7 +38,7 @@ use super::{
     Backend, BackendError, EngineFigures, ErrorKind, GenerationRequest, RequestError, StreamEvent,
     Usage,
 };
-use crate::token_counter::TokenCounter;
+use crate::backend::token_counter::TokenCounter;
 use crate::workload::Workload;
 
 /// A named preset: where such a server listens by default and which metric names it exposes.

@@ -37,7 +37,7 @@ use serde::Deserialize;
 
 use crate::backend::cpu::CpuConfig;
 use crate::backend::mock::MockConfig;
-use crate::goodput::Slo;
+use crate::workload::slo::Slo;
 use crate::workload::{Arrival, OpenLoop, Workload};
 
 /// The fields a workload table may set.

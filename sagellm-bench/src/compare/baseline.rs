@@ -16,12 +16,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{percentile, WorkloadMetrics};
-use crate::record::RequestRecord;
 use crate::report::files::{load_samples, write_atomically_with, write_json, RequestsLog};
 use crate::report::ReportError;
-use crate::runner::WorkloadResult;
-use crate::samples::{RequestSample, Samples};
+use crate::results::metrics::{percentile, WorkloadMetrics};
+use crate::results::record::RequestRecord;
+use crate::results::samples::{RequestSample, Samples};
+use crate::results::WorkloadResult;
 use std::sync::Arc;
 
 /// One workload's saved results.
@@ -525,9 +525,9 @@ fn formatted_change(m: &MetricChange) -> (String, String) {
 mod tests {
     use super::*;
     use crate::backend::EngineFigures;
-    use crate::metrics::{aggregate, WallClock};
-    use crate::record::RawRequest;
-    use crate::samples::WorkloadSamples;
+    use crate::results::metrics::{aggregate, WallClock};
+    use crate::results::record::RawRequest;
+    use crate::results::samples::WorkloadSamples;
 
     /// A run whose requests have these TTFTs and then 9 tokens 10 ms apart.
     fn run(ttfts: &[f64], scale: f64) -> Saved {

@@ -1,12 +1,10 @@
 //! `benchmark_summary.json`: every workload's metrics, the overall counts, and provenance.
 
-use std::path::{Path, PathBuf};
-
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{WorkloadMetrics, SCHEMA_VERSION};
-use crate::runner::WorkloadResult;
+use crate::results::metrics::{WorkloadMetrics, SCHEMA_VERSION};
+use crate::results::WorkloadResult;
 
 /// The whole run, as written to `benchmark_summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,49 +120,8 @@ impl Summary {
         }
     }
 
-    /// Reads a summary file, with errors that say what to do.
-    pub fn load(path: &Path) -> Result<Self, LoadError> {
-        if path.is_dir() {
-            return Err(LoadError::IsDirectory {
-                path: path.to_path_buf(),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => LoadError::NotFound {
-                path: path.to_path_buf(),
-            },
-            _ => LoadError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            },
-        })?;
-        Self::parse(&text).map_err(|source| LoadError::Invalid {
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-
     /// Parses the text of a summary file.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
     }
-}
-
-/// Why a summary file could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("File not found: {}\nRun benchmark first:\n  sagellm-benchmark run --workload year1 --backend mock", path.display())]
-    NotFound { path: PathBuf },
-    #[error("{} is a folder; give the summary file inside it: {}", path.display(), path.join(crate::report::files::SUMMARY_FILE).display())]
-    IsDirectory { path: PathBuf },
-    #[error("could not read {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{} is not a valid benchmark summary: {source}\nRe-create it with: sagellm-benchmark run --workload year1 --backend mock", path.display())]
-    Invalid {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
 }

@@ -12,29 +12,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 
+use crate::backend::clock::{Clock, Stalled};
 use crate::backend::{
     Backend, BackendError, ErrorKind, GenerationRequest, RequestError, StreamEvent,
 };
-use crate::clock::{Clock, Stalled};
-use crate::interrupt::Interrupt;
-use crate::memory::MemorySampler;
-use crate::metrics::{self, WallClock, WorkloadMetrics};
-use crate::record::{RawRequest, RequestRecord};
-use crate::report::Report;
-use crate::samples::{RequestSample, Samples, WorkloadSamples};
-use crate::setup::Response;
-use crate::summary::{Provenance, Summary};
+use crate::results::metrics::{self, WallClock};
+use crate::results::record::{RawRequest, RequestRecord};
+use crate::results::samples::{RequestSample, WorkloadSamples};
+use crate::results::summary::{Provenance, Summary};
+use crate::results::WorkloadResult;
+use crate::run::hooks::{Report, ReportError};
+use crate::run::interrupt::Interrupt;
+use crate::run::memory::MemorySampler;
+use crate::workload::setup::Response;
 use crate::workload::{Arrival, Workload};
-
-/// Everything measured for one workload.
-#[derive(Debug, Clone)]
-pub struct WorkloadResult {
-    pub workload: Workload,
-    pub metrics: WorkloadMetrics,
-    /// What was kept of the measured requests (per-request samples in index order, the pooled
-    /// inter-token gaps, the charts' series); the full records are in the reporters' files.
-    pub samples: Samples,
-}
 
 /// Why a run stopped before finishing its workloads.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +39,7 @@ pub enum RunError {
     #[error("{0} (this is a bug in the mock engine; please report it)")]
     Stalled(#[from] Stalled),
     #[error("{0}")]
-    Report(#[from] crate::report::ReportError),
+    Report(#[from] ReportError),
 }
 
 /// How a run can be stopped early.
@@ -185,7 +176,7 @@ pub async fn run_workload_with(
     // is dropped: memory grows by a sample a request, not by the request's tokens.
     let mut samples = WorkloadSamples::with_capacity(workload.num_requests);
     // After an interrupt, requests in flight get `grace` to finish; then they are abandoned.
-    let mut grace: Option<std::pin::Pin<Box<crate::clock::Sleep>>> = None;
+    let mut grace: Option<std::pin::Pin<Box<crate::backend::clock::Sleep>>> = None;
     loop {
         let record = tokio::select! {
             biased;

@@ -16,15 +16,16 @@ use clap::Parser;
 
 use crate::__private::Entry;
 use crate::backend::{self, Backend};
-use crate::baseline::{self, CompareSettings, Saved};
-use crate::config::Config;
-use crate::interrupt::Interrupt;
+use crate::compare::baseline::{self, CompareSettings, Saved};
 use crate::report::progress::ProgressBars;
 use crate::report::table::TablePrinter;
 use crate::report::{Report, ReportError, Reports};
-use crate::runner::{RunControl, WorkloadResult};
-use crate::setup::Setup;
-use crate::summary::Provenance;
+use crate::results::summary::Provenance;
+use crate::results::WorkloadResult;
+use crate::run::config::Config;
+use crate::run::interrupt::Interrupt;
+use crate::run::runner::RunControl;
+use crate::workload::setup::Setup;
 use crate::workload::{Arrival, Workload};
 
 /// Command-line arguments after `cargo bench --`. Every option also reads a `SAGELLM_BENCH_*`
@@ -321,7 +322,7 @@ fn smoke_test(chosen: Vec<Declared>, filtered_out: usize, ignored: usize) -> u8 
                 backend::create("mock", None, Default::default()).map_err(|e| e.to_string())?;
             let mut collect = Collect::default();
             let provenance = Provenance::now("mock", "mock", serde_json::Value::Null);
-            crate::runner::run(backend, &[w], provenance, &mut collect)
+            crate::run::runner::run(backend, &[w], provenance, &mut collect)
                 .map_err(|e| e.to_string())?;
             match collect
                 .0
@@ -452,8 +453,9 @@ fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
                 .map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?,
             ..RunControl::default()
         };
-        let summary = crate::runner::run_with(backend, &workloads, provenance, &mut both, &control)
-            .map_err(|e| e.to_string())?;
+        let summary =
+            crate::run::runner::run_with(backend, &workloads, provenance, &mut both, &control)
+                .map_err(|e| e.to_string())?;
         if !summary.complete {
             eprintln!(
                 "Run incomplete ({}): results so far in {}; no baseline was saved",
@@ -598,7 +600,7 @@ impl Report for BaselineWriter {
     fn request_finished(
         &mut self,
         _: &Workload,
-        record: &crate::record::RequestRecord,
+        record: &crate::results::record::RequestRecord,
     ) -> Result<(), ReportError> {
         match &mut self.writing {
             Some(files) => files.append(record),
@@ -630,7 +632,7 @@ impl Report for Both<'_> {
     fn request_finished(
         &mut self,
         w: &Workload,
-        r: &crate::record::RequestRecord,
+        r: &crate::results::record::RequestRecord,
     ) -> Result<(), ReportError> {
         self.0.request_finished(w, r)
     }
@@ -638,7 +640,7 @@ impl Report for Both<'_> {
         self.1 .0.push(result.clone());
         self.0.workload_finished(result)
     }
-    fn run_finished(&mut self, s: &crate::summary::Summary) -> Result<(), ReportError> {
+    fn run_finished(&mut self, s: &crate::results::summary::Summary) -> Result<(), ReportError> {
         self.0.run_finished(s)
     }
 }

@@ -5,15 +5,16 @@
 //! default and vLLM's benchmark reports. With a handful of samples (the Year-1 workloads send 3
 //! to 10 requests) a histogram's value-at-quantile would quantise and disagree with those tools;
 //! sorting one number per request costs little. The pooled inter-token gaps, one per token, go
-//! through an HDR histogram instead (see [`crate::itl`]): same estimator, within 0.05 %.
+//! through an HDR histogram instead (see [`crate::results::itl`]): same estimator, within 0.05 %.
 //! Standard deviations are population standard deviations (numpy's default, `ddof = 0`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{EngineFigures, FigureSource};
-use crate::goodput::{goodput, RequestLatency, Slo};
-use crate::record::{RequestRecord, TokenCountSource};
-use crate::samples::{RequestSample, WorkloadSamples};
+use crate::results::goodput::{goodput, RequestLatency};
+use crate::results::record::{RequestRecord, TokenCountSource};
+use crate::results::samples::{RequestSample, WorkloadSamples};
+use crate::workload::slo::Slo;
 
 /// The version of the JSON files' shape. Bumped when a field changes meaning; adding a field
 /// does not bump it.
@@ -338,10 +339,10 @@ pub fn aggregate_samples(
 mod tests {
     use super::*;
     use crate::backend::{ErrorKind, KvFigures, RequestError, SpecFigures};
-    use crate::record::RawRequest;
+    use crate::results::record::RawRequest;
 
     fn ok(index: usize, start: f64, times: &[f64]) -> RequestRecord {
-        crate::record::test_record(index, start, times, None)
+        crate::results::record::test_record(index, start, times, None)
     }
 
     fn close(a: f64, b: f64) -> bool {

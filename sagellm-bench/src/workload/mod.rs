@@ -1,4 +1,10 @@
 //! What to run: prompt and output lengths, how many requests, how they arrive, and the prompts.
+//!
+//! The bottom layer: it imports nothing else of the crate.
+
+pub mod load;
+pub mod setup;
+pub mod slo;
 
 use std::time::Duration;
 
@@ -6,8 +12,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::goodput::Slo;
-use crate::setup::{Prompts, ResponseCheck};
+use crate::workload::setup::{Prompts, ResponseCheck};
+use crate::workload::slo::Slo;
 
 /// One benchmark workload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

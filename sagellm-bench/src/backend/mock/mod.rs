@@ -38,7 +38,7 @@ use super::{
     Backend, BackendError, EngineFigures, ErrorKind, FigureSource, GenerationRequest, KvFigures,
     MemoryFigures, RequestError, SpecFigures, StreamEvent, Usage,
 };
-use crate::clock::Clock;
+use crate::backend::clock::Clock;
 use crate::workload::Workload;
 
 /// The simulated engine's parameters. Defaults describe a 1.1B-parameter Llama-class model in

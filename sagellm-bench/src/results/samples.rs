@@ -9,9 +9,9 @@
 use std::sync::Arc;
 
 use crate::backend::{ErrorKind, RequestError};
-use crate::itl::ItlStats;
-use crate::record::{per_token_metrics, RequestRecord, TokenCountSource};
-use crate::time_bins::TimeBins;
+use crate::results::itl::ItlStats;
+use crate::results::record::{per_token_metrics, RequestRecord, TokenCountSource};
+use crate::results::time_bins::TimeBins;
 
 /// A workload's samples, shared rather than copied between the reporters that keep them.
 pub type Samples = Arc<WorkloadSamples>;
@@ -148,8 +148,8 @@ impl RequestSample {
     }
 
     /// The figures latency objectives (goodput) are checked against.
-    pub fn latency(&self) -> crate::goodput::RequestLatency {
-        crate::goodput::RequestLatency {
+    pub fn latency(&self) -> crate::results::goodput::RequestLatency {
+        crate::results::goodput::RequestLatency {
             success: self.success(),
             ttft_ms: self.ttft_ms(),
             tbt_ms: self.tbt_ms(),
@@ -292,7 +292,7 @@ mod tests {
     use super::*;
 
     fn record(index: usize, start: f64, times: &[f64], error: Option<&str>) -> RequestRecord {
-        crate::record::test_record(index, start, times, error)
+        crate::results::record::test_record(index, start, times, error)
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::report::files::write_atomically;
 use crate::report::ReportError;
-use crate::summary::Summary;
+use crate::results::summary::Summary;
 
 /// The comparison files' names.
 pub const COMPARISON_JSON: &str = "comparison.json";
@@ -154,7 +154,7 @@ impl Comparison {
                 .map(|(t, _)| t.clone())
         };
         Comparison {
-            schema_version: crate::metrics::SCHEMA_VERSION,
+            schema_version: crate::results::metrics::SCHEMA_VERSION,
             targets,
             sources: runs
                 .iter()
@@ -228,9 +228,9 @@ impl Comparison {
 mod tests {
     use super::*;
     use crate::backend::EngineFigures;
-    use crate::metrics::{aggregate, WallClock};
-    use crate::record::{RawRequest, RequestRecord};
-    use crate::summary::Provenance;
+    use crate::results::metrics::{aggregate, WallClock};
+    use crate::results::record::{RawRequest, RequestRecord};
+    use crate::results::summary::Provenance;
 
     fn summary(e2e: f64) -> Summary {
         let record = RequestRecord::new(RawRequest {
@@ -277,7 +277,7 @@ mod tests {
 
     #[test]
     fn goodput_is_compared_when_every_run_measured_it() {
-        let slo = crate::goodput::Slo::parse("e2el:60").unwrap();
+        let slo = crate::workload::slo::Slo::parse("e2el:60").unwrap();
         let mut runs = Vec::new();
         for (name, e2e) in [("slow", 100.0), ("fast", 50.0)] {
             let mut s = summary(e2e);
@@ -285,7 +285,7 @@ mod tests {
             // One request: it meets e2el <= 60 only on `fast`, whose wall time is 0.05 s.
             m.set_goodput(
                 &slo,
-                [crate::goodput::RequestLatency {
+                [crate::results::goodput::RequestLatency {
                     success: true,
                     ttft_ms: Some(e2e / 2.0),
                     tbt_ms: Some(e2e / 2.0),

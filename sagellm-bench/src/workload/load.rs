@@ -4,7 +4,7 @@
 //! `<workload>_r<rate>` (the names `#[workload(concurrency = [..])]` gives), in order, so the
 //! results read as a curve.
 
-use crate::goodput::Slo;
+use crate::workload::slo::Slo;
 use crate::workload::{Arrival, OpenLoop, Workload};
 
 /// What the command line sets over every selected workload; `None` or an empty list keeps the
