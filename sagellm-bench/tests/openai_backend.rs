@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sagellm_bench::backend::openai::{Api, OpenAiBackend, OpenAiConfig};
-use sagellm_bench::backend::{ErrorKind, FigureSource};
+use sagellm_bench::backend::{CountTokens, ErrorKind, FigureSource};
 use sagellm_bench::report::files::JsonFiles;
 use sagellm_bench::report::{Report, ReportError, Reports};
 use sagellm_bench::results::metrics::WorkloadMetrics;

@@ -5,10 +5,15 @@
 //! between tokens are measured where the tokens arrive, never reported by the backend itself.
 
 pub mod clock;
+#[cfg(feature = "cpu")]
 pub mod cpu;
 pub mod mock;
+#[cfg(feature = "openai")]
 pub mod openai;
+#[cfg(feature = "openai")]
 pub mod prometheus;
+pub mod spec;
+#[cfg(feature = "openai")]
 pub mod token_counter;
 
 use std::fmt;
@@ -18,7 +23,6 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::clock::Clock;
-use crate::backend::token_counter::TokenCounter;
 use crate::workload::Workload;
 
 /// One request as the backend receives it.
@@ -202,61 +206,13 @@ pub trait Backend: Send + Sync {
 
     /// A tokenizer to count the output of requests that finish without a usage report (see
     /// `--tokenizer`); `None` (the default) counts the stream's events instead.
-    fn output_token_counter(&self) -> Option<std::sync::Arc<TokenCounter>> {
+    fn output_token_counter(&self) -> Option<std::sync::Arc<dyn CountTokens>> {
         None
     }
 }
 
-/// The backends the CLI knows, including those not built yet.
-pub const BACKEND_NAMES: &[&str] = &[
-    "mock", "cpu", "openai", "vllm", "lmdeploy", "sglang", "llamacpp",
-];
-
-/// The issue that tracks each backend not built yet (none left).
-const NOT_BUILT_YET: &[(&str, &str)] = &[];
-
-/// Builds the `cpu` backend with its options (`--dtype`, `--threads`, the `[cpu]` table).
-pub fn create_cpu(
-    model: Option<String>,
-    config: &cpu::CpuConfig,
-) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
-    match model {
-        None => Err(BackendError::Setup(
-            "--model required for CPU backend".to_string(),
-        )),
-        Some(model) => Ok(std::sync::Arc::new(cpu::CpuBackend::load(&model, config)?)),
-    }
-}
-
-/// Builds the backend the CLI or the harness names. The OpenAI-compatible presets get their
-/// default settings here (address from the preset, model from `/v1/models` unless `model` is
-/// given); [`openai::OpenAiBackend::connect`] takes every setting; the cpu backend's options
-/// go through [`create_cpu`].
-pub fn create(
-    name: &str,
-    model: Option<String>,
-    mock: mock::MockConfig,
-) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
-    match name {
-        "mock" => Ok(std::sync::Arc::new(mock::MockBackend::new(mock, model)?)),
-        name if openai::preset(name).is_some() => {
-            let config = openai::OpenAiConfig {
-                model,
-                ..openai::OpenAiConfig::default()
-            };
-            Ok(std::sync::Arc::new(openai::OpenAiBackend::connect(
-                name, config,
-            )?))
-        }
-        "cpu" => create_cpu(model, &cpu::CpuConfig::default()),
-        _ => match NOT_BUILT_YET.iter().find(|(n, _)| *n == name) {
-            Some((_, what)) => Err(BackendError::Setup(format!(
-                "the `{name}` backend ({what}) is not built yet; use --backend mock for now"
-            ))),
-            None => Err(BackendError::Setup(format!(
-                "unknown backend `{name}`; choose one of: {}",
-                BACKEND_NAMES.join(", ")
-            ))),
-        },
-    }
+/// Counts the tokens of a request's streamed text, for backends whose stream does not say.
+pub trait CountTokens: Send + Sync {
+    /// The number of tokens `text` encodes to; `None` when it cannot be counted.
+    fn count(&self, text: &str) -> Option<usize>;
 }

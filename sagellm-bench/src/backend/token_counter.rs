@@ -45,10 +45,12 @@ impl TokenCounter {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
 
-    /// The number of tokens `text` encodes to, without special tokens (a server's
-    /// `completion_tokens` counts none); `None` when the tokenizer fails on it.
-    pub fn count(&self, text: &str) -> Option<usize> {
+impl crate::backend::CountTokens for TokenCounter {
+    /// Without special tokens (a server's `completion_tokens` counts none); `None` when the
+    /// tokenizer fails on the text.
+    fn count(&self, text: &str) -> Option<usize> {
         self.tokenizer
             .encode(text, false)
             .ok()

@@ -12,16 +12,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use clap::Parser;
+use clap::{Args as _, CommandFactory, FromArgMatches, Parser};
 
 use crate::__private::Entry;
-use crate::backend::{self, Backend};
+use crate::backend::mock::MockConfig;
+use crate::backend::spec::BackendSpec;
+use crate::backend::Backend;
 use crate::compare::baseline::{self, CompareSettings, Saved};
 use crate::report::progress::ProgressBars;
 use crate::report::table::TablePrinter;
 use crate::report::{Report, ReportError, Reports};
 use crate::results::summary::Provenance;
 use crate::results::WorkloadResult;
+use crate::run::args::BackendArgs;
 use crate::run::config::Config;
 use crate::run::interrupt::Interrupt;
 use crate::run::runner::RunControl;
@@ -61,18 +64,10 @@ struct Args {
     #[arg(long)]
     bench: bool,
 
-    /// Backend to run against
-    #[arg(long, env = "SAGELLM_BENCH_BACKEND", default_value = "mock")]
-    backend: String,
-    /// Model path or name (required for non-mock backends)
-    #[arg(long, env = "SAGELLM_BENCH_MODEL")]
-    model: Option<String>,
-    /// The server's URL, for the openai, vllm, sglang, lmdeploy and llamacpp backends
-    #[arg(long, env = "SAGELLM_BENCH_BASE_URL", value_name = "URL")]
-    base_url: Option<String>,
-    /// The environment variable that holds the server's API key (the key itself is never a flag)
-    #[arg(long, env = "SAGELLM_BENCH_API_KEY_ENV", value_name = "NAME")]
-    api_key_env: Option<String>,
+    /// Which backend, and its settings: the same flags as `sagellm-benchmark run`, each also
+    /// read from `SAGELLM_BENCH_<FLAG>` (see [`command`]).
+    #[command(flatten)]
+    backend: BackendArgs,
     /// Where to write results [default: <target>/sagellm-bench]
     #[arg(long, short = 'o', env = "SAGELLM_BENCH_OUTPUT")]
     output: Option<PathBuf>,
@@ -151,6 +146,20 @@ fn baseline_name(name: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
+/// The harness's arguments: [`Args`], with every backend flag also read from the environment
+/// as `SAGELLM_BENCH_<FLAG>` (`--base-url` from `SAGELLM_BENCH_BASE_URL`), so CI can set them
+/// without editing files. The CLI shares the flags but not the variables.
+fn command() -> clap::Command {
+    let backend_flags = BackendArgs::augment_args(clap::Command::new("backend"));
+    backend_flags
+        .get_arguments()
+        .map(|arg| arg.get_id().to_string())
+        .fold(Args::command(), |command, id| {
+            let variable = format!("SAGELLM_BENCH_{}", id.to_ascii_uppercase());
+            command.mut_arg(id, |arg| arg.env(variable))
+        })
+}
+
 /// The entry point of a bench target: `fn main() -> ExitCode { sagellm_bench::main() }`.
 pub fn main() -> ExitCode {
     ExitCode::from(main_with_args(std::env::args_os()))
@@ -164,13 +173,25 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let args = match Args::try_parse_from(args) {
-        Ok(args) => args,
+    let parsed = command()
+        .try_get_matches_from(args)
+        .and_then(|matches| Ok((Args::from_arg_matches(&matches)?, matches)));
+    let (args, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    if let Some(misplaced) = args.backend.misplaced_flag(&matches) {
+        let _ = command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("{misplaced}; drop it or choose the backend it is for"),
+            )
+            .print();
+        return 2;
+    }
     match run(args) {
         Ok(code) => code,
         Err(message) => {
@@ -318,8 +339,12 @@ fn smoke_test(chosen: Vec<Declared>, filtered_out: usize, ignored: usize) -> u8 
             w.warmup_requests = 0;
             w.output_tokens = w.output_tokens.min(16);
             w.arrival = Arrival::Closed { concurrency: 1 };
-            let backend =
-                backend::create("mock", None, Default::default()).map_err(|e| e.to_string())?;
+            let backend = BackendSpec::Mock {
+                config: MockConfig::default(),
+                model: None,
+            }
+            .build()
+            .map_err(|e| e.to_string())?;
             let mut collect = Collect::default();
             let provenance = Provenance::now("mock", "mock", serde_json::Value::Null);
             crate::run::runner::run(backend, &[w], provenance, &mut collect)
@@ -501,30 +526,10 @@ fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
     Ok(verdict(args, &comparisons, &compare_with))
 }
 
-/// The backend the arguments name; server backends get `--base-url` and `--api-key-env`.
+/// The backend the arguments name, with the config's `[mock]` and `[cpu]` tables.
 fn create_backend(args: &Args, config: Config) -> Result<Arc<dyn Backend>, String> {
-    if backend::openai::preset(&args.backend).is_some() {
-        let server = backend::openai::OpenAiConfig {
-            base_url: args.base_url.clone(),
-            model: args.model.clone(),
-            api_key_env: args.api_key_env.clone(),
-            ..Default::default()
-        };
-        let backend = backend::openai::OpenAiBackend::connect(&args.backend, server)
-            .map_err(|e| e.to_string())?;
-        return Ok(Arc::new(backend));
-    }
-    if args.base_url.is_some() {
-        return Err(format!(
-            "--base-url is for server backends (openai, vllm, sglang, lmdeploy, llamacpp), not `{}`",
-            args.backend
-        ));
-    }
-    if args.backend == "cpu" {
-        // The config's [cpu] table, which `backend::create` alone would not see.
-        return backend::create_cpu(args.model.clone(), &config.cpu).map_err(|e| e.to_string());
-    }
-    backend::create(&args.backend, args.model.clone(), config.mock).map_err(|e| e.to_string())
+    let spec = args.backend.spec(&config).map_err(|e| e.to_string())?;
+    spec.build().map_err(|e| e.to_string())
 }
 
 /// Draws the baseline's and the new run's TTFT, TPOT and E2E distributions on one chart each,

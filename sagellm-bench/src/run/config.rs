@@ -35,6 +35,7 @@ use std::path::Path;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+#[cfg(feature = "cpu")]
 use crate::backend::cpu::CpuConfig;
 use crate::backend::mock::MockConfig;
 use crate::workload::slo::Slo;
@@ -58,6 +59,7 @@ pub const WORKLOAD_FIELDS: &[&str] = &[
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
     pub mock: MockConfig,
+    #[cfg(feature = "cpu")]
     pub cpu: CpuConfig,
     /// Goodput objectives for every workload (`goodput = "ttft:200,e2el:5000"` at the top).
     pub goodput: Option<Slo>,
@@ -115,6 +117,7 @@ impl Config {
                         .validate()
                         .map_err(|e| ConfigError(format!("{file}: {e}")))?;
                 }
+                #[cfg(feature = "cpu")]
                 "cpu" => {
                     config.cpu = CpuConfig::deserialize(value)
                         .map_err(|e| ConfigError(format!("{file}: [cpu]: {}", e.message())))?;
@@ -122,6 +125,12 @@ impl Config {
                         .cpu
                         .validate()
                         .map_err(|e| ConfigError(format!("{file}: [cpu]: {e}")))?;
+                }
+                #[cfg(not(feature = "cpu"))]
+                "cpu" => {
+                    return Err(ConfigError(format!(
+                        "{file}: [cpu]: the cpu backend is not compiled in (sagellm-bench's `cpu` feature is off)"
+                    )));
                 }
                 "goodput" => {
                     config.goodput = Some(parse_goodput(&value).map_err(|e| {

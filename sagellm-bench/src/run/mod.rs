@@ -3,6 +3,7 @@
 //!
 //! Imports from `results/`, `backend/` and `workload/`, never from the layers above.
 
+pub mod args;
 pub mod config;
 pub mod hooks;
 pub mod interrupt;
