@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use sagellm_bench::compare::baseline;
-use sagellm_bench::report::files::{SavedRun, SUMMARY_FILE};
+use sagellm_bench::report::files::SavedRun;
+use sagellm_bench::report::names::{self, SUMMARY_FILE};
 use sagellm_bench::report::progress::ProgressBars;
 use sagellm_bench::report::table::TablePrinter;
 use sagellm_bench::report::{html, markdown, table, Reports};
@@ -501,7 +502,7 @@ fn compare_with_baseline(
 /// chart each: `compare_<workload>_<metric>_cdf.svg` in `dir`. Runs whose request records are
 /// missing are left out of the charts (the comparison tables do not need them).
 fn write_overlays(dir: &std::path::Path, summaries: &[(String, PathBuf)]) -> Result<(), String> {
-    use sagellm_bench::report::svg::{file_stem, overlay_charts};
+    use sagellm_bench::report::svg::overlay_charts;
     let mut runs = Vec::new();
     for (name, path) in summaries {
         match SavedRun::load(path) {
@@ -525,7 +526,7 @@ fn write_overlays(dir: &std::path::Path, summaries: &[(String, PathBuf)]) -> Res
         let charts =
             overlay_charts(&sets, &format!("{workload}; {context}")).map_err(|e| e.to_string())?;
         for (key, chart) in charts {
-            let file = dir.join(format!("compare_{}_{key}_cdf.svg", file_stem(workload)));
+            let file = dir.join(names::comparison_chart_file(workload, key));
             sagellm_bench::report::files::write_atomically(&file, chart.svg.as_bytes())
                 .map_err(|e| e.to_string())?;
         }
@@ -540,9 +541,7 @@ fn name_value<'a>(flag: &str, given: &'a str) -> Result<(&'a str, &'a str), Stri
     })?;
     if name.is_empty()
         || name.starts_with('.')
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        || !name.chars().all(sagellm_bench::workload::is_name_char)
     {
         return Err(format!(
             "{flag} name `{name}` may only hold letters, digits, `_`, `-` and `.` (it names a folder)"
@@ -644,9 +643,7 @@ fn compare(args: CompareArgs) -> Result<(), String> {
         print!("{}", comparison.to_markdown());
         println!(
             "\nComparison written to {}",
-            args.output
-                .join(sagellm_bench::compare::side_by_side::COMPARISON_JSON)
-                .display()
+            args.output.join(names::COMPARISON_JSON).display()
         );
     }
     Ok(())

@@ -50,7 +50,9 @@ pub struct WorkloadsGuide;
 #[path = "private.rs"]
 pub mod __private;
 
-/// Entry points for the fuzz targets in `fuzz/`; not a public API.
+/// Entry points for the fuzz targets in `fuzz/`; not a public API. They reach the SSE parser
+/// and the charts, so they need those features.
+#[cfg(all(feature = "openai", feature = "charts"))]
 #[doc(hidden)]
 #[path = "fuzz_entry.rs"]
 pub mod __fuzz;

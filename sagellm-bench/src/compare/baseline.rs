@@ -17,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::report::files::{load_samples, write_atomically_with, write_json, RequestsLog};
+use crate::report::names::{BASELINE_METRICS_FILE, BASELINE_REQUESTS_FILE};
 use crate::report::ReportError;
 use crate::results::metrics::{percentile, WorkloadMetrics};
 use crate::results::record::RequestRecord;
@@ -40,14 +41,6 @@ impl From<&WorkloadResult> for Saved {
     }
 }
 
-const METRICS_FILE: &str = "metrics.json";
-const REQUESTS_FILE: &str = "requests.jsonl";
-
-/// The folder of baseline `name` of `workload` under `root`: `<root>/<workload>/<name>/`.
-pub fn baseline_dir(root: &Path, workload: &str, name: &str) -> PathBuf {
-    root.join(workload).join(name)
-}
-
 /// A workload's baseline files being written into one folder as the run goes: each record is
 /// appended to requests.jsonl as its request finishes, and metrics.json comes at the end.
 pub struct BaselineFiles {
@@ -62,7 +55,7 @@ impl BaselineFiles {
             .map_err(|e| ReportError(format!("cannot create {}: {e}", dir.display())))?;
         Ok(BaselineFiles {
             dir: dir.to_path_buf(),
-            requests: RequestsLog::create(dir.join(REQUESTS_FILE))?,
+            requests: RequestsLog::create(dir.join(BASELINE_REQUESTS_FILE))?,
         })
     }
 
@@ -73,7 +66,7 @@ impl BaselineFiles {
     /// Puts requests.jsonl in index order and writes metrics.json.
     pub fn finish(self, metrics: &WorkloadMetrics) -> Result<(), ReportError> {
         self.requests.finish()?;
-        write_json(&self.dir.join(METRICS_FILE), metrics)
+        write_json(&self.dir.join(BASELINE_METRICS_FILE), metrics)
     }
 }
 
@@ -81,7 +74,7 @@ impl BaselineFiles {
 pub fn copy(from: &Path, to: &Path) -> Result<(), ReportError> {
     std::fs::create_dir_all(to)
         .map_err(|e| ReportError(format!("cannot create {}: {e}", to.display())))?;
-    for name in [REQUESTS_FILE, METRICS_FILE] {
+    for name in [BASELINE_REQUESTS_FILE, BASELINE_METRICS_FILE] {
         let source = from.join(name);
         let mut file = std::fs::File::open(&source)
             .map_err(|e| ReportError(format!("cannot read {}: {e}", source.display())))?;
@@ -92,7 +85,10 @@ pub fn copy(from: &Path, to: &Path) -> Result<(), ReportError> {
 
 /// Reads a saved run from `dir`.
 pub fn load(dir: &Path) -> Result<Saved, ReportError> {
-    load_files(&dir.join(METRICS_FILE), &dir.join(REQUESTS_FILE))
+    load_files(
+        &dir.join(BASELINE_METRICS_FILE),
+        &dir.join(BASELINE_REQUESTS_FILE),
+    )
 }
 
 /// Reads a workload's metrics and its records from the two files a run writes.
@@ -643,7 +639,8 @@ mod tests {
         copy(&dir.path().join("new"), &dir.path().join("base")).unwrap();
         let loaded = load(&dir.path().join("base")).unwrap();
         assert_eq!(loaded, run(TTFTS, 1.0));
-        let text = std::fs::read_to_string(dir.path().join("base").join(REQUESTS_FILE)).unwrap();
+        let text =
+            std::fs::read_to_string(dir.path().join("base").join(BASELINE_REQUESTS_FILE)).unwrap();
         assert_eq!(parse_records(&text, "requests.jsonl").unwrap(), records);
         assert!(load(&dir.path().join("missing")).is_err());
     }

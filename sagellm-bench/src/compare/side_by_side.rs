@@ -13,12 +13,9 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::report::files::write_atomically;
+use crate::report::names::{COMPARISON_JSON, COMPARISON_MD};
 use crate::report::ReportError;
 use crate::results::summary::Summary;
-
-/// The comparison files' names.
-pub const COMPARISON_JSON: &str = "comparison.json";
-pub const COMPARISON_MD: &str = "comparison.md";
 
 /// Whether a smaller or a larger value of a metric is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ use crate::backend::mock::MockConfig;
 use crate::backend::spec::BackendSpec;
 use crate::backend::Backend;
 use crate::compare::baseline::{self, CompareSettings, Saved};
+use crate::report::names::{baseline_dir, NEW_RUN};
 use crate::report::progress::ProgressBars;
 use crate::report::table::TablePrinter;
 use crate::report::{Report, ReportError, Reports};
@@ -130,15 +131,13 @@ enum ListFormat {
 
 /// A baseline name becomes a folder beside each workload's `new/`: one plain path component.
 fn baseline_name(name: &str) -> Result<String, String> {
-    let plain = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let plain = name.chars().all(crate::workload::is_name_char);
     if name.is_empty() || !plain || name.starts_with('.') {
         return Err(format!(
             "`{name}` cannot name a baseline: use letters, digits, `-`, `_` and `.` (not first), e.g. main or before-fix"
         ));
     }
-    if name == "new" {
+    if name == NEW_RUN {
         return Err(
             "`new` is where the latest run is kept; choose another baseline name".to_string(),
         );
@@ -501,10 +500,11 @@ fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
         .unwrap_or_else(|| "base".to_string());
     let mut comparisons = Vec::new();
     for result in &collect.0 {
-        let dir = baseline::baseline_dir(&root, &result.workload.name, &compare_with);
+        let dir = baseline_dir(&root, &result.workload.name, &compare_with);
         if dir.exists() {
             let base = baseline::load(&dir).map_err(|e| e.to_string())?;
             comparisons.push(baseline::compare(&base, &Saved::from(result), &settings));
+            #[cfg(feature = "charts")]
             write_overlays(&root, &result.workload.name, &compare_with, &base, result)?;
         }
     }
@@ -512,8 +512,8 @@ fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
     if args.baseline.is_none() {
         for result in &collect.0 {
             let name = &result.workload.name;
-            let saved = baseline::baseline_dir(&root, name, NEW_RUN);
-            let dir = baseline::baseline_dir(&root, name, &compare_with);
+            let saved = baseline_dir(&root, name, NEW_RUN);
+            let dir = baseline_dir(&root, name, &compare_with);
             baseline::copy(&saved, &dir).map_err(|e| e.to_string())?;
         }
     }
@@ -532,6 +532,7 @@ fn create_backend(args: &Args, config: Config) -> Result<Arc<dyn Backend>, Strin
     spec.build().map_err(|e| e.to_string())
 }
 
+#[cfg(feature = "charts")]
 /// Draws the baseline's and the new run's TTFT, TPOT and E2E distributions on one chart each,
 /// in `<root>/<workload>/`: `<metric>_vs_<baseline>.svg`.
 fn write_overlays(
@@ -550,7 +551,7 @@ fn write_overlays(
     for (key, chart) in charts {
         let file = root
             .join(workload)
-            .join(format!("{key}_vs_{base_name}.svg"));
+            .join(crate::report::names::baseline_chart_file(key, base_name));
         crate::report::files::write_atomically(&file, chart.svg.as_bytes())
             .map_err(|e| e.to_string())?;
     }
@@ -558,7 +559,7 @@ fn write_overlays(
 }
 
 fn load_baseline(root: &Path, workload: &str, name: &str) -> Result<Saved, String> {
-    let dir = baseline::baseline_dir(root, workload, name);
+    let dir = baseline_dir(root, workload, name);
     if !dir.exists() {
         return Err(format!(
             "no baseline `{name}` for workload `{workload}` in {}; save one with `cargo bench -- --save-baseline {name}`",
@@ -586,9 +587,6 @@ fn verdict(args: &Args, comparisons: &[baseline::Comparison], base_name: &str) -
     }
 }
 
-/// The baseline name each workload's latest results are written under.
-const NEW_RUN: &str = "new";
-
 /// Writes each workload's results to `<root>/<workload>/new/`, its records as they arrive.
 struct BaselineWriter {
     root: PathBuf,
@@ -597,7 +595,7 @@ struct BaselineWriter {
 
 impl Report for BaselineWriter {
     fn workload_started(&mut self, workload: &Workload) -> Result<(), ReportError> {
-        let dir = baseline::baseline_dir(&self.root, &workload.name, NEW_RUN);
+        let dir = baseline_dir(&self.root, &workload.name, NEW_RUN);
         self.writing = Some(baseline::BaselineFiles::create(&dir)?);
         Ok(())
     }

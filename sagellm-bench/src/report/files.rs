@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
+use super::names::{self, SUMMARY_FILE};
 use super::{Report, ReportError};
 use crate::results::metrics::WorkloadMetrics;
 use crate::results::record::RequestRecord;
@@ -14,9 +15,6 @@ use crate::results::samples::{Samples, WorkloadSamples};
 use crate::results::summary::{Provenance, Summary};
 use crate::results::WorkloadResult;
 use crate::workload::Workload;
-
-/// The summary's file name.
-pub const SUMMARY_FILE: &str = "benchmark_summary.json";
 
 // Reading a summary is a file concern, so it lives beside the file's name.
 impl Summary {
@@ -88,11 +86,11 @@ impl JsonFiles {
     }
 
     pub fn metrics_path(&self, workload: &str) -> PathBuf {
-        self.dir.join(format!("{workload}_metrics.json"))
+        self.dir.join(names::metrics_file(workload))
     }
 
     pub fn requests_path(&self, workload: &str) -> PathBuf {
-        self.dir.join(format!("{workload}_requests.jsonl"))
+        self.dir.join(names::requests_file(workload))
     }
 
     pub fn summary_path(&self) -> PathBuf {
@@ -168,7 +166,7 @@ impl SavedRun {
         let files = JsonFiles::new(&dir);
         let mut samples = IndexMap::new();
         for name in summary.workloads.keys() {
-            let path = files.requests_path(&super::svg::file_stem(name));
+            let path = files.requests_path(name);
             samples.insert(name.clone(), std::sync::Arc::new(load_samples(&path)?));
         }
         Ok(SavedRun {

@@ -15,7 +15,8 @@ use serde::Serialize;
 use tinytemplate::TinyTemplate;
 
 use super::files::{prepare_dir, write_atomically};
-use super::svg::{self, file_stem, Chart};
+use super::names::{self, file_stem};
+use super::svg::{self, Chart};
 use super::{rows_for, sources_note, Report, ReportError};
 use crate::results::samples::{Samples, KEPT_FAILURES};
 use crate::results::summary::{Provenance, Summary};
@@ -210,7 +211,7 @@ pub fn render(summary: &Summary, samples: &IndexMap<String, Samples>, charts: &[
                 requests: metrics.total_requests,
                 failed: metrics.failed_requests,
                 no_records: kept.is_none(),
-                requests_file: format!("{}_requests.jsonl", file_stem(name)),
+                requests_file: names::requests_file(name),
                 charts: charts
                     .iter()
                     .filter(|c| c.workload.as_deref() == Some(name.as_str()))

@@ -5,9 +5,13 @@
 //! reporters, so the runner sees one.
 
 pub mod files;
+#[cfg(feature = "charts")]
 pub mod html;
+#[cfg(feature = "charts")]
 pub mod markdown;
+pub mod names;
 pub mod progress;
+#[cfg(feature = "charts")]
 pub mod svg;
 pub mod table;
 
@@ -58,14 +62,16 @@ impl Report for Reports {
 }
 
 impl Reports {
-    /// The reporters that write a run's files into `dir`: the JSON files, the SVG charts and
-    /// `index.html`. The CLI and `cargo bench` both start from these, so either door leaves the
-    /// same folder behind.
+    /// The reporters that write a run's files into `dir`: the JSON files, and with the
+    /// `charts` feature the SVG charts and `index.html`. The CLI and `cargo bench` both start
+    /// from these, so either door leaves the same folder behind.
     pub fn files(dir: impl Into<std::path::PathBuf>) -> Self {
         let dir = dir.into();
         Reports(vec![
             Box::new(files::JsonFiles::new(&dir)),
+            #[cfg(feature = "charts")]
             Box::new(svg::SvgCharts::new(&dir)),
+            #[cfg(feature = "charts")]
             Box::new(html::HtmlReport::new(&dir)),
         ])
     }

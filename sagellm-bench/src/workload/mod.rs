@@ -15,6 +15,13 @@ use serde::{Deserialize, Serialize};
 use crate::workload::setup::{Prompts, ResponseCheck};
 use crate::workload::slo::Slo;
 
+/// Whether `c` may appear in a name that becomes a file or folder name (a workload, a
+/// baseline, a compared run): letters, digits, `_`, `-` and `.`. The `#[workload]` macro checks
+/// the same rule at compile time in its own crate.
+pub fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
 /// One benchmark workload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Workload {
@@ -203,12 +210,7 @@ impl Workload {
         if self.name.is_empty() {
             return Err("the workload name is empty".into());
         }
-        if !self
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-            || self.name.starts_with('.')
-        {
+        if !self.name.chars().all(is_name_char) || self.name.starts_with('.') {
             return Err(format!(
                 "workload name `{}` may only hold letters, digits, `_`, `-` and `.` (it becomes a file name)",
                 self.name
