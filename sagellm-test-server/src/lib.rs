@@ -14,6 +14,8 @@
 //! The server runs on its own thread and runtime, so it neither shares nor starves the
 //! runtime of the client it is measured by.
 
+pub mod framed;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -120,6 +120,20 @@ pub struct EngineFigures {
     pub spec: Option<SpecFigures>,
     /// Where the figures above came from (ignored for the ones that are `None`).
     pub source: Option<FigureSource>,
+    /// The client's connections to a server, where the backend talks to one; always measured
+    /// by the client itself.
+    pub connections: Option<ConnectionFigures>,
+}
+
+/// How the client's connections to a server behaved over one workload's measured requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnectionFigures {
+    /// TCP connections opened while the measured requests ran (connections opened beforehand to
+    /// warm the pool are not counted). Each one's handshake lands inside a request's TTFT.
+    pub opened: u64,
+    /// Requests sent a second time, on a fresh connection, because the reused connection they
+    /// first went out on was closed by the server before any byte of the answer arrived.
+    pub retried_requests: u64,
 }
 
 /// KV-cache figures over one workload.

@@ -453,6 +453,7 @@ fn figures(
         } else {
             FigureSource::Unavailable
         }),
+        connections: None,
     }
 }
 

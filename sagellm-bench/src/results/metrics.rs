@@ -86,6 +86,16 @@ pub struct WorkloadMetrics {
     pub evict_ms: f64,
     pub spec_accept_rate: f64,
 
+    /// TCP connections the client opened during the measured requests; absent for backends
+    /// without connections (mock, cpu). More than the concurrency means the server closed
+    /// connections the client wanted to keep, and each new one's handshake is inside a TTFT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_opened: Option<u64>,
+    /// Requests sent a second time on a fresh connection because their reused connection
+    /// closed before any byte of the answer; absent for backends without connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_requests: Option<u64>,
+
     pub total_time_s: f64,
     pub start_time: f64,
     pub end_time: f64,
@@ -321,6 +331,8 @@ pub fn aggregate_samples(
         evict_count: kv.evict_count,
         evict_ms: kv.evict_ms,
         spec_accept_rate: ratio(spec.accepted_tokens as f64, spec.draft_tokens as f64),
+        connections_opened: engine.connections.map(|c| c.opened),
+        retried_requests: engine.connections.map(|c| c.retried_requests),
         total_time_s: wall_s,
         start_time: wall.start_unix_s,
         end_time: wall.start_unix_s + wall_s,

@@ -403,6 +403,7 @@ async fn send(
             }
             Some(StreamEvent::Done { usage }) => {
                 sent.finish_ms = at;
+                finish(stream).await;
                 sent.usage_tokens = usage.map(|u| u.completion_tokens);
                 if let Some(usage) = usage {
                     sent.prompt_tokens = usage.prompt_tokens;
@@ -417,6 +418,7 @@ async fn send(
             }
             Some(StreamEvent::Error(error)) => {
                 sent.finish_ms = at;
+                finish(stream).await;
                 sent.error = Some(error);
                 return (t0, sent, text);
             }
@@ -430,6 +432,14 @@ async fn send(
             }
         }
     }
+}
+
+/// Polls a stream past its final event to its end, after that event was stamped: a backend
+/// may have work left that belongs to the request but not to its latency (a server's answer
+/// whose body has not quite ended, whose connection is reused only once it has), and it must
+/// finish before the same worker sends its next request.
+async fn finish(mut stream: futures::stream::BoxStream<'static, StreamEvent>) {
+    while stream.next().await.is_some() {}
 }
 
 fn ms(d: Duration) -> f64 {

@@ -274,6 +274,7 @@ impl Backend for CpuBackend {
             memory: None,
             spec: None,
             source: Some(FigureSource::Measured),
+            connections: None,
         })
     }
 }

@@ -297,6 +297,7 @@ impl Backend for MockBackend {
                 accepted_tokens: stats.accepted_tokens,
             }),
             source: Some(FigureSource::Simulated),
+            connections: None,
         })
     }
 }

@@ -21,22 +21,25 @@
 
 pub(crate) mod stream;
 
+use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures::stream::{BoxStream, Stream, StreamExt};
+use hyper_util::client::legacy::connect::HttpInfo;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde::Serialize;
 use tokio::time::Instant;
 
 use super::prometheus::{self, MetricNames, Scraper};
 use super::{
-    Backend, BackendError, EngineFigures, ErrorKind, GenerationRequest, RequestError, StreamEvent,
-    Usage,
+    Backend, BackendError, ConnectionFigures, EngineFigures, ErrorKind, GenerationRequest,
+    RequestError, StreamEvent, Usage,
 };
 use crate::backend::token_counter::TokenCounter;
 use crate::workload::Workload;
@@ -160,12 +163,26 @@ pub struct OpenAiBackend {
     settings: serde_json::Value,
     /// Output length asked for in the current workload, for the mismatch warning.
     asked: Mutex<usize>,
+    /// Requests the current workload keeps in flight (closed loop), 0 when not known (open
+    /// loop): the connections opened before its measured requests.
+    in_flight_target: AtomicUsize,
     tokenizer: Option<Arc<TokenCounter>>,
 }
 
 /// What every request of the backend shares.
 struct Shared {
+    /// The pooled client every request goes out on.
     client: reqwest::Client,
+    /// A client that keeps no idle connection, so each request on it opens a new one: for the
+    /// one retry of a request whose reused connection the server had closed.
+    fresh_client: reqwest::Client,
+    /// Connections both clients opened, over the backend's life.
+    connections: Arc<Connects>,
+    /// Local addresses of connections that have carried an answer: a request that fails on one
+    /// of these went out on a reused connection.
+    answered_on: Mutex<HashSet<SocketAddr>>,
+    /// `{v1}/models`, asked to open connections before the measured requests.
+    models_url: String,
     endpoint: String,
     model: String,
     api: Api,
@@ -175,12 +192,46 @@ struct Shared {
     counts: Counts,
 }
 
+/// Connects of the clients' connectors, counted as they start and end.
+#[derive(Default)]
+struct Connects {
+    started: AtomicU64,
+    ended: AtomicU64,
+    /// Connects that gave a connection.
+    opened: AtomicU64,
+}
+
+impl Connects {
+    /// Counts one connect of a connector, as it starts and as it ends.
+    fn count<C, E>(
+        self: &Arc<Self>,
+        connecting: impl std::future::Future<Output = Result<C, E>>,
+    ) -> impl std::future::Future<Output = Result<C, E>> {
+        let connects = self.clone();
+        connects.started.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let connected = connecting.await;
+            if connected.is_ok() {
+                connects.opened.fetch_add(1, Ordering::Relaxed);
+            }
+            connects.ended.fetch_add(1, Ordering::Relaxed);
+            connected
+        }
+    }
+}
+
 /// Per-workload counts of token-count surprises, reported once per workload.
 #[derive(Default)]
 struct Counts {
     finished: AtomicUsize,
     without_usage: AtomicUsize,
     length_mismatch: AtomicUsize,
+    retried: AtomicUsize,
+    /// Answers whose body had not ended `BODY_END_LIMIT` after `[DONE]`; their connections
+    /// were closed.
+    unended_bodies: AtomicUsize,
+    /// `Shared::connections` when the measured requests began.
+    connections_at_start: AtomicU64,
 }
 
 /// The server's root URL and its `/v1` URL, from what the user gave.
@@ -284,27 +335,35 @@ impl OpenAiBackend {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let build_client = || {
+        let connections = Arc::new(Connects::default());
+        let builder = || {
             reqwest::Client::builder()
                 .default_headers(headers.clone())
                 .tcp_nodelay(true)
                 .pool_idle_timeout(Duration::from_secs(90))
                 .connect_timeout(config.stall_timeout.min(Duration::from_secs(30)))
-                .build()
-                .map_err(|e| {
-                    BackendError::Setup(format!(
-                        "cannot build the HTTP client: {}",
-                        error_chain(&e)
-                    ))
-                })
         };
+        let build = |builder: reqwest::ClientBuilder| {
+            builder.build().map_err(|e| {
+                BackendError::Setup(format!("cannot build the HTTP client: {}", error_chain(&e)))
+            })
+        };
+        // Counted where connections are made: each call of reqwest's connector.
+        let counted = |builder: reqwest::ClientBuilder| {
+            let connections = connections.clone();
+            builder.connector_layer(tower::util::MapFutureLayer::new(move |connecting| {
+                connections.count(connecting)
+            }))
+        };
+        let build_client = || build(builder());
         let model = match &config.model {
             Some(m) => m.clone(),
             // A client of its own: its pooled connection dies with the lookup's runtime and must
             // not be offered to the run's.
             None => served_model(build_client()?, &v1)?,
         };
-        let client = build_client()?;
+        let client = build(counted(builder()))?;
+        let fresh_client = build(counted(builder().pool_max_idle_per_host(0)))?;
         let endpoint = match config.api {
             Api::Completions => format!("{v1}/completions"),
             Api::Chat => format!("{v1}/chat/completions"),
@@ -313,14 +372,17 @@ impl OpenAiBackend {
             .metrics_url
             .clone()
             .unwrap_or_else(|| format!("{root}/metrics"));
-        let scraper = (!config.no_metrics).then(|| {
-            Scraper::new(
-                client.clone(),
+        // A client of its own: scrapes must neither take pooled connections from requests nor
+        // count among the requests' connections.
+        let scraper = match config.no_metrics {
+            true => None,
+            false => Some(Scraper::new(
+                build_client()?,
                 metrics_url.clone(),
                 preset.metrics.to_vec(),
                 config.scrape_interval,
-            )
-        });
+            )),
+        };
         let settings = serde_json::json!({
             "preset": preset.name,
             "base_url": v1,
@@ -342,6 +404,10 @@ impl OpenAiBackend {
             preset,
             shared: Arc::new(Shared {
                 client,
+                fresh_client,
+                connections,
+                answered_on: Mutex::new(HashSet::new()),
+                models_url: format!("{v1}/models"),
                 endpoint,
                 model: model.clone(),
                 api: config.api,
@@ -354,6 +420,7 @@ impl OpenAiBackend {
             scraper,
             settings,
             asked: Mutex::new(0),
+            in_flight_target: AtomicUsize::new(0),
             tokenizer: config.tokenizer.clone(),
         })
     }
@@ -438,14 +505,28 @@ impl Backend for OpenAiBackend {
 
     async fn start_workload(&self, workload: &Workload) -> Result<(), BackendError> {
         *self.asked.lock().unwrap_or_else(|e| e.into_inner()) = workload.output_tokens;
+        let in_flight = workload
+            .arrival
+            .concurrency()
+            .map_or(0, |c| c.min(workload.num_requests));
+        self.in_flight_target.store(in_flight, Ordering::Relaxed);
         Ok(())
     }
 
     async fn reset_statistics(&self) {
+        // Before the measured requests: connections opened now stay out of their TTFTs.
+        let in_flight = self.in_flight_target.load(Ordering::Relaxed);
+        self.shared.open_connections(in_flight).await;
         let c = &self.shared.counts;
         c.finished.store(0, Ordering::Relaxed);
         c.without_usage.store(0, Ordering::Relaxed);
         c.length_mismatch.store(0, Ordering::Relaxed);
+        c.retried.store(0, Ordering::Relaxed);
+        c.unended_bodies.store(0, Ordering::Relaxed);
+        c.connections_at_start.store(
+            self.shared.connections.opened.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         if let Some(s) = &self.scraper {
             s.begin().await;
         }
@@ -494,10 +575,37 @@ impl Backend for OpenAiBackend {
                 "{mismatch} of {finished} requests returned a different number of tokens than the {asked} asked for; the server may ignore ignore_eos/min_tokens. TBT and throughput use the server's count"
             );
         }
-        Ok(match &self.scraper {
+        let connections = ConnectionFigures {
+            opened: self.shared.connections.opened.load(Ordering::Relaxed)
+                - c.connections_at_start.load(Ordering::Relaxed),
+            retried_requests: c.retried.load(Ordering::Relaxed) as u64,
+        };
+        let in_flight = self.in_flight_target.load(Ordering::Relaxed);
+        if in_flight > 0 && connections.opened > 2 && connections.opened as usize > finished / 4 {
+            tracing::warn!(
+                "{} new connections for {finished} requests with {in_flight} in flight: the server closed connections the client keeps alive, so many requests' TTFT includes opening a connection",
+                connections.opened
+            );
+        }
+        let unended = c.unended_bodies.load(Ordering::Relaxed);
+        if unended > 0 {
+            tracing::warn!(
+                "{unended} of {finished} answers did not end within {} ms of [DONE], so their connections were closed instead of reused",
+                BODY_END_LIMIT.as_millis()
+            );
+        }
+        if connections.retried_requests > 0 {
+            tracing::warn!(
+                "{} of {finished} requests were sent again on a fresh connection: the server closed the reused connection they went out on before answering (counted as retried_requests; timed from the first attempt)",
+                connections.retried_requests
+            );
+        }
+        let mut figures = match &self.scraper {
             Some(s) => s.end().await,
             None => EngineFigures::default(),
-        })
+        };
+        figures.connections = Some(connections);
+        Ok(figures)
     }
 }
 
@@ -506,6 +614,8 @@ type Events = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::
 enum Phase {
     NotSent(GenerationRequest),
     Streaming(Events),
+    /// `Done` was given; what is left of the body is read when the stream is polled again.
+    Draining(Events),
     Finished,
 }
 
@@ -565,6 +675,10 @@ impl Exchange {
         loop {
             match std::mem::replace(&mut self.phase, Phase::Finished) {
                 Phase::Finished => return None,
+                Phase::Draining(events) => {
+                    self.shared.read_to_end(events).await;
+                    return None;
+                }
                 Phase::NotSent(request) => {
                     match send(&self.shared, self.deadline, &request).await {
                         Ok(events) => self.phase = Phase::Streaming(events),
@@ -629,7 +743,9 @@ impl Exchange {
 
     /// The request finished: count token-length surprises and end the stream.
     fn done(&mut self) -> Option<StreamEvent> {
-        self.phase = Phase::Finished;
+        if let Phase::Streaming(events) = std::mem::replace(&mut self.phase, Phase::Finished) {
+            self.phase = Phase::Draining(events);
+        }
         let c = &self.shared.counts;
         c.finished.fetch_add(1, Ordering::Relaxed);
         match self.usage {
@@ -642,6 +758,112 @@ impl Exchange {
             Some(_) => {}
         }
         Some(StreamEvent::Done { usage: self.usage })
+    }
+}
+
+/// Longest wait for the end of a body after `[DONE]`.
+const BODY_END_LIMIT: Duration = Duration::from_millis(500);
+
+/// Most connections opened ahead of a workload's measured requests.
+const MAX_PREOPENED: usize = 512;
+
+/// Longest wait for each answer that opens a connection ahead of the measured requests.
+const PREOPEN_LIMIT: Duration = Duration::from_secs(10);
+
+impl Shared {
+    /// Reads what is left of a finished answer's body: at least the HTTP/1.1 chunked
+    /// terminator, which uvicorn (vLLM's server) sends in a write of its own after `[DONE]`.
+    /// Only a body read to its end gives its connection back to the pool; a dropped one closes
+    /// it, and the next request would pay for a new connection inside its TTFT. The request's
+    /// end was stamped at `Done`; this runs when the runner polls the stream once more, before
+    /// the same worker sends its next request.
+    async fn read_to_end(&self, mut events: Events) {
+        let rest = async { while events.next().await.is_some() {} };
+        if tokio::time::timeout(BODY_END_LIMIT, rest).await.is_err() {
+            self.counts.unended_bodies.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Makes sure `n` connections are open and idle in the pool, so the first `n` measured
+    /// requests do not each pay for a handshake: `n` concurrent `GET /v1/models`, which reuse
+    /// idle connections and open only the missing ones. Their answers are not used, and a
+    /// server without that route still answers (404) on a kept connection.
+    async fn open_connections(&self, n: usize) {
+        let asks = (0..n.min(MAX_PREOPENED)).map(|_| async {
+            let Ok(response) = self
+                .client
+                .get(&self.models_url)
+                .timeout(PREOPEN_LIMIT)
+                .send()
+                .await
+            else {
+                return;
+            };
+            self.note_answered(&response);
+            // Read to the end, so the connection goes back to the pool.
+            let _ = response.bytes().await;
+        });
+        futures::future::join_all(asks).await;
+        // A connect can outlive the answer it was started for (the pool gave that request a
+        // connection that fell idle first) and still lands in the pool: wait for those too, so
+        // none is counted among the measured requests' connections.
+        let settled = async {
+            let c = &self.connections;
+            while c.ended.load(Ordering::Relaxed) < c.started.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        let _ = tokio::time::timeout(PREOPEN_LIMIT, settled).await;
+    }
+
+    /// Remembers the connection an answer came on, to tell a reused connection from a new one.
+    fn note_answered(&self, response: &reqwest::Response) {
+        if let Some(info) = response.extensions().get::<HttpInfo>() {
+            self.answered_on
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(info.local_addr());
+        }
+    }
+
+    /// True when `error` says the server closed the connection before any byte of its answer,
+    /// and that connection had carried an answer before: a kept-alive connection the server
+    /// dropped as the request went out. A new connection closed that way is a server refusing
+    /// the request, not a stale connection, and is not retried.
+    fn closed_on_reuse(&self, error: &reqwest::Error) -> bool {
+        if error.is_connect() || error.is_timeout() {
+            return false;
+        }
+        let mut local = None;
+        let mut closed = false;
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = cause {
+            if let Some(client_error) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+                if let Some(connected) = client_error.connect_info() {
+                    let mut extras = http::Extensions::new();
+                    connected.get_extras(&mut extras);
+                    local = extras.get::<HttpInfo>().map(HttpInfo::local_addr);
+                }
+            }
+            if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                closed |= h.is_incomplete_message();
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::*;
+                closed |= matches!(
+                    io.kind(),
+                    ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+                );
+            }
+            cause = e.source();
+        }
+        closed
+            && local.is_some_and(|addr| {
+                self.answered_on
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&addr)
+            })
     }
 }
 
@@ -692,18 +914,31 @@ async fn send(
             include_usage: true,
         },
     };
-    let body = serde_json::to_vec(&body).map_err(|e| {
-        RequestError::new(ErrorKind::Protocol, format!("cannot encode request: {e}"))
-    })?;
-    let (limit, stalled) = wait_limit(shared, deadline);
-    let sent = shared
-        .client
-        .post(&shared.endpoint)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(reqwest::header::ACCEPT, "text/event-stream")
-        .body(body)
-        .send();
-    let response = match tokio::time::timeout_at(limit, sent).await {
+    let body: bytes::Bytes = serde_json::to_vec(&body)
+        .map_err(|e| RequestError::new(ErrorKind::Protocol, format!("cannot encode request: {e}")))?
+        .into();
+    let post = |client: &reqwest::Client| {
+        client
+            .post(&shared.endpoint)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .body(body.clone())
+            .send()
+    };
+    let (mut limit, mut stalled) = wait_limit(shared, deadline);
+    let mut sent = tokio::time::timeout_at(limit, post(&shared.client)).await;
+    if let Ok(Err(e)) = &sent {
+        // The server closed a kept-alive connection as the request went out on it (llama.cpp's
+        // server closes every connection after its answer, other servers on an idle timeout):
+        // the request never reached it, so it is sent once more, on a new connection. Its times
+        // still count from the first attempt, as the user waited through both.
+        if shared.closed_on_reuse(e) {
+            shared.counts.retried.fetch_add(1, Ordering::Relaxed);
+            (limit, stalled) = wait_limit(shared, deadline);
+            sent = tokio::time::timeout_at(limit, post(&shared.fresh_client)).await;
+        }
+    }
+    let response = match sent {
         Err(_) => {
             return Err(RequestError::new(
                 ErrorKind::Timeout,
@@ -723,6 +958,7 @@ async fn send(
         }
         Ok(Ok(r)) => r,
     };
+    shared.note_answered(&response);
     let status = response.status();
     if !status.is_success() {
         let (limit, _) = wait_limit(shared, deadline);
