@@ -58,6 +58,9 @@ pub struct Script {
     /// Fraction of output tokens `/metrics` counts as accepted speculative drafts (one draft
     /// token proposed per output token); 0 leaves the speculation counters out.
     pub spec_accept_fraction: f64,
+    /// Time each request waits, as in a server's queue, before its stream is planned; it is
+    /// part of the TTFT, and `/metrics` reports it in `vllm:request_queue_time_seconds`.
+    pub queue_time: Duration,
 }
 
 impl Default for Script {
@@ -74,6 +77,7 @@ impl Default for Script {
             kv_capacity_tokens: 16 * 4096,
             prefix_hit_fraction: 0.25,
             spec_accept_fraction: 0.0,
+            queue_time: Duration::ZERO,
         }
     }
 }
@@ -231,6 +235,8 @@ struct Counters {
     successes: AtomicU64,
     ttft_ns_total: AtomicU64,
     first_chunks: AtomicU64,
+    queued_ns_total: AtomicU64,
+    queued: AtomicU64,
 }
 
 fn router(state: Arc<ServerState>) -> Router {
@@ -316,6 +322,14 @@ async fn generate(
         Ok(r) => r,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("bad JSON: {e}")),
     };
+    if !script.queue_time.is_zero() {
+        tokio::time::sleep(script.queue_time).await;
+    }
+    state
+        .counters
+        .queued_ns_total
+        .fetch_add(script.queue_time.as_nanos() as u64, Ordering::Relaxed);
+    state.counters.queued.fetch_add(1, Ordering::Relaxed);
     let number = state.requests.fetch_add(1, Ordering::Relaxed);
     let fault = script.faults.get(&number).copied();
     if let Some(Fault::Status(code)) = fault {
@@ -424,7 +438,10 @@ impl StreamPlan {
             Step::Content => {
                 // Faults strike when the chunk they replace was due, so the chunks before
                 // them have left the server.
-                let deadline = self.received + script.ttft + script.itl * self.chunks_sent as u32;
+                let deadline = self.received
+                    + script.queue_time
+                    + script.ttft
+                    + script.itl * self.chunks_sent as u32;
                 if deadline > Instant::now() {
                     tokio::time::sleep_until(deadline).await;
                 }
@@ -659,6 +676,24 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
             get(&c.spec_accepted).to_string(),
         );
     }
+    // vLLM's request histograms, as their sums and counts (one +Inf bucket): the scripted
+    // queue time and the TTFT this server measured.
+    let mut histogram = |name: &str, ns_total: &AtomicU64, count: &AtomicU64| {
+        let (sum, n) = (get(ns_total) as f64 / 1e9, get(count));
+        text.push_str(&format!(
+            "# HELP {name} {name}\n# TYPE {name} histogram\n{name}_bucket{{le=\"+Inf\",model_name=\"{model}\"}} {n}\n{name}_sum{{model_name=\"{model}\"}} {sum}\n{name}_count{{model_name=\"{model}\"}} {n}\n"
+        ));
+    };
+    histogram(
+        "vllm:request_queue_time_seconds",
+        &c.queued_ns_total,
+        &c.queued,
+    );
+    histogram(
+        "vllm:time_to_first_token_seconds",
+        &c.ttft_ns_total,
+        &c.first_chunks,
+    );
     text.push_str(&format!(
         "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge\nvllm:cache_config_info{{block_size=\"{block_size}\",num_gpu_blocks=\"{blocks}\"}} 1.0\n"
     ));

@@ -123,6 +123,34 @@ pub struct EngineFigures {
     /// The client's connections to a server, where the backend talks to one; always measured
     /// by the client itself.
     pub connections: Option<ConnectionFigures>,
+    /// The server's own timings of the workload's requests, where its metrics give them;
+    /// always scraped.
+    pub server_timings: Option<ServerTimings>,
+}
+
+/// The server's own time spent per phase of the workload's requests, from its metrics.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServerTimings {
+    /// Waiting in the server's queue before being scheduled.
+    pub queue: Option<ServerTiming>,
+    /// From the server receiving the request to its first token.
+    pub ttft: Option<ServerTiming>,
+    /// Computing the prompt.
+    pub prefill: Option<ServerTiming>,
+    /// Generating after the first token.
+    pub decode: Option<ServerTiming>,
+}
+
+/// One phase's time over the workload, as the server counted it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServerTiming {
+    /// Total milliseconds over the workload's requests.
+    pub total_ms: f64,
+    /// The requests the server counted them over; `None` when its metric has no count
+    /// (llama.cpp's seconds counters), so the mean is over the workload's own requests.
+    pub requests: Option<u64>,
+    /// The metric it was read from.
+    pub metric: String,
 }
 
 /// How the client's connections to a server behaved over one workload's measured requests.

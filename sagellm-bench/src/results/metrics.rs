@@ -96,6 +96,23 @@ pub struct WorkloadMetrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retried_requests: Option<u64>,
 
+    /// The server's own mean time per request in its queue, to its first token, in prefill
+    /// and in decode, from its metrics (see docs/SERVERS.md for each engine's); absent where
+    /// the server does not give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_avg_queue_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_avg_ttft_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_avg_prefill_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_avg_decode_ms: Option<f64>,
+    /// `avg_ttft_ms` minus the server's: `server_avg_ttft_ms` where given, else
+    /// `server_avg_queue_ms + server_avg_prefill_ms` (what of them the server gives). The share
+    /// of the TTFT a user sees that the network, the HTTP stack and the client add.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_outside_server_ms: Option<f64>,
+
     pub total_time_s: f64,
     pub start_time: f64,
     pub end_time: f64,
@@ -267,6 +284,7 @@ pub fn aggregate_samples(
             FigureSource::Unavailable
         }
     };
+    let server = ServerMeans::of(engine.server_timings.as_ref(), successful);
     let output_tokens = {
         let mut sources = records
             .iter()
@@ -333,6 +351,14 @@ pub fn aggregate_samples(
         spec_accept_rate: ratio(spec.accepted_tokens as f64, spec.draft_tokens as f64),
         connections_opened: engine.connections.map(|c| c.opened),
         retried_requests: engine.connections.map(|c| c.retried_requests),
+        server_avg_queue_ms: server.queue,
+        server_avg_ttft_ms: server.ttft,
+        server_avg_prefill_ms: server.prefill,
+        server_avg_decode_ms: server.decode,
+        ttft_outside_server_ms: server
+            .inside_ttft()
+            .filter(|_| successful > 0)
+            .map(|inside| ttft_s.mean - inside),
         total_time_s: wall_s,
         start_time: wall.start_unix_s,
         end_time: wall.start_unix_s + wall_s,
@@ -344,6 +370,44 @@ pub fn aggregate_samples(
             speculative: source_of(engine.spec.is_some()),
         },
         complete: true,
+    }
+}
+
+/// The server's per-request means, in milliseconds.
+#[derive(Default)]
+struct ServerMeans {
+    queue: Option<f64>,
+    ttft: Option<f64>,
+    prefill: Option<f64>,
+    decode: Option<f64>,
+}
+
+impl ServerMeans {
+    /// Each phase's total over the requests the server counted, or over the workload's
+    /// successful requests where its metric has no count.
+    fn of(timings: Option<&crate::backend::ServerTimings>, successful: u64) -> Self {
+        let Some(t) = timings else {
+            return ServerMeans::default();
+        };
+        let mean = |phase: &Option<crate::backend::ServerTiming>| {
+            let phase = phase.as_ref()?;
+            let n = phase.requests.unwrap_or(successful);
+            (n > 0).then(|| phase.total_ms / n as f64)
+        };
+        ServerMeans {
+            queue: mean(&t.queue),
+            ttft: mean(&t.ttft),
+            prefill: mean(&t.prefill),
+            decode: mean(&t.decode),
+        }
+    }
+
+    /// The server's share of the TTFT: its own TTFT, else its queue and prefill times.
+    fn inside_ttft(&self) -> Option<f64> {
+        self.ttft.or(match (self.queue, self.prefill) {
+            (None, None) => None,
+            (q, p) => Some(q.unwrap_or(0.0) + p.unwrap_or(0.0)),
+        })
     }
 }
 

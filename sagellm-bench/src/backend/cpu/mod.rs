@@ -275,6 +275,7 @@ impl Backend for CpuBackend {
             spec: None,
             source: Some(FigureSource::Measured),
             connections: None,
+            server_timings: None,
         })
     }
 }

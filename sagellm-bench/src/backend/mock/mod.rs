@@ -298,6 +298,7 @@ impl Backend for MockBackend {
             }),
             source: Some(FigureSource::Simulated),
             connections: None,
+            server_timings: None,
         })
     }
 }
