@@ -309,9 +309,10 @@ fn without_usage_a_tokenizer_counts_the_streamed_text() {
     )
     .unwrap();
     let out = tempfile::tempdir().unwrap();
-    let counter =
-        sagellm_bench::backend::token_counter::TokenCounter::load(&word_tokenizer(out.path()))
-            .expect("the test tokenizer loads");
+    let counter = sagellm_bench::backend::openai::token_counter::TokenCounter::load(
+        &word_tokenizer(out.path()),
+    )
+    .expect("the test tokenizer loads");
     assert_eq!(counter.count("tok tok tok "), Some(3));
     let w = workload("counted", 3, 1, 32);
     // Without a tokenizer: 8 chunks of 4 tokens count as 8.

@@ -10,11 +10,7 @@ pub mod cpu;
 pub mod mock;
 #[cfg(feature = "openai")]
 pub mod openai;
-#[cfg(feature = "openai")]
-pub mod prometheus;
 pub mod spec;
-#[cfg(feature = "openai")]
-pub mod token_counter;
 
 use std::fmt;
 

@@ -78,7 +78,7 @@ pub struct ServerArgs {
     /// each request used
     #[cfg(feature = "openai")]
     #[arg(long, value_name = "PATH", value_parser = load_tokenizer)]
-    pub tokenizer: Option<std::sync::Arc<crate::backend::token_counter::TokenCounter>>,
+    pub tokenizer: Option<std::sync::Arc<crate::backend::openai::token_counter::TokenCounter>>,
 
     /// The model's tokenizer.json: counts the output of responses without a `usage` block by
     /// tokenizing the streamed text (else one token per chunk). The results say which count
@@ -100,8 +100,8 @@ pub enum ApiArg {
 #[cfg(feature = "openai")]
 fn load_tokenizer(
     path: &str,
-) -> Result<std::sync::Arc<crate::backend::token_counter::TokenCounter>, String> {
-    crate::backend::token_counter::TokenCounter::load(std::path::Path::new(path))
+) -> Result<std::sync::Arc<crate::backend::openai::token_counter::TokenCounter>, String> {
+    crate::backend::openai::token_counter::TokenCounter::load(std::path::Path::new(path))
         .map(std::sync::Arc::new)
 }
 

@@ -19,7 +19,9 @@
 //! The API key is read from the environment variable the user names, kept out of `Debug`,
 //! sent as a sensitive header, and never recorded: the settings record the variable's name.
 
+pub mod prometheus;
 pub(crate) mod stream;
+pub mod token_counter;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -36,12 +38,12 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::prometheus::{self, MetricNames, Scraper};
+use self::prometheus::{MetricNames, Scraper};
+use self::token_counter::TokenCounter;
 use super::{
     Backend, BackendError, ConnectionFigures, EngineFigures, ErrorKind, GenerationRequest,
     RequestError, StreamEvent, Usage,
 };
-use crate::backend::token_counter::TokenCounter;
 use crate::workload::Workload;
 
 /// A named preset: where such a server listens by default and which metric names it exposes.

@@ -553,7 +553,7 @@ async fn scrape(client: &reqwest::Client, url: &str) -> Result<Scrape, String> {
         .timeout(Duration::from_secs(5))
         .send()
         .await
-        .map_err(|e| format!("cannot reach {url}: {}", super::openai::error_chain(&e)))?;
+        .map_err(|e| format!("cannot reach {url}: {}", super::error_chain(&e)))?;
     let status = response.status();
     if !status.is_success() {
         return Err(format!(
@@ -563,7 +563,7 @@ async fn scrape(client: &reqwest::Client, url: &str) -> Result<Scrape, String> {
     let text = response
         .text()
         .await
-        .map_err(|e| format!("reading {url}: {}", super::openai::error_chain(&e)))?;
+        .map_err(|e| format!("reading {url}: {}", super::error_chain(&e)))?;
     Ok(Scrape::parse(&text))
 }
 
