@@ -1,6 +1,6 @@
 //! `#[workload]` misuse is a compile error at the user's own token, saying what is allowed.
 //! Expected compiler output lives beside each case (`ui/*.stderr`); after an intended change to
-//! a message, regenerate with `TRYBUILD=overwrite cargo test -p sagellm-bench --test ui` and
+//! a message, regenerate with `TRYBUILD=overwrite cargo test -p sagellm-bench-macros --test ui` and
 //! review the diff.
 
 #[test]
