@@ -368,9 +368,9 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     if !args.quiet {
         // Debug logging writes a line per request to stderr, which would tear the bars apart.
         if !args.verbose {
-            reports.0.push(Box::new(ProgressBars::on_stderr()));
+            reports.push(Box::new(ProgressBars::on_stderr()));
         }
-        reports.0.push(Box::new(TablePrinter));
+        reports.push(Box::new(TablePrinter));
     }
     let control = RunControl {
         interrupt: Interrupt::on_signals()

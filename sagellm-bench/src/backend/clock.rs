@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub enum Clock {
     /// The machine's monotonic clock, counted from `epoch`.
-    Real { epoch: Instant },
+    Real {
+        /// The instant that reads as zero.
+        epoch: Instant,
+    },
     /// Simulated time; see the module documentation.
     Virtual(Arc<VirtualTime>),
 }

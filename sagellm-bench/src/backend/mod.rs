@@ -37,7 +37,12 @@ pub struct GenerationRequest {
 pub enum StreamEvent {
     /// Output content: `tokens` tokens of `text`. An event with `tokens == 0` (a role-only or
     /// empty chunk) is not output and does not count towards TTFT.
-    Tokens { text: String, tokens: usize },
+    Tokens {
+        /// The text of the chunk.
+        text: String,
+        /// How many tokens it holds.
+        tokens: usize,
+    },
     /// The request finished successfully.
     Done {
         /// Token counts as the backend reports them, where it does.
@@ -50,18 +55,23 @@ pub enum StreamEvent {
 /// Token counts as reported by the backend (a server's `usage` block).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
+    /// Tokens of the prompt.
     pub prompt_tokens: usize,
+    /// Tokens generated.
     pub completion_tokens: usize,
 }
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestError {
+    /// What kind of failure, for counting.
     pub kind: ErrorKind,
+    /// What happened, for the per-request record.
     pub message: String,
 }
 
 impl RequestError {
+    /// A failure of this kind with this message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         RequestError {
             kind,
@@ -111,8 +121,11 @@ pub enum FigureSource {
 /// Engine-side figures over one workload, as the backend knows them.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct EngineFigures {
+    /// KV-cache figures, where the engine has them.
     pub kv: Option<KvFigures>,
+    /// Memory of the process holding the model, where known.
     pub memory: Option<MemoryFigures>,
+    /// Speculative decoding figures, where the engine speculates.
     pub spec: Option<SpecFigures>,
     /// Where the figures above came from (ignored for the ones that are `None`).
     pub source: Option<FigureSource>,
@@ -180,14 +193,18 @@ pub struct KvFigures {
 /// Memory of the process that holds the model, over one workload.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct MemoryFigures {
+    /// Peak resident memory, in MiB.
     pub peak_mb: f64,
+    /// Mean resident memory over the workload, in MiB.
     pub avg_mb: f64,
 }
 
 /// Speculative decoding figures over one workload.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct SpecFigures {
+    /// Tokens the draft proposed.
     pub draft_tokens: u64,
+    /// Draft tokens the target model accepted.
     pub accepted_tokens: u64,
 }
 
@@ -195,6 +212,8 @@ pub struct SpecFigures {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("{0}")]
+    /// The backend could not be set up (a model that does not load, a server that cannot be
+    /// reached, settings out of range); the message says which.
     Setup(String),
 }
 

@@ -19,6 +19,7 @@ use crate::backend::mock::MockConfig;
 use crate::backend::spec::BackendSpec;
 use crate::backend::Backend;
 use crate::compare::baseline::{self, CompareSettings, Saved};
+use crate::report::collect::Collect;
 use crate::report::names::{baseline_dir, NEW_RUN};
 use crate::report::progress::ProgressBars;
 use crate::report::table::TablePrinter;
@@ -349,7 +350,7 @@ fn smoke_test(chosen: Vec<Declared>, filtered_out: usize, ignored: usize) -> u8 
             crate::run::runner::run(backend, &[w], provenance, &mut collect)
                 .map_err(|e| e.to_string())?;
             match collect
-                .0
+                .results()
                 .first()
                 .and_then(|r| r.samples.failures().first().map(|f| f.error.clone()))
             {
@@ -388,16 +389,6 @@ fn smoke_test(chosen: Vec<Declared>, filtered_out: usize, ignored: usize) -> u8 
         0
     } else {
         101
-    }
-}
-
-#[derive(Default)]
-struct Collect(Vec<WorkloadResult>);
-
-impl Report for Collect {
-    fn workload_finished(&mut self, result: &WorkloadResult) -> Result<(), ReportError> {
-        self.0.push(result.clone());
-        Ok(())
     }
 }
 
@@ -460,25 +451,25 @@ fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
     }
     let backend = create_backend(args, config)?;
     let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
-    let mut collect = CollectInto::default();
+    let collect = Collect::default();
     let mut reports = Reports::files(&root);
     if !args.quiet {
-        reports.0.push(Box::new(ProgressBars::on_stderr()));
-        reports.0.push(Box::new(TablePrinter));
+        reports.push(Box::new(ProgressBars::on_stderr()));
+        reports.push(Box::new(TablePrinter));
     }
-    reports.0.push(Box::new(BaselineWriter {
+    reports.push(Box::new(BaselineWriter {
         root: root.clone(),
         writing: None,
     }));
+    reports.push(Box::new(collect.clone()));
     {
-        let mut both = Both(&mut reports, &mut collect);
         let control = RunControl {
             interrupt: Interrupt::on_signals()
                 .map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?,
             ..RunControl::default()
         };
         let summary =
-            crate::run::runner::run_with(backend, &workloads, provenance, &mut both, &control)
+            crate::run::runner::run_with(backend, &workloads, provenance, &mut reports, &control)
                 .map_err(|e| e.to_string())?;
         if !summary.complete {
             eprintln!(
@@ -498,8 +489,9 @@ fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
         .clone()
         .or_else(|| args.save_baseline.clone())
         .unwrap_or_else(|| "base".to_string());
+    let collected = collect.results();
     let mut comparisons = Vec::new();
-    for result in &collect.0 {
+    for result in &collected {
         let dir = baseline_dir(&root, &result.workload.name, &compare_with);
         if dir.exists() {
             let base = baseline::load(&dir).map_err(|e| e.to_string())?;
@@ -510,7 +502,7 @@ fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
     }
     // `--baseline` compares only; otherwise the run becomes the baseline it was compared with.
     if args.baseline.is_none() {
-        for result in &collect.0 {
+        for result in &collected {
             let name = &result.workload.name;
             let saved = baseline_dir(&root, name, NEW_RUN);
             let dir = baseline_dir(&root, name, &compare_with);
@@ -616,34 +608,5 @@ impl Report for BaselineWriter {
             Some(files) => files.finish(&result.metrics),
             None => Ok(()),
         }
-    }
-}
-
-#[derive(Default)]
-struct CollectInto(Vec<WorkloadResult>);
-
-/// Two reporters fed in turn (the fan-out owns boxes; this borrows).
-struct Both<'a>(&'a mut Reports, &'a mut CollectInto);
-
-impl Report for Both<'_> {
-    fn run_started(&mut self, p: &Provenance, w: &[Workload]) -> Result<(), ReportError> {
-        self.0.run_started(p, w)
-    }
-    fn workload_started(&mut self, w: &Workload) -> Result<(), ReportError> {
-        self.0.workload_started(w)
-    }
-    fn request_finished(
-        &mut self,
-        w: &Workload,
-        r: &crate::results::record::RequestRecord,
-    ) -> Result<(), ReportError> {
-        self.0.request_finished(w, r)
-    }
-    fn workload_finished(&mut self, result: &WorkloadResult) -> Result<(), ReportError> {
-        self.1 .0.push(result.clone());
-        self.0.workload_finished(result)
-    }
-    fn run_finished(&mut self, s: &crate::results::summary::Summary) -> Result<(), ReportError> {
-        self.0.run_finished(s)
     }
 }

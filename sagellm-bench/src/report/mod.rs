@@ -4,6 +4,7 @@
 //! so a reporter implements only what it needs. [`Reports`] fans one call out to several
 //! reporters, so the runner sees one.
 
+pub mod collect;
 pub mod files;
 #[cfg(feature = "charts")]
 pub mod html;
@@ -25,7 +26,7 @@ use crate::workload::Workload;
 
 /// Several reporters behind one.
 #[derive(Default)]
-pub struct Reports(pub Vec<Box<dyn Report>>);
+pub struct Reports(Vec<Box<dyn Report>>);
 
 impl Report for Reports {
     fn run_started(
@@ -62,6 +63,16 @@ impl Report for Reports {
 }
 
 impl Reports {
+    /// These reporters, called in this order.
+    pub fn new(reporters: Vec<Box<dyn Report>>) -> Self {
+        Reports(reporters)
+    }
+
+    /// Adds a reporter after the others.
+    pub fn push(&mut self, reporter: Box<dyn Report>) {
+        self.0.push(reporter);
+    }
+
     /// The reporters that write a run's files into `dir`: the JSON files, and with the
     /// `charts` feature the SVG charts and `index.html`. The CLI and `cargo bench` both start
     /// from these, so either door leaves the same folder behind.

@@ -18,7 +18,9 @@ use crate::workload::Workload;
 /// Everything measured for one workload.
 #[derive(Debug, Clone)]
 pub struct WorkloadResult {
+    /// The workload as it ran.
     pub workload: Workload,
+    /// Its aggregates, as written to `<workload>_metrics.json`.
     pub metrics: WorkloadMetrics,
     /// What was kept of the measured requests (per-request samples in index order, the pooled
     /// inter-token gaps, the charts' series); the full records are in the reporters' files.

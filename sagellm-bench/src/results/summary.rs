@@ -9,10 +9,13 @@ use crate::results::WorkloadResult;
 /// The whole run, as written to `benchmark_summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
+    /// The version of the JSON layout (see `docs/METRICS.md`).
     pub schema_version: u32,
     /// Workload name -> its metrics, in the order the workloads ran.
     pub workloads: IndexMap<String, WorkloadMetrics>,
+    /// Counts over all workloads.
     pub overall: Overall,
+    /// What produced the numbers.
     pub provenance: Provenance,
     /// False when the run stopped early (interrupted, or still running when this file was
     /// written); the workloads present hold what was completed.
@@ -30,25 +33,36 @@ fn yes() -> bool {
 /// Counts over all workloads of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Overall {
+    /// Workloads run.
     pub total_workloads: u64,
+    /// Measured requests, all workloads.
     pub total_requests: u64,
+    /// Requests that succeeded.
     pub successful_requests: u64,
+    /// Requests that failed.
     pub failed_requests: u64,
+    /// `failed_requests / total_requests` (0 with no request).
     pub error_rate: f64,
 }
 
 /// What produced the numbers: enough to tell two runs apart and to repeat one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
+    /// `sagellm-bench`.
     pub tool: String,
+    /// Its version.
     pub tool_version: String,
+    /// The backend's name, e.g. `mock`.
     pub backend: String,
+    /// The model it served.
     pub model: String,
     /// The backend's settings (for the mock: every simulated-engine parameter).
     pub backend_settings: serde_json::Value,
+    /// The machine's host name.
     pub host: String,
     /// Unix seconds, and the same moment in RFC 3339.
     pub start_time: f64,
+    /// The start in RFC 3339, UTC.
     pub start_time_utc: String,
     /// The command line that produced the run.
     pub command: String,
@@ -82,6 +96,7 @@ impl Provenance {
 }
 
 impl Summary {
+    /// The summary of these workloads' results, in the order given.
     pub fn new(provenance: Provenance, results: &[WorkloadResult]) -> Self {
         Self::from_metrics(
             provenance,

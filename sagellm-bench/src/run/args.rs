@@ -35,6 +35,8 @@ pub struct BackendArgs {
 }
 
 /// Settings of the OpenAI-compatible backends (openai, vllm, sglang, lmdeploy, llamacpp).
+// The doc comments are clap's help text, printed as written (`<server root>` is not HTML).
+#[allow(rustdoc::invalid_html_tags)]
 #[derive(clap::Args, Clone, Debug)]
 #[command(next_help_heading = "Server backends (openai, vllm, sglang, lmdeploy, llamacpp)")]
 pub struct ServerArgs {

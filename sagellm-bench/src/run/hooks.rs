@@ -14,6 +14,7 @@ pub struct ReportError(pub String);
 
 /// Receives a run's results as they arrive.
 pub trait Report {
+    /// The run starts, with these workloads.
     fn run_started(
         &mut self,
         _provenance: &Provenance,
@@ -21,9 +22,11 @@ pub trait Report {
     ) -> Result<(), ReportError> {
         Ok(())
     }
+    /// A workload starts (after its warm-up).
     fn workload_started(&mut self, _workload: &Workload) -> Result<(), ReportError> {
         Ok(())
     }
+    /// A measured request finished, successfully or not.
     fn request_finished(
         &mut self,
         _workload: &Workload,
@@ -31,9 +34,11 @@ pub trait Report {
     ) -> Result<(), ReportError> {
         Ok(())
     }
+    /// A workload finished; its result holds the aggregates.
     fn workload_finished(&mut self, _result: &WorkloadResult) -> Result<(), ReportError> {
         Ok(())
     }
+    /// The run ended (completed or stopped early, as the summary says).
     fn run_finished(&mut self, _summary: &Summary) -> Result<(), ReportError> {
         Ok(())
     }

@@ -73,6 +73,7 @@ impl Interrupt {
         self.0.notify.notify_waiters();
     }
 
+    /// Whether a stop was asked for.
     pub fn is_requested(&self) -> bool {
         self.0.requested.load(Ordering::SeqCst)
     }

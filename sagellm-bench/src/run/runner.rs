@@ -31,14 +31,24 @@ use crate::workload::{Arrival, Workload};
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("workload `{workload}`: {message}")]
-    InvalidWorkload { workload: String, message: String },
+    /// A workload's settings do not make a run.
+    InvalidWorkload {
+        /// The workload's name.
+        workload: String,
+        /// What is wrong with it.
+        message: String,
+    },
     #[error(transparent)]
+    /// The backend failed to start a workload or to report its figures.
     Backend(#[from] BackendError),
     #[error("could not start the async runtime: {0}")]
+    /// The async runtime could not start.
     Runtime(std::io::Error),
     #[error("{0} (this is a bug in the mock engine; please report it)")]
+    /// The virtual clock found every task waiting with nothing scheduled.
     Stalled(#[from] Stalled),
     #[error("{0}")]
+    /// A reporter failed (typically: a file could not be written).
     Report(#[from] ReportError),
 }
 
@@ -360,7 +370,7 @@ async fn measure(
                 .or(raw.tokenizer_tokens)
                 .unwrap_or_else(|| raw.token_counts.iter().sum()),
         };
-        if let Err(message) = (check.0)(&response) {
+        if let Err(message) = check.check(&response) {
             raw.error = Some(RequestError::new(ErrorKind::Check, message));
         }
     }

@@ -59,13 +59,22 @@ pub struct Workload {
 pub enum Arrival {
     /// Closed loop: keep `concurrency` requests in flight; a new one starts when one finishes.
     /// `concurrency = 1` is sequential.
-    Closed { concurrency: usize },
+    Closed {
+        /// Requests in flight.
+        concurrency: usize,
+    },
     /// Open loop: requests start at the times of a Poisson process of `rate` requests per
     /// second, whatever the backend is doing.
-    Poisson { rate: f64 },
+    Poisson {
+        /// Requests per second, on average.
+        rate: f64,
+    },
     /// Open loop at a steady pace: request `i` (0-based) starts at `i / rate` seconds, whatever
     /// the backend is doing.
-    Constant { rate: f64 },
+    Constant {
+        /// Requests per second.
+        rate: f64,
+    },
 }
 
 impl Arrival {
@@ -301,7 +310,9 @@ impl Workload {
 /// A prompt and the number of tokens it was built to hold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prompt {
+    /// The prompt text.
     pub text: String,
+    /// Its length in tokens, as built.
     pub tokens: usize,
 }
 

@@ -71,9 +71,11 @@ impl Setup {
 pub struct Response<'a> {
     /// The request's index among the measured requests.
     pub index: usize,
+    /// The prompt that was sent.
     pub prompt: &'a str,
     /// The streamed output text.
     pub text: &'a str,
+    /// Output tokens, as counted for the record (usage block, tokenizer or stream).
     pub output_tokens: usize,
 }
 
@@ -82,7 +84,14 @@ pub type CheckFn = dyn Fn(&Response<'_>) -> Result<(), String> + Send + Sync;
 
 /// A check of each response (see [`Setup::check`]).
 #[derive(Clone)]
-pub struct ResponseCheck(pub Arc<CheckFn>);
+pub struct ResponseCheck(Arc<CheckFn>);
+
+impl ResponseCheck {
+    /// Checks one successful response; the error says why it fails.
+    pub fn check(&self, response: &Response<'_>) -> Result<(), String> {
+        (self.0)(response)
+    }
+}
 
 impl fmt::Debug for ResponseCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -182,10 +191,12 @@ impl Prompts {
         Ok(Prompts(Arc::new(prompts)))
     }
 
+    /// How many prompts there are.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether there is none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

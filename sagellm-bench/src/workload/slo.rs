@@ -8,10 +8,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Slo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Time to first token, at most.
     pub ttft_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Mean time between tokens of a request, at most.
     pub tbt_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// End-to-end latency, at most.
     pub e2el_ms: Option<f64>,
 }
 

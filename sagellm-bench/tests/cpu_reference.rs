@@ -1,6 +1,6 @@
 //! GPT-2 and OPT, written here on candle-nn, against logits that Hugging Face transformers
 //! (PyTorch, float32) computed on the same tiny random-weight models. The models, tokenizers and
-//! logits are in tests/data/tiny-{gpt2,opt}/, produced by scripts/reference/make_tiny_models.py.
+//! logits are in sagellm-bench/tests/data/tiny-{gpt2,opt}/, produced by scripts/reference/make_tiny_models.py.
 
 use std::path::PathBuf;
 
