@@ -177,23 +177,6 @@ impl SavedRun {
     }
 }
 
-/// Request records as JSON Lines, one record per line.
-pub fn records_to_jsonl(records: &[RequestRecord]) -> Result<Vec<u8>, ReportError> {
-    let mut lines = Vec::new();
-    for record in records {
-        serde_json::to_writer(&mut lines, record).map_err(|e| ReportError(e.to_string()))?;
-        lines.push(b'\n');
-    }
-    Ok(lines)
-}
-
-/// Reads a `<workload>_requests.jsonl` file into memory, every record whole.
-pub fn load_requests(path: &Path) -> Result<Vec<RequestRecord>, ReportError> {
-    let mut records = Vec::new();
-    read_requests_file(path, |r| records.push(r))?;
-    Ok(records)
-}
-
 /// Reads a `<workload>_requests.jsonl` file one line at a time, keeping only the samples of its
 /// records, so a long run's file is read back in as little memory as it was written.
 pub fn load_samples(path: &Path) -> Result<WorkloadSamples, ReportError> {

@@ -131,18 +131,8 @@ pub fn run_with(
     Ok(summary)
 }
 
-/// Runs one workload: warm-up, then the measured requests.
-pub async fn run_workload(
-    backend: Arc<dyn Backend>,
-    clock: Clock,
-    workload: &Workload,
-    reporter: &mut dyn Report,
-) -> Result<WorkloadResult, RunError> {
-    run_workload_with(backend, clock, workload, reporter, &RunControl::default()).await
-}
-
-/// [`run_workload`], stoppable through `control`.
-pub async fn run_workload_with(
+/// Runs one workload, stoppable through `control`: warm-up, then the measured requests.
+async fn run_workload_with(
     backend: Arc<dyn Backend>,
     clock: Clock,
     workload: &Workload,

@@ -23,7 +23,7 @@ pub fn is_name_char(c: char) -> bool {
 }
 
 /// One benchmark workload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Workload {
     /// The name used in file names and reports, e.g. `short_input`.
     pub name: String,
@@ -43,13 +43,10 @@ pub struct Workload {
     /// Seeds the prompts and any random arrival schedule.
     pub seed: u64,
     /// Latency objectives to measure goodput against (`None`: no goodput figures).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goodput: Option<Slo>,
     /// Prompts to send instead of synthetic ones (set in code, see [`crate::Setup`]).
-    #[serde(skip)]
     pub prompts: Option<Prompts>,
     /// A check of each successful response (set in code, see [`crate::Setup`]).
-    #[serde(skip)]
     pub check: Option<ResponseCheck>,
 }
 
@@ -126,9 +123,6 @@ pub enum OpenLoop {
 }
 
 impl OpenLoop {
-    /// The names a config file or the command line uses.
-    pub const NAMES: &'static [&'static str] = &["poisson", "constant"];
-
     /// Reads `poisson` or `constant`.
     pub fn parse(text: &str) -> Option<Self> {
         match text {

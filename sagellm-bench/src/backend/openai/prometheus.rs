@@ -462,10 +462,6 @@ impl Scraper {
         }
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// One scrape, or why it failed.
     pub async fn scrape(&self) -> Result<Scrape, String> {
         scrape(&self.client, &self.url).await
