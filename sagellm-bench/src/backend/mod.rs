@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod mock;
 #[cfg(feature = "openai")]
 pub mod openai;
+pub(crate) mod secrets;
 pub mod spec;
 
 use std::fmt;
@@ -135,6 +136,9 @@ pub struct EngineFigures {
     /// The server's own timings of the workload's requests, where its metrics give them;
     /// always scraped.
     pub server_timings: Option<ServerTimings>,
+    /// Tokens each speculative decoding step yields on average (accepted drafts plus the one
+    /// the target model adds), where the backend counts it.
+    pub spec_mean_acceptance_length: Option<f64>,
 }
 
 /// The server's own time spent per phase of the workload's requests, from its metrics.
@@ -248,7 +252,11 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
 
-    /// Starts one request. The stream must end with `Done` or `Error`.
+    /// Starts one request. The stream must end with `Done` or `Error`, and then end (yield
+    /// `None`) when polled again: the runner polls it once more after the final event is
+    /// stamped, before the same worker sends its next request, so that work belonging to the
+    /// request but not to its latency can finish there (the openai backend reads the rest of
+    /// the HTTP body, so its connection is reused).
     fn generate(&self, request: GenerationRequest) -> BoxStream<'static, StreamEvent>;
 
     /// Called after the measured requests of a workload; returns the engine-side figures for the

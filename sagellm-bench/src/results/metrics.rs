@@ -85,6 +85,10 @@ pub struct WorkloadMetrics {
     pub evict_count: u64,
     pub evict_ms: f64,
     pub spec_accept_rate: f64,
+    /// Tokens per speculative step on average (see docs/METRICS.md); absent where the backend
+    /// does not count it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_mean_acceptance_length: Option<f64>,
 
     /// TCP connections the client opened during the measured requests; absent for backends
     /// without connections (mock, cpu). More than the concurrency means the server closed
@@ -349,6 +353,7 @@ pub fn aggregate_samples(
         evict_count: kv.evict_count,
         evict_ms: kv.evict_ms,
         spec_accept_rate: ratio(spec.accepted_tokens as f64, spec.draft_tokens as f64),
+        spec_mean_acceptance_length: engine.spec_mean_acceptance_length,
         connections_opened: engine.connections.map(|c| c.opened),
         retried_requests: engine.connections.map(|c| c.retried_requests),
         server_avg_queue_ms: server.queue,

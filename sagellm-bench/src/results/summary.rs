@@ -87,7 +87,10 @@ impl Provenance {
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             start_time: unix,
             start_time_utc: humantime::format_rfc3339_seconds(now).to_string(),
-            command: std::env::args().collect::<Vec<_>>().join(" "),
+            // Credentials in a URL's query (`--base-url ...?api_key=`) are not recorded.
+            command: crate::backend::secrets::shown(
+                &std::env::args().collect::<Vec<_>>().join(" "),
+            ),
             percentile_method: "linear interpolation between order statistics (numpy default); \
                                 ITL order statistics read from an HDR histogram, within 0.05%"
                 .to_string(),

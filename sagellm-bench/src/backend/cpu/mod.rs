@@ -276,6 +276,7 @@ impl Backend for CpuBackend {
             source: Some(FigureSource::Measured),
             connections: None,
             server_timings: None,
+            spec_mean_acceptance_length: None,
         })
     }
 }

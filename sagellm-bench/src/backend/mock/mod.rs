@@ -299,6 +299,7 @@ impl Backend for MockBackend {
             source: Some(FigureSource::Simulated),
             connections: None,
             server_timings: None,
+            spec_mean_acceptance_length: None,
         })
     }
 }

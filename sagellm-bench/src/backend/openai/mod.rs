@@ -19,7 +19,9 @@
 //! The API key is read from the environment variable the user names, kept out of `Debug`,
 //! sent as a sensitive header, and never recorded: the settings record the variable's name.
 
+pub(crate) mod body;
 pub mod prometheus;
+mod proxy;
 pub(crate) mod stream;
 pub mod token_counter;
 
@@ -40,6 +42,7 @@ use tokio::time::Instant;
 
 use self::prometheus::{MetricNames, Scraper};
 use self::token_counter::TokenCounter;
+use super::secrets::{self, shown};
 use super::{
     Backend, BackendError, ConnectionFigures, EngineFigures, ErrorKind, GenerationRequest,
     RequestError, StreamEvent, Usage,
@@ -186,6 +189,10 @@ struct Shared {
     /// `{v1}/models`, asked to open connections before the measured requests.
     models_url: String,
     endpoint: String,
+    /// The endpoint as messages may show it.
+    shown_endpoint: String,
+    /// Kept out of every message the backend writes.
+    secrets: secrets::Secrets,
     model: String,
     api: Api,
     force_output_length: bool,
@@ -236,27 +243,43 @@ struct Counts {
     connections_at_start: AtomicU64,
 }
 
-/// The server's root URL and its `/v1` URL, from what the user gave.
+/// The server's root URL and its `/v1` URL, from what the user gave, without its query.
 fn split_base_url(base: &str) -> Result<(String, String), BackendError> {
-    let trimmed = base.trim().trim_end_matches('/');
-    check_url("server", base, "http://127.0.0.1:8000")?;
+    let mut url = check_url("server", base, "http://127.0.0.1:8000")?;
+    url.set_query(None);
+    url.set_fragment(None);
+    let trimmed = url.as_str().trim_end_matches('/');
     Ok(match trimmed.strip_suffix("/v1") {
         Some(root) => (root.to_string(), trimmed.to_string()),
         None => (trimmed.to_string(), format!("{trimmed}/v1")),
     })
 }
 
+/// `url` with the query of `given` (a gateway's `?api-version=` or `?api_key=`), which every
+/// request built from the base URL carries.
+fn with_query_of(url: String, given: &str) -> String {
+    match reqwest::Url::parse(given.trim())
+        .ok()
+        .and_then(|g| g.query().map(str::to_string))
+    {
+        Some(query) => format!("{url}?{query}"),
+        None => url,
+    }
+}
+
 /// Checks that `given` is an http(s) URL fit to be recorded: URLs land in the results'
 /// provenance and in error messages, so one holding a password is refused rather than written.
-fn check_url(what: &str, given: &str, example: &str) -> Result<(), BackendError> {
+fn check_url(what: &str, given: &str, example: &str) -> Result<reqwest::Url, BackendError> {
     let url = reqwest::Url::parse(given.trim()).map_err(|e| {
         BackendError::Setup(format!(
-            "the {what} URL `{given}` is not a URL ({e}); give one like {example}"
+            "the {what} URL `{}` is not a URL ({e}); give one like {example}",
+            shown(given.trim())
         ))
     })?;
     if !matches!(url.scheme(), "http" | "https") || !url.host_str().is_some_and(|h| !h.is_empty()) {
         return Err(BackendError::Setup(format!(
-            "the {what} URL `{given}` must start with http:// or https:// and name a host, like {example}"
+            "the {what} URL `{}` must start with http:// or https:// and name a host, like {example}",
+            shown(given.trim())
         )));
     }
     if !url.username().is_empty() || url.password().is_some() {
@@ -265,7 +288,7 @@ fn check_url(what: &str, given: &str, example: &str) -> Result<(), BackendError>
              drop it from the URL and put the secret in an environment variable named by --api-key-env"
         )));
     }
-    Ok(())
+    Ok(url)
 }
 
 /// The longest request or stall timeout accepted: a deadline further out overflows the clock.
@@ -305,8 +328,11 @@ impl OpenAiBackend {
             .clone()
             .unwrap_or_else(|| preset.default_base_url.to_string());
         let (root, v1) = split_base_url(&base)?;
+        let mut secrets = secrets::Secrets::default();
+        secrets.add_url(&base);
         if let Some(url) = &config.metrics_url {
             check_url("metrics", url, "http://127.0.0.1:8000/metrics")?;
+            secrets.add_url(url);
         }
         for (flag, value) in [
             ("--request-timeout", config.request_timeout),
@@ -329,6 +355,7 @@ impl OpenAiBackend {
                 ))
             })?;
             let key = ApiKey(key);
+            secrets.add(&key.0);
             let mut value = HeaderValue::from_str(&format!("Bearer {}", key.0)).map_err(|_| {
                 BackendError::Setup(format!(
                     "the API key in {var} holds characters that cannot go in an HTTP header"
@@ -338,8 +365,17 @@ impl OpenAiBackend {
             headers.insert(AUTHORIZATION, value);
         }
         let connections = Arc::new(Connects::default());
+        let proxy = proxy::for_server(&v1);
         let builder = || {
-            reqwest::Client::builder()
+            let builder = reqwest::Client::builder();
+            // Loopback is never sent through a proxy from the environment: the proxy's own
+            // latency would land in every TTFT of a server on this machine.
+            let builder = if proxy.bypassed() {
+                builder.no_proxy()
+            } else {
+                builder
+            };
+            builder
                 .default_headers(headers.clone())
                 .tcp_nodelay(true)
                 .pool_idle_timeout(Duration::from_secs(90))
@@ -362,7 +398,11 @@ impl OpenAiBackend {
             Some(m) => m.clone(),
             // A client of its own: its pooled connection dies with the lookup's runtime and must
             // not be offered to the run's.
-            None => served_model(build_client()?, &v1)?,
+            None => served_model(
+                build_client()?,
+                &with_query_of(format!("{v1}/models"), &base),
+            )
+            .map_err(|e| BackendError::Setup(secrets.redact(&e.to_string())))?,
         };
         let client = build(counted(builder()))?;
         let fresh_client = build(counted(builder().pool_max_idle_per_host(0)))?;
@@ -370,10 +410,12 @@ impl OpenAiBackend {
             Api::Completions => format!("{v1}/completions"),
             Api::Chat => format!("{v1}/chat/completions"),
         };
+        let endpoint = with_query_of(endpoint, &base);
         let metrics_url = config
             .metrics_url
             .clone()
-            .unwrap_or_else(|| format!("{root}/metrics"));
+            .map(|u| u.trim().to_string())
+            .unwrap_or_else(|| with_query_of(format!("{root}/metrics"), &base));
         // A client of its own: scrapes must neither take pooled connections from requests nor
         // count among the requests' connections.
         let scraper = match config.no_metrics {
@@ -381,21 +423,25 @@ impl OpenAiBackend {
             false => Some(Scraper::new(
                 build_client()?,
                 metrics_url.clone(),
+                shown(&metrics_url),
                 preset.metrics.to_vec(),
                 config.scrape_interval,
             )),
         };
         let settings = serde_json::json!({
             "preset": preset.name,
-            "base_url": v1,
-            "endpoint": endpoint,
+            "base_url": shown(&with_query_of(v1.clone(), &base)),
+            "endpoint": shown(&endpoint),
             "api": config.api,
             // The variable's name only: the key itself is never recorded.
             "api_key_env": config.api_key_env,
             "request_timeout_s": config.request_timeout.as_secs_f64(),
             "stall_timeout_s": config.stall_timeout.as_secs_f64(),
             "force_output_length": config.force_output_length,
-            "metrics_url": if config.no_metrics { None } else { Some(metrics_url) },
+            "metrics_url": if config.no_metrics { None } else { Some(shown(&metrics_url)) },
+            // The proxy requests go through, from the environment (HTTPS_PROXY, HTTP_PROXY,
+            // ALL_PROXY), credentials removed; null when none, or bypassed for loopback.
+            "proxy": proxy.recorded(),
             "token_count": match &config.tokenizer {
                 Some(_) => "usage.completion_tokens where the server sends it; else the streamed text tokenized with `tokenizer`",
                 None => "usage.completion_tokens where the server sends it; else one token per content chunk",
@@ -409,7 +455,9 @@ impl OpenAiBackend {
                 fresh_client,
                 connections,
                 answered_on: Mutex::new(HashSet::new()),
-                models_url: format!("{v1}/models"),
+                models_url: with_query_of(format!("{v1}/models"), &base),
+                shown_endpoint: shown(&endpoint),
+                secrets,
                 endpoint,
                 model: model.clone(),
                 api: config.api,
@@ -429,8 +477,9 @@ impl OpenAiBackend {
 }
 
 /// Asks `/v1/models` for the served model, on a thread and runtime of its own.
-fn served_model(client: reqwest::Client, v1: &str) -> Result<String, BackendError> {
-    let url = format!("{v1}/models");
+fn served_model(client: reqwest::Client, models_url: &str) -> Result<String, BackendError> {
+    let url = models_url.to_string();
+    let shown_url = shown(models_url);
     let lookup = move || -> Result<String, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -442,30 +491,44 @@ fn served_model(client: reqwest::Client, v1: &str) -> Result<String, BackendErro
                 .timeout(Duration::from_secs(30))
                 .send()
                 .await
-                .map_err(|e| format!("cannot reach {url}: {}", error_chain(&e)))?;
+                .map_err(|e| {
+                    format!(
+                        "cannot reach {shown_url}: {}",
+                        error_chain(&e.without_url())
+                    )
+                })?;
             let status = response.status();
-            let body = response
-                .text()
+            let (body, cut) = body::read_capped(response, body::MODELS_BODY_LIMIT)
                 .await
-                .map_err(|e| format!("reading {url}: {}", error_chain(&e)))?;
+                .map_err(|e| format!("reading {shown_url}: {}", error_chain(&e.without_url())))?;
             if !status.is_success() {
-                return Err(format!("{url} answered HTTP {status}: {}", clip(&body)));
+                return Err(format!(
+                    "{shown_url} answered HTTP {status}: {}",
+                    clip(&body)
+                ));
+            }
+            if cut {
+                return Err(format!(
+                    "{shown_url} answered more than {} MiB, which is no model list",
+                    body::MODELS_BODY_LIMIT / (1024 * 1024)
+                ));
             }
             let json: serde_json::Value = serde_json::from_str(&body)
-                .map_err(|e| format!("{url} did not answer JSON ({e})"))?;
+                .map_err(|e| format!("{shown_url} did not answer JSON ({e})"))?;
             let ids: Vec<&str> = json
                 .get("data")
                 .and_then(|d| d.as_array())
                 .map(|a| a.iter().filter_map(|m| m.get("id")?.as_str()).collect())
                 .unwrap_or_default();
             match ids.as_slice() {
-                [] => Err(format!("{url} lists no model")),
+                [] => Err(format!("{shown_url} lists no model")),
                 [one] => Ok(one.to_string()),
                 [first, ..] => {
                     tracing::warn!(
-                        "the server serves {} models ({}); using `{first}`; choose with --model",
+                        "the server serves {} models ({}); using `{}`; choose with --model",
                         ids.len(),
-                        ids.join(", ")
+                        printable(&ids.join(", ")),
+                        printable(first)
                     );
                     Ok(first.to_string())
                 }
@@ -482,8 +545,17 @@ fn served_model(client: reqwest::Client, v1: &str) -> Result<String, BackendErro
         })
 }
 
+/// Text from a server as a terminal may show it: control characters (escape sequences that
+/// would move the cursor or recolour the terminal) replaced.
+pub(crate) fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect()
+}
+
+/// A server's message, as short as messages are kept, and printable.
 fn clip(text: &str) -> String {
-    let t: String = text.trim().chars().take(300).collect();
+    let t: String = printable(&text.trim().chars().take(300).collect::<String>());
     if t.is_empty() {
         "(empty body)".into()
     } else {
@@ -539,12 +611,21 @@ impl Backend for OpenAiBackend {
             shared: self.shared.clone(),
             asked: request.max_output_tokens,
             deadline: Instant::now() + self.shared.request_timeout,
+            received: Arc::new(AtomicUsize::new(0)),
             phase: Phase::NotSent(request),
             usage: None,
             finish_seen: false,
         };
         futures::stream::unfold(exchange, |mut ex| async move {
-            let event = ex.next_event().await?;
+            let event = match ex.next_event().await? {
+                // Every failure's message passes here: a server that quotes the API key back,
+                // or an error naming a URL with a credential in its query, stays redacted.
+                StreamEvent::Error(mut error) => {
+                    error.message = ex.shared.secrets.redact(&error.message);
+                    StreamEvent::Error(error)
+                }
+                event => event,
+            };
             Some((event, ex))
         })
         .boxed()
@@ -611,7 +692,7 @@ impl Backend for OpenAiBackend {
     }
 }
 
-type Events = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
+type Events = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<body::BodyFault>>> + Send>>;
 
 enum Phase {
     NotSent(GenerationRequest),
@@ -624,6 +705,9 @@ enum Phase {
 /// One request's life: send, then read events until it is done or failed.
 struct Exchange {
     shared: Arc<Shared>,
+    /// Bytes of the answer's body received so far: the stall timeout waits for a byte, not for
+    /// a whole event.
+    received: Arc<AtomicUsize>,
     asked: usize,
     deadline: Instant,
     phase: Phase,
@@ -682,17 +766,28 @@ impl Exchange {
                     return None;
                 }
                 Phase::NotSent(request) => {
-                    match send(&self.shared, self.deadline, &request).await {
+                    match send(&self.shared, self.deadline, &request, &self.received).await {
                         Ok(events) => self.phase = Phase::Streaming(events),
                         Err(error) => return Some(StreamEvent::Error(error)),
                     }
                 }
                 Phase::Streaming(mut events) => {
-                    let (limit, stalled) = self.wait_limit();
-                    let next = tokio::time::timeout_at(limit, events.next()).await;
+                    // A wait that timed out while bytes still arrived (an event larger than what
+                    // one stall period brings) waits on: only silence is a stall. Polling the
+                    // stream again loses nothing; the parser keeps what it has buffered.
+                    let next = loop {
+                        let (limit, stalled) = self.wait_limit();
+                        let before = self.received.load(Ordering::Relaxed);
+                        match tokio::time::timeout_at(limit, events.next()).await {
+                            Err(_) if stalled && self.received.load(Ordering::Relaxed) > before => {
+                            }
+                            Err(_) => break Err(stalled),
+                            Ok(item) => break Ok(item),
+                        }
+                    };
                     self.phase = Phase::Streaming(events);
                     let event = match next {
-                        Err(_) => {
+                        Err(stalled) => {
                             let message = self.timeout_message(stalled, "the next chunk");
                             return self.fail(ErrorKind::Timeout, message);
                         }
@@ -705,11 +800,19 @@ impl Exchange {
                                 "the stream ended before [DONE] and without a finish_reason".into(),
                             );
                         }
-                        Ok(Some(Err(EventStreamError::Transport(e)))) => {
+                        Ok(Some(Err(EventStreamError::Transport(body::BodyFault::Transport(
+                            e,
+                        ))))) => {
                             return self.fail(
                                 ErrorKind::Connection,
-                                format!("the connection broke mid-stream: {}", error_chain(&e)),
+                                format!(
+                                    "the connection broke mid-stream: {}",
+                                    error_chain(&e.without_url())
+                                ),
                             )
+                        }
+                        Ok(Some(Err(EventStreamError::Transport(fault)))) => {
+                            return self.fail(ErrorKind::Protocol, fault.to_string())
                         }
                         Ok(Some(Err(e))) => {
                             return self.fail(
@@ -802,8 +905,9 @@ impl Shared {
                 return;
             };
             self.note_answered(&response);
-            // Read to the end, so the connection goes back to the pool.
-            let _ = response.bytes().await;
+            // Read to the end, so the connection goes back to the pool (a longer answer than
+            // any model list closes it instead).
+            let _ = body::read_capped(response, body::MODELS_BODY_LIMIT).await;
         });
         futures::future::join_all(asks).await;
         // A connect can outlive the answer it was started for (the pool gave that request a
@@ -898,6 +1002,7 @@ async fn send(
     shared: &Shared,
     deadline: Instant,
     request: &GenerationRequest,
+    received: &Arc<AtomicUsize>,
 ) -> Result<Events, RequestError> {
     let force = shared.force_output_length;
     let n = request.max_output_tokens;
@@ -955,7 +1060,11 @@ async fn send(
             };
             return Err(RequestError::new(
                 ErrorKind::Connection,
-                format!("{what} {}: {}", shared.endpoint, error_chain(&e)),
+                format!(
+                    "{what} {}: {}",
+                    shared.shown_endpoint,
+                    error_chain(&e.without_url())
+                ),
             ));
         }
         Ok(Ok(r)) => r,
@@ -964,11 +1073,13 @@ async fn send(
     let status = response.status();
     if !status.is_success() {
         let (limit, _) = wait_limit(shared, deadline);
-        let text = tokio::time::timeout_at(limit, response.text())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        let text =
+            tokio::time::timeout_at(limit, body::read_capped(response, body::ERROR_BODY_LIMIT))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|(text, _)| text)
+                .unwrap_or_default();
         let message = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v.get("error").map(stream::error_message))
@@ -984,7 +1095,11 @@ async fn send(
             format!("HTTP {status}{hint}: {message}"),
         ));
     }
-    Ok(response.bytes_stream().eventsource().boxed())
+    Ok(
+        body::line_limited(response.bytes_stream(), received.clone())
+            .eventsource()
+            .boxed(),
+    )
 }
 
 #[cfg(test)]

@@ -37,6 +37,13 @@ pub struct MetricNames {
     pub prefix_queries: &'static [&'static str],
     pub spec_draft: &'static [&'static str],
     pub spec_accepted: &'static [&'static str],
+    /// Drafts proposed (each of one or more tokens): mean acceptance length is
+    /// 1 + accepted tokens / drafts.
+    pub spec_drafts: &'static [&'static str],
+    /// Verification passes and generated tokens (SGLang): mean acceptance length is
+    /// generated tokens / verification passes.
+    pub spec_verify_calls: &'static [&'static str],
+    pub generation_tokens: &'static [&'static str],
     pub preemptions: &'static [&'static str],
     /// The queries counter counts only prompt tokens the server computed, not those its cache
     /// served (llama.cpp), so queries = that counter + the hits counter.
@@ -69,6 +76,9 @@ pub const VLLM: MetricNames = MetricNames {
     ],
     spec_draft: &["vllm:spec_decode_num_draft_tokens_total"],
     spec_accepted: &["vllm:spec_decode_num_accepted_tokens_total"],
+    spec_drafts: &["vllm:spec_decode_num_drafts_total"],
+    spec_verify_calls: &[],
+    generation_tokens: &[],
     preemptions: &["vllm:num_preemptions_total"],
     queries_exclude_hits: false,
     queue_seconds: &["vllm:request_queue_time_seconds"],
@@ -92,6 +102,9 @@ pub const LLAMA_CPP: MetricNames = MetricNames {
     prefix_queries: &["llamacpp:prompt_tokens_total"],
     spec_draft: &["llamacpp:spec_decode_num_draft_tokens_total"],
     spec_accepted: &["llamacpp:spec_decode_num_accepted_tokens_total"],
+    spec_drafts: &["llamacpp:spec_decode_num_drafts_total"],
+    spec_verify_calls: &[],
+    generation_tokens: &[],
     preemptions: &[],
     queries_exclude_hits: true,
     queue_seconds: &[],
@@ -116,6 +129,9 @@ pub const SGLANG: MetricNames = MetricNames {
     prefix_queries: &["sglang:prompt_tokens_total"],
     spec_draft: &[],
     spec_accepted: &[],
+    spec_drafts: &[],
+    spec_verify_calls: &["sglang:spec_verify_calls_total"],
+    generation_tokens: &["sglang:generation_tokens_total"],
     preemptions: &["sglang:num_retracted_requests_total"],
     queries_exclude_hits: false,
     queue_seconds: &["sglang:queue_time_seconds"],
@@ -138,6 +154,9 @@ pub const LMDEPLOY: MetricNames = MetricNames {
     prefix_queries: &["lmdeploy:prompt_tokens_total"],
     spec_draft: &["lmdeploy:spec_decode_num_draft_tokens_total"],
     spec_accepted: &["lmdeploy:spec_decode_num_accepted_tokens_total"],
+    spec_drafts: &["lmdeploy:spec_decode_num_drafts_total"],
+    spec_verify_calls: &[],
+    generation_tokens: &[],
     preemptions: &[],
     queries_exclude_hits: false,
     queue_seconds: &[],
@@ -434,6 +453,8 @@ impl GaugeTrack {
 pub struct Scraper {
     client: reqwest::Client,
     url: String,
+    /// `url` as messages show it (credentials in its query redacted).
+    shown_url: String,
     families: Vec<MetricNames>,
     interval: Duration,
     window: Mutex<Option<Window>>,
@@ -450,12 +471,14 @@ impl Scraper {
     pub fn new(
         client: reqwest::Client,
         url: String,
+        shown_url: String,
         families: Vec<MetricNames>,
         interval: Duration,
     ) -> Self {
         Scraper {
             client,
             url,
+            shown_url,
             families,
             interval,
             window: Mutex::new(None),
@@ -464,7 +487,7 @@ impl Scraper {
 
     /// One scrape, or why it failed.
     pub async fn scrape(&self) -> Result<Scrape, String> {
-        scrape(&self.client, &self.url).await
+        scrape(&self.client, &self.url, &self.shown_url).await
     }
 
     /// Starts a measured window: takes the counters' starting values and starts sampling the
@@ -482,9 +505,10 @@ impl Scraper {
             lock(&gauges).add(b, &self.families);
         }
         let sampler = {
-            let (client, url, families, interval) = (
+            let (client, url, shown_url, families, interval) = (
                 self.client.clone(),
                 self.url.clone(),
+                self.shown_url.clone(),
                 self.families.clone(),
                 self.interval,
             );
@@ -492,7 +516,7 @@ impl Scraper {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(interval).await;
-                    if let Ok(s) = scrape(&client, &url).await {
+                    if let Ok(s) = scrape(&client, &url, &shown_url).await {
                         lock(&gauges).add(&s, &families);
                     }
                 }
@@ -522,7 +546,7 @@ impl Scraper {
             tracing::warn!(
                 "{} lines of {} were dropped (not parseable, not finite, or negative), e.g. `{}`",
                 dropped.len(),
-                self.url,
+                self.shown_url,
                 dropped[0]
             );
         }
@@ -543,23 +567,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn scrape(client: &reqwest::Client, url: &str) -> Result<Scrape, String> {
+async fn scrape(client: &reqwest::Client, url: &str, shown: &str) -> Result<Scrape, String> {
+    use super::{body, error_chain};
     let response = client
         .get(url)
         .timeout(Duration::from_secs(5))
         .send()
         .await
-        .map_err(|e| format!("cannot reach {url}: {}", super::error_chain(&e)))?;
+        .map_err(|e| format!("cannot reach {shown}: {}", error_chain(&e.without_url())))?;
     let status = response.status();
     if !status.is_success() {
         return Err(format!(
-            "{url} answered HTTP {status}; start the server with its metrics enabled (llama-server: --metrics) or pass --metrics-url"
+            "{shown} answered HTTP {status}; start the server with its metrics enabled (llama-server: --metrics) or pass --metrics-url"
         ));
     }
-    let text = response
-        .text()
+    let (text, cut) = body::read_capped(response, body::METRICS_BODY_LIMIT)
         .await
-        .map_err(|e| format!("reading {url}: {}", super::error_chain(&e)))?;
+        .map_err(|e| format!("reading {shown}: {}", error_chain(&e.without_url())))?;
+    if cut {
+        return Err(format!(
+            "{shown} answered more than {} MiB, more than any metrics page",
+            body::METRICS_BODY_LIMIT / (1024 * 1024)
+        ));
+    }
     Ok(Scrape::parse(&text))
 }
 
@@ -632,6 +662,8 @@ fn figures(
         }
         _ => None,
     };
+    let spec_mean_acceptance_length =
+        mean_acceptance_length(before, after, families, spec.is_some());
     let memory = gauges.memory_peak.map(|peak| MemoryFigures {
         peak_mb: peak / (1024.0 * 1024.0),
         avg_mb: gauges.memory_sum / gauges.memory_samples.max(1) as f64 / (1024.0 * 1024.0),
@@ -649,7 +681,35 @@ fn figures(
         }),
         connections: None,
         server_timings,
+        spec_mean_acceptance_length,
     }
+}
+
+/// Tokens a speculative step yields on average: 1 + accepted tokens / drafts where the server
+/// counts drafts (vLLM, llama.cpp, LMDeploy; needs the accepted-tokens counter, so only with
+/// `spec` figures), else generated tokens / verification passes (SGLang). None over no drafts.
+fn mean_acceptance_length(
+    before: Option<&Scrape>,
+    after: Option<&Scrape>,
+    families: &[MetricNames],
+    with_spec: bool,
+) -> Option<f64> {
+    let delta = |what: &str, pick: fn(&MetricNames) -> &[&str]| {
+        counter_delta(before, after, families, what, pick)
+    };
+    if with_spec {
+        if let (Some(drafts), Some(accepted)) = (
+            delta("drafts", |f| f.spec_drafts),
+            delta("accepted draft tokens", |f| f.spec_accepted),
+        ) {
+            if drafts > 0 {
+                return Some(1.0 + accepted as f64 / drafts as f64);
+            }
+        }
+    }
+    let verify = delta("verification passes", |f| f.spec_verify_calls)?;
+    let generated = delta("generated tokens", |f| f.generation_tokens)?;
+    (verify > 0 && generated >= verify).then(|| generated as f64 / verify as f64)
 }
 
 /// The growth of a counter over the workload, by the first of its names the server exposes
@@ -1014,5 +1074,94 @@ process_resident_memory_bytes 1.048576e+08
         assert_eq!(prefill.requests, None);
         assert!((prefill.total_ms - 500.0).abs() < 1e-9);
         assert!((t.decode.unwrap().total_ms - 2000.0).abs() < 1e-9);
+    }
+
+    /// Mean acceptance length: 1 + accepted / drafts (vLLM: 200 accepted tokens over 100
+    /// drafts is 3 tokens a step), or generated tokens / verification passes (SGLang: 1,000
+    /// over 400 is 2.5); no drafts, no figure.
+    #[test]
+    fn mean_acceptance_length_from_drafts_or_verify_calls() {
+        let vllm = |drafts: u32, draft_tokens: u32, accepted: u32| {
+            format!(
+                "vllm:spec_decode_num_drafts_total{{engine=\"0\"}} {drafts}\n\
+                 vllm:spec_decode_num_draft_tokens_total{{engine=\"0\"}} {draft_tokens}\n\
+                 vllm:spec_decode_num_accepted_tokens_total{{engine=\"0\"}} {accepted}\n"
+            )
+        };
+        let f = window(&vllm(10, 30, 5), &vllm(110, 330, 205), &[VLLM]);
+        assert_eq!(f.spec_mean_acceptance_length, Some(3.0));
+        assert_eq!(f.spec.unwrap().accepted_tokens, 200);
+        let idle = window(&vllm(10, 30, 5), &vllm(10, 30, 5), &[VLLM]);
+        assert_eq!((idle.spec, idle.spec_mean_acceptance_length), (None, None));
+        let sglang = |verify: u32, generated: u32| {
+            format!(
+                "sglang:spec_verify_calls_total{{model_name=\"m\"}} {verify}\n\
+                 sglang:generation_tokens_total{{model_name=\"m\"}} {generated}\n"
+            )
+        };
+        let f = window(&sglang(0, 0), &sglang(400, 1000), &[SGLANG]);
+        assert_eq!(f.spec_mean_acceptance_length, Some(2.5));
+        assert_eq!(f.spec, None);
+    }
+
+    proptest::proptest! {
+        /// Whatever a server sends, parsing never panics and keeps only finite, non-negative
+        /// values, and the figures derived from any two scrapes are in range.
+        #[test]
+        fn any_text_parses_to_sane_figures(
+            before in proptest::collection::vec(line(), 0..12),
+            after in proptest::collection::vec(line(), 0..12),
+        ) {
+            let (b, a) = (Scrape::parse(&before.join("\n")), Scrape::parse(&after.join("\n")));
+            for s in b.series.iter().chain(&a.series) {
+                proptest::prop_assert!(s.value.is_finite() && s.value >= 0.0);
+            }
+            let mut gauges = GaugeTrack::default();
+            gauges.add(&b, ALL_FAMILIES);
+            gauges.add(&a, ALL_FAMILIES);
+            let f = figures(Some(&b), Some(&a), &gauges, ALL_FAMILIES);
+            if let Some(kv) = f.kv {
+                proptest::prop_assert!(kv.prefix_hit_tokens <= kv.prefix_query_tokens);
+            }
+            if let Some(spec) = f.spec {
+                proptest::prop_assert!(spec.accepted_tokens <= spec.draft_tokens && spec.draft_tokens > 0);
+            }
+        }
+    }
+
+    /// Lines as servers send them and as broken ones might: known names with odd labels and
+    /// values (non-finite, negative, huge, garbage), stray braces and comments.
+    fn line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let name = prop_oneof![
+            Just("vllm:prefix_cache_hits_total"),
+            Just("vllm:prefix_cache_queries_total"),
+            Just("vllm:kv_cache_usage_perc"),
+            Just("vllm:cache_config_info"),
+            Just("vllm:spec_decode_num_draft_tokens_total"),
+            Just("vllm:spec_decode_num_accepted_tokens_total"),
+            Just("sglang:num_used_tokens"),
+            Just("process_resident_memory_bytes"),
+            Just("# TYPE vllm:prefix_cache_hits_total counter"),
+        ];
+        let labels = prop_oneof![
+            Just(String::new()),
+            Just("{engine=\"0\"}".to_string()),
+            Just("{pp_rank=\"1\",num_gpu_blocks=\"1e300\",block_size=\"16\"}".to_string()),
+            Just("{x=\"}".to_string()),
+            Just("}{".to_string()),
+            "[{}=\",a-z]{0,12}".prop_map(|s| s),
+        ];
+        let value = prop_oneof![
+            Just("NaN".to_string()),
+            Just("+Inf".to_string()),
+            Just("-Inf".to_string()),
+            Just("-5".to_string()),
+            Just("1e308".to_string()),
+            Just("18446744073709551615".to_string()),
+            (0u64..5000).prop_map(|v| v.to_string()),
+            "[0-9.e+-]{0,8}".prop_map(|s| s),
+        ];
+        (name, labels, value).prop_map(|(n, l, v)| format!("{n}{l} {v}"))
     }
 }

@@ -19,6 +19,9 @@ use serde::Deserialize;
 
 use crate::backend::{ErrorKind, Usage};
 
+/// Most tokens a usage block may count for one request.
+const MAX_USAGE_TOKENS: u64 = 1 << 32;
+
 /// What one chunk tells.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct ChunkContent {
@@ -109,6 +112,16 @@ pub(crate) fn parse_chunk(data: &str) -> Result<ChunkContent, String> {
         let shown: String = data.chars().take(120).collect();
         format!("malformed JSON in a stream chunk ({e}): {shown}")
     })?;
+    if let Some(u) = chunk.usage {
+        // Sums over a workload must not wrap: a count this large is a broken server's, not a
+        // request's (the longest contexts are a few million tokens).
+        if u.prompt_tokens.max(u.completion_tokens) as u64 > MAX_USAGE_TOKENS {
+            return Err(format!(
+                "the usage block counts {} prompt and {} completion tokens for one request, more than any request holds",
+                u.prompt_tokens, u.completion_tokens
+            ));
+        }
+    }
     let mut out = ChunkContent {
         usage: chunk.usage,
         error: chunk.error.map(|e| error_message(&e)),

@@ -1,0 +1,388 @@
+//! Servers that lie, leak and flood, each a few lines of raw HTTP on 127.0.0.1, against the
+//! real binary: the API key a server quotes back, a credential in the URL's query, an endless
+//! error body, an endless stream line, a usage count that would wrap the totals, escape
+//! sequences in a model id, and a proxy in the environment. Nothing secret may reach a file or
+//! the terminal, nothing may take memory or time in proportion to what the server sends, and
+//! no number may wrap.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A server answering every connection on a thread of its own with `respond(request head,
+/// socket)`, then closing it. Returns its root URL and the request lines it read.
+fn serve(
+    respond: impl Fn(&str, &mut TcpStream) + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (respond, log) = (Arc::new(respond), seen.clone());
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { continue };
+            let (respond, log) = (respond.clone(), log.clone());
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if socket.read(&mut byte).map_or(true, |n| n == 0) {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                let mut body = vec![0u8; length];
+                if socket.read_exact(&mut body).is_err() {
+                    return;
+                }
+                log.lock()
+                    .unwrap()
+                    .push(head.lines().next().unwrap_or("").to_string());
+                respond(&head, &mut socket);
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// A complete answer with a body, closing the connection.
+fn answer(socket: &mut TcpStream, status: &str, content_type: &str, body: &str) {
+    let _ = write!(
+        socket,
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// A streamed completion of `tokens` one-token chunks, usage (`completion_tokens`) and `[DONE]`.
+fn stream(socket: &mut TcpStream, tokens: usize, completion_tokens: &str) {
+    let mut body = String::new();
+    for k in 0..tokens {
+        let finish = if k + 1 == tokens {
+            "\"length\""
+        } else {
+            "null"
+        };
+        body.push_str(&format!(
+            "data: {{\"choices\":[{{\"index\":0,\"text\":\"tok \",\"finish_reason\":{finish}}}]}}\n\n"
+        ));
+    }
+    body.push_str(&format!(
+        "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":4,\"completion_tokens\":{completion_tokens}}}}}\n\ndata: [DONE]\n\n"
+    ));
+    answer(socket, "200 OK", "text/event-stream", &body);
+}
+
+/// Runs 2 requests of 4 tokens against `base_url`; returns the process output and the output
+/// folder.
+fn run(base_url: &str, env: &[(&str, &str)], extra: &[&str]) -> (Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("w.toml");
+    std::fs::write(
+        &config,
+        "[workloads.w]\nprompt_tokens = 8\noutput_tokens = 4\nnum_requests = 2\nwarmup_requests = 0\n",
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"));
+    command
+        .args([
+            "run",
+            "--backend",
+            "openai",
+            "--no-metrics",
+            "--base-url",
+            base_url,
+        ])
+        .args(["--workload", "w", "--config"])
+        .arg(&config)
+        .arg("--output")
+        .arg(dir.path().join("out"))
+        .args(extra);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().unwrap();
+    (output, dir)
+}
+
+/// Every byte the run wrote: its stdout, its stderr and each file of its output folder.
+fn everything_written(output: &Output, out: &Path) -> String {
+    let mut all = String::from_utf8_lossy(&output.stdout).to_string();
+    all.push_str(&String::from_utf8_lossy(&output.stderr));
+    for entry in std::fs::read_dir(out.join("out")).unwrap() {
+        let path = entry.unwrap().path();
+        all.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
+    }
+    all
+}
+
+fn records(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("out/w_requests.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A server that quotes the API key in its 401 answer: the key is in no file and not on the
+/// terminal, even with `-v`.
+#[test]
+fn a_key_quoted_back_is_redacted() {
+    let key = "sk-test-4242-very-secret";
+    let (url, _) = serve(move |head, socket| {
+        if head.starts_with("GET") {
+            return answer(socket, "404 Not Found", "text/plain", "no");
+        }
+        let body = format!(
+            "{{\"error\":{{\"message\":\"Incorrect API key provided: {key}. You can find your API key at ...\"}}}}"
+        );
+        answer(socket, "401 Unauthorized", "application/json", &body);
+    });
+    let (output, dir) = run(
+        &url,
+        &[("SAGELLM_HOSTILE_KEY", key)],
+        &["--api-key-env", "SAGELLM_HOSTILE_KEY", "--model", "m", "-v"],
+    );
+    let all = everything_written(&output, dir.path());
+    assert!(!all.contains("4242-very"), "the key leaked:\n{all}");
+    let r = records(dir.path());
+    assert_eq!(r[0]["error"]["kind"], "http");
+    assert!(
+        r[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("<redacted>"),
+        "{}",
+        r[0]["error"]
+    );
+}
+
+/// A credential in the base URL's query goes with every request (gateways authenticate so)
+/// and into no file; the URL is not mangled by the `/v1` the tool appends.
+#[test]
+fn a_credential_in_the_url_query_is_sent_and_never_written() {
+    let (url, seen) = serve(|head, socket| {
+        if head.starts_with("GET") {
+            return answer(socket, "404 Not Found", "text/plain", "no");
+        }
+        stream(socket, 4, "4");
+    });
+    let base = format!("{url}/v1?api_key=q-secret-777&api-version=2024");
+    let (output, dir) = run(&base, &[], &["--model", "m"]);
+    assert!(output.status.success(), "{output:?}");
+    let posts: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("POST"))
+        .cloned()
+        .collect();
+    assert_eq!(posts.len(), 2);
+    assert!(
+        posts[0].starts_with("POST /v1/completions?api_key=q-secret-777&api-version=2024 "),
+        "{posts:?}"
+    );
+    let all = everything_written(&output, dir.path());
+    assert!(
+        !all.contains("q-secret-777"),
+        "the credential leaked:\n{all}"
+    );
+    assert!(
+        all.contains("api-version=2024"),
+        "the harmless query is kept"
+    );
+}
+
+/// An error answer announcing 256 MiB and streaming it: the client reads a little of it,
+/// keeps a short message, and is done in seconds.
+#[test]
+fn an_endless_error_body_is_read_only_in_part() {
+    let (url, _) = serve(|head, socket| {
+        if head.starts_with("GET") {
+            return answer(socket, "404 Not Found", "text/plain", "no");
+        }
+        let _ = write!(
+            socket,
+            "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
+            256u64 << 20
+        );
+        let block = vec![b'x'; 1 << 16];
+        for _ in 0..4096 {
+            if socket.write_all(&block).is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    let (_, dir) = run(&url, &[], &["--model", "m"]);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let r = records(dir.path());
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0]["error"]["kind"], "http");
+    let size = std::fs::metadata(dir.path().join("out/w_requests.jsonl"))
+        .unwrap()
+        .len();
+    assert!(size < 10_000, "records of {size} bytes");
+}
+
+/// A streamed answer whose one line never ends: the request fails as a protocol fault once the
+/// line passes the limit, in time linear in the bytes, instead of buffering without bound.
+#[test]
+fn an_endless_stream_line_fails_its_request() {
+    let (url, _) = serve(|head, socket| {
+        if head.starts_with("GET") {
+            return answer(socket, "404 Not Found", "text/plain", "no");
+        }
+        let _ = write!(
+            socket,
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\ndata: "
+        );
+        let block = vec![b'a'; 1 << 16];
+        for _ in 0..1024 {
+            if socket.write_all(&block).is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    let (_, dir) = run(&url, &[], &["--model", "m"]);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    for r in records(dir.path()) {
+        assert_eq!(r["error"]["kind"], "protocol", "{r}");
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("longer than 4 MiB"),
+            "{r}"
+        );
+    }
+}
+
+/// A usage count near `u64::MAX` would wrap the workload's token totals: the request is a
+/// protocol failure instead, and the totals hold.
+#[test]
+fn a_usage_count_that_would_wrap_is_refused() {
+    let (url, _) = serve(|head, socket| {
+        if head.starts_with("GET") {
+            return answer(socket, "404 Not Found", "text/plain", "no");
+        }
+        stream(socket, 4, "18446744073709551615");
+    });
+    let (output, dir) = run(&url, &[], &["--model", "m"]);
+    let r = records(dir.path());
+    assert!(r.iter().all(|r| r["error"]["kind"] == "protocol"), "{r:?}");
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/w_metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(metrics["total_output_tokens"], 0, "{output:?}");
+}
+
+/// Model ids with terminal escape sequences are printed without them.
+#[test]
+fn escape_sequences_from_the_server_are_not_printed() {
+    let (url, _) = serve(|head, socket| {
+        if head.starts_with("GET") {
+            let body = "{\"data\":[{\"id\":\"evil\\u001b[31m\\u001b]0;pwned\\u0007\"},{\"id\":\"other\"}]}";
+            return answer(socket, "200 OK", "application/json", body);
+        }
+        stream(socket, 4, "4");
+    });
+    let (output, _dir) = run(&url, &[("NO_COLOR", "1")], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("serves 2 models"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
+
+/// A proxy in the environment is not used for a server on loopback (the proxy here refuses
+/// every connection, so any request through it would fail), and none is recorded.
+#[test]
+fn loopback_bypasses_the_environment_proxy() {
+    let (url, _) = serve(|head, socket| {
+        if head.starts_with("GET") {
+            return answer(socket, "404 Not Found", "text/plain", "no");
+        }
+        stream(socket, 4, "4");
+    });
+    let refused = "http://127.0.0.1:9";
+    let (output, dir) = run(
+        &url,
+        &[
+            ("HTTP_PROXY", refused),
+            ("http_proxy", refused),
+            ("ALL_PROXY", refused),
+        ],
+        &["--model", "m"],
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert!(records(dir.path()).iter().all(|r| r["success"] == true));
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/benchmark_summary.json")).unwrap(),
+    )
+    .unwrap();
+    let settings = summary.to_string();
+    assert!(settings.contains("\"proxy\":null"), "{settings}");
+}
+
+/// The stall timeout is "no byte for that long", not "no event": a server that sends one chunk
+/// a byte at a time, each byte well inside the timeout but the whole chunk far past it, is slow,
+/// not stalled; one that goes silent is stalled.
+#[test]
+fn the_stall_timeout_waits_for_bytes_not_events() {
+    let (url, _) = serve(|head, socket| {
+        if head.starts_with("GET") {
+            return answer(socket, "404 Not Found", "text/plain", "no");
+        }
+        let _ = write!(
+            socket,
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+        );
+        let first =
+            "data: {\"choices\":[{\"index\":0,\"text\":\"tok \",\"finish_reason\":null}]}\n\n";
+        for byte in first.bytes() {
+            if socket.write_all(&[byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(15));
+        }
+        stream_body_only(socket, 3);
+    });
+    // About 75 bytes at 15 ms: over a second for the first event, with a 0.4 s stall limit.
+    let (output, dir) = run(&url, &[], &["--model", "m", "--stall-timeout", "0.4"]);
+    let r = records(dir.path());
+    assert!(r.iter().all(|r| r["success"] == true), "{r:?} {output:?}");
+    assert!(r[0]["ttft_ms"].as_f64().unwrap() > 800.0);
+}
+
+/// The rest of a completion stream after its first chunk: `tokens` chunks, usage, `[DONE]`.
+fn stream_body_only(socket: &mut TcpStream, tokens: usize) {
+    let mut body = String::new();
+    for k in 0..tokens {
+        let finish = if k + 1 == tokens {
+            "\"length\""
+        } else {
+            "null"
+        };
+        body.push_str(&format!(
+            "data: {{\"choices\":[{{\"index\":0,\"text\":\"tok \",\"finish_reason\":{finish}}}]}}\n\n"
+        ));
+    }
+    body.push_str(&format!(
+        "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":4,\"completion_tokens\":{}}}}}\n\ndata: [DONE]\n\n",
+        tokens + 1
+    ));
+    let _ = socket.write_all(body.as_bytes());
+}
