@@ -27,6 +27,19 @@ impl LoadShape {
     /// `workloads` with this shape applied, each checked; a sweep expands every workload into
     /// one per value, keeping the workloads' order.
     pub fn apply(&self, workloads: Vec<Workload>) -> Result<Vec<Workload>, String> {
+        let shaped = self.expand(workloads)?;
+        for w in &shaped {
+            w.validate()
+                .map_err(|e| format!("workload `{}`: {e}", w.name))?;
+        }
+        Ok(shaped)
+    }
+
+    /// [`apply`](Self::apply) without checking the workloads, for a caller that names them
+    /// its own way in errors (`#[workload]` points at the declaration). The one sweep
+    /// expansion: a list of more than one value names each workload `<name>_c<N>` or
+    /// `<name>_r<RATE>`; a single value keeps the name.
+    pub fn expand(&self, workloads: Vec<Workload>) -> Result<Vec<Workload>, String> {
         if !self.concurrency.is_empty() && !self.request_rates.is_empty() {
             return Err(
                 "give --concurrency (closed loop) or --request-rate (open loop), not both".into(),
@@ -69,10 +82,6 @@ impl LoadShape {
                     ..w.clone()
                 });
             }
-        }
-        for w in &shaped {
-            w.validate()
-                .map_err(|e| format!("workload `{}`: {e}", w.name))?;
         }
         Ok(shaped)
     }
