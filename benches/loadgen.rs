@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use sagellm_bench::backend::openai::{OpenAiBackend, OpenAiConfig};
 use sagellm_bench::report::{Report, ReportError};
-use sagellm_bench::runner::WorkloadResult;
-use sagellm_bench::summary::Provenance;
+use sagellm_bench::results::summary::Provenance;
+use sagellm_bench::WorkloadResult;
 use sagellm_bench::{Arrival, Workload};
 use sagellm_test_server::{Script, TestServer};
 

@@ -5,13 +5,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use sagellm_bench::config::Config;
-use sagellm_bench::report::files::{SavedRun, SUMMARY_FILE};
+use sagellm_bench::compare::baseline;
+use sagellm_bench::report::files::SavedRun;
+use sagellm_bench::report::names::{self, SUMMARY_FILE};
 use sagellm_bench::report::progress::ProgressBars;
 use sagellm_bench::report::table::TablePrinter;
 use sagellm_bench::report::{html, markdown, table, Reports};
-use sagellm_bench::summary::{Provenance, Summary};
-use sagellm_bench::{backend, baseline, Interrupt, RunControl};
+use sagellm_bench::results::summary::{Provenance, Summary};
+use sagellm_bench::run::args::BackendArgs;
+use sagellm_bench::run::config::Config;
+use sagellm_bench::{Interrupt, RunControl};
 
 #[derive(Parser)]
 #[command(
@@ -53,20 +56,14 @@ struct CompareArgs {
     #[arg(long = "result", value_name = "NAME=DIR")]
     results: Vec<String>,
 
-    /// Backend preset for the targets
-    #[arg(long, value_enum, default_value_t = BackendName::Openai)]
-    backend: BackendName,
-
     /// Workloads to run against each target (as for `run`)
     #[arg(long, default_value = "year1", value_name = "WORKLOAD")]
     workload: String,
 
-    /// The served model name (asked from each server's /v1/models when omitted)
-    #[arg(long)]
-    model: Option<String>,
-
+    /// The server preset and its settings: the flags of `run`, with --backend defaulting to
+    /// openai (see `command`)
     #[command(flatten)]
-    server: ServerArgs,
+    backend: BackendArgs,
 
     /// Output directory
     #[arg(short, long, default_value = "./comparison_results")]
@@ -77,8 +74,8 @@ struct CompareArgs {
     config: Option<PathBuf>,
 
     /// Latency objectives for goodput, as for `run` (e.g. ttft:200,tbt:50,e2el:5000)
-    #[arg(long, value_name = "SLOS", value_parser = sagellm_bench::goodput::Slo::parse)]
-    goodput: Option<sagellm_bench::goodput::Slo>,
+    #[arg(long, value_name = "SLOS", value_parser = sagellm_bench::workload::slo::Slo::parse)]
+    goodput: Option<sagellm_bench::workload::slo::Slo>,
 
     /// Enable verbose (debug) logging on stderr
     #[arg(short, long)]
@@ -96,26 +93,8 @@ struct RunArgs {
     #[arg(long, default_value = "year1", value_name = "WORKLOAD")]
     workload: String,
 
-    /// Backend engine to use
-    #[arg(long, value_enum, default_value_t = BackendName::Mock)]
-    backend: BackendName,
-
-    /// Model path or name (required for the cpu backend), e.g. gpt2, facebook/opt-125m; for
-    /// server backends the served model name (asked from /v1/models when omitted)
-    #[arg(long)]
-    model: Option<String>,
-
     #[command(flatten)]
-    server: ServerArgs,
-
-    /// cpu backend: weight format (auto, keep, f32, q8_0, q4_0, q4k, q6k); auto keeps fast GGUF
-    /// formats and converts slow ones (Q4_1, Q5_x) to q8_0
-    #[arg(long, value_name = "DTYPE")]
-    dtype: Option<String>,
-
-    /// cpu backend: inference threads (default 1, leaving a core to the harness)
-    #[arg(long, value_name = "N")]
-    threads: Option<usize>,
+    backend: BackendArgs,
 
     /// Output directory
     #[arg(short, long, default_value = "./benchmark_results")]
@@ -174,8 +153,8 @@ struct LoadArgs {
     /// Latency objectives in ms, e.g. ttft:200,tbt:50,e2el:5000 (any subset): adds goodput,
     /// the successful requests meeting every one, per second and as a fraction of all requests.
     /// tbt is what vLLM's --goodput calls tpot
-    #[arg(long, value_name = "SLOS", value_parser = sagellm_bench::goodput::Slo::parse)]
-    goodput: Option<sagellm_bench::goodput::Slo>,
+    #[arg(long, value_name = "SLOS", value_parser = sagellm_bench::workload::slo::Slo::parse)]
+    goodput: Option<sagellm_bench::workload::slo::Slo>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -234,9 +213,9 @@ fn rate_list(text: &str) -> Result<Sweep<f64>, String> {
 }
 
 impl LoadArgs {
-    fn shape(&self) -> sagellm_bench::load::LoadShape {
+    fn shape(&self) -> sagellm_bench::workload::load::LoadShape {
         use sagellm_bench::OpenLoop;
-        sagellm_bench::load::LoadShape {
+        sagellm_bench::workload::load::LoadShape {
             num_requests: self.num_requests.map(|n| n as usize),
             concurrency: self.concurrency.clone().map(|s| s.0).unwrap_or_default(),
             request_rates: self.request_rate.clone().map(|s| s.0).unwrap_or_default(),
@@ -246,131 +225,6 @@ impl LoadArgs {
             },
             seed: self.seed,
             goodput: self.goodput,
-        }
-    }
-}
-
-/// Settings of the OpenAI-compatible backends (openai, vllm, sglang, lmdeploy, llamacpp).
-#[derive(clap::Args, Clone)]
-#[command(next_help_heading = "Server backends (openai, vllm, sglang, lmdeploy, llamacpp)")]
-struct ServerArgs {
-    /// The server's URL, its root or its /v1 [default: the preset's, e.g. vllm
-    /// http://127.0.0.1:8000, sglang :30000, lmdeploy :23333, llamacpp :8080]
-    #[arg(long, value_name = "URL")]
-    base_url: Option<String>,
-
-    /// Which endpoint to stream from
-    #[arg(long, value_enum, default_value_t = ApiArg::Completions)]
-    api: ApiArg,
-
-    /// Read the API key from this environment variable (the key itself is never a flag and
-    /// never written anywhere)
-    #[arg(long, value_name = "NAME")]
-    api_key_env: Option<String>,
-
-    /// Longest time one request may take, in seconds
-    #[arg(long, value_name = "SECS", default_value_t = 1800.0)]
-    request_timeout: f64,
-
-    /// Longest wait for a response or the next chunk of its stream, in seconds
-    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
-    stall_timeout: f64,
-
-    /// Do not ask the server for exactly the workload's output length (ignore_eos,
-    /// min_tokens); needed for servers that reject unknown fields
-    #[arg(long)]
-    no_force_output_length: bool,
-
-    /// The server's Prometheus endpoint [default: <server root>/metrics]
-    #[arg(long, value_name = "URL")]
-    metrics_url: Option<String>,
-
-    /// Do not scrape server metrics (KV, memory and speculation figures read "unavailable")
-    #[arg(long)]
-    no_metrics: bool,
-
-    /// The model's tokenizer.json: counts the output of responses without a `usage` block by
-    /// tokenizing the streamed text (else one token per chunk). The results say which count
-    /// each request used
-    #[arg(long, value_name = "PATH", value_parser = load_tokenizer)]
-    tokenizer: Option<std::sync::Arc<sagellm_bench::token_counter::TokenCounter>>,
-}
-
-fn load_tokenizer(
-    path: &str,
-) -> Result<std::sync::Arc<sagellm_bench::token_counter::TokenCounter>, String> {
-    sagellm_bench::token_counter::TokenCounter::load(std::path::Path::new(path))
-        .map(std::sync::Arc::new)
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ApiArg {
-    /// /v1/completions with the prompt as built
-    Completions,
-    /// /v1/chat/completions with the prompt as one user message
-    Chat,
-}
-
-impl ServerArgs {
-    fn config(&self, model: Option<String>) -> Result<backend::openai::OpenAiConfig, String> {
-        let seconds = |flag: &str, v: f64| {
-            std::time::Duration::try_from_secs_f64(v)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    format!(
-                        "{flag} must be a positive number of seconds (at most {}), not {v}",
-                        backend::openai::MAX_TIMEOUT.as_secs()
-                    )
-                })
-        };
-        Ok(backend::openai::OpenAiConfig {
-            base_url: self.base_url.clone(),
-            model,
-            api: match self.api {
-                ApiArg::Completions => backend::openai::Api::Completions,
-                ApiArg::Chat => backend::openai::Api::Chat,
-            },
-            api_key_env: self.api_key_env.clone(),
-            request_timeout: seconds("--request-timeout", self.request_timeout)?,
-            stall_timeout: seconds("--stall-timeout", self.stall_timeout)?,
-            force_output_length: !self.no_force_output_length,
-            metrics_url: self.metrics_url.clone(),
-            no_metrics: self.no_metrics,
-            tokenizer: self.tokenizer.clone(),
-            ..backend::openai::OpenAiConfig::default()
-        })
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum BackendName {
-    /// Simulated engine on a virtual clock: no GPU, instant, deterministic
-    Mock,
-    /// CPU inference with candle: a GGUF file, a Hugging Face folder or hub id (--model)
-    Cpu,
-    /// Any OpenAI-compatible streaming server (TGI, Ollama, ...); see --base-url
-    Openai,
-    /// vLLM's OpenAI-compatible server (default http://127.0.0.1:8000)
-    Vllm,
-    /// LMDeploy's api_server (default http://127.0.0.1:23333)
-    Lmdeploy,
-    /// SGLang's server (default http://127.0.0.1:30000)
-    Sglang,
-    /// llama.cpp's llama-server (default http://127.0.0.1:8080)
-    Llamacpp,
-}
-
-impl BackendName {
-    fn as_str(self) -> &'static str {
-        match self {
-            BackendName::Mock => "mock",
-            BackendName::Cpu => "cpu",
-            BackendName::Openai => "openai",
-            BackendName::Vllm => "vllm",
-            BackendName::Lmdeploy => "lmdeploy",
-            BackendName::Sglang => "sglang",
-            BackendName::Llamacpp => "llamacpp",
         }
     }
 }
@@ -416,11 +270,45 @@ enum Format {
     Html,
 }
 
+/// The command line: the derived flags, with `compare`'s --backend naming a server preset.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("compare", |compare| {
+        compare
+            .mut_arg("backend", |arg| {
+                arg.default_value("openai")
+                    .help("Backend preset for the targets")
+            })
+            .mut_arg("model", |arg| {
+                arg.help("The served model name (asked from each server's /v1/models when omitted)")
+            })
+            // The cpu backend's flags, which no target reads (refused when given).
+            .mut_arg("dtype", |arg| arg.hide(true))
+            .mut_arg("threads", |arg| arg.hide(true))
+    })
+}
+
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let Some(("run", run)) = matches.subcommand() {
-        flags_fit_backend(run);
+    let backend = match &cli.command {
+        Command::Run(args) => Some(&args.backend),
+        Command::Compare(args) => Some(&args.backend),
+        Command::Report(_) => None,
+    };
+    if let (Some(backend), Some((name, sub))) = (backend, matches.subcommand()) {
+        if let Some(misplaced) = backend.misplaced_flag(sub) {
+            // The usage line of the subcommand, as clap prints it for its own errors.
+            let mut command = command();
+            command.build();
+            let sub_command = command.find_subcommand_mut(name).cloned();
+            sub_command
+                .unwrap_or(command)
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("{misplaced}; drop it or choose the backend it is for"),
+                )
+                .exit()
+        }
     }
     let result = match cli.command {
         Command::Run(args) => run(args),
@@ -434,59 +322,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The `run` flags that only one kind of backend reads, by clap id.
-const SERVER_ONLY: &[&str] = &[
-    "base_url",
-    "api",
-    "api_key_env",
-    "request_timeout",
-    "stall_timeout",
-    "no_force_output_length",
-    "metrics_url",
-    "no_metrics",
-    "tokenizer",
-];
-const CPU_ONLY: &[&str] = &["dtype", "threads"];
-
-/// Exits with a usage error (status 2) when a flag given on the command line does not apply to
-/// the chosen backend: a flag silently ignored would make the user believe it took effect.
-fn flags_fit_backend(run: &clap::ArgMatches) {
-    let Some(backend) = run.get_one::<BackendName>("backend").copied() else {
-        return;
-    };
-    let is_server = backend::openai::preset(backend.as_str()).is_some();
-    let is_cpu = matches!(backend, BackendName::Cpu);
-    let misfit = |ids: &'static [&'static str], applies: bool| {
-        ids.iter().copied().find(|id| {
-            !applies && run.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
-        })
-    };
-    let (id, applies_to) = if let Some(id) = misfit(SERVER_ONLY, is_server) {
-        (
-            id,
-            "server backends (openai, vllm, sglang, lmdeploy, llamacpp)",
-        )
-    } else if let Some(id) = misfit(CPU_ONLY, is_cpu) {
-        (id, "the cpu backend")
-    } else {
-        return;
-    };
-    let mut command = Cli::command();
-    command.build(); // gives the subcommand its full name for the usage line
-    let run_command = command.find_subcommand_mut("run").cloned();
-    run_command
-        .unwrap_or(command)
-        .error(
-            clap::error::ErrorKind::ArgumentConflict,
-            format!(
-                "--{} is for {applies_to}, not --backend {}; drop it or choose the backend it is for",
-                id.replace('_', "-"),
-                backend.as_str()
-            ),
-        )
-        .exit()
 }
 
 fn non_negative_seconds(text: &str) -> Result<f64, String> {
@@ -524,22 +359,8 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let workloads = args.load.shape().apply(workloads)?;
     // Before the backend: loading a model or reaching a server can take a while.
     sagellm_bench::report::files::prepare_dir(&args.output).map_err(|e| e.to_string())?;
-    let name = args.backend.as_str();
-    let backend: std::sync::Arc<dyn backend::Backend> = if backend::openai::preset(name).is_some() {
-        let server = args.server.config(args.model.clone())?;
-        std::sync::Arc::new(
-            backend::openai::OpenAiBackend::connect(name, server).map_err(|e| e.to_string())?,
-        )
-    } else if let BackendName::Cpu = args.backend {
-        let mut cpu = config.cpu.clone();
-        if let Some(dtype) = &args.dtype {
-            cpu.dtype = backend::cpu::WeightDtype::parse(dtype)?;
-        }
-        cpu.threads = args.threads.or(cpu.threads);
-        backend::create_cpu(args.model.clone(), &cpu).map_err(|e| e.to_string())?
-    } else {
-        backend::create(name, args.model.clone(), config.mock.clone()).map_err(|e| e.to_string())?
-    };
+    let spec = args.backend.spec(&config).map_err(|e| e.to_string())?;
+    let backend = spec.build().map_err(|e| e.to_string())?;
     let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
     tracing::debug!(?workloads, "running");
 
@@ -547,9 +368,9 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     if !args.quiet {
         // Debug logging writes a line per request to stderr, which would tear the bars apart.
         if !args.verbose {
-            reports.0.push(Box::new(ProgressBars::on_stderr()));
+            reports.push(Box::new(ProgressBars::on_stderr()));
         }
-        reports.0.push(Box::new(TablePrinter));
+        reports.push(Box::new(TablePrinter));
     }
     let control = RunControl {
         interrupt: Interrupt::on_signals()
@@ -681,7 +502,7 @@ fn compare_with_baseline(
 /// chart each: `compare_<workload>_<metric>_cdf.svg` in `dir`. Runs whose request records are
 /// missing are left out of the charts (the comparison tables do not need them).
 fn write_overlays(dir: &std::path::Path, summaries: &[(String, PathBuf)]) -> Result<(), String> {
-    use sagellm_bench::report::svg::{file_stem, overlay_charts};
+    use sagellm_bench::report::svg::overlay_charts;
     let mut runs = Vec::new();
     for (name, path) in summaries {
         match SavedRun::load(path) {
@@ -695,7 +516,7 @@ fn write_overlays(dir: &std::path::Path, summaries: &[(String, PathBuf)]) -> Res
     let labels: Vec<&str> = runs.iter().map(|(n, _)| *n).collect();
     let context = format!("runs: {}", labels.join(" vs "));
     for workload in first.samples.keys() {
-        let sets: Vec<(&str, &sagellm_bench::samples::WorkloadSamples)> = runs
+        let sets: Vec<(&str, &sagellm_bench::results::samples::WorkloadSamples)> = runs
             .iter()
             .filter_map(|(name, run)| run.samples.get(workload).map(|s| (*name, s.as_ref())))
             .collect();
@@ -705,7 +526,7 @@ fn write_overlays(dir: &std::path::Path, summaries: &[(String, PathBuf)]) -> Res
         let charts =
             overlay_charts(&sets, &format!("{workload}; {context}")).map_err(|e| e.to_string())?;
         for (key, chart) in charts {
-            let file = dir.join(format!("compare_{}_{key}_cdf.svg", file_stem(workload)));
+            let file = dir.join(names::comparison_chart_file(workload, key));
             sagellm_bench::report::files::write_atomically(&file, chart.svg.as_bytes())
                 .map_err(|e| e.to_string())?;
         }
@@ -720,9 +541,7 @@ fn name_value<'a>(flag: &str, given: &'a str) -> Result<(&'a str, &'a str), Stri
     })?;
     if name.is_empty()
         || name.starts_with('.')
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        || !name.chars().all(sagellm_bench::workload::is_name_char)
     {
         return Err(format!(
             "{flag} name `{name}` may only hold letters, digits, `_`, `-` and `.` (it names a folder)"
@@ -771,29 +590,24 @@ fn compare(args: CompareArgs) -> Result<(), String> {
         let workloads = config
             .select(&args.workload)
             .map_err(|e| format!("--workload: {e}"))?;
-        let workloads = sagellm_bench::load::LoadShape {
+        let workloads = sagellm_bench::workload::load::LoadShape {
             goodput: args.goodput,
             ..Default::default()
         }
         .apply(workloads)?;
-        let preset = args.backend.as_str();
-        if backend::openai::preset(preset).is_none() {
+        let preset = args.backend.backend;
+        if !preset.is_server() {
             return Err(format!(
                 "compare --target runs server backends; --backend {preset} is not one (use openai, vllm, sglang, lmdeploy or llamacpp, or compare saved results with --result)"
             ));
         }
         for target in &args.targets {
             let (name, url) = name_value("--target", target)?;
-            let mut server = args.server.clone();
-            server.base_url = Some(url.to_string());
-            let backend =
-                backend::openai::OpenAiBackend::connect(preset, server.config(args.model.clone())?)
-                    .map_err(|e| format!("target {name}: {e}"))?;
-            let provenance = Provenance::now(
-                backend::Backend::name(&backend),
-                backend::Backend::model(&backend),
-                backend::Backend::settings(&backend),
-            );
+            let mut flags = args.backend.clone();
+            flags.server.base_url = Some(url.to_string());
+            let spec = flags.spec(&config).map_err(|e| e.to_string())?;
+            let backend = spec.build().map_err(|e| format!("target {name}: {e}"))?;
+            let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
             if !args.quiet {
                 eprintln!(
                     "Running {} workload(s) against {name} ({url})",
@@ -801,13 +615,8 @@ fn compare(args: CompareArgs) -> Result<(), String> {
                 );
             }
             let mut reports = Reports::files(args.output.join(name));
-            let summary = sagellm_bench::run(
-                std::sync::Arc::new(backend),
-                &workloads,
-                provenance,
-                &mut reports,
-            )
-            .map_err(|e| format!("target {name}: {e}"))?;
+            let summary = sagellm_bench::run(backend, &workloads, provenance, &mut reports)
+                .map_err(|e| format!("target {name}: {e}"))?;
             summaries.push((name.to_string(), args.output.join(name).join(SUMMARY_FILE)));
             runs.push((name.to_string(), url.to_string(), summary));
         }
@@ -827,16 +636,14 @@ fn compare(args: CompareArgs) -> Result<(), String> {
     if runs.len() < 2 {
         return Err("a comparison needs at least two targets or results".into());
     }
-    let comparison = sagellm_bench::compare::Comparison::new(&runs);
+    let comparison = sagellm_bench::compare::side_by_side::Comparison::new(&runs);
     comparison.write(&args.output).map_err(|e| e.to_string())?;
     write_overlays(&args.output, &summaries)?;
     if !args.quiet {
         print!("{}", comparison.to_markdown());
         println!(
             "\nComparison written to {}",
-            args.output
-                .join(sagellm_bench::compare::COMPARISON_JSON)
-                .display()
+            args.output.join(names::COMPARISON_JSON).display()
         );
     }
     Ok(())

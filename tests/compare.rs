@@ -64,6 +64,14 @@ fn compare_names_the_faster_server_live_and_from_saved_results() {
         .as_f64()
         .unwrap();
     assert!(rel < -0.3, "fast is much faster: {rel}");
+    // Each server's own TTFT (from its histogram) sits beside ours: 30 ms and 5 ms scripted.
+    let server_ttft = &json["workloads"]["tiny"]["metrics"]["server_avg_ttft_ms"]["values"];
+    let (slow_ttft, fast_ttft) = (
+        server_ttft["slow"].as_f64().unwrap(),
+        server_ttft["fast"].as_f64().unwrap(),
+    );
+    assert!((29.5..34.0).contains(&slow_ttft), "{server_ttft}");
+    assert!((4.5..9.0).contains(&fast_ttft), "{server_ttft}");
     assert!(out.join("slow").join("tiny_metrics.json").is_file());
 
     let saved = dir.path().join("saved");

@@ -9,9 +9,10 @@ use std::process::Command;
 use std::sync::Arc;
 
 use sagellm_bench::backend::cpu::{CpuConfig, DirectModel, PrefillWeights, WeightDtype};
-use sagellm_bench::backend::{self, Backend};
+use sagellm_bench::backend::spec::BackendSpec;
+use sagellm_bench::backend::Backend;
 use sagellm_bench::report::Reports;
-use sagellm_bench::summary::Provenance;
+use sagellm_bench::results::summary::Provenance;
 use sagellm_bench::{Arrival, Summary, Workload};
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -287,7 +288,8 @@ fn prompts_are_cut_or_repeated_to_the_exact_length() {
 }
 
 fn tiny_backend(path: &std::path::Path, config: CpuConfig) -> Arc<dyn Backend> {
-    backend::create_cpu(Some(path.to_str().unwrap().to_string()), &config).unwrap()
+    let model = path.to_str().unwrap().to_string();
+    BackendSpec::Cpu { model, config }.build().unwrap()
 }
 
 fn run(backend: Arc<dyn Backend>, workload: Workload) -> Summary {
@@ -352,10 +354,15 @@ fn every_batch_size_streams_every_token() {
         max_batch: 0,
         ..CpuConfig::default()
     };
-    let error = backend::create_cpu(Some(tiny.gguf_q8_0.to_str().unwrap().to_string()), &zero)
-        .err()
-        .unwrap()
-        .to_string();
+    let model = tiny.gguf_q8_0.to_str().unwrap().to_string();
+    let error = BackendSpec::Cpu {
+        model,
+        config: zero,
+    }
+    .build()
+    .err()
+    .unwrap()
+    .to_string();
     assert!(error.contains("max_batch"), "{error}");
 }
 

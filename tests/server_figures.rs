@@ -65,4 +65,15 @@ fn server_timings_are_the_histograms_means() {
         "{m}"
     );
     assert!((-0.5..5.0).contains(&outside), "{outside}");
+
+    // The table shows them, with the connections.
+    let table = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
+        .args(["report", "--input"])
+        .arg(out.join("benchmark_summary.json"))
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("Server queue / TTFT avg (ms)"), "{table}");
+    assert!(table.contains("4.00 / "), "{table}");
+    assert!(table.contains("Connections opened / retried"), "{table}");
 }

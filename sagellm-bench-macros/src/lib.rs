@@ -184,7 +184,8 @@ impl Options {
     }
 }
 
-/// Workload names become file names: the same rule the library checks at run time, early.
+/// Workload names become file names: the rule of `sagellm_bench::workload::is_name_char`,
+/// checked here at compile time (a proc-macro crate cannot call the library it serves).
 fn check_name(name: &LitStr) -> syn::Result<()> {
     let value = name.value();
     let ok = !value.is_empty()

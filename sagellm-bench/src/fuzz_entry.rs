@@ -7,13 +7,13 @@
 
 use crate::backend::openai::stream::{interpret, EventMeaning};
 use crate::backend::EngineFigures;
-use crate::baseline::{self, CompareSettings, Saved};
-use crate::config::Config;
-use crate::metrics::{aggregate_samples, WallClock};
+use crate::compare::baseline::{self, CompareSettings, Saved};
 use crate::report::{markdown, svg, table};
-use crate::samples::WorkloadSamples;
-use crate::setup::Prompts;
-use crate::summary::Summary;
+use crate::results::metrics::{aggregate_samples, WallClock};
+use crate::results::samples::WorkloadSamples;
+use crate::results::summary::Summary;
+use crate::run::config::Config;
+use crate::workload::setup::Prompts;
 
 /// A server's response body as a byte stream: framed into events by the same SSE parser the
 /// openai backend uses, each event read as the backend reads it. The first byte picks how the

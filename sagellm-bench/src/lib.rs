@@ -1,41 +1,74 @@
-//! sagellm-bench: a benchmark harness for LLM inference.
+//! sagellm-bench: a benchmark harness for LLM inference, used by `cargo bench`.
 //!
-//! A run takes [workloads](workload::Workload), sends their requests to a
-//! [backend](backend::Backend) through the [runner], which stamps every streamed token on the
-//! backend's [clock](clock::Clock), hands a [raw record](record::RequestRecord) per request to
-//! [reporters](report) (which stream it to disk), keeps a compact
-//! [sample](samples::RequestSample) of it, [aggregates](metrics) the samples, and hands the
-//! results to the reporters, which write the documented JSON files and print tables. See
-//! `docs/METRICS.md` for every definition.
+//! Declare workloads with [`#[workload]`](macro@workload) in a bench target whose `main` is
+//! [`main`]; `cargo bench` then runs each one against a [`Backend`] (the simulated mock by
+//! default, a model in process, or an OpenAI-compatible server) and writes the documented JSON
+//! files: TTFT, time between tokens, throughput, memory and KV-cache figures per workload, and
+//! a [`Summary`] of the run. `cargo bench -- --save-baseline NAME` and `--baseline NAME`
+//! compare runs with confidence intervals.
+//!
+//! ```toml
+//! [dev-dependencies]
+//! # The mock, the runner, the JSON files, the table and baselines; add "openai", "cpu" or
+//! # "charts" for server backends, the in-process cpu backend, and SVG charts with index.html.
+//! sagellm-bench = { version = "0.1", default-features = false }
+//!
+//! [[bench]]
+//! name = "my_workloads"
+//! harness = false
+//! ```
+//!
+//! ```no_run
+//! use sagellm_bench::{workload, Prompts, Setup};
+//!
+//! #[workload(prompt_tokens = 128, output_tokens = 64, requests = 10, concurrency = [1, 4])]
+//! fn chat(setup: &mut Setup) {
+//!     setup.prompts(Prompts::from_texts(["Hello!", "What is a KV cache?"]));
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     sagellm_bench::main()
+//! }
+//! ```
+//!
+//! Your own engine runs the same workloads by implementing [`Backend`]; [`run`] drives any
+//! backend from code and feeds [`Report`]ers. Every option of the attribute is in
+//! `docs/WORKLOADS.md`, every figure in `docs/METRICS.md`, the layers of this crate in
+//! `docs/ARCHITECTURE.md`.
 
+#![warn(missing_docs)]
+
+// The layers, top to bottom: harness, compare, report, run, results, backend, workload. A
+// module imports only from its own layer and the ones below it (docs/ARCHITECTURE.md). They
+// are public for the `sagellm-benchmark` binary and the tests, and hidden from the docs: the
+// API is what the root re-exports.
+#[doc(hidden)]
 pub mod backend;
-pub mod baseline;
-pub mod clock;
+#[doc(hidden)]
 pub mod compare;
-pub mod config;
-pub mod goodput;
 mod harness;
-pub mod interrupt;
-pub mod itl;
-pub mod load;
-mod memory;
-pub mod metrics;
-pub mod record;
+#[doc(hidden)]
 pub mod report;
-pub mod runner;
-pub mod samples;
-mod setup;
-pub mod summary;
-pub mod time_bins;
-pub mod token_counter;
+#[doc(hidden)]
+pub mod results;
+#[doc(hidden)]
+pub mod run;
+#[doc(hidden)]
 pub mod workload;
 
-pub use backend::Backend;
+pub use backend::clock::Clock;
+pub use backend::{
+    Backend, BackendError, CountTokens, EngineFigures, ErrorKind, FigureSource, GenerationRequest,
+    KvFigures, MemoryFigures, RequestError, SpecFigures, StreamEvent, Usage,
+};
 pub use harness::main;
-pub use interrupt::Interrupt;
-pub use runner::{run, run_with, RunControl, RunError, WorkloadResult};
-pub use setup::{PromptError, Prompts, Response, ResponseCheck, Setup};
-pub use summary::Summary;
+pub use report::{Report, ReportError, Reports};
+pub use results::summary::{Provenance, Summary};
+pub use results::WorkloadResult;
+pub use run::interrupt::Interrupt;
+pub use run::runner::{run, run_with, RunControl, RunError};
+pub use workload::setup::{PromptError, Prompts, Response, ResponseCheck, Setup};
+pub use workload::slo::Slo;
 pub use workload::{Arrival, OpenLoop, Workload};
 
 /// Declares a benchmark workload that `cargo bench` runs. See `docs/WORKLOADS.md` for every
@@ -61,7 +94,9 @@ pub struct WorkloadsGuide;
 #[path = "private.rs"]
 pub mod __private;
 
-/// Entry points for the fuzz targets in `fuzz/`; not a public API.
+/// Entry points for the fuzz targets in `fuzz/`; not a public API. They reach the SSE parser
+/// and the charts, so they need those features.
+#[cfg(all(feature = "openai", feature = "charts"))]
 #[doc(hidden)]
 #[path = "fuzz_entry.rs"]
 pub mod __fuzz;

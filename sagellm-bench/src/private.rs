@@ -8,8 +8,9 @@ pub use inventory;
 
 pub use crate::harness::main_with_args as run_harness;
 
-use crate::setup::Setup;
-use crate::workload::{Arrival, OpenLoop, Workload};
+use crate::workload::load::LoadShape;
+use crate::workload::setup::Setup;
+use crate::workload::{OpenLoop, Workload};
 
 /// One `#[workload]` function, registered at link time.
 pub struct Entry {
@@ -112,21 +113,11 @@ impl Entry {
         if let Some(rate) = o.rate {
             base.arrival = o.arrival.at(rate);
         }
-        let workloads = match o.concurrency.as_deref() {
-            None => vec![base],
-            Some(&[concurrency]) => vec![Workload {
-                arrival: Arrival::Closed { concurrency },
-                ..base
-            }],
-            Some(sweep) => sweep
-                .iter()
-                .map(|&concurrency| Workload {
-                    name: format!("{name}_c{concurrency}"),
-                    arrival: Arrival::Closed { concurrency },
-                    ..base.clone()
-                })
-                .collect(),
+        let sweep = LoadShape {
+            concurrency: o.concurrency.clone().unwrap_or_default(),
+            ..LoadShape::default()
         };
+        let workloads = sweep.expand(vec![base])?;
         for w in &workloads {
             w.validate().map_err(|e| {
                 format!("#[workload] {} at {}:{}: {e}", w.name, self.file, self.line)

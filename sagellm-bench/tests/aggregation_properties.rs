@@ -7,10 +7,10 @@
 
 use proptest::prelude::*;
 use sagellm_bench::backend::{EngineFigures, ErrorKind, RequestError};
-use sagellm_bench::itl::ItlStats;
-use sagellm_bench::metrics::{aggregate, percentile, Stats, WallClock, WorkloadMetrics};
-use sagellm_bench::record::{RawRequest, RequestRecord};
-use sagellm_bench::samples::WorkloadSamples;
+use sagellm_bench::results::itl::ItlStats;
+use sagellm_bench::results::metrics::{aggregate, percentile, Stats, WallClock, WorkloadMetrics};
+use sagellm_bench::results::record::{RawRequest, RequestRecord};
+use sagellm_bench::results::samples::WorkloadSamples;
 
 /// Relative slack for sums taken in a different order than the reference computes them.
 fn close(a: f64, b: f64) -> bool {

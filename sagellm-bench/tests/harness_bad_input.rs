@@ -147,14 +147,19 @@ fn cases() -> Vec<Case> {
         case(
             "unknown backend",
             &["--bench", "--backend", "nope"],
-            1,
-            &["unknown backend `nope`", "choose one of", "mock"],
+            2,
+            &[
+                "invalid value 'nope'",
+                "--backend",
+                "possible values",
+                "mock",
+            ],
         ),
         case(
             "unknown backend, from the environment",
             &["--bench"],
-            1,
-            &["unknown backend `nope`"],
+            2,
+            &["invalid value 'nope'", "--backend"],
         )
         .env("SAGELLM_BENCH_BACKEND", "nope"),
         case(
@@ -187,8 +192,8 @@ fn cases() -> Vec<Case> {
         case(
             "server URL with the mock",
             &["--bench", "--base-url", "http://127.0.0.1:9"],
-            1,
-            &["--base-url is for server backends", "not `mock`"],
+            2,
+            &["--base-url is for server backends", "not --backend mock"],
         ),
         case(
             "base URL not a URL",

@@ -6,51 +6,18 @@ use std::sync::Arc;
 
 use sagellm_bench::backend::mock::{MockBackend, MockConfig};
 use sagellm_bench::backend::ErrorKind;
-use sagellm_bench::metrics::WorkloadMetrics;
-use sagellm_bench::record::RequestRecord;
-use sagellm_bench::report::{Report, ReportError};
-use sagellm_bench::summary::Provenance;
-use sagellm_bench::{Arrival, Workload, WorkloadResult};
+use sagellm_bench::results::summary::Provenance;
+use sagellm_bench::{Arrival, Workload};
 
-/// A workload's metrics and its full records (which the runner hands to reporters and drops).
-struct Measured {
-    metrics: WorkloadMetrics,
-    records: Vec<RequestRecord>,
-}
-
-#[derive(Default)]
-struct Collect {
-    done: Vec<Measured>,
-    records: Vec<RequestRecord>,
-}
-
-impl Report for Collect {
-    fn request_finished(
-        &mut self,
-        _: &Workload,
-        record: &RequestRecord,
-    ) -> Result<(), ReportError> {
-        self.records.push(record.clone());
-        Ok(())
-    }
-
-    fn workload_finished(&mut self, result: &WorkloadResult) -> Result<(), ReportError> {
-        let mut records = std::mem::take(&mut self.records);
-        records.sort_by_key(|r| r.index);
-        self.done.push(Measured {
-            metrics: result.metrics.clone(),
-            records,
-        });
-        Ok(())
-    }
-}
+mod support;
+use support::{Collect, Measured};
 
 fn run_with(config: MockConfig, workloads: &[Workload]) -> Vec<Measured> {
     let backend = Arc::new(MockBackend::new(config, None).unwrap());
     let mut collect = Collect::default();
     let provenance = Provenance::now("mock", "mock", serde_json::Value::Null);
     sagellm_bench::run(backend, workloads, provenance, &mut collect).unwrap();
-    collect.done
+    collect.measured()
 }
 
 fn run_one(config: MockConfig, workload: Workload) -> Measured {
@@ -238,14 +205,14 @@ fn goodput_counts_the_requests_within_every_objective() {
     // `concurrent_requests_queue_and_decode_slower_in_a_bigger_batch`); a 100 ms TTFT
     // objective keeps eight of ten.
     let mut w = Workload::stress_test();
-    w.goodput = Some(sagellm_bench::goodput::Slo::parse("ttft:100").unwrap());
+    w.goodput = Some(sagellm_bench::workload::slo::Slo::parse("ttft:100").unwrap());
     let m = run_one(MockConfig::default(), w).metrics;
     assert_eq!(m.goodput_fraction, Some(0.8));
     assert!(close(m.request_goodput_rps.unwrap(), 8.0 / m.total_time_s));
     assert_eq!(m.goodput_slo.unwrap().ttft_ms, Some(100.0));
     // Once all ten decode together a step takes 12 ms, above a 10 ms TBT objective: none.
     let mut w = Workload::stress_test();
-    w.goodput = Some(sagellm_bench::goodput::Slo::parse("ttft:100,tbt:10").unwrap());
+    w.goodput = Some(sagellm_bench::workload::slo::Slo::parse("ttft:100,tbt:10").unwrap());
     assert_eq!(
         run_one(MockConfig::default(), w).metrics.goodput_fraction,
         Some(0.0)

@@ -18,53 +18,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sagellm_bench::backend::openai::{Api, OpenAiBackend, OpenAiConfig};
-use sagellm_bench::backend::{ErrorKind, FigureSource};
-use sagellm_bench::metrics::WorkloadMetrics;
-use sagellm_bench::record::{RequestRecord, TokenCountSource};
+use sagellm_bench::backend::{CountTokens, ErrorKind, FigureSource};
 use sagellm_bench::report::files::JsonFiles;
-use sagellm_bench::report::{Report, ReportError, Reports};
-use sagellm_bench::runner::WorkloadResult;
-use sagellm_bench::summary::Provenance;
+use sagellm_bench::report::Reports;
+use sagellm_bench::results::record::TokenCountSource;
+use sagellm_bench::results::summary::Provenance;
 use sagellm_bench::{Arrival, Workload};
 use sagellm_test_server::{Fault, Script, TestServer, UsagePlacement};
 
-/// A workload's metrics and its full records, in index order.
-#[derive(Clone)]
-struct Measured {
-    workload: Workload,
-    metrics: WorkloadMetrics,
-    records: Vec<RequestRecord>,
-}
-
-/// Keeps every workload's metrics and records (which the runner hands to reporters and drops)
-/// for the assertions.
-#[derive(Default)]
-struct Collect {
-    done: Arc<std::sync::Mutex<Vec<Measured>>>,
-    records: Vec<RequestRecord>,
-}
-
-impl Report for Collect {
-    fn request_finished(
-        &mut self,
-        _: &Workload,
-        record: &RequestRecord,
-    ) -> Result<(), ReportError> {
-        self.records.push(record.clone());
-        Ok(())
-    }
-
-    fn workload_finished(&mut self, result: &WorkloadResult) -> Result<(), ReportError> {
-        let mut records = std::mem::take(&mut self.records);
-        records.sort_by_key(|r| r.index);
-        self.done.lock().unwrap().push(Measured {
-            workload: result.workload.clone(),
-            metrics: result.metrics.clone(),
-            records,
-        });
-        Ok(())
-    }
-}
+mod support;
+use support::{Collect, Measured};
 
 fn workload(name: &str, requests: usize, concurrency: usize, output: usize) -> Workload {
     Workload {
@@ -88,12 +51,11 @@ fn config(server: &TestServer) -> OpenAiConfig {
 fn run(config: OpenAiConfig, workloads: &[Workload], out: &std::path::Path) -> Vec<Measured> {
     let backend = Arc::new(OpenAiBackend::connect("openai", config).expect("backend"));
     let collected = Collect::default();
-    let results = collected.done.clone();
-    let mut reports = Reports(vec![Box::new(JsonFiles::new(out)), Box::new(collected)]);
+    let results = collected.clone();
+    let mut reports = Reports::new(vec![Box::new(JsonFiles::new(out)), Box::new(collected)]);
     let provenance = Provenance::now("openai", "test-model", serde_json::Value::Null);
     sagellm_bench::run(backend, workloads, provenance, &mut reports).expect("run");
-    let r = results.lock().unwrap().clone();
-    r
+    results.measured()
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
@@ -309,8 +271,10 @@ fn without_usage_a_tokenizer_counts_the_streamed_text() {
     )
     .unwrap();
     let out = tempfile::tempdir().unwrap();
-    let counter = sagellm_bench::token_counter::TokenCounter::load(&word_tokenizer(out.path()))
-        .expect("the test tokenizer loads");
+    let counter = sagellm_bench::backend::openai::token_counter::TokenCounter::load(
+        &word_tokenizer(out.path()),
+    )
+    .expect("the test tokenizer loads");
     assert_eq!(counter.count("tok tok tok "), Some(3));
     let w = workload("counted", 3, 1, 32);
     // Without a tokenizer: 8 chunks of 4 tokens count as 8.
@@ -321,7 +285,7 @@ fn without_usage_a_tokenizer_counts_the_streamed_text() {
     }
     assert_eq!(
         plain[0].metrics.sources.output_tokens,
-        sagellm_bench::metrics::OutputTokenSource::Stream
+        sagellm_bench::results::metrics::OutputTokenSource::Stream
     );
     // With it: the text of 32 words counts 32, and TBT spreads the 7 chunk gaps of 2 ms over
     // 31 token gaps.
@@ -338,7 +302,7 @@ fn without_usage_a_tokenizer_counts_the_streamed_text() {
     let m = &counted[0].metrics;
     assert_eq!(
         m.sources.output_tokens,
-        sagellm_bench::metrics::OutputTokenSource::Tokenizer
+        sagellm_bench::results::metrics::OutputTokenSource::Tokenizer
     );
     assert_eq!(m.total_output_tokens, 3 * 32);
     // The per-request file says which count each request used.

@@ -5,11 +5,12 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use sagellm_bench::backend::{self, mock::MockConfig};
+use sagellm_bench::backend::mock::MockConfig;
+use sagellm_bench::backend::spec::BackendSpec;
 use sagellm_bench::report::files::SavedRun;
 use sagellm_bench::report::svg::{overlay_cdf, Distribution};
 use sagellm_bench::report::{html, Reports};
-use sagellm_bench::summary::Provenance;
+use sagellm_bench::results::summary::Provenance;
 use sagellm_bench::Workload;
 
 const HOSTILE_MODEL: &str = "<script>alert(\"model\")</script>&<img src=x onerror=alert(1)>";
@@ -20,7 +21,8 @@ fn mock_run(dir: &Path) -> sagellm_bench::Summary {
         fail_every: 3,
         ..MockConfig::default()
     };
-    let backend = backend::create("mock", Some(HOSTILE_MODEL.to_string()), config).unwrap();
+    let model = Some(HOSTILE_MODEL.to_string());
+    let backend = BackendSpec::Mock { config, model }.build().unwrap();
     let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
     let mut reports = Reports::files(dir);
     sagellm_bench::run(backend, &Workload::year1(), provenance, &mut reports).unwrap()

@@ -2,7 +2,7 @@
 """Writes tiny random-weight GPT-2 and OPT models and their reference logits, computed by
 Hugging Face transformers (PyTorch, float32), for the cpu backend's Rust tests.
 
-Output, per architecture, in tests/data/tiny-<arch>/:
+Output, per architecture, in sagellm-bench/tests/data/tiny-<arch>/:
   config.json, model.safetensors   (save_pretrained, safe_serialization)
   tokenizer.json                   (a word-level tokenizer built with the tokenizers library)
   reference.json                   {"input_ids": [...], "logits": [[...] per position]}
@@ -20,7 +20,7 @@ import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-OUT = os.path.join(ROOT, "tests", "data")
+OUT = os.path.join(ROOT, "sagellm-bench", "tests", "data")
 
 # The synthetic workload's words and a few more, so workload prompts tokenize to real ids.
 WORDS = (

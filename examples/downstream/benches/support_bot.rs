@@ -2,7 +2,7 @@
 //!
 //!   cargo bench                                   # all workloads, mock backend
 //!   cargo bench -- --list
-//!   cargo bench -- --backend vllm --base-url http://127.0.0.1:8000
+//!   cargo bench -- --backend vllm --base-url http://127.0.0.1:8000   # with the `openai` feature
 //!   cargo bench -- --save-baseline before         # then, after a change:
 //!   cargo bench -- --baseline before --fail-on-regression
 

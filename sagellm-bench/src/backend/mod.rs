@@ -4,11 +4,14 @@
 //! each event with the clock the backend runs on ([`Backend::clock`]), so TTFT and the gaps
 //! between tokens are measured where the tokens arrive, never reported by the backend itself.
 
+pub mod clock;
+#[cfg(feature = "cpu")]
 pub mod cpu;
 pub mod mock;
+#[cfg(feature = "openai")]
 pub mod openai;
-pub mod prometheus;
 pub(crate) mod secrets;
+pub mod spec;
 
 use std::fmt;
 
@@ -16,8 +19,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::Clock;
-use crate::token_counter::TokenCounter;
+use crate::backend::clock::Clock;
 use crate::workload::Workload;
 
 /// One request as the backend receives it.
@@ -36,7 +38,12 @@ pub struct GenerationRequest {
 pub enum StreamEvent {
     /// Output content: `tokens` tokens of `text`. An event with `tokens == 0` (a role-only or
     /// empty chunk) is not output and does not count towards TTFT.
-    Tokens { text: String, tokens: usize },
+    Tokens {
+        /// The text of the chunk.
+        text: String,
+        /// How many tokens it holds.
+        tokens: usize,
+    },
     /// The request finished successfully.
     Done {
         /// Token counts as the backend reports them, where it does.
@@ -49,18 +56,23 @@ pub enum StreamEvent {
 /// Token counts as reported by the backend (a server's `usage` block).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
+    /// Tokens of the prompt.
     pub prompt_tokens: usize,
+    /// Tokens generated.
     pub completion_tokens: usize,
 }
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestError {
+    /// What kind of failure, for counting.
     pub kind: ErrorKind,
+    /// What happened, for the per-request record.
     pub message: String,
 }
 
 impl RequestError {
+    /// A failure of this kind with this message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         RequestError {
             kind,
@@ -110,8 +122,11 @@ pub enum FigureSource {
 /// Engine-side figures over one workload, as the backend knows them.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct EngineFigures {
+    /// KV-cache figures, where the engine has them.
     pub kv: Option<KvFigures>,
+    /// Memory of the process holding the model, where known.
     pub memory: Option<MemoryFigures>,
+    /// Speculative decoding figures, where the engine speculates.
     pub spec: Option<SpecFigures>,
     /// Where the figures above came from (ignored for the ones that are `None`).
     pub source: Option<FigureSource>,
@@ -182,14 +197,18 @@ pub struct KvFigures {
 /// Memory of the process that holds the model, over one workload.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct MemoryFigures {
+    /// Peak resident memory, in MiB.
     pub peak_mb: f64,
+    /// Mean resident memory over the workload, in MiB.
     pub avg_mb: f64,
 }
 
 /// Speculative decoding figures over one workload.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct SpecFigures {
+    /// Tokens the draft proposed.
     pub draft_tokens: u64,
+    /// Draft tokens the target model accepted.
     pub accepted_tokens: u64,
 }
 
@@ -197,6 +216,8 @@ pub struct SpecFigures {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("{0}")]
+    /// The backend could not be set up (a model that does not load, a server that cannot be
+    /// reached, settings out of range); the message says which.
     Setup(String),
 }
 
@@ -250,61 +271,13 @@ pub trait Backend: Send + Sync {
 
     /// A tokenizer to count the output of requests that finish without a usage report (see
     /// `--tokenizer`); `None` (the default) counts the stream's events instead.
-    fn output_token_counter(&self) -> Option<std::sync::Arc<TokenCounter>> {
+    fn output_token_counter(&self) -> Option<std::sync::Arc<dyn CountTokens>> {
         None
     }
 }
 
-/// The backends the CLI knows, including those not built yet.
-pub const BACKEND_NAMES: &[&str] = &[
-    "mock", "cpu", "openai", "vllm", "lmdeploy", "sglang", "llamacpp",
-];
-
-/// The issue that tracks each backend not built yet (none left).
-const NOT_BUILT_YET: &[(&str, &str)] = &[];
-
-/// Builds the `cpu` backend with its options (`--dtype`, `--threads`, the `[cpu]` table).
-pub fn create_cpu(
-    model: Option<String>,
-    config: &cpu::CpuConfig,
-) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
-    match model {
-        None => Err(BackendError::Setup(
-            "--model required for CPU backend".to_string(),
-        )),
-        Some(model) => Ok(std::sync::Arc::new(cpu::CpuBackend::load(&model, config)?)),
-    }
-}
-
-/// Builds the backend the CLI or the harness names. The OpenAI-compatible presets get their
-/// default settings here (address from the preset, model from `/v1/models` unless `model` is
-/// given); [`openai::OpenAiBackend::connect`] takes every setting; the cpu backend's options
-/// go through [`create_cpu`].
-pub fn create(
-    name: &str,
-    model: Option<String>,
-    mock: mock::MockConfig,
-) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
-    match name {
-        "mock" => Ok(std::sync::Arc::new(mock::MockBackend::new(mock, model)?)),
-        name if openai::preset(name).is_some() => {
-            let config = openai::OpenAiConfig {
-                model,
-                ..openai::OpenAiConfig::default()
-            };
-            Ok(std::sync::Arc::new(openai::OpenAiBackend::connect(
-                name, config,
-            )?))
-        }
-        "cpu" => create_cpu(model, &cpu::CpuConfig::default()),
-        _ => match NOT_BUILT_YET.iter().find(|(n, _)| *n == name) {
-            Some((_, what)) => Err(BackendError::Setup(format!(
-                "the `{name}` backend ({what}) is not built yet; use --backend mock for now"
-            ))),
-            None => Err(BackendError::Setup(format!(
-                "unknown backend `{name}`; choose one of: {}",
-                BACKEND_NAMES.join(", ")
-            ))),
-        },
-    }
+/// Counts the tokens of a request's streamed text, for backends whose stream does not say.
+pub trait CountTokens: Send + Sync {
+    /// The number of tokens `text` encodes to; `None` when it cannot be counted.
+    fn count(&self, text: &str) -> Option<usize>;
 }

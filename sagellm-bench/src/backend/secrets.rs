@@ -27,17 +27,21 @@ fn is_secret_param(name: &str) -> bool {
 }
 
 /// The strings to keep out of everything written.
+// The server backends hold the secrets; `shown` (below) serves the provenance as well.
+#[cfg(feature = "openai")]
 #[derive(Clone, Default)]
 pub(crate) struct Secrets {
     words: Vec<String>,
 }
 
+#[cfg(feature = "openai")]
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Secrets({} hidden)", self.words.len())
     }
 }
 
+#[cfg(feature = "openai")]
 impl Secrets {
     /// Keeps `secret` out of every message (empty and very short strings are not secrets
     /// worth hiding and would redact ordinary text).
@@ -127,7 +131,7 @@ pub(crate) fn shown(text: &str) -> String {
     out
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "openai"))]
 mod tests {
     use super::*;
 

@@ -7,16 +7,58 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
+use super::names::{self, SUMMARY_FILE};
 use super::{Report, ReportError};
-use crate::metrics::WorkloadMetrics;
-use crate::record::RequestRecord;
-use crate::runner::WorkloadResult;
-use crate::samples::{Samples, WorkloadSamples};
-use crate::summary::{Provenance, Summary};
+use crate::results::metrics::WorkloadMetrics;
+use crate::results::record::RequestRecord;
+use crate::results::samples::{Samples, WorkloadSamples};
+use crate::results::summary::{Provenance, Summary};
+use crate::results::WorkloadResult;
 use crate::workload::Workload;
 
-/// The summary's file name.
-pub const SUMMARY_FILE: &str = "benchmark_summary.json";
+// Reading a summary is a file concern, so it lives beside the file's name.
+impl Summary {
+    /// Reads a summary file, with errors that say what to do.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        if path.is_dir() {
+            return Err(LoadError::IsDirectory {
+                path: path.to_path_buf(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LoadError::NotFound {
+                path: path.to_path_buf(),
+            },
+            _ => LoadError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            },
+        })?;
+        Self::parse(&text).map_err(|source| LoadError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// Why a summary file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("File not found: {}\nRun benchmark first:\n  sagellm-benchmark run --workload year1 --backend mock", path.display())]
+    NotFound { path: PathBuf },
+    #[error("{} is a folder; give the summary file inside it: {}", path.display(), path.join(SUMMARY_FILE).display())]
+    IsDirectory { path: PathBuf },
+    #[error("could not read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a valid benchmark summary: {source}\nRe-create it with: sagellm-benchmark run --workload year1 --backend mock", path.display())]
+    Invalid {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
 
 /// Writes the documented JSON files into one folder.
 ///
@@ -44,11 +86,11 @@ impl JsonFiles {
     }
 
     pub fn metrics_path(&self, workload: &str) -> PathBuf {
-        self.dir.join(format!("{workload}_metrics.json"))
+        self.dir.join(names::metrics_file(workload))
     }
 
     pub fn requests_path(&self, workload: &str) -> PathBuf {
-        self.dir.join(format!("{workload}_requests.jsonl"))
+        self.dir.join(names::requests_file(workload))
     }
 
     pub fn summary_path(&self) -> PathBuf {
@@ -124,7 +166,7 @@ impl SavedRun {
         let files = JsonFiles::new(&dir);
         let mut samples = IndexMap::new();
         for name in summary.workloads.keys() {
-            let path = files.requests_path(&super::svg::file_stem(name));
+            let path = files.requests_path(name);
             samples.insert(name.clone(), std::sync::Arc::new(load_samples(&path)?));
         }
         Ok(SavedRun {
@@ -133,23 +175,6 @@ impl SavedRun {
             samples,
         })
     }
-}
-
-/// Request records as JSON Lines, one record per line.
-pub fn records_to_jsonl(records: &[RequestRecord]) -> Result<Vec<u8>, ReportError> {
-    let mut lines = Vec::new();
-    for record in records {
-        serde_json::to_writer(&mut lines, record).map_err(|e| ReportError(e.to_string()))?;
-        lines.push(b'\n');
-    }
-    Ok(lines)
-}
-
-/// Reads a `<workload>_requests.jsonl` file into memory, every record whole.
-pub fn load_requests(path: &Path) -> Result<Vec<RequestRecord>, ReportError> {
-    let mut records = Vec::new();
-    read_requests_file(path, |r| records.push(r))?;
-    Ok(records)
 }
 
 /// Reads a `<workload>_requests.jsonl` file one line at a time, keeping only the samples of its

@@ -15,11 +15,12 @@ use serde::Serialize;
 use tinytemplate::TinyTemplate;
 
 use super::files::{prepare_dir, write_atomically};
-use super::svg::{self, file_stem, Chart};
+use super::names::{self, file_stem};
+use super::svg::{self, Chart};
 use super::{rows_for, sources_note, Report, ReportError};
-use crate::runner::WorkloadResult;
-use crate::samples::{Samples, KEPT_FAILURES};
-use crate::summary::{Provenance, Summary};
+use crate::results::samples::{Samples, KEPT_FAILURES};
+use crate::results::summary::{Provenance, Summary};
+use crate::results::WorkloadResult;
 use crate::workload::Workload;
 
 /// The report's file name.
@@ -210,7 +211,7 @@ pub fn render(summary: &Summary, samples: &IndexMap<String, Samples>, charts: &[
                 requests: metrics.total_requests,
                 failed: metrics.failed_requests,
                 no_records: kept.is_none(),
-                requests_file: format!("{}_requests.jsonl", file_stem(name)),
+                requests_file: names::requests_file(name),
                 charts: charts
                     .iter()
                     .filter(|c| c.workload.as_deref() == Some(name.as_str()))
@@ -269,7 +270,7 @@ pub fn render(summary: &Summary, samples: &IndexMap<String, Samples>, charts: &[
 }
 
 /// Every field of a workload's metrics file, in file order, formatted for reading.
-fn figures(metrics: &crate::metrics::WorkloadMetrics) -> Vec<Figure> {
+fn figures(metrics: &crate::results::metrics::WorkloadMetrics) -> Vec<Figure> {
     let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(metrics) else {
         return Vec::new();
     };

@@ -7,7 +7,7 @@ use tinytemplate::TinyTemplate;
 
 use super::svg::{run_chart_names, workload_chart_names};
 use super::{incomplete_note, rows_for, sources_note};
-use crate::summary::Summary;
+use crate::results::summary::Summary;
 
 const TEMPLATE: &str = "# Benchmark report
 {{ if incomplete }}

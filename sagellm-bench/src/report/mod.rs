@@ -4,54 +4,29 @@
 //! so a reporter implements only what it needs. [`Reports`] fans one call out to several
 //! reporters, so the runner sees one.
 
+pub mod collect;
 pub mod files;
+#[cfg(feature = "charts")]
 pub mod html;
+#[cfg(feature = "charts")]
 pub mod markdown;
+pub mod names;
 pub mod progress;
+#[cfg(feature = "charts")]
 pub mod svg;
 pub mod table;
 
-use crate::metrics::WorkloadMetrics;
-use crate::record::RequestRecord;
-use crate::runner::WorkloadResult;
-use crate::summary::{Provenance, Summary};
+pub use crate::run::hooks::{Report, ReportError};
+
+use crate::results::metrics::WorkloadMetrics;
+use crate::results::record::RequestRecord;
+use crate::results::summary::{Provenance, Summary};
+use crate::results::WorkloadResult;
 use crate::workload::Workload;
-
-/// A reporter could not do its work (typically: could not write a file).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ReportError(pub String);
-
-/// Receives a run's results as they arrive.
-pub trait Report {
-    fn run_started(
-        &mut self,
-        _provenance: &Provenance,
-        _workloads: &[Workload],
-    ) -> Result<(), ReportError> {
-        Ok(())
-    }
-    fn workload_started(&mut self, _workload: &Workload) -> Result<(), ReportError> {
-        Ok(())
-    }
-    fn request_finished(
-        &mut self,
-        _workload: &Workload,
-        _record: &RequestRecord,
-    ) -> Result<(), ReportError> {
-        Ok(())
-    }
-    fn workload_finished(&mut self, _result: &WorkloadResult) -> Result<(), ReportError> {
-        Ok(())
-    }
-    fn run_finished(&mut self, _summary: &Summary) -> Result<(), ReportError> {
-        Ok(())
-    }
-}
 
 /// Several reporters behind one.
 #[derive(Default)]
-pub struct Reports(pub Vec<Box<dyn Report>>);
+pub struct Reports(Vec<Box<dyn Report>>);
 
 impl Report for Reports {
     fn run_started(
@@ -88,14 +63,26 @@ impl Report for Reports {
 }
 
 impl Reports {
-    /// The reporters that write a run's files into `dir`: the JSON files, the SVG charts and
-    /// `index.html`. The CLI and `cargo bench` both start from these, so either door leaves the
-    /// same folder behind.
+    /// These reporters, called in this order.
+    pub fn new(reporters: Vec<Box<dyn Report>>) -> Self {
+        Reports(reporters)
+    }
+
+    /// Adds a reporter after the others.
+    pub fn push(&mut self, reporter: Box<dyn Report>) {
+        self.0.push(reporter);
+    }
+
+    /// The reporters that write a run's files into `dir`: the JSON files, and with the
+    /// `charts` feature the SVG charts and `index.html`. The CLI and `cargo bench` both start
+    /// from these, so either door leaves the same folder behind.
     pub fn files(dir: impl Into<std::path::PathBuf>) -> Self {
         let dir = dir.into();
         Reports(vec![
             Box::new(files::JsonFiles::new(&dir)),
+            #[cfg(feature = "charts")]
             Box::new(svg::SvgCharts::new(&dir)),
+            #[cfg(feature = "charts")]
             Box::new(html::HtmlReport::new(&dir)),
         ])
     }
@@ -173,8 +160,40 @@ const GOODPUT_ROWS: &[(&str, Formatter)] = &[
     }),
 ];
 
+/// The rows of a server's own timings and of the client's connections, shown when some workload
+/// has them (server backends); `-` where a workload's server does not give the figure.
+const SERVER_ROWS: &[(&str, Formatter)] = &[
+    ("Server queue / TTFT avg (ms)", |m| {
+        format!(
+            "{} / {}",
+            ms_or_dash(m.server_avg_queue_ms),
+            ms_or_dash(m.server_avg_ttft_ms)
+        )
+    }),
+    ("Server prefill / decode avg (ms)", |m| {
+        format!(
+            "{} / {}",
+            ms_or_dash(m.server_avg_prefill_ms),
+            ms_or_dash(m.server_avg_decode_ms)
+        )
+    }),
+    ("TTFT outside the server (ms)", |m| {
+        ms_or_dash(m.ttft_outside_server_ms)
+    }),
+    ("Connections opened / retried", |m| {
+        match (m.connections_opened, m.retried_requests) {
+            (Some(opened), Some(retried)) => format!("{opened} / {retried}"),
+            _ => "-".to_string(),
+        }
+    }),
+];
+
+fn ms_or_dash(ms: Option<f64>) -> String {
+    ms.map_or_else(|| "-".to_string(), |ms| format!("{ms:.2}"))
+}
+
 /// Objectives as the command line writes them, e.g. "ttft:200,e2el:5000".
-pub(crate) fn slo_text(slo: &crate::goodput::Slo) -> String {
+pub(crate) fn slo_text(slo: &crate::workload::slo::Slo) -> String {
     [
         ("ttft", slo.ttft_ms),
         ("tbt", slo.tbt_ms),
@@ -201,6 +220,15 @@ pub(crate) fn rows_for(summary: &Summary) -> Vec<(&'static str, Formatter)> {
             .position(|(label, _)| label.starts_with("Request throughput"))
             .map_or(rows.len(), |i| i + 1);
         rows.splice(at..at, GOODPUT_ROWS.iter().copied());
+    }
+    if summary.workloads.values().any(|m| {
+        m.connections_opened.is_some()
+            || m.server_avg_ttft_ms.is_some()
+            || m.server_avg_prefill_ms.is_some()
+    }) {
+        // Before the wall time, the last row.
+        let at = rows.len().saturating_sub(1);
+        rows.splice(at..at, SERVER_ROWS.iter().copied());
     }
     rows
 }

@@ -9,8 +9,8 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{Report, ReportError};
-use crate::record::RequestRecord;
-use crate::runner::WorkloadResult;
+use crate::results::record::RequestRecord;
+use crate::results::WorkloadResult;
 use crate::workload::Workload;
 
 /// Progress bars on stderr, one per workload as it runs.

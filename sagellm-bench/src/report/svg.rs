@@ -22,13 +22,14 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::files::{prepare_dir, write_atomically};
+use super::names;
 use super::{Report, ReportError};
-use crate::itl::ItlStats;
-use crate::metrics::{percentile, WorkloadMetrics};
-use crate::runner::WorkloadResult;
-use crate::samples::{RequestSample, Samples, WorkloadSamples};
-use crate::summary::{Provenance, Summary};
-use crate::time_bins::TimeBins;
+use crate::results::itl::ItlStats;
+use crate::results::metrics::{percentile, WorkloadMetrics};
+use crate::results::samples::{RequestSample, Samples, WorkloadSamples};
+use crate::results::summary::{Provenance, Summary};
+use crate::results::time_bins::TimeBins;
+use crate::results::WorkloadResult;
 use crate::workload::Workload;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
@@ -136,31 +137,11 @@ impl Distribution {
     }
 }
 
-/// Makes a workload name safe as part of a file name. Names the runner accepted pass unchanged;
-/// a hand-edited summary cannot send a chart outside its folder.
-pub fn file_stem(workload: &str) -> String {
-    let stem: String = workload
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    match stem.trim_start_matches('.') {
-        "" => "workload".to_string(),
-        s => s.to_string(),
-    }
-}
-
 /// The file names and titles of one workload's charts, in display order.
 pub fn workload_chart_names(workload: &str) -> Vec<(String, &'static str)> {
-    let stem = file_stem(workload);
     WORKLOAD_CHARTS
         .iter()
-        .map(|(suffix, title)| (format!("{stem}_{suffix}.svg"), *title))
+        .map(|(suffix, title)| (names::workload_chart_file(workload, suffix), *title))
         .collect()
 }
 
@@ -168,7 +149,7 @@ pub fn workload_chart_names(workload: &str) -> Vec<(String, &'static str)> {
 pub fn run_chart_names() -> Vec<(String, &'static str)> {
     RUN_CHARTS
         .iter()
-        .map(|(name, title)| (format!("{name}.svg"), *title))
+        .map(|(name, title)| (names::run_chart_file(name), *title))
         .collect()
 }
 
@@ -1137,7 +1118,7 @@ fn memory_and_kv(area: &Area, summary: &Summary, samples: &IndexMap<String, Samp
 /// the changes within a bin are applied together at its start (at most [`MAX_BINS`] steps, so
 /// a request that ends as another starts draws no momentary spike).
 ///
-/// [`MAX_BINS`]: crate::time_bins::MAX_BINS
+/// [`MAX_BINS`]: crate::results::time_bins::MAX_BINS
 fn tokens_in_flight(changes: &TimeBins) -> Vec<(f64, f64)> {
     let mut level = 0.0;
     let mut points = vec![(0.0, 0.0)];
@@ -1156,10 +1137,10 @@ fn tokens_in_flight(changes: &TimeBins) -> Vec<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::RequestRecord;
+    use crate::results::record::RequestRecord;
 
     fn record(index: usize, start: f64, times: &[f64], failed: bool) -> RequestRecord {
-        crate::record::test_record(index, start, times, failed.then_some("boom"))
+        crate::results::record::test_record(index, start, times, failed.then_some("boom"))
     }
 
     #[test]
@@ -1174,14 +1155,6 @@ mod tests {
         // stream their last token and end at once.
         assert_eq!(peak, 8.0 + 8.0 + 1.0);
         assert_eq!(points.last().unwrap().1, 0.0);
-    }
-
-    #[test]
-    fn file_stems_cannot_leave_the_folder() {
-        assert_eq!(file_stem("short_input"), "short_input");
-        assert_eq!(file_stem("../../etc/x"), "_.._etc_x");
-        assert_eq!(file_stem("<b>"), "_b_");
-        assert_eq!(file_stem(""), "workload");
     }
 
     #[test]
@@ -1222,12 +1195,12 @@ mod tests {
     fn a_workload_whose_every_request_failed_still_draws() {
         let records = [record(0, 0.0, &[], true), record(1, 1.0, &[4.0], true)];
         let run = RunLabel("run: test".into());
-        let mut metrics = crate::metrics::aggregate(
+        let mut metrics = crate::results::metrics::aggregate(
             "all_failed",
             "mock",
             "m",
             &records,
-            crate::metrics::WallClock {
+            crate::results::metrics::WallClock {
                 start_unix_s: 0.0,
                 total_time_s: 0.005,
             },

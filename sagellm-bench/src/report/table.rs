@@ -1,10 +1,12 @@
 //! The terminal table: one column per workload, one row per key figure.
 
+use std::io::IsTerminal;
+
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 
 use super::{incomplete_note, rows_for, sources_note, Report, ReportError};
-use crate::summary::Summary;
+use crate::results::summary::Summary;
 
 /// Renders the summary as a terminal table, with a header line and a footer of counts.
 pub fn render(summary: &Summary) -> String {
@@ -12,6 +14,13 @@ pub fn render(summary: &Summary) -> String {
     table
         .load_preset(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic);
+    // On a terminal, its width, so a wide table wraps inside its cells rather than across the
+    // lines (what comfy-table's own tty feature does).
+    if std::io::stdout().is_terminal() {
+        if let Some((terminal_size::Width(width), _)) = terminal_size::terminal_size() {
+            table.set_width(width);
+        }
+    }
     let mut header = vec![Cell::new("Metric")];
     header.extend(summary.workloads.keys().map(Cell::new));
     table.set_header(header);

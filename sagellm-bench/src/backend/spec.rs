@@ -1,0 +1,144 @@
+//! Which backend to build, with its settings: the one place a backend is constructed, for the
+//! CLI and `cargo bench` alike.
+
+use std::sync::Arc;
+
+#[cfg(feature = "cpu")]
+use crate::backend::cpu::{CpuBackend, CpuConfig};
+use crate::backend::mock::{MockBackend, MockConfig};
+#[cfg(feature = "openai")]
+use crate::backend::openai::{OpenAiBackend, OpenAiConfig};
+use crate::backend::{Backend, BackendError};
+
+/// The backends by the name `--backend` takes. Every one is listed whatever the features, so
+/// naming one that is compiled out says which feature it needs instead of "unknown".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// Simulated engine on a virtual clock: no GPU, instant, deterministic
+    Mock,
+    /// CPU inference with candle: a GGUF file, a Hugging Face folder or hub id (--model)
+    Cpu,
+    /// Any OpenAI-compatible streaming server (TGI, Ollama, ...); see --base-url
+    Openai,
+    /// vLLM's OpenAI-compatible server (default http://127.0.0.1:8000)
+    Vllm,
+    /// LMDeploy's api_server (default http://127.0.0.1:23333)
+    Lmdeploy,
+    /// SGLang's server (default http://127.0.0.1:30000)
+    Sglang,
+    /// llama.cpp's llama-server (default http://127.0.0.1:8080)
+    Llamacpp,
+}
+
+impl BackendKind {
+    /// The name as `--backend` spells it, e.g. `vllm`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Mock => "mock",
+            BackendKind::Cpu => "cpu",
+            BackendKind::Openai => "openai",
+            BackendKind::Vllm => "vllm",
+            BackendKind::Lmdeploy => "lmdeploy",
+            BackendKind::Sglang => "sglang",
+            BackendKind::Llamacpp => "llamacpp",
+        }
+    }
+
+    /// True for the OpenAI-compatible servers (each a preset of the openai backend).
+    pub fn is_server(self) -> bool {
+        !matches!(self, BackendKind::Mock | BackendKind::Cpu)
+    }
+
+    /// The cargo feature this backend is compiled with, if it needs one.
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            BackendKind::Mock => None,
+            BackendKind::Cpu => Some("cpu"),
+            _ => Some("openai"),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A backend to build, with everything it needs.
+#[derive(Debug, Clone)]
+pub enum BackendSpec {
+    /// The simulated engine; `model` only names the model in the results.
+    Mock {
+        /// The engine's parameters (the config file's `[mock]` table).
+        config: MockConfig,
+        /// The model name to record.
+        model: Option<String>,
+    },
+    /// A model run in this process with candle.
+    #[cfg(feature = "cpu")]
+    Cpu {
+        /// A GGUF file, a Hugging Face folder or a hub id.
+        model: String,
+        /// Weight format, threads, sampling (the `[cpu]` table, `--dtype`, `--threads`).
+        config: CpuConfig,
+    },
+    /// An OpenAI-compatible server, through the preset `kind` names.
+    #[cfg(feature = "openai")]
+    Server {
+        /// Which preset: its default address and metric names.
+        kind: BackendKind,
+        /// Address, model, timeouts, metrics and the rest.
+        config: OpenAiConfig,
+    },
+}
+
+impl BackendSpec {
+    /// Builds the backend: the mock at once, the cpu backend by loading its model, a server
+    /// backend by checking its settings (and asking `/v1/models` for the model if none given).
+    pub fn build(self) -> Result<Arc<dyn Backend>, BackendError> {
+        Ok(match self {
+            BackendSpec::Mock { config, model } => Arc::new(MockBackend::new(config, model)?),
+            #[cfg(feature = "cpu")]
+            BackendSpec::Cpu { model, config } => Arc::new(CpuBackend::load(&model, &config)?),
+            #[cfg(feature = "openai")]
+            BackendSpec::Server { kind, config } => {
+                Arc::new(OpenAiBackend::connect(kind.name(), config)?)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::*;
+
+    #[test]
+    fn names_are_the_value_enum_names() {
+        for kind in BackendKind::value_variants() {
+            let value = kind.to_possible_value().unwrap();
+            assert_eq!(value.get_name(), kind.name());
+        }
+    }
+
+    #[cfg(feature = "openai")]
+    #[test]
+    fn every_server_kind_is_a_preset_and_back() {
+        for kind in BackendKind::value_variants() {
+            assert_eq!(
+                crate::backend::openai::preset(kind.name()).is_some(),
+                kind.is_server(),
+                "{kind}"
+            );
+        }
+        for preset in crate::backend::openai::PRESETS {
+            assert!(
+                BackendKind::from_str(preset.name, false).is_ok(),
+                "{}",
+                preset.name
+            );
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The `cargo bench` entry: args.rs (its flags), registry.rs (the `#[workload]` functions),
+//! libtest.rs (test mode), bench.rs (bench mode), baselines.rs (the baseline folders).
+//!
+//! `cargo bench` runs a bench target with `--bench`; then every selected workload runs on the
+//! chosen backend and writes the same files as `sagellm-benchmark run`, into
+//! `<target>/sagellm-bench/`, plus a baseline folder per workload. Without `--bench` (as under
+//! `cargo test --benches`, or nextest), each workload runs once, briefly, on the mock backend, and
+//! the output follows libtest's format so test runners can read it.
+
+mod args;
+mod baselines;
+mod bench;
+mod libtest;
+mod registry;
+
+use std::process::ExitCode;
+
+use clap::FromArgMatches;
+
+use self::args::{command, Args, ListFormat};
+use self::bench::bench;
+use self::libtest::smoke_test;
+use self::registry::{declared, matches_filters, selected, Declared};
+
+/// The entry point of a bench target: `fn main() -> ExitCode { sagellm_bench::main() }`.
+pub fn main() -> ExitCode {
+    ExitCode::from(main_with_args(std::env::args_os()))
+}
+
+/// Runs the harness on these arguments (the first is the program name) and returns the exit
+/// status: 0 success, 1 error or regression under `--fail-on-regression`, 2 bad arguments, 101
+/// a failed smoke test.
+pub fn main_with_args<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let parsed = command()
+        .try_get_matches_from(args)
+        .and_then(|matches| Ok((Args::from_arg_matches(&matches)?, matches)));
+    let (args, matches) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    if let Some(misplaced) = args.backend.misplaced_flag(&matches) {
+        let _ = command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("{misplaced}; drop it or choose the backend it is for"),
+            )
+            .print();
+        return 2;
+    }
+    match run(args) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("Error: {message}");
+            1
+        }
+    }
+}
+
+fn run(args: Args) -> Result<u8, String> {
+    let all = declared()?;
+    if args.list {
+        // Like libtest: every matching workload, ignored ones included unless --ignored.
+        let listed: Vec<Declared> = all
+            .into_iter()
+            .filter(|d| {
+                matches_filters(&args, &d.workload.name) && (!args.ignored || d.entry.ignore)
+            })
+            .collect();
+        let kind = if args.bench { "bench" } else { "test" };
+        for d in &listed {
+            println!("{}: {kind}", d.workload.name);
+        }
+        if args.format == ListFormat::Pretty {
+            let n = listed.len();
+            let plural =
+                |k: usize, word: &str| format!("{k} {word}{}", if k == 1 { "" } else { "s" });
+            let (tests, benches) = if args.bench { (0, n) } else { (n, 0) };
+            println!(
+                "\n{}, {}",
+                plural(tests, "test"),
+                plural(benches, "benchmark")
+            );
+        }
+        return Ok(0);
+    }
+    let (chosen, filtered_out, ignored) = selected(&args, all);
+    if args.bench {
+        bench(&args, chosen)
+    } else {
+        Ok(smoke_test(chosen, filtered_out, ignored))
+    }
+}

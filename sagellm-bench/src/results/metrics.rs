@@ -1,0 +1,554 @@
+//! Per-request samples -> workload aggregates, as defined in `docs/METRICS.md`.
+//!
+//! Percentiles of per-request figures (TTFT, TPOT, E2E) are exact order statistics with linear
+//! interpolation between the two nearest ranks, the estimator numpy's `percentile` uses by
+//! default and vLLM's benchmark reports. With a handful of samples (the Year-1 workloads send 3
+//! to 10 requests) a histogram's value-at-quantile would quantise and disagree with those tools;
+//! sorting one number per request costs little. The pooled inter-token gaps, one per token, go
+//! through an HDR histogram instead (see [`crate::results::itl`]): same estimator, within 0.05 %.
+//! Standard deviations are population standard deviations (numpy's default, `ddof = 0`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{EngineFigures, FigureSource};
+use crate::results::goodput::{goodput, RequestLatency};
+use crate::results::record::{RequestRecord, TokenCountSource};
+use crate::results::samples::{RequestSample, WorkloadSamples};
+use crate::workload::slo::Slo;
+
+/// The version of the JSON files' shape. Bumped when a field changes meaning; adding a field
+/// does not bump it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Every aggregate of one workload: the contents of `<workload>_metrics.json`.
+///
+/// Latency aggregates are over successful requests; a figure that cannot be computed (no
+/// successful request, or no request with two tokens for TBT) is 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadMetrics {
+    pub schema_version: u32,
+    pub workload: String,
+    pub backend: String,
+    pub model: String,
+
+    pub avg_ttft_ms: f64,
+    pub p50_ttft_ms: f64,
+    pub p95_ttft_ms: f64,
+    pub p99_ttft_ms: f64,
+    pub std_ttft_ms: f64,
+    pub avg_tbt_ms: f64,
+    pub avg_tpot_ms: f64,
+    pub p50_tpot_ms: f64,
+    pub p95_tpot_ms: f64,
+    pub p99_tpot_ms: f64,
+    pub std_tpot_ms: f64,
+    pub avg_itl_ms: f64,
+    pub p50_itl_ms: f64,
+    pub p95_itl_ms: f64,
+    pub p99_itl_ms: f64,
+    pub std_itl_ms: f64,
+    pub avg_e2el_ms: f64,
+    pub p50_e2el_ms: f64,
+    pub p95_e2el_ms: f64,
+    pub p99_e2el_ms: f64,
+    pub std_e2el_ms: f64,
+
+    pub avg_throughput_tps: f64,
+    pub output_throughput_tps: f64,
+    pub input_throughput_tps: f64,
+    pub total_throughput_tps: f64,
+    pub request_throughput_rps: f64,
+    /// Successful requests that met every `--goodput` objective, per second of wall time;
+    /// absent when no objective was set (see [`WorkloadMetrics::set_goodput`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_goodput_rps: Option<f64>,
+    /// Those requests over all measured requests; absent when no objective was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goodput_fraction: Option<f64>,
+    /// The objectives goodput was measured against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goodput_slo: Option<Slo>,
+    pub total_input_tokens: u64,
+    pub total_output_tokens: u64,
+
+    pub total_requests: u64,
+    pub successful_requests: u64,
+    pub failed_requests: u64,
+    pub error_rate: f64,
+
+    pub peak_mem_mb: f64,
+    pub avg_mem_mb: f64,
+
+    pub kv_used_tokens: u64,
+    pub kv_used_bytes: u64,
+    pub prefix_hit_rate: f64,
+    pub evict_count: u64,
+    pub evict_ms: f64,
+    pub spec_accept_rate: f64,
+    /// Tokens per speculative step on average (see docs/METRICS.md); absent where the backend
+    /// does not count it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_mean_acceptance_length: Option<f64>,
+
+    /// TCP connections the client opened during the measured requests; absent for backends
+    /// without connections (mock, cpu). More than the concurrency means the server closed
+    /// connections the client wanted to keep, and each new one's handshake is inside a TTFT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_opened: Option<u64>,
+    /// Requests sent a second time on a fresh connection because their reused connection
+    /// closed before any byte of the answer; absent for backends without connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_requests: Option<u64>,
+
+    /// The server's own mean time per request in its queue, to its first token, in prefill
+    /// and in decode, from its metrics (see docs/SERVERS.md for each engine's); absent where
+    /// the server does not give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_avg_queue_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_avg_ttft_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_avg_prefill_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_avg_decode_ms: Option<f64>,
+    /// `avg_ttft_ms` minus the server's: `server_avg_ttft_ms` where given, else
+    /// `server_avg_queue_ms + server_avg_prefill_ms` (what of them the server gives). The share
+    /// of the TTFT a user sees that the network, the HTTP stack and the client add.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_outside_server_ms: Option<f64>,
+
+    pub total_time_s: f64,
+    pub start_time: f64,
+    pub end_time: f64,
+
+    /// Where each group of figures came from.
+    pub sources: FigureSources,
+
+    /// False when the run was interrupted during this workload: the figures cover only the
+    /// requests that finished.
+    #[serde(default = "yes")]
+    pub complete: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl WorkloadMetrics {
+    /// Fills the goodput fields: the requests with `latencies` measured against `slo`, over
+    /// this workload's wall time.
+    pub fn set_goodput(&mut self, slo: &Slo, latencies: impl IntoIterator<Item = RequestLatency>) {
+        let g = goodput(slo, latencies, self.total_time_s);
+        self.request_goodput_rps = Some(g.request_goodput_rps);
+        self.goodput_fraction = Some(g.goodput_fraction);
+        self.goodput_slo = Some(*slo);
+    }
+}
+
+/// Where each group of figures in a [`WorkloadMetrics`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FigureSources {
+    /// TTFT, TBT, TPOT, ITL, E2E and throughput: always stamped by the runner.
+    pub latency: FigureSource,
+    /// `output_tokens`: the backend's usage report, a local tokenizer, the stream's token
+    /// counts, or a mix of them.
+    pub output_tokens: OutputTokenSource,
+    pub memory: FigureSource,
+    pub kv_cache: FigureSource,
+    pub speculative: FigureSource,
+}
+
+/// Which count `n` came from, over a workload's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputTokenSource {
+    Usage,
+    Stream,
+    /// Counted by tokenizing the streamed text (`--tokenizer`).
+    Tokenizer,
+    Mixed,
+    /// No request produced output.
+    None,
+}
+
+/// The moments bounding a workload, for wall time and the Unix timestamps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WallClock {
+    /// Unix time (seconds) of the workload's first send.
+    pub start_unix_s: f64,
+    /// Workload wall time: first send to last completion, in seconds.
+    pub total_time_s: f64,
+}
+
+/// Summary statistics of one sample set.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Stats {
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub std: f64,
+}
+
+impl Stats {
+    /// All zero for an empty sample.
+    pub fn of(samples: &[f64]) -> Stats {
+        if samples.is_empty() {
+            return Stats::default();
+        }
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len() as f64;
+        let mean = sorted.iter().sum::<f64>() / n;
+        let var = sorted.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        Stats {
+            mean,
+            p50: percentile(&sorted, 50.0),
+            p95: percentile(&sorted, 95.0),
+            p99: percentile(&sorted, 99.0),
+            std: var.sqrt(),
+        }
+    }
+}
+
+/// The `p`-th percentile (0..=100) of ascending `sorted` samples, interpolating linearly between
+/// the order statistics at ranks `floor(h)` and `ceil(h)`, `h = (n - 1) p / 100`.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        1 => sorted[0],
+        n => {
+            let h = (n - 1) as f64 * p / 100.0;
+            let lo = h.floor() as usize;
+            let hi = (lo + 1).min(n - 1);
+            sorted[lo] + (sorted[hi] - sorted[lo]) * (h - lo as f64)
+        }
+    }
+}
+
+fn ratio(numerator: f64, denominator: f64) -> f64 {
+    if denominator > 0.0 {
+        numerator / denominator
+    } else {
+        0.0
+    }
+}
+
+/// Computes every aggregate of one workload from its measured requests' records.
+pub fn aggregate(
+    workload: &str,
+    backend: &str,
+    model: &str,
+    records: &[RequestRecord],
+    wall: WallClock,
+    engine: &EngineFigures,
+) -> WorkloadMetrics {
+    let samples = WorkloadSamples::from_records(records);
+    aggregate_samples(workload, backend, model, &samples, wall, engine)
+}
+
+/// Computes every aggregate of one workload from what it kept of its requests.
+pub fn aggregate_samples(
+    workload: &str,
+    backend: &str,
+    model: &str,
+    samples: &WorkloadSamples,
+    wall: WallClock,
+    engine: &EngineFigures,
+) -> WorkloadMetrics {
+    let records = samples.requests();
+    let ok: Vec<&RequestSample> = records.iter().filter(|r| r.success()).collect();
+    let of = |value: fn(&RequestSample) -> Option<f64>| -> Vec<f64> {
+        ok.iter().filter_map(|r| value(r)).collect()
+    };
+    let (ttft_s, tpot_s, e2el_s) = (
+        Stats::of(&of(RequestSample::ttft_ms)),
+        Stats::of(&of(RequestSample::tpot_ms)),
+        Stats::of(&of(RequestSample::e2el_ms)),
+    );
+    let tbt = of(RequestSample::tbt_ms);
+    let tput = of(RequestSample::throughput_tps);
+    let itl = samples.itl();
+
+    let total_input: u64 = ok.iter().map(|r| r.prompt_tokens() as u64).sum();
+    let total_output: u64 = ok.iter().map(|r| r.output_tokens() as u64).sum();
+    let total = records.len() as u64;
+    let successful = ok.len() as u64;
+    let failed = total - successful;
+    let wall_s = wall.total_time_s;
+
+    let kv = engine.kv.unwrap_or_default();
+    let memory = engine.memory.unwrap_or_default();
+    let spec = engine.spec.unwrap_or_default();
+    let engine_source = engine.source.unwrap_or(FigureSource::Unavailable);
+    let source_of = |present: bool| {
+        if present {
+            engine_source
+        } else {
+            FigureSource::Unavailable
+        }
+    };
+    let server = ServerMeans::of(engine.server_timings.as_ref(), successful);
+    let output_tokens = {
+        let mut sources = records
+            .iter()
+            .filter(|r| r.stream_tokens() > 0)
+            .map(|r| r.output_tokens_source());
+        match sources.next() {
+            None => OutputTokenSource::None,
+            Some(first) if sources.all(|s| s == first) => match first {
+                TokenCountSource::Usage => OutputTokenSource::Usage,
+                TokenCountSource::Stream => OutputTokenSource::Stream,
+                TokenCountSource::Tokenizer => OutputTokenSource::Tokenizer,
+            },
+            Some(_) => OutputTokenSource::Mixed,
+        }
+    };
+
+    WorkloadMetrics {
+        schema_version: SCHEMA_VERSION,
+        workload: workload.to_string(),
+        backend: backend.to_string(),
+        model: model.to_string(),
+        avg_ttft_ms: ttft_s.mean,
+        p50_ttft_ms: ttft_s.p50,
+        p95_ttft_ms: ttft_s.p95,
+        p99_ttft_ms: ttft_s.p99,
+        std_ttft_ms: ttft_s.std,
+        avg_tbt_ms: Stats::of(&tbt).mean,
+        avg_tpot_ms: tpot_s.mean,
+        p50_tpot_ms: tpot_s.p50,
+        p95_tpot_ms: tpot_s.p95,
+        p99_tpot_ms: tpot_s.p99,
+        std_tpot_ms: tpot_s.std,
+        avg_itl_ms: itl.mean_ms(),
+        p50_itl_ms: itl.percentile_ms(50.0),
+        p95_itl_ms: itl.percentile_ms(95.0),
+        p99_itl_ms: itl.percentile_ms(99.0),
+        std_itl_ms: itl.std_ms(),
+        avg_e2el_ms: e2el_s.mean,
+        p50_e2el_ms: e2el_s.p50,
+        p95_e2el_ms: e2el_s.p95,
+        p99_e2el_ms: e2el_s.p99,
+        std_e2el_ms: e2el_s.std,
+        avg_throughput_tps: Stats::of(&tput).mean,
+        output_throughput_tps: ratio(total_output as f64, wall_s),
+        input_throughput_tps: ratio(total_input as f64, wall_s),
+        total_throughput_tps: ratio((total_input + total_output) as f64, wall_s),
+        request_throughput_rps: ratio(successful as f64, wall_s),
+        request_goodput_rps: None,
+        goodput_fraction: None,
+        goodput_slo: None,
+        total_input_tokens: total_input,
+        total_output_tokens: total_output,
+        total_requests: total,
+        successful_requests: successful,
+        failed_requests: failed,
+        error_rate: ratio(failed as f64, total as f64),
+        peak_mem_mb: memory.peak_mb,
+        avg_mem_mb: memory.avg_mb,
+        kv_used_tokens: kv.used_tokens,
+        kv_used_bytes: kv.used_bytes,
+        prefix_hit_rate: ratio(kv.prefix_hit_tokens as f64, kv.prefix_query_tokens as f64),
+        evict_count: kv.evict_count,
+        evict_ms: kv.evict_ms,
+        spec_accept_rate: ratio(spec.accepted_tokens as f64, spec.draft_tokens as f64),
+        spec_mean_acceptance_length: engine.spec_mean_acceptance_length,
+        connections_opened: engine.connections.map(|c| c.opened),
+        retried_requests: engine.connections.map(|c| c.retried_requests),
+        server_avg_queue_ms: server.queue,
+        server_avg_ttft_ms: server.ttft,
+        server_avg_prefill_ms: server.prefill,
+        server_avg_decode_ms: server.decode,
+        ttft_outside_server_ms: server
+            .inside_ttft()
+            .filter(|_| successful > 0)
+            .map(|inside| ttft_s.mean - inside),
+        total_time_s: wall_s,
+        start_time: wall.start_unix_s,
+        end_time: wall.start_unix_s + wall_s,
+        sources: FigureSources {
+            latency: FigureSource::Measured,
+            output_tokens,
+            memory: source_of(engine.memory.is_some()),
+            kv_cache: source_of(engine.kv.is_some()),
+            speculative: source_of(engine.spec.is_some()),
+        },
+        complete: true,
+    }
+}
+
+/// The server's per-request means, in milliseconds.
+#[derive(Default)]
+struct ServerMeans {
+    queue: Option<f64>,
+    ttft: Option<f64>,
+    prefill: Option<f64>,
+    decode: Option<f64>,
+}
+
+impl ServerMeans {
+    /// Each phase's total over the requests the server counted, or over the workload's
+    /// successful requests where its metric has no count.
+    fn of(timings: Option<&crate::backend::ServerTimings>, successful: u64) -> Self {
+        let Some(t) = timings else {
+            return ServerMeans::default();
+        };
+        let mean = |phase: &Option<crate::backend::ServerTiming>| {
+            let phase = phase.as_ref()?;
+            let n = phase.requests.unwrap_or(successful);
+            (n > 0).then(|| phase.total_ms / n as f64)
+        };
+        ServerMeans {
+            queue: mean(&t.queue),
+            ttft: mean(&t.ttft),
+            prefill: mean(&t.prefill),
+            decode: mean(&t.decode),
+        }
+    }
+
+    /// The server's share of the TTFT: its own TTFT, else its queue and prefill times.
+    fn inside_ttft(&self) -> Option<f64> {
+        self.ttft.or(match (self.queue, self.prefill) {
+            (None, None) => None,
+            (q, p) => Some(q.unwrap_or(0.0) + p.unwrap_or(0.0)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{ErrorKind, KvFigures, RequestError, SpecFigures};
+    use crate::results::record::RawRequest;
+
+    fn ok(index: usize, start: f64, times: &[f64]) -> RequestRecord {
+        crate::results::record::test_record(index, start, times, None)
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9 * (1.0 + b.abs())
+    }
+
+    #[test]
+    fn percentiles_on_five_samples_match_numpy_linear() {
+        // numpy.percentile([10, 20, 30, 40, 100], q) with the default (linear) method:
+        // h = 4q/100. q=50: h=2 -> 30. q=95: h=3.8 -> 40 + 0.8*60 = 88. q=99: h=3.96 -> 97.6.
+        let s = [100.0, 20.0, 40.0, 10.0, 30.0];
+        let st = Stats::of(&s);
+        assert_eq!(st.p50, 30.0);
+        assert!(close(st.p95, 88.0));
+        assert!(close(st.p99, 97.6));
+        assert_eq!(st.mean, 40.0);
+        // Population variance: (900 + 400 + 100 + 0 + 3600) / 5 = 1000.
+        assert!(close(st.std, 1000f64.sqrt()));
+    }
+
+    #[test]
+    fn percentile_edge_cases() {
+        assert_eq!(percentile(&[], 50.0), 0.0);
+        assert_eq!(percentile(&[7.0], 99.0), 7.0);
+        assert_eq!(percentile(&[1.0, 3.0], 50.0), 2.0);
+        assert_eq!(percentile(&[1.0, 3.0], 0.0), 1.0);
+        assert_eq!(percentile(&[1.0, 3.0], 100.0), 3.0);
+    }
+
+    #[test]
+    fn aggregates_by_hand_with_a_failed_request() {
+        // A: sent at 0, tokens at 10, 20, 30 (n = 3): TTFT 10, E2E 30, TBT 10, TPOT 10.
+        // B: sent at 30, tokens at 20, 50 (n = 2): TTFT 20, E2E 50, TBT 30, TPOT 25.
+        // C: sent at 80, one token at 5 then fails at 15: counted as failed, ignored for latency.
+        let a = ok(0, 0.0, &[10.0, 20.0, 30.0]);
+        let b = ok(1, 30.0, &[20.0, 50.0]);
+        let c = RequestRecord::new(RawRequest {
+            index: 2,
+            start_ms: 80.0,
+            prompt_tokens: 8,
+            token_times_ms: vec![5.0],
+            token_counts: vec![1],
+            finish_ms: 15.0,
+            error: Some(RequestError::new(ErrorKind::Engine, "boom")),
+            ..RawRequest::default()
+        });
+        let wall = WallClock {
+            start_unix_s: 1000.0,
+            total_time_s: 0.095, // first send 0 ms to last completion 80 + 15 = 95 ms
+        };
+        let engine = EngineFigures {
+            kv: Some(KvFigures {
+                used_tokens: 24,
+                used_bytes: 2048,
+                prefix_hit_tokens: 16,
+                prefix_query_tokens: 64,
+                evict_count: 3,
+                evict_ms: 0.15,
+            }),
+            spec: Some(SpecFigures {
+                draft_tokens: 10,
+                accepted_tokens: 7,
+            }),
+            source: Some(FigureSource::Simulated),
+            ..EngineFigures::default()
+        };
+        let m = aggregate("w", "mock", "m", &[a, b, c], wall, &engine);
+        assert_eq!(
+            (m.total_requests, m.successful_requests, m.failed_requests),
+            (3, 2, 1)
+        );
+        assert!(close(m.error_rate, 1.0 / 3.0));
+        assert!(close(m.avg_ttft_ms, 15.0));
+        assert!(close(m.p50_ttft_ms, 15.0));
+        assert!(close(m.p99_ttft_ms, 10.0 + 0.99 * 10.0));
+        assert!(close(m.std_ttft_ms, 5.0));
+        assert!(close(m.avg_tbt_ms, 20.0));
+        assert!(close(m.avg_tpot_ms, 17.5));
+        assert!(close(m.avg_e2el_ms, 40.0));
+        // Pooled gaps of successful requests: 10, 10 (A) and 30 (B).
+        assert!(close(m.avg_itl_ms, 50.0 / 3.0));
+        // The histogram's bucket middles (9.998336 and 30.007296 ms) are clamped to the exact
+        // minimum and maximum, 10 and 30; p95: h = 1.9, 10 + 0.9 * (30 - 10) = 28.
+        assert!(close(m.p50_itl_ms, 10.0));
+        assert!(close(m.p95_itl_ms, 28.0));
+        // Population std of 10, 10, 30: sqrt(((20/3)^2 * 2 + (40/3)^2) / 3) = sqrt(800/9).
+        assert!(close(m.std_itl_ms, (800.0f64 / 9.0).sqrt()));
+        // Per-request throughput: A 3/0.03 = 100, B 2/0.05 = 40; mean 70.
+        assert!(close(m.avg_throughput_tps, 70.0));
+        // Successful tokens over wall time: output 5 / 0.095 s, input 16 / 0.095 s.
+        assert_eq!((m.total_output_tokens, m.total_input_tokens), (5, 16));
+        assert!(close(m.output_throughput_tps, 5.0 / 0.095));
+        assert!(close(m.input_throughput_tps, 16.0 / 0.095));
+        assert!(close(m.total_throughput_tps, 21.0 / 0.095));
+        assert!(close(m.request_throughput_rps, 2.0 / 0.095));
+        assert!(close(m.prefix_hit_rate, 0.25));
+        assert!(close(m.spec_accept_rate, 0.7));
+        assert_eq!(
+            (m.kv_used_tokens, m.kv_used_bytes, m.evict_count),
+            (24, 2048, 3)
+        );
+        assert!(close(m.end_time, 1000.095));
+        assert_eq!(m.sources.kv_cache, FigureSource::Simulated);
+        assert_eq!(m.sources.memory, FigureSource::Unavailable);
+        assert_eq!(m.sources.output_tokens, OutputTokenSource::Stream);
+    }
+
+    #[test]
+    fn no_successful_request_gives_zeros_not_nan() {
+        let c = RequestRecord::new(RawRequest {
+            finish_ms: 1.0,
+            error: Some(RequestError::new(ErrorKind::Http, "500")),
+            ..RawRequest::default()
+        });
+        let wall = WallClock {
+            start_unix_s: 0.0,
+            total_time_s: 0.001,
+        };
+        let m = aggregate("w", "b", "m", &[c], wall, &EngineFigures::default());
+        assert_eq!(m.error_rate, 1.0);
+        assert_eq!(m.avg_ttft_ms, 0.0);
+        assert_eq!(m.p99_tpot_ms, 0.0);
+        assert_eq!(m.prefix_hit_rate, 0.0);
+        assert_eq!(m.spec_accept_rate, 0.0);
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(!json.contains("NaN") && !json.contains("null"));
+    }
+}

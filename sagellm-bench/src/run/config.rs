@@ -1,0 +1,488 @@
+//! The workload config file (`--config`, TOML): overrides for the presets, new workloads, and
+//! the parameters of the mock engine and of the cpu backend.
+//!
+//! ```toml
+//! [mock]                      # simulated engine parameters (see MockConfig)
+//! kv_blocks = 64
+//!
+//! [cpu]                       # cpu backend options (see CpuConfig)
+//! kv_cache_tokens = 4096
+//!
+//! goodput = "ttft:200,e2el:5000"  # goodput objectives (ms) for every workload
+//!
+//! [workloads.short_input]     # override fields of a preset
+//! num_requests = 2
+//!
+//! [workloads.shared_prefix]   # or define a new workload
+//! prompt_tokens = 256
+//! output_tokens = 64
+//! num_requests = 20
+//! concurrency = 10
+//! shared_prefix_tokens = 192
+//!
+//! [workloads.steady]          # open loop: 4 requests/s, evenly spaced
+//! prompt_tokens = 128
+//! output_tokens = 64
+//! num_requests = 40
+//! rate = 4.0
+//! arrival = "constant"        # or "poisson" (the default)
+//! ```
+//!
+//! Errors name the file, the workload and the field.
+
+use std::path::Path;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+#[cfg(feature = "cpu")]
+use crate::backend::cpu::CpuConfig;
+use crate::backend::mock::MockConfig;
+use crate::workload::slo::Slo;
+use crate::workload::{Arrival, OpenLoop, Workload};
+
+/// The fields a workload table may set.
+pub const WORKLOAD_FIELDS: &[&str] = &[
+    "prompt_tokens",
+    "output_tokens",
+    "num_requests",
+    "warmup_requests",
+    "concurrency",
+    "rate",
+    "arrival",
+    "goodput",
+    "seed",
+    "shared_prefix_tokens",
+];
+
+/// A parsed config file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    pub mock: MockConfig,
+    #[cfg(feature = "cpu")]
+    pub cpu: CpuConfig,
+    /// Goodput objectives for every workload (`goodput = "ttft:200,e2el:5000"` at the top).
+    pub goodput: Option<Slo>,
+    /// Workload name -> the fields the file sets, in file order.
+    pub workloads: IndexMap<String, WorkloadPatch>,
+}
+
+/// The fields of one `[workloads.NAME]` table; `None` leaves the preset's value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkloadPatch {
+    pub prompt_tokens: Option<usize>,
+    pub output_tokens: Option<usize>,
+    pub num_requests: Option<usize>,
+    pub warmup_requests: Option<usize>,
+    pub concurrency: Option<usize>,
+    pub rate: Option<f64>,
+    /// How an open loop spaces its requests: `poisson` (the default) or `constant`.
+    pub arrival: Option<OpenLoop>,
+    /// Goodput objectives for this workload, over the file's own.
+    pub goodput: Option<Slo>,
+    pub seed: Option<u64>,
+    pub shared_prefix_tokens: Option<usize>,
+}
+
+/// A config file that cannot be used; the message says where and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read config file {}: {e}; --config takes a TOML file (see docs/CONFIG.md)",
+                path.display()
+            ))
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| ConfigError(format!("{file}: not valid TOML: {e}")))?;
+        let mut config = Config::default();
+        for (key, value) in table {
+            match key.as_str() {
+                "mock" => {
+                    config.mock = MockConfig::deserialize(value)
+                        .map_err(|e| ConfigError(format!("{file}: [mock]: {}", e.message())))?;
+                    config
+                        .mock
+                        .validate()
+                        .map_err(|e| ConfigError(format!("{file}: {e}")))?;
+                }
+                #[cfg(feature = "cpu")]
+                "cpu" => {
+                    config.cpu = CpuConfig::deserialize(value)
+                        .map_err(|e| ConfigError(format!("{file}: [cpu]: {}", e.message())))?;
+                    config
+                        .cpu
+                        .validate()
+                        .map_err(|e| ConfigError(format!("{file}: [cpu]: {e}")))?;
+                }
+                #[cfg(not(feature = "cpu"))]
+                "cpu" => {
+                    return Err(ConfigError(format!(
+                        "{file}: [cpu]: the cpu backend is not compiled in (sagellm-bench's `cpu` feature is off)"
+                    )));
+                }
+                "goodput" => {
+                    config.goodput = Some(parse_goodput(&value).map_err(|e| {
+                        ConfigError(format!("{file}: `goodput`: {e}"))
+                    })?);
+                }
+                "workloads" => {
+                    let toml::Value::Table(workloads) = value else {
+                        return Err(ConfigError(format!(
+                            "{file}: `workloads` must be a table of tables, like [workloads.short_input]"
+                        )));
+                    };
+                    for (name, fields) in workloads {
+                        let patch = parse_patch(&name, fields)
+                            .map_err(|e| ConfigError(format!("{file}: workload `{name}`: {e}")))?;
+                        config.workloads.insert(name, patch);
+                    }
+                }
+                other => {
+                    return Err(ConfigError(format!(
+                        "{file}: unknown table `{other}`{}; a config holds [mock], [cpu] and [workloads.NAME] tables and a `goodput` line",
+                        did_you_mean(other, &["mock", "cpu", "workloads", "goodput"])
+                    )))
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// The workloads `selector` names, with this config's overrides applied and checked.
+    ///
+    /// `selector` is `year1` (the three presets), `all` (the presets and every workload the
+    /// config defines), or a comma-separated list of names: `short`, `long`, `stress`, a preset's
+    /// full name, or a workload the config defines.
+    pub fn select(&self, selector: &str) -> Result<Vec<Workload>, ConfigError> {
+        let presets = Workload::year1();
+        let mut names: Vec<String> = Vec::new();
+        for part in selector.split(',').map(str::trim) {
+            match part {
+                "" => {
+                    return Err(ConfigError(format!(
+                        "`{selector}` holds an empty workload name; give names separated by single commas, e.g. short,long"
+                    )))
+                }
+                "year1" => names.extend(presets.iter().map(|w| w.name.clone())),
+                "all" => {
+                    names.extend(presets.iter().map(|w| w.name.clone()));
+                    names.extend(self.workloads.keys().cloned());
+                }
+                "short" => names.push("short_input".into()),
+                "long" => names.push("long_input".into()),
+                "stress" => names.push("stress_test".into()),
+                name if presets.iter().any(|w| w.name == name) => names.push(name.into()),
+                name if self.workloads.contains_key(name) => names.push(name.into()),
+                name => {
+                    let mut known = vec!["year1", "all", "short", "long", "stress"];
+                    known.extend(self.workloads.keys().map(String::as_str));
+                    return Err(ConfigError(format!(
+                        "unknown workload `{name}`{}; choose one of: {} (or define it in a --config file)",
+                        did_you_mean(name, &known),
+                        known.join(", ")
+                    )));
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| seen.insert(n.clone()));
+        names.iter().map(|name| self.workload(name)).collect()
+    }
+
+    /// The named workload: a preset with this config's overrides, or one the config defines.
+    fn workload(&self, name: &str) -> Result<Workload, ConfigError> {
+        let preset = Workload::year1().into_iter().find(|w| w.name == name);
+        let patch = self.workloads.get(name).cloned().unwrap_or_default();
+        let fail = |msg: String| ConfigError(format!("workload `{name}`: {msg}"));
+        let mut w = match preset {
+            Some(w) => w,
+            None => {
+                let missing: Vec<&str> = [
+                    ("prompt_tokens", patch.prompt_tokens.is_none()),
+                    ("output_tokens", patch.output_tokens.is_none()),
+                    ("num_requests", patch.num_requests.is_none()),
+                ]
+                .iter()
+                .filter(|(_, m)| *m)
+                .map(|(f, _)| *f)
+                .collect();
+                if !missing.is_empty() {
+                    return Err(fail(format!(
+                        "a new workload must set {}",
+                        missing.join(", ")
+                    )));
+                }
+                Workload::new(name, 0, 0, 0)
+            }
+        };
+        let WorkloadPatch {
+            prompt_tokens,
+            output_tokens,
+            num_requests,
+            warmup_requests,
+            concurrency,
+            rate,
+            arrival,
+            goodput,
+            seed,
+            shared_prefix_tokens,
+        } = patch;
+        w.goodput = goodput.or(self.goodput);
+        w.prompt_tokens = prompt_tokens.unwrap_or(w.prompt_tokens);
+        w.output_tokens = output_tokens.unwrap_or(w.output_tokens);
+        w.num_requests = num_requests.unwrap_or(w.num_requests);
+        w.warmup_requests = warmup_requests.unwrap_or(w.warmup_requests);
+        w.seed = seed.unwrap_or(w.seed);
+        w.shared_prefix_tokens = shared_prefix_tokens.unwrap_or(w.shared_prefix_tokens);
+        match (concurrency, rate) {
+            (Some(_), Some(_)) => {
+                return Err(fail(
+                    "set either `concurrency` (closed loop) or `rate` (open loop), not both".into(),
+                ))
+            }
+            (Some(concurrency), None) => w.arrival = Arrival::Closed { concurrency },
+            (None, Some(rate)) => w.arrival = arrival.unwrap_or_default().at(rate),
+            (None, None) => {}
+        }
+        if let (Some(kind), None) = (arrival, rate) {
+            // A preset's own open loop takes the new spacing at its rate; a closed loop has none.
+            match w.arrival.rate() {
+                Some(rate) => w.arrival = kind.at(rate),
+                None => {
+                    return Err(fail(
+                        "`arrival` spaces an open loop's requests; set `rate` (requests per second) with it".into(),
+                    ))
+                }
+            }
+        }
+        w.validate().map_err(fail)?;
+        Ok(w)
+    }
+}
+
+fn parse_patch(name: &str, fields: toml::Value) -> Result<WorkloadPatch, String> {
+    let toml::Value::Table(fields) = fields else {
+        return Err(format!(
+            "must be a table, like [workloads.{name}] followed by `field = value` lines"
+        ));
+    };
+    let mut patch = WorkloadPatch::default();
+    for (field, value) in fields {
+        let count = || -> Result<usize, String> {
+            value
+                .as_integer()
+                .and_then(|v| usize::try_from(v).ok())
+                .ok_or_else(|| {
+                    format!("field `{field}` must be a non-negative integer, not {value}")
+                })
+        };
+        match field.as_str() {
+            "prompt_tokens" => patch.prompt_tokens = Some(count()?),
+            "output_tokens" => patch.output_tokens = Some(count()?),
+            "num_requests" => patch.num_requests = Some(count()?),
+            "warmup_requests" => patch.warmup_requests = Some(count()?),
+            "concurrency" => patch.concurrency = Some(count()?),
+            "shared_prefix_tokens" => patch.shared_prefix_tokens = Some(count()?),
+            "seed" => patch.seed = Some(count()? as u64),
+            "rate" => {
+                let rate = match value {
+                    toml::Value::Float(f) => f,
+                    toml::Value::Integer(i) => i as f64,
+                    _ => {
+                        return Err(format!(
+                            "field `rate` must be a number of requests per second, not {value}"
+                        ))
+                    }
+                };
+                patch.rate = Some(rate);
+            }
+            "goodput" => patch.goodput = Some(parse_goodput(&value)?),
+            "arrival" => {
+                let kind = value.as_str().and_then(OpenLoop::parse).ok_or_else(|| {
+                    format!("field `arrival` must be \"poisson\" or \"constant\", not {value}")
+                })?;
+                patch.arrival = Some(kind);
+            }
+            other => {
+                return Err(format!(
+                    "unknown field `{other}`{}; the fields are: {}",
+                    did_you_mean(other, WORKLOAD_FIELDS),
+                    WORKLOAD_FIELDS.join(", ")
+                ))
+            }
+        }
+    }
+    Ok(patch)
+}
+
+/// Reads objectives written as `--goodput` takes them: "ttft:200,tbt:50,e2el:5000".
+fn parse_goodput(value: &toml::Value) -> Result<Slo, String> {
+    let text = value.as_str().ok_or_else(|| {
+        format!("goodput must be a string like \"ttft:200,tbt:50,e2el:5000\", not {value}")
+    })?;
+    Slo::parse(text).map_err(|e| format!("goodput: {e}"))
+}
+
+/// " (did you mean `x`?)" when a known name is close to `given`, else "".
+pub fn did_you_mean(given: &str, known: &[&str]) -> String {
+    known
+        .iter()
+        .map(|k| (strsim::levenshtein(given, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_a_preset_field() {
+        let c = Config::parse("[workloads.short_input]\nnum_requests = 2\n", "c.toml").unwrap();
+        let w = c.select("short").unwrap();
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].num_requests, 2);
+        assert_eq!(w[0].prompt_tokens, 128);
+    }
+
+    #[test]
+    fn misspelt_field_names_file_workload_and_field() {
+        let err = Config::parse("[workloads.short_input]\nnum_request = 2\n", "my.toml")
+            .unwrap_err()
+            .0;
+        assert!(err.contains("my.toml"), "{err}");
+        assert!(err.contains("short_input"), "{err}");
+        assert!(err.contains("num_request"), "{err}");
+        assert!(err.contains("did you mean `num_requests`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let err = Config::parse(
+            "[workloads.long_input]\nprompt_tokens = \"many\"\n",
+            "c.toml",
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            err.contains("long_input") && err.contains("prompt_tokens"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn new_workload_needs_its_shape_and_runs_by_name() {
+        let err = Config::parse("[workloads.mine]\nprompt_tokens = 10\n", "c.toml")
+            .unwrap()
+            .select("mine")
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains("output_tokens") && err.contains("num_requests"),
+            "{err}"
+        );
+        let c = Config::parse(
+            "[workloads.mine]\nprompt_tokens = 10\noutput_tokens = 5\nnum_requests = 3\nrate = 2\n",
+            "c.toml",
+        )
+        .unwrap();
+        let w = c.select("mine").unwrap();
+        assert_eq!(w[0].arrival, Arrival::Poisson { rate: 2.0 });
+        assert_eq!(c.select("all").unwrap().len(), 4);
+        assert_eq!(c.select("year1").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn arrival_chooses_the_open_loop_spacing() {
+        let c = Config::parse(
+            "[workloads.a]\nprompt_tokens = 4\noutput_tokens = 4\nnum_requests = 2\nrate = 4\narrival = \"constant\"\n\
+             [workloads.b]\nprompt_tokens = 4\noutput_tokens = 4\nnum_requests = 2\nrate = 4\n\
+             [workloads.c]\nprompt_tokens = 4\noutput_tokens = 4\nnum_requests = 2\nrate = 4\narrival = \"poisson\"\n\
+             [workloads.stress_test]\narrival = \"constant\"\n",
+            "c.toml",
+        )
+        .unwrap();
+        let arrival = |name| c.select(name).unwrap()[0].arrival;
+        assert_eq!(arrival("a"), Arrival::Constant { rate: 4.0 });
+        assert_eq!(arrival("b"), Arrival::Poisson { rate: 4.0 });
+        assert_eq!(arrival("c"), Arrival::Poisson { rate: 4.0 });
+        // stress_test is a closed loop: `arrival` alone has no rate to space.
+        let err = c.select("stress").unwrap_err().0;
+        assert!(err.contains("set `rate`"), "{err}");
+        let err = Config::parse("[workloads.a]\narrival = \"burst\"\n", "c.toml")
+            .unwrap_err()
+            .0;
+        assert!(err.contains("\"poisson\" or \"constant\""), "{err}");
+    }
+
+    #[test]
+    fn goodput_objectives_for_all_and_per_workload() {
+        let c = Config::parse(
+            "goodput = \"ttft:200\"\n[workloads.long_input]\ngoodput = \"e2el:5000,tbt:50\"\n",
+            "c.toml",
+        )
+        .unwrap();
+        let w = c.select("short,long").unwrap();
+        assert_eq!(w[0].goodput, Some(Slo::parse("ttft:200").unwrap()));
+        assert_eq!(
+            w[1].goodput,
+            Some(Slo {
+                e2el_ms: Some(5000.0),
+                tbt_ms: Some(50.0),
+                ttft_ms: None
+            })
+        );
+        let err = Config::parse("goodput = \"ttft:0\"\n", "c.toml")
+            .unwrap_err()
+            .0;
+        assert!(err.contains("goodput") && err.contains("positive"), "{err}");
+        let err = Config::parse("goodput = 5\n", "c.toml").unwrap_err().0;
+        assert!(err.contains("must be a string"), "{err}");
+    }
+
+    #[test]
+    fn concurrency_and_rate_conflict() {
+        let c = Config::parse(
+            "[workloads.stress_test]\nrate = 2.0\nconcurrency = 3\n",
+            "c.toml",
+        )
+        .unwrap();
+        let err = c.select("stress").unwrap_err().0;
+        assert!(err.contains("not both"), "{err}");
+    }
+
+    #[test]
+    fn mock_section_is_checked() {
+        let c = Config::parse("[mock]\nkv_blocks = 40\n", "c.toml").unwrap();
+        assert_eq!(c.mock.kv_blocks, 40);
+        let err = Config::parse("[mock]\nkv_block = 40\n", "c.toml")
+            .unwrap_err()
+            .0;
+        assert!(err.contains("[mock]") && err.contains("kv_block"), "{err}");
+        let err = Config::parse("[mock]\nkv_blocks = 0\n", "c.toml")
+            .unwrap_err()
+            .0;
+        assert!(err.contains("kv_blocks"), "{err}");
+    }
+
+    #[test]
+    fn unknown_workload_lists_the_choices() {
+        let err = Config::default().select("shrot").unwrap_err().0;
+        assert!(err.contains("did you mean `short`"), "{err}");
+        assert!(err.contains("year1"), "{err}");
+    }
+}

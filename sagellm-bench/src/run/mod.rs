@@ -1,0 +1,11 @@
+//! Running workloads: the runner (closed and open loop), interrupts, memory sampling, and the
+//! config file that selects the workloads and the backends' settings.
+//!
+//! Imports from `results/`, `backend/` and `workload/`, never from the layers above.
+
+pub mod args;
+pub mod config;
+pub mod hooks;
+pub mod interrupt;
+mod memory;
+pub mod runner;

@@ -1,0 +1,454 @@
+//! Drives workloads against a backend and stamps every event.
+//!
+//! Closed loop: `concurrency` workers each send a request, read its stream to the end, and send
+//! the next. Open loop: each request starts at its time in the schedule (a seeded Poisson process
+//! or a steady pace, see [`Arrival`]), whatever the backend is doing, and its scheduling lag
+//! (actual minus intended start) is recorded.
+//! Warm-up requests go first, one at a time, and are not recorded.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+
+use crate::backend::clock::{Clock, Stalled};
+use crate::backend::{
+    Backend, BackendError, ErrorKind, GenerationRequest, RequestError, StreamEvent,
+};
+use crate::results::metrics::{self, WallClock};
+use crate::results::record::{RawRequest, RequestRecord};
+use crate::results::samples::{RequestSample, WorkloadSamples};
+use crate::results::summary::{Provenance, Summary};
+use crate::results::WorkloadResult;
+use crate::run::hooks::{Report, ReportError};
+use crate::run::interrupt::Interrupt;
+use crate::run::memory::MemorySampler;
+use crate::workload::setup::Response;
+use crate::workload::{Arrival, Workload};
+
+/// Why a run stopped before finishing its workloads.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("workload `{workload}`: {message}")]
+    /// A workload's settings do not make a run.
+    InvalidWorkload {
+        /// The workload's name.
+        workload: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    #[error(transparent)]
+    /// The backend failed to start a workload or to report its figures.
+    Backend(#[from] BackendError),
+    #[error("could not start the async runtime: {0}")]
+    /// The async runtime could not start.
+    Runtime(std::io::Error),
+    #[error("{0} (this is a bug in the mock engine; please report it)")]
+    /// The virtual clock found every task waiting with nothing scheduled.
+    Stalled(#[from] Stalled),
+    #[error("{0}")]
+    /// A reporter failed (typically: a file could not be written).
+    Report(#[from] ReportError),
+}
+
+/// How a run can be stopped early.
+#[derive(Debug, Clone)]
+pub struct RunControl {
+    /// Once thrown: send no new request, let those in flight finish within `grace`, write what
+    /// was completed, and mark the run incomplete.
+    pub interrupt: Interrupt,
+    /// How long requests in flight may take to finish after an interrupt.
+    pub grace: Duration,
+}
+
+impl Default for RunControl {
+    fn default() -> Self {
+        RunControl {
+            interrupt: Interrupt::new(),
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs `workloads` in order against `backend`, feeding every reporter as results arrive, and
+/// returns the run's summary.
+pub fn run(
+    backend: Arc<dyn Backend>,
+    workloads: &[Workload],
+    provenance: Provenance,
+    reporter: &mut dyn Report,
+) -> Result<Summary, RunError> {
+    run_with(
+        backend,
+        workloads,
+        provenance,
+        reporter,
+        &RunControl::default(),
+    )
+}
+
+/// [`run`], stoppable through `control`. An interrupted run still returns its summary (marked
+/// incomplete) and has written every file for what it completed.
+pub fn run_with(
+    backend: Arc<dyn Backend>,
+    workloads: &[Workload],
+    provenance: Provenance,
+    reporter: &mut dyn Report,
+    control: &RunControl,
+) -> Result<Summary, RunError> {
+    for w in workloads {
+        w.validate().map_err(|message| RunError::InvalidWorkload {
+            workload: w.name.clone(),
+            message,
+        })?;
+    }
+    let clock = backend.clock();
+    let runtime = clock.build_runtime().map_err(RunError::Runtime)?;
+    reporter.run_started(&provenance, workloads)?;
+    let mut results = Vec::with_capacity(workloads.len());
+    for workload in workloads {
+        if control.interrupt.is_requested() {
+            break;
+        }
+        reporter.workload_started(workload)?;
+        let result = runtime.block_on(clock.drive(run_workload_with(
+            backend.clone(),
+            clock.clone(),
+            workload,
+            reporter,
+            control,
+        )))??;
+        reporter.workload_finished(&result)?;
+        results.push(result);
+    }
+    let mut summary = Summary::new(provenance, &results);
+    if control.interrupt.is_requested() {
+        summary.complete = false;
+        summary.incomplete_reason = control.interrupt.reason();
+    }
+    reporter.run_finished(&summary)?;
+    Ok(summary)
+}
+
+/// Runs one workload, stoppable through `control`: warm-up, then the measured requests.
+async fn run_workload_with(
+    backend: Arc<dyn Backend>,
+    clock: Clock,
+    workload: &Workload,
+    reporter: &mut dyn Report,
+    control: &RunControl,
+) -> Result<WorkloadResult, RunError> {
+    let interrupt = &control.interrupt;
+    backend.start_workload(workload).await?;
+    for i in 0..workload.warmup_requests {
+        if interrupt.is_requested() {
+            break;
+        }
+        let prompt = workload.prompt(i, true);
+        let request = GenerationRequest {
+            prompt: prompt.text,
+            prompt_tokens: prompt.tokens,
+            max_output_tokens: workload.output_tokens,
+        };
+        let (_, raw, _) = send(backend.as_ref(), &clock, request, false).await;
+        if let Some(error) = raw.error {
+            tracing::warn!(workload = %workload.name, "warm-up request {i} failed: {error}");
+        }
+    }
+    backend.reset_statistics().await;
+
+    let sampler = backend
+        .model_in_process()
+        .then(|| MemorySampler::start(Duration::from_millis(10)));
+    let started_unix = unix_now();
+    let origin = clock.now();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RequestRecord>();
+    let driver = tokio::spawn(send_all(
+        backend.clone(),
+        clock.clone(),
+        workload.clone(),
+        origin,
+        tx,
+        interrupt.clone(),
+    ));
+    // Each record goes to the reporters (which write it to disk), leaves its sample here, and
+    // is dropped: memory grows by a sample a request, not by the request's tokens.
+    let mut samples = WorkloadSamples::with_capacity(workload.num_requests);
+    // After an interrupt, requests in flight get `grace` to finish; then they are abandoned.
+    let mut grace: Option<std::pin::Pin<Box<crate::backend::clock::Sleep>>> = None;
+    loop {
+        let record = tokio::select! {
+            biased;
+            record = rx.recv() => record,
+            _ = interrupt.requested(), if grace.is_none() => {
+                grace = Some(Box::pin(clock.sleep(control.grace)));
+                continue;
+            }
+            _ = async { grace.as_mut().expect("guarded").await }, if grace.is_some() => {
+                driver.abort();
+                let abandoned = workload.num_requests.saturating_sub(samples.requests().len());
+                tracing::warn!(workload = %workload.name, "grace period over: {abandoned} requests not recorded");
+                // Keep whatever finished before the abort landed.
+                while let Ok(record) = rx.try_recv() {
+                    reporter.request_finished(workload, &record)?;
+                    samples.add(&record);
+                }
+                break;
+            }
+        };
+        let Some(record) = record else { break };
+        tracing::debug!(
+            workload = %workload.name,
+            index = record.index,
+            ttft_ms = ?record.ttft_ms,
+            e2el_ms = ?record.e2el_ms,
+            tokens = record.output_tokens,
+            error = ?record.error,
+            "request finished"
+        );
+        reporter.request_finished(workload, &record)?;
+        samples.add(&record);
+    }
+    // The channel closes only when every sender, and so every request task, is gone.
+    let _ = driver.await;
+    let complete = !interrupt.is_requested();
+    samples.sort_by_index();
+
+    let mut engine = backend.finish_workload().await?;
+    if let Some(sampler) = sampler {
+        if engine.memory.is_none() {
+            engine.memory = Some(sampler.stop());
+        }
+    }
+    let requests = samples.requests();
+    let first_send = requests
+        .iter()
+        .map(|r| r.start_ms())
+        .fold(f64::INFINITY, f64::min);
+    let last_end = requests.iter().map(|r| r.end_ms()).fold(0.0, f64::max);
+    let first_send = if first_send.is_finite() {
+        first_send
+    } else {
+        0.0
+    };
+    let wall = WallClock {
+        start_unix_s: started_unix + first_send / 1000.0,
+        total_time_s: (last_end - first_send).max(0.0) / 1000.0,
+    };
+    let mut metrics = metrics::aggregate_samples(
+        &workload.name,
+        backend.name(),
+        backend.model(),
+        &samples,
+        wall,
+        &engine,
+    );
+    metrics.complete = complete;
+    if let Some(slo) = &workload.goodput {
+        metrics.set_goodput(slo, samples.requests().iter().map(RequestSample::latency));
+    }
+    Ok(WorkloadResult {
+        workload: workload.clone(),
+        metrics,
+        samples: Arc::new(samples),
+    })
+}
+
+/// Sends every measured request of `workload` as its arrival process says.
+async fn send_all(
+    backend: Arc<dyn Backend>,
+    clock: Clock,
+    workload: Workload,
+    origin: Duration,
+    records: tokio::sync::mpsc::UnboundedSender<RequestRecord>,
+    interrupt: Interrupt,
+) {
+    let workload = Arc::new(workload);
+    let mut tasks = tokio::task::JoinSet::new();
+    match workload.arrival {
+        Arrival::Closed { concurrency } => {
+            let next = Arc::new(AtomicUsize::new(0));
+            for _ in 0..concurrency.min(workload.num_requests) {
+                let (backend, clock, workload) = (backend.clone(), clock.clone(), workload.clone());
+                let (next, records) = (next.clone(), records.clone());
+                let interrupt = interrupt.clone();
+                tasks.spawn(async move {
+                    loop {
+                        if interrupt.is_requested() {
+                            break;
+                        }
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        if index >= workload.num_requests {
+                            break;
+                        }
+                        let record =
+                            measure(backend.as_ref(), &clock, &workload, index, origin, None).await;
+                        let _ = records.send(record);
+                    }
+                });
+            }
+        }
+        Arrival::Poisson { .. } | Arrival::Constant { .. } => {
+            let schedule = workload
+                .arrival
+                .schedule(workload.num_requests, workload.seed)
+                .unwrap_or_default();
+            for (index, offset) in schedule.into_iter().enumerate() {
+                tokio::select! {
+                    _ = clock.sleep_until(origin + offset) => {}
+                    _ = interrupt.requested() => break,
+                }
+                let (backend, clock, workload) = (backend.clone(), clock.clone(), workload.clone());
+                let records = records.clone();
+                tasks.spawn(async move {
+                    let record = measure(
+                        backend.as_ref(),
+                        &clock,
+                        &workload,
+                        index,
+                        origin,
+                        Some(offset),
+                    )
+                    .await;
+                    let _ = records.send(record);
+                });
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Sends measured request `index` and builds its record.
+async fn measure(
+    backend: &dyn Backend,
+    clock: &Clock,
+    workload: &Workload,
+    index: usize,
+    origin: Duration,
+    scheduled: Option<Duration>,
+) -> RequestRecord {
+    let prompt = workload.prompt(index, false);
+    let check = workload.check.as_ref();
+    let prompt_text = check.map(|_| prompt.text.clone()).unwrap_or_default();
+    let request = GenerationRequest {
+        prompt: prompt.text,
+        prompt_tokens: prompt.tokens,
+        max_output_tokens: workload.output_tokens,
+    };
+    let counter = backend.output_token_counter();
+    let (t0, mut raw, mut text) = send(
+        backend,
+        clock,
+        request,
+        check.is_some() || counter.is_some(),
+    )
+    .await;
+    if let (Some(counter), None) = (counter, raw.usage_tokens) {
+        // After the last stamp, and off the runtime's workers: tokenizing must not delay the
+        // stamps of the requests still streaming.
+        let counted = tokio::task::spawn_blocking(move || (counter.count(&text), text)).await;
+        (raw.tokenizer_tokens, text) = counted.unwrap_or_default();
+    }
+    if let (Some(check), None) = (check, &raw.error) {
+        let response = Response {
+            index,
+            prompt: &prompt_text,
+            text: &text,
+            output_tokens: raw
+                .usage_tokens
+                .or(raw.tokenizer_tokens)
+                .unwrap_or_else(|| raw.token_counts.iter().sum()),
+        };
+        if let Err(message) = check.check(&response) {
+            raw.error = Some(RequestError::new(ErrorKind::Check, message));
+        }
+    }
+    raw.index = index;
+    raw.start_ms = ms(t0 - origin);
+    raw.scheduled_ms = scheduled.map(ms);
+    RequestRecord::new(raw)
+}
+
+/// Sends one request and stamps each event as it arrives, relative to `t0`, the moment the
+/// request is handed to the backend; returns `t0` on the clock, the stamps, and the output text
+/// when `capture_text` asks for it.
+async fn send(
+    backend: &dyn Backend,
+    clock: &Clock,
+    request: GenerationRequest,
+    capture_text: bool,
+) -> (Duration, RawRequest, String) {
+    let mut text = String::new();
+    let mut sent = RawRequest {
+        prompt_tokens: request.prompt_tokens,
+        ..RawRequest::default()
+    };
+    let t0 = clock.now();
+    let mut stream = backend.generate(request);
+    loop {
+        let event = stream.next().await;
+        let at = ms(clock.now() - t0);
+        match event {
+            Some(StreamEvent::Tokens { tokens: 0, .. }) => {} // role-only or empty: not output
+            Some(StreamEvent::Tokens {
+                tokens,
+                text: chunk,
+            }) => {
+                sent.token_times_ms.push(at);
+                sent.token_counts.push(tokens);
+                if capture_text {
+                    text.push_str(&chunk);
+                }
+            }
+            Some(StreamEvent::Done { usage }) => {
+                sent.finish_ms = at;
+                finish(stream).await;
+                sent.usage_tokens = usage.map(|u| u.completion_tokens);
+                if let Some(usage) = usage {
+                    sent.prompt_tokens = usage.prompt_tokens;
+                }
+                if sent.token_times_ms.is_empty() {
+                    sent.error = Some(RequestError::new(
+                        ErrorKind::Protocol,
+                        "the request finished without any output token",
+                    ));
+                }
+                return (t0, sent, text);
+            }
+            Some(StreamEvent::Error(error)) => {
+                sent.finish_ms = at;
+                finish(stream).await;
+                sent.error = Some(error);
+                return (t0, sent, text);
+            }
+            None => {
+                sent.finish_ms = at;
+                sent.error = Some(RequestError::new(
+                    ErrorKind::Protocol,
+                    "the stream ended without a final event",
+                ));
+                return (t0, sent, text);
+            }
+        }
+    }
+}
+
+/// Polls a stream past its final event to its end, after that event was stamped: a backend
+/// may have work left that belongs to the request but not to its latency (a server's answer
+/// whose body has not quite ended, whose connection is reused only once it has), and it must
+/// finish before the same worker sends its next request.
+async fn finish(mut stream: futures::stream::BoxStream<'static, StreamEvent>) {
+    while stream.next().await.is_some() {}
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_nanos() as f64 / 1e6
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

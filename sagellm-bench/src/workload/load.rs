@@ -1,0 +1,192 @@
+//! Load shapes chosen at run time, over the workloads a run selected: how many requests, and a
+//! closed loop's concurrency or an open loop's rate. A list of concurrencies or rates is a
+//! sweep: every selected workload runs once per value, named `<workload>_c<n>` or
+//! `<workload>_r<rate>` (the names `#[workload(concurrency = [..])]` gives), in order, so the
+//! results read as a curve.
+
+use crate::workload::slo::Slo;
+use crate::workload::{Arrival, OpenLoop, Workload};
+
+/// What the command line sets over every selected workload; `None` or an empty list keeps the
+/// workload's own value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadShape {
+    pub num_requests: Option<usize>,
+    /// Closed-loop concurrencies; more than one is a sweep.
+    pub concurrency: Vec<usize>,
+    /// Open-loop rates in requests per second; more than one is a sweep.
+    pub request_rates: Vec<f64>,
+    /// How the open loop of `request_rates` spaces its requests.
+    pub arrival: OpenLoop,
+    pub seed: Option<u64>,
+    /// Goodput objectives for every workload.
+    pub goodput: Option<Slo>,
+}
+
+impl LoadShape {
+    /// `workloads` with this shape applied, each checked; a sweep expands every workload into
+    /// one per value, keeping the workloads' order.
+    pub fn apply(&self, workloads: Vec<Workload>) -> Result<Vec<Workload>, String> {
+        let shaped = self.expand(workloads)?;
+        for w in &shaped {
+            w.validate()
+                .map_err(|e| format!("workload `{}`: {e}", w.name))?;
+        }
+        Ok(shaped)
+    }
+
+    /// [`apply`](Self::apply) without checking the workloads, for a caller that names them
+    /// its own way in errors (`#[workload]` points at the declaration). The one sweep
+    /// expansion: a list of more than one value names each workload `<name>_c<N>` or
+    /// `<name>_r<RATE>`; a single value keeps the name.
+    pub fn expand(&self, workloads: Vec<Workload>) -> Result<Vec<Workload>, String> {
+        if !self.concurrency.is_empty() && !self.request_rates.is_empty() {
+            return Err(
+                "give --concurrency (closed loop) or --request-rate (open loop), not both".into(),
+            );
+        }
+        let mut shaped = Vec::new();
+        for mut w in workloads {
+            if let Some(n) = self.num_requests {
+                w.num_requests = n;
+            }
+            if let Some(seed) = self.seed {
+                w.seed = seed;
+            }
+            if self.goodput.is_some() {
+                w.goodput = self.goodput;
+            }
+            let sweep = self.concurrency.len() > 1 || self.request_rates.len() > 1;
+            let name = |suffix: String| {
+                if sweep {
+                    format!("{}_{suffix}", w.name)
+                } else {
+                    w.name.clone()
+                }
+            };
+            if self.concurrency.is_empty() && self.request_rates.is_empty() {
+                shaped.push(w);
+                continue;
+            }
+            for &concurrency in &self.concurrency {
+                shaped.push(Workload {
+                    name: name(format!("c{concurrency}")),
+                    arrival: Arrival::Closed { concurrency },
+                    ..w.clone()
+                });
+            }
+            for &rate in &self.request_rates {
+                shaped.push(Workload {
+                    name: name(format!("r{}", rate_label(rate))),
+                    arrival: self.arrival.at(rate),
+                    ..w.clone()
+                });
+            }
+        }
+        Ok(shaped)
+    }
+}
+
+/// A rate as it appears in a workload name: the shortest decimal that reads back as the same
+/// number, never an exponent (`2.5`, `10`, `0.000001`), so it is safe in a file name.
+pub fn rate_label(rate: f64) -> String {
+    // `Display` for f64 prints the shortest round-tripping digits and no exponent.
+    format!("{rate}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(workloads: &[Workload]) -> Vec<&str> {
+        workloads.iter().map(|w| w.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_concurrency_sweep_expands_each_workload_in_order() {
+        let shape = LoadShape {
+            concurrency: vec![1, 4, 16],
+            num_requests: Some(8),
+            seed: Some(3),
+            ..LoadShape::default()
+        };
+        let w = shape
+            .apply(vec![Workload::short_input(), Workload::long_input()])
+            .unwrap();
+        assert_eq!(
+            names(&w),
+            [
+                "short_input_c1",
+                "short_input_c4",
+                "short_input_c16",
+                "long_input_c1",
+                "long_input_c4",
+                "long_input_c16"
+            ]
+        );
+        assert_eq!(w[2].arrival, Arrival::Closed { concurrency: 16 });
+        assert!(w.iter().all(|w| w.num_requests == 8 && w.seed == 3));
+        assert_eq!(w[3].prompt_tokens, 200);
+    }
+
+    #[test]
+    fn a_rate_sweep_names_rates_and_keeps_the_spacing() {
+        let shape = LoadShape {
+            request_rates: vec![0.5, 2.5, 10.0],
+            arrival: OpenLoop::Constant,
+            ..LoadShape::default()
+        };
+        let w = shape.apply(vec![Workload::stress_test()]).unwrap();
+        assert_eq!(
+            names(&w),
+            ["stress_test_r0.5", "stress_test_r2.5", "stress_test_r10"]
+        );
+        assert_eq!(w[1].arrival, Arrival::Constant { rate: 2.5 });
+        assert_eq!(w[0].num_requests, 10);
+    }
+
+    #[test]
+    fn one_value_keeps_the_name_as_the_harness_does() {
+        let shape = LoadShape {
+            request_rates: vec![3.0],
+            ..LoadShape::default()
+        };
+        let w = shape.apply(vec![Workload::short_input()]).unwrap();
+        assert_eq!(names(&w), ["short_input"]);
+        assert_eq!(w[0].arrival, Arrival::Poisson { rate: 3.0 });
+        let untouched = LoadShape::default()
+            .apply(vec![Workload::stress_test()])
+            .unwrap();
+        assert_eq!(untouched, vec![Workload::stress_test()]);
+    }
+
+    #[test]
+    fn both_lists_or_an_invalid_result_are_refused() {
+        let both = LoadShape {
+            concurrency: vec![2],
+            request_rates: vec![2.0],
+            ..LoadShape::default()
+        };
+        assert!(both
+            .apply(vec![Workload::short_input()])
+            .unwrap_err()
+            .contains("not both"));
+        let zero = LoadShape {
+            concurrency: vec![0],
+            ..LoadShape::default()
+        };
+        let err = zero.apply(vec![Workload::short_input()]).unwrap_err();
+        assert!(
+            err.contains("short_input") && err.contains("concurrency"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rate_labels_are_plain_decimals() {
+        assert_eq!(rate_label(2.5), "2.5");
+        assert_eq!(rate_label(10.0), "10");
+        assert_eq!(rate_label(1e-6), "0.000001");
+        assert_eq!(rate_label(1e6), "1000000");
+    }
+}

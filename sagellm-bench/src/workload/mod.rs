@@ -1,0 +1,519 @@
+//! What to run: prompt and output lengths, how many requests, how they arrive, and the prompts.
+//!
+//! The bottom layer: it imports nothing else of the crate.
+
+pub mod load;
+pub mod setup;
+pub mod slo;
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::workload::setup::{Prompts, ResponseCheck};
+use crate::workload::slo::Slo;
+
+/// Whether `c` may appear in a name that becomes a file or folder name (a workload, a
+/// baseline, a compared run): letters, digits, `_`, `-` and `.`. The `#[workload]` macro checks
+/// the same rule at compile time in its own crate.
+pub fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
+/// One benchmark workload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    /// The name used in file names and reports, e.g. `short_input`.
+    pub name: String,
+    /// Prompt length in tokens.
+    pub prompt_tokens: usize,
+    /// Output length in tokens; backends are asked to generate exactly this many.
+    pub output_tokens: usize,
+    /// Requests that are measured.
+    pub num_requests: usize,
+    /// Requests sent first, one at a time, and not measured.
+    pub warmup_requests: usize,
+    /// How requests are sent.
+    pub arrival: Arrival,
+    /// How many leading prompt tokens all requests of this workload share (a system prompt, a
+    /// few-shot preamble). 0 gives every request its own prompt.
+    pub shared_prefix_tokens: usize,
+    /// Seeds the prompts and any random arrival schedule.
+    pub seed: u64,
+    /// Latency objectives to measure goodput against (`None`: no goodput figures).
+    pub goodput: Option<Slo>,
+    /// Prompts to send instead of synthetic ones (set in code, see [`crate::Setup`]).
+    pub prompts: Option<Prompts>,
+    /// A check of each successful response (set in code, see [`crate::Setup`]).
+    pub check: Option<ResponseCheck>,
+}
+
+/// How requests are sent to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Arrival {
+    /// Closed loop: keep `concurrency` requests in flight; a new one starts when one finishes.
+    /// `concurrency = 1` is sequential.
+    Closed {
+        /// Requests in flight.
+        concurrency: usize,
+    },
+    /// Open loop: requests start at the times of a Poisson process of `rate` requests per
+    /// second, whatever the backend is doing.
+    Poisson {
+        /// Requests per second, on average.
+        rate: f64,
+    },
+    /// Open loop at a steady pace: request `i` (0-based) starts at `i / rate` seconds, whatever
+    /// the backend is doing.
+    Constant {
+        /// Requests per second.
+        rate: f64,
+    },
+}
+
+impl Arrival {
+    /// The number of requests this arrival process may have in flight at once (`None`: no limit).
+    pub fn concurrency(&self) -> Option<usize> {
+        match self {
+            Arrival::Closed { concurrency } => Some(*concurrency),
+            Arrival::Poisson { .. } | Arrival::Constant { .. } => None,
+        }
+    }
+
+    /// The open-loop rate in requests per second (`None` for a closed loop).
+    pub fn rate(&self) -> Option<f64> {
+        match self {
+            Arrival::Closed { .. } => None,
+            Arrival::Poisson { rate } | Arrival::Constant { rate } => Some(*rate),
+        }
+    }
+
+    /// When each of `count` measured requests is meant to start, counted from the first, for an
+    /// open loop (`None` for a closed loop, whose requests start when others finish).
+    pub fn schedule(&self, count: usize, seed: u64) -> Option<Vec<Duration>> {
+        match *self {
+            Arrival::Closed { .. } => None,
+            Arrival::Poisson { rate } => Some(poisson_schedule(rate, count, seed)),
+            Arrival::Constant { rate } => Some(constant_schedule(rate, count)),
+        }
+    }
+
+    /// A short human description, e.g. "5 sequential" or "Poisson 2 req/s".
+    pub fn describe(&self) -> String {
+        match self {
+            Arrival::Closed { concurrency: 1 } => "sequential".to_string(),
+            Arrival::Closed { concurrency } => format!("{concurrency} concurrent"),
+            Arrival::Poisson { rate } => format!("Poisson {rate} req/s"),
+            Arrival::Constant { rate } => format!("constant {rate} req/s"),
+        }
+    }
+}
+
+/// How an open-loop workload spaces its requests at its `rate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenLoop {
+    /// Exponential gaps, seeded: bursts and lulls, as independent users make.
+    #[default]
+    Poisson,
+    /// Request `i` at `i / rate` seconds.
+    Constant,
+}
+
+impl OpenLoop {
+    /// Reads `poisson` or `constant`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "poisson" => Some(OpenLoop::Poisson),
+            "constant" => Some(OpenLoop::Constant),
+            _ => None,
+        }
+    }
+
+    /// The arrival process of this kind at `rate` requests per second.
+    pub fn at(self, rate: f64) -> Arrival {
+        match self {
+            OpenLoop::Poisson => Arrival::Poisson { rate },
+            OpenLoop::Constant => Arrival::Constant { rate },
+        }
+    }
+}
+
+/// The longest prompt or output a workload may ask for, in tokens.
+pub const MAX_TOKENS: usize = 1 << 20;
+
+/// The most measured (or warm-up) requests one workload may send.
+pub const MAX_REQUESTS: usize = 10_000_000;
+
+/// The slowest open-loop rate, in requests per second (one request in about 11.6 days): below
+/// it the schedule's times leave what a `Duration` holds.
+pub const MIN_RATE: f64 = 1e-6;
+
+/// The default seed of every preset; any fixed value works, this one is documented.
+pub const DEFAULT_SEED: u64 = 42;
+
+impl Workload {
+    /// `short_input`: 128 prompt tokens, 128 output tokens, 5 sequential requests.
+    pub fn short_input() -> Self {
+        Self::preset("short_input", 128, 128, 5, 1)
+    }
+
+    /// `long_input`: 200 prompt tokens, 200 output tokens, 3 sequential requests.
+    pub fn long_input() -> Self {
+        Self::preset("long_input", 200, 200, 3, 1)
+    }
+
+    /// `stress_test`: 256 prompt tokens, 256 output tokens, 10 concurrent requests.
+    pub fn stress_test() -> Self {
+        Self::preset("stress_test", 256, 256, 10, 10)
+    }
+
+    /// The three Year-1 workloads, in the order the guide lists them.
+    pub fn year1() -> Vec<Self> {
+        vec![Self::short_input(), Self::long_input(), Self::stress_test()]
+    }
+
+    fn preset(
+        name: &str,
+        prompt_tokens: usize,
+        output_tokens: usize,
+        num_requests: usize,
+        concurrency: usize,
+    ) -> Self {
+        Workload {
+            name: name.to_string(),
+            prompt_tokens,
+            output_tokens,
+            num_requests,
+            warmup_requests: 1,
+            arrival: Arrival::Closed { concurrency },
+            shared_prefix_tokens: 0,
+            seed: DEFAULT_SEED,
+            goodput: None,
+            prompts: None,
+            check: None,
+        }
+    }
+
+    /// A sequential workload with the given shape, the presets' other defaults, and no warm-up
+    /// beyond one request.
+    pub fn new(
+        name: &str,
+        prompt_tokens: usize,
+        output_tokens: usize,
+        num_requests: usize,
+    ) -> Self {
+        Self::preset(name, prompt_tokens, output_tokens, num_requests, 1)
+    }
+
+    /// Checks the fields against each other; the message names the field and the fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty() {
+            return Err("the workload name is empty".into());
+        }
+        if !self.name.chars().all(is_name_char) || self.name.starts_with('.') {
+            return Err(format!(
+                "workload name `{}` may only hold letters, digits, `_`, `-` and `.` (it becomes a file name)",
+                self.name
+            ));
+        }
+        if self.prompt_tokens == 0 {
+            return Err("prompt_tokens must be at least 1".into());
+        }
+        if self.output_tokens == 0 {
+            return Err("output_tokens must be at least 1".into());
+        }
+        if self.num_requests == 0 {
+            return Err("num_requests must be at least 1".into());
+        }
+        if self.prompt_tokens > MAX_TOKENS || self.output_tokens > MAX_TOKENS {
+            return Err(format!(
+                "prompt_tokens and output_tokens must be at most {MAX_TOKENS}"
+            ));
+        }
+        // The runner keeps one record (and an open-loop schedule entry) per request in memory
+        // before the first one is sent: an absurd count must fail here, not abort an
+        // allocation later.
+        for (field, count) in [
+            ("num_requests", self.num_requests),
+            ("warmup_requests", self.warmup_requests),
+        ] {
+            if count > MAX_REQUESTS {
+                return Err(format!(
+                    "{field} ({count}) must be at most {MAX_REQUESTS}; split a longer run into several workloads"
+                ));
+            }
+        }
+        if self.prompts.as_ref().is_some_and(Prompts::is_empty) {
+            return Err("the workload's prompt list is empty; give at least one prompt".into());
+        }
+        if self.shared_prefix_tokens > self.prompt_tokens {
+            return Err(format!(
+                "shared_prefix_tokens ({}) is longer than prompt_tokens ({})",
+                self.shared_prefix_tokens, self.prompt_tokens
+            ));
+        }
+        match self.arrival {
+            Arrival::Closed { concurrency: 0 } => Err("concurrency must be at least 1".into()),
+            Arrival::Poisson { rate } | Arrival::Constant { rate }
+                if !(rate.is_finite() && rate >= MIN_RATE) =>
+            {
+                Err(format!(
+                    "rate must be a number of requests per second of at least {MIN_RATE}, not {rate}"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The prompt of measured request `index` (0-based), or of warm-up request `index` when
+    /// `warmup` is true. Deterministic in (seed, index, warmup).
+    pub fn prompt(&self, index: usize, warmup: bool) -> Prompt {
+        if let Some(prompts) = &self.prompts {
+            let text = prompts.get(index).to_string();
+            // Without the backend's tokenizer, a word is the best count available; backends
+            // that report usage replace it in the records.
+            let tokens = text.split_whitespace().count();
+            return Prompt { text, tokens };
+        }
+        let mut words = Vec::with_capacity(self.prompt_tokens);
+        let mut shared = ChaCha8Rng::seed_from_u64(self.seed);
+        for _ in 0..self.shared_prefix_tokens {
+            words.push(VOCABULARY[shared.gen_range(0..VOCABULARY.len())]);
+        }
+        // A stream per request; warm-up requests draw from a disjoint family of streams.
+        let stream = if warmup {
+            (1 << 32) | index as u64
+        } else {
+            index as u64
+        };
+        let mut own = ChaCha8Rng::seed_from_u64(self.seed);
+        own.set_stream(stream + 1);
+        while words.len() < self.prompt_tokens {
+            words.push(VOCABULARY[own.gen_range(0..VOCABULARY.len())]);
+        }
+        Prompt {
+            text: words.join(" "),
+            tokens: self.prompt_tokens,
+        }
+    }
+}
+
+/// A prompt and the number of tokens it was built to hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompt {
+    /// The prompt text.
+    pub text: String,
+    /// Its length in tokens, as built.
+    pub tokens: usize,
+}
+
+/// Synthetic prompts are made of these words, one token each for the mock's word tokenizer.
+/// Backends with a real tokenizer re-cut prompts to the exact token count.
+const VOCABULARY: &[&str] = &[
+    "the",
+    "model",
+    "server",
+    "token",
+    "cache",
+    "batch",
+    "latency",
+    "request",
+    "stream",
+    "memory",
+    "prefix",
+    "decode",
+    "prefill",
+    "engine",
+    "queue",
+    "block",
+    "layer",
+    "weight",
+    "tensor",
+    "attention",
+    "sequence",
+    "output",
+    "input",
+    "prompt",
+    "bench",
+    "mark",
+    "time",
+    "first",
+    "between",
+    "through",
+    "put",
+    "kernel",
+    "page",
+    "evict",
+    "hit",
+    "rate",
+    "score",
+    "value",
+    "key",
+    "head",
+    "norm",
+    "scale",
+    "shape",
+    "graph",
+    "node",
+    "edge",
+    "path",
+    "route",
+];
+
+/// The start times of `count` requests of a Poisson process with `rate` requests per second,
+/// counted from the first (which starts at zero), seeded so the schedule repeats exactly.
+pub fn poisson_schedule(rate: f64, count: usize, seed: u64) -> Vec<Duration> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // A separate stream from the prompts' streams, so changing one does not move the other.
+    rng.set_stream(u64::MAX);
+    let mut t = 0.0f64;
+    let mut times = Vec::with_capacity(count);
+    for i in 0..count {
+        if i > 0 {
+            // Inverse-CDF sampling of an exponential gap; 1 - u lies in (0, 1], so ln is finite.
+            let u: f64 = rng.gen();
+            t += -(1.0 - u).ln() / rate;
+        }
+        // `validate` bounds the rate and the count so `t` stays far inside a Duration; saturate
+        // rather than panic should a caller skip it.
+        times.push(Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX));
+    }
+    times
+}
+
+/// The start times of `count` requests sent at a steady `rate` requests per second: request `i`
+/// at `i / rate` seconds after the first.
+pub fn constant_schedule(rate: f64, count: usize) -> Vec<Duration> {
+    (0..count)
+        // Saturate rather than panic should a caller skip `validate`, as `poisson_schedule` does.
+        .map(|i| Duration::try_from_secs_f64(i as f64 / rate).unwrap_or(Duration::MAX))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_match_the_usage_guide() {
+        let [short, long, stress] = <[Workload; 3]>::try_from(Workload::year1()).unwrap();
+        assert_eq!(
+            (
+                short.name.as_str(),
+                short.prompt_tokens,
+                short.output_tokens,
+                short.num_requests
+            ),
+            ("short_input", 128, 128, 5)
+        );
+        assert_eq!(short.arrival, Arrival::Closed { concurrency: 1 });
+        assert_eq!(
+            (
+                long.name.as_str(),
+                long.prompt_tokens,
+                long.output_tokens,
+                long.num_requests
+            ),
+            ("long_input", 200, 200, 3)
+        );
+        assert_eq!(long.arrival, Arrival::Closed { concurrency: 1 });
+        assert_eq!(
+            (
+                stress.name.as_str(),
+                stress.prompt_tokens,
+                stress.output_tokens,
+                stress.num_requests
+            ),
+            ("stress_test", 256, 256, 10)
+        );
+        assert_eq!(stress.arrival, Arrival::Closed { concurrency: 10 });
+    }
+
+    #[test]
+    fn prompts_have_the_exact_word_count_and_are_deterministic() {
+        let w = Workload::short_input();
+        let p = w.prompt(3, false);
+        assert_eq!(p.text.split_whitespace().count(), 128);
+        assert_eq!(p, w.prompt(3, false));
+        assert_ne!(p, w.prompt(4, false));
+        assert_ne!(p, w.prompt(3, true));
+    }
+
+    #[test]
+    fn shared_prefix_is_shared_and_the_rest_differs() {
+        let mut w = Workload::stress_test();
+        w.shared_prefix_tokens = 100;
+        let a: Vec<String> = w
+            .prompt(0, false)
+            .text
+            .split(' ')
+            .map(String::from)
+            .collect();
+        let b: Vec<String> = w
+            .prompt(1, false)
+            .text
+            .split(' ')
+            .map(String::from)
+            .collect();
+        assert_eq!(a[..100], b[..100]);
+        assert_ne!(a[100..], b[100..]);
+    }
+
+    #[test]
+    fn poisson_schedule_has_the_requested_mean_rate() {
+        let rate = 4.0;
+        let n = 20_000;
+        let times = poisson_schedule(rate, n, 7);
+        assert_eq!(times[0], Duration::ZERO);
+        assert!(times.windows(2).all(|w| w[0] <= w[1]));
+        let measured = (n - 1) as f64 / times[n - 1].as_secs_f64();
+        // The mean of 19,999 exponential gaps has a relative standard error of 1/sqrt(19,999),
+        // about 0.7%; 3% is over four standard errors.
+        assert!((measured - rate).abs() / rate < 0.03, "measured {measured}");
+        // Exponential gaps: the standard deviation equals the mean.
+        let gaps: Vec<f64> = times
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs_f64())
+            .collect();
+        let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+        let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+        assert!((var.sqrt() / mean - 1.0).abs() < 0.05);
+        assert_eq!(times, poisson_schedule(rate, n, 7));
+        assert_ne!(times, poisson_schedule(rate, n, 8));
+    }
+
+    #[test]
+    fn constant_schedule_is_evenly_spaced() {
+        // 4 req/s: 0, 250, 500, 750 ms; 2.5 req/s: a request every 400 ms.
+        let ms = |times: Vec<Duration>| times.iter().map(|t| t.as_millis()).collect::<Vec<_>>();
+        assert_eq!(ms(constant_schedule(4.0, 4)), vec![0, 250, 500, 750]);
+        assert_eq!(ms(constant_schedule(2.5, 3)), vec![0, 400, 800]);
+        assert_eq!(
+            Arrival::Constant { rate: 4.0 }.schedule(2, 9),
+            Some(vec![Duration::ZERO, Duration::from_millis(250)])
+        );
+        assert_eq!(Arrival::Closed { concurrency: 2 }.schedule(2, 9), None);
+        assert_ne!(
+            Arrival::Constant { rate: 4.0 }.schedule(10, 9),
+            Arrival::Poisson { rate: 4.0 }.schedule(10, 9)
+        );
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut w = Workload::short_input();
+        w.num_requests = 0;
+        assert!(w.validate().unwrap_err().contains("num_requests"));
+        let mut w = Workload::short_input();
+        w.arrival = Arrival::Poisson { rate: -1.0 };
+        assert!(w.validate().unwrap_err().contains("rate"));
+        w.arrival = Arrival::Constant { rate: 0.0 };
+        assert!(w.validate().unwrap_err().contains("rate"));
+        let mut w = Workload::short_input();
+        w.name = "../escape".into();
+        assert!(w.validate().is_err());
+    }
+}

@@ -1,0 +1,261 @@
+//! What a `#[workload]` function's body supplies beyond the attribute: prompts, a check of each
+//! response, or any field of the workload set in code.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::workload::Workload;
+
+/// Handed to a `#[workload]` function that takes `&mut Setup`.
+///
+/// ```
+/// use sagellm_bench::{workload, Prompts, Setup};
+///
+/// #[workload(requests = 4, output_tokens = 32)]
+/// fn greetings(setup: &mut Setup) {
+///     setup.prompts(Prompts::from_texts(["Hello", "Bonjour", "Hallo"]));
+///     setup.check(|response| {
+///         if response.output_tokens == 32 { Ok(()) } else { Err("short answer".into()) }
+///     });
+/// }
+/// # fn main() {}
+/// ```
+#[derive(Debug)]
+pub struct Setup {
+    workload: Workload,
+}
+
+impl Setup {
+    #[doc(hidden)]
+    pub fn new(workload: Workload) -> Self {
+        Setup { workload }
+    }
+
+    #[doc(hidden)]
+    pub fn into_workload(self) -> Workload {
+        self.workload
+    }
+
+    /// The workload as the attribute and the command line defined it.
+    pub fn workload(&self) -> &Workload {
+        &self.workload
+    }
+
+    /// Changes any field of the workload in code.
+    pub fn workload_mut(&mut self) -> &mut Workload {
+        &mut self.workload
+    }
+
+    /// Sends these prompts instead of synthetic ones; request `i` gets prompt `i % len`.
+    pub fn prompts(&mut self, prompts: Prompts) -> &mut Self {
+        self.workload.prompts = Some(prompts);
+        self
+    }
+
+    /// Checks each successful response; an `Err` counts the request as failed, with the message
+    /// as its reason.
+    pub fn check(
+        &mut self,
+        check: impl Fn(&Response<'_>) -> Result<(), String> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.workload.check = Some(ResponseCheck(Arc::new(check)));
+        self
+    }
+}
+
+/// A finished request, as a response check sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Response<'a> {
+    /// The request's index among the measured requests.
+    pub index: usize,
+    /// The prompt that was sent.
+    pub prompt: &'a str,
+    /// The streamed output text.
+    pub text: &'a str,
+    /// Output tokens, as counted for the record (usage block, tokenizer or stream).
+    pub output_tokens: usize,
+}
+
+/// The function behind a [`ResponseCheck`].
+pub type CheckFn = dyn Fn(&Response<'_>) -> Result<(), String> + Send + Sync;
+
+/// A check of each response (see [`Setup::check`]).
+#[derive(Clone)]
+pub struct ResponseCheck(Arc<CheckFn>);
+
+impl ResponseCheck {
+    /// Checks one successful response; the error says why it fails.
+    pub fn check(&self, response: &Response<'_>) -> Result<(), String> {
+        (self.0)(response)
+    }
+}
+
+impl fmt::Debug for ResponseCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseCheck(..)")
+    }
+}
+
+impl PartialEq for ResponseCheck {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// Prompts for a workload, in the order requests use them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompts(Arc<Vec<String>>);
+
+/// A prompt file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PromptError(String);
+
+impl Prompts {
+    /// Prompts given in code.
+    pub fn from_texts<I, S>(texts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Prompts(Arc::new(texts.into_iter().map(Into::into).collect()))
+    }
+
+    /// Reads a JSON Lines file with one `{"prompt": "..."}` object per line (blank lines are
+    /// skipped; other fields are ignored).
+    pub fn jsonl(path: impl AsRef<Path>) -> Result<Self, PromptError> {
+        let path = path.as_ref();
+        Self::parse_jsonl(&read(path)?, &path.display().to_string())
+    }
+
+    /// Parses the text of a JSON Lines prompt file; `name` names it in errors.
+    pub fn parse_jsonl(text: &str, name: &str) -> Result<Self, PromptError> {
+        #[derive(Deserialize)]
+        struct Line {
+            prompt: String,
+        }
+        let mut prompts = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let line: Line = serde_json::from_str(line).map_err(|e| {
+                PromptError(format!(
+                    "{name}:{}: expected {{\"prompt\": \"...\"}}: {e}",
+                    i + 1
+                ))
+            })?;
+            prompts.push(line.prompt);
+        }
+        Self::non_empty(prompts, name)
+    }
+
+    /// Reads a ShareGPT file (a JSON array of `{"conversations": [{"from": "human", "value":
+    /// "..."}, ...]}`); each conversation's first human turn becomes a prompt.
+    pub fn sharegpt(path: impl AsRef<Path>) -> Result<Self, PromptError> {
+        let path = path.as_ref();
+        Self::parse_sharegpt(&read(path)?, &path.display().to_string())
+    }
+
+    /// Parses the text of a ShareGPT file; `name` names it in errors.
+    pub fn parse_sharegpt(text: &str, name: &str) -> Result<Self, PromptError> {
+        #[derive(Deserialize)]
+        struct Conversation {
+            conversations: Vec<Turn>,
+        }
+        #[derive(Deserialize)]
+        struct Turn {
+            from: String,
+            value: String,
+        }
+        let conversations: Vec<Conversation> = serde_json::from_str(text)
+            .map_err(|e| PromptError(format!("{name}: not a ShareGPT file: {e}")))?;
+        let prompts = conversations
+            .into_iter()
+            .filter_map(|c| c.conversations.into_iter().find(|t| t.from == "human"))
+            .map(|t| t.value)
+            .filter(|v| !v.trim().is_empty())
+            .collect();
+        Self::non_empty(prompts, name)
+    }
+
+    fn non_empty(prompts: Vec<String>, name: &str) -> Result<Self, PromptError> {
+        if prompts.is_empty() {
+            return Err(PromptError(format!(
+                "{name} holds no prompt; a prompt file needs at least one non-empty prompt"
+            )));
+        }
+        Ok(Prompts(Arc::new(prompts)))
+    }
+
+    /// How many prompts there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The prompt request `index` uses (empty when there are no prompts, which
+    /// [`Workload::validate`](crate::Workload::validate) rejects before a run).
+    pub fn get(&self, index: usize) -> &str {
+        match self.0.len() {
+            0 => "",
+            n => &self.0[index % n],
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String, PromptError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| PromptError(format!("cannot read prompt file {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_reads_prompts_and_reports_the_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.jsonl");
+        std::fs::write(
+            &path,
+            "{\"prompt\": \"a b\"}\n\n{\"prompt\": \"c\", \"x\": 1}\n",
+        )
+        .unwrap();
+        let p = Prompts::jsonl(&path).unwrap();
+        assert_eq!(
+            (p.len(), p.get(0), p.get(1), p.get(2)),
+            (2, "a b", "c", "a b")
+        );
+        std::fs::write(&path, "{\"prompt\": \"a\"}\n{\"text\": \"b\"}\n").unwrap();
+        let err = Prompts::jsonl(&path).unwrap_err().to_string();
+        assert!(err.contains("p.jsonl:2"), "{err}");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(Prompts::jsonl(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("no prompt"));
+    }
+
+    #[test]
+    fn sharegpt_takes_the_first_human_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        std::fs::write(
+            &path,
+            r#"[{"conversations": [{"from": "system", "value": "s"}, {"from": "human", "value": "q1"}, {"from": "gpt", "value": "a1"}]},
+                {"conversations": [{"from": "gpt", "value": "only"}]},
+                {"conversations": [{"from": "human", "value": "q2"}]}]"#,
+        )
+        .unwrap();
+        let p = Prompts::sharegpt(&path).unwrap();
+        assert_eq!((p.len(), p.get(0), p.get(1)), (2, "q1", "q2"));
+    }
+}
