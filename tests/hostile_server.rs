@@ -68,6 +68,16 @@ fn answer(socket: &mut TcpStream, status: &str, content_type: &str, body: &str) 
 
 /// A streamed completion of `tokens` one-token chunks, usage (`completion_tokens`) and `[DONE]`.
 fn stream(socket: &mut TcpStream, tokens: usize, completion_tokens: &str) {
+    answer(
+        socket,
+        "200 OK",
+        "text/event-stream",
+        &completion_events(tokens, completion_tokens),
+    );
+}
+
+/// The events of a completion: `tokens` one-token chunks, usage and `[DONE]`.
+fn completion_events(tokens: usize, completion_tokens: &str) -> String {
     let mut body = String::new();
     for k in 0..tokens {
         let finish = if k + 1 == tokens {
@@ -82,7 +92,7 @@ fn stream(socket: &mut TcpStream, tokens: usize, completion_tokens: &str) {
     body.push_str(&format!(
         "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":4,\"completion_tokens\":{completion_tokens}}}}}\n\ndata: [DONE]\n\n"
     ));
-    answer(socket, "200 OK", "text/event-stream", &body);
+    body
 }
 
 /// Runs 2 requests of 4 tokens against `base_url`; returns the process output and the output
@@ -358,31 +368,11 @@ fn the_stall_timeout_waits_for_bytes_not_events() {
             }
             std::thread::sleep(Duration::from_millis(15));
         }
-        stream_body_only(socket, 3);
+        let _ = socket.write_all(completion_events(3, "4").as_bytes());
     });
     // About 75 bytes at 15 ms: over a second for the first event, with a 0.4 s stall limit.
     let (output, dir) = run(&url, &[], &["--model", "m", "--stall-timeout", "0.4"]);
     let r = records(dir.path());
     assert!(r.iter().all(|r| r["success"] == true), "{r:?} {output:?}");
     assert!(r[0]["ttft_ms"].as_f64().unwrap() > 800.0);
-}
-
-/// The rest of a completion stream after its first chunk: `tokens` chunks, usage, `[DONE]`.
-fn stream_body_only(socket: &mut TcpStream, tokens: usize) {
-    let mut body = String::new();
-    for k in 0..tokens {
-        let finish = if k + 1 == tokens {
-            "\"length\""
-        } else {
-            "null"
-        };
-        body.push_str(&format!(
-            "data: {{\"choices\":[{{\"index\":0,\"text\":\"tok \",\"finish_reason\":{finish}}}]}}\n\n"
-        ));
-    }
-    body.push_str(&format!(
-        "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":4,\"completion_tokens\":{}}}}}\n\ndata: [DONE]\n\n",
-        tokens + 1
-    ));
-    let _ = socket.write_all(body.as_bytes());
 }
