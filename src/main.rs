@@ -400,7 +400,46 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
             summary.overall.total_workloads
         );
     }
+    // A workload of which no request succeeded measured nothing: every file is written, but
+    // the run fails, and says why without making the user open the records.
+    let unmeasured: Vec<&String> = summary
+        .workloads
+        .iter()
+        .filter(|(_, m)| m.total_requests > 0 && m.successful_requests == 0)
+        .map(|(name, _)| name)
+        .collect();
+    if let Some(first) = unmeasured.first() {
+        eprintln!(
+            "Error: every request of {} failed, so nothing was measured; the first failure: {}",
+            unmeasured
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            first_failure(&args.output, first)
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first failed request's error in a workload's records, as `kind: message`.
+fn first_failure(dir: &std::path::Path, workload: &str) -> String {
+    let path = dir.join(sagellm_bench::report::names::requests_file(workload));
+    std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|records| {
+            records.lines().find_map(|line| {
+                let record: serde_json::Value = serde_json::from_str(line).ok()?;
+                let error = record.get("error").filter(|e| !e.is_null())?;
+                Some(format!(
+                    "{}: {}",
+                    error.get("kind")?.as_str()?,
+                    error.get("message")?.as_str()?
+                ))
+            })
+        })
+        .unwrap_or_else(|| format!("see {}", path.display()))
 }
 
 fn report(args: ReportArgs) -> Result<(), String> {

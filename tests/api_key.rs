@@ -85,7 +85,13 @@ fn the_api_key_is_sent_but_never_written_or_logged() {
         .env("SAGELLM_TEST_API_KEY", "sk-wrong")
         .output()
         .unwrap();
-    assert!(output.status.success());
+    // Nothing was measured: the run fails and names the first failure.
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("every request of tiny failed") && stderr.contains("http: HTTP 401"),
+        "{stderr}"
+    );
     let summary = std::fs::read_to_string(out.join("benchmark_summary.json")).unwrap();
     let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
     assert_eq!(summary["overall"]["failed_requests"], 3);

@@ -167,6 +167,12 @@ fn a_key_quoted_back_is_redacted() {
     );
     let all = everything_written(&output, dir.path());
     assert!(!all.contains("4242-very"), "the key leaked:\n{all}");
+    // Nothing was measured: the run fails, naming the first failure, redacted too.
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("the first failure: http: HTTP 401"),
+        "{output:?}"
+    );
     let r = records(dir.path());
     assert_eq!(r[0]["error"]["kind"], "http");
     assert!(
