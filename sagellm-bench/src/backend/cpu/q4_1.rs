@@ -190,17 +190,8 @@ fn dot4(nb: usize, group: &[u8], a: &[i8], ad: &[f32], asum: &[f32]) -> [f32; 4]
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use super::super::q8::avx2::hsum;
     use super::{BLOCK, GROUP_BLOCK_BYTES, NIBBLES_AT, ROWS_PER_STEP};
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn hsum(x: __m256) -> f32 {
-        let hi = _mm256_extractf128_ps(x, 1);
-        let s = _mm_add_ps(hi, _mm256_castps256_ps128(x));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
 
     /// # Safety
     /// The CPU has AVX2, FMA and F16C.

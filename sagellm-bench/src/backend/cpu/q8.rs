@@ -285,8 +285,9 @@ pub(super) fn quantize_rows(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {
     (qs, scales)
 }
 
+/// The AVX2 kernel, and the lane sum the Q4_1 kernel shares.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{BLOCK, GROUP_BLOCK_BYTES, ROWS_PER_STEP};
@@ -303,9 +304,10 @@ mod avx2 {
         _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
     }
 
+    /// The sum of a vector's eight lanes.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn hsum(x: __m256) -> f32 {
+    pub(in crate::backend::cpu) fn hsum(x: __m256) -> f32 {
         let hi = _mm256_extractf128_ps(x, 1);
         let s = _mm_add_ps(hi, _mm256_castps256_ps128(x));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
