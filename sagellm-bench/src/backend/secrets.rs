@@ -56,8 +56,7 @@ impl Secrets {
     /// Keeps the credential-like query values of `url` out of every message, decoded and as
     /// they stand in the URL.
     pub(crate) fn add_url(&mut self, url: &str) {
-        for (name, raw) in secret_query_values(url) {
-            let _ = name;
+        for (_, raw) in secret_query_values(url) {
             self.add(&percent_decoded(raw));
             self.add(raw);
         }
