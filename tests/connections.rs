@@ -9,9 +9,10 @@
 //!   keep-alive), and a server closing a kept connection as the next request arrives: a request
 //!   whose reused connection closed before any byte of its answer is sent once more, counted.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
+
+#[path = "common/run_cli.rs"]
+mod run_cli;
 
 use sagellm_test_server::framed::{AfterAnswer, FramedServer, Framing, Terminator};
 
@@ -25,44 +26,30 @@ fn run(
     requests: usize,
     concurrency: usize,
 ) -> (serde_json::Value, Vec<serde_json::Value>) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("conn.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[workloads.conn]\nprompt_tokens = 16\noutput_tokens = 8\nnum_requests = {requests}\n\
-             concurrency = {concurrency}\nwarmup_requests = 1\n"
+    let run = run_cli::run(
+        "conn",
+        &format!(
+            "prompt_tokens = 16\noutput_tokens = 8\nnum_requests = {requests}\n\
+             concurrency = {concurrency}\nwarmup_requests = 1"
         ),
-    )
-    .unwrap();
-    let out = dir.path().join("out");
-    let output = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
-        .args(["run", "--backend", "openai", "--no-metrics", "--quiet"])
-        .args(["--base-url", &server.url(), "--model", "framed-model"])
-        .args(["--workload", "conn", "--config"])
-        .arg(&config)
-        .arg("--output")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "run failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+        &[
+            "--backend",
+            "openai",
+            "--no-metrics",
+            "--quiet",
+            "--base-url",
+            &server.url(),
+            "--model",
+            "framed-model",
+        ],
+        &[],
     );
-    read(&out)
-}
-
-fn read(out: &Path) -> (serde_json::Value, Vec<serde_json::Value>) {
-    let metrics = std::fs::read_to_string(out.join("conn_metrics.json")).unwrap();
-    let records = std::fs::read_to_string(out.join("conn_requests.jsonl")).unwrap();
-    (
-        serde_json::from_str(&metrics).unwrap(),
-        records
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-    )
+    assert!(
+        run.output.status.success(),
+        "run failed: {}",
+        String::from_utf8_lossy(&run.output.stderr)
+    );
+    (run.metrics("conn"), run.records("conn"))
 }
 
 fn count(metrics: &serde_json::Value, field: &str) -> u64 {

@@ -7,63 +7,45 @@
 
 #[path = "common/raw_server.rs"]
 mod raw_server;
+#[path = "common/run_cli.rs"]
+mod run_cli;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use raw_server::{answer, completion_events, serve, stream};
 
-/// Runs 2 requests of 4 tokens against `base_url`; returns the process output and the output
-/// folder.
-fn run(base_url: &str, env: &[(&str, &str)], extra: &[&str]) -> (Output, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("w.toml");
-    std::fs::write(
-        &config,
-        "[workloads.w]\nprompt_tokens = 8\noutput_tokens = 4\nnum_requests = 2\nwarmup_requests = 0\n",
-    )
-    .unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"));
-    command
-        .args([
-            "run",
-            "--backend",
-            "openai",
-            "--no-metrics",
-            "--base-url",
-            base_url,
-        ])
-        .args(["--workload", "w", "--config"])
-        .arg(&config)
-        .arg("--output")
-        .arg(dir.path().join("out"))
-        .args(extra);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let output = command.output().unwrap();
-    (output, dir)
+/// Runs 2 requests of 4 tokens against `base_url`; returns the process output and the run,
+/// whose folder holds the files.
+fn run(base_url: &str, env: &[(&str, &str)], extra: &[&str]) -> (Output, run_cli::Run) {
+    let mut args = vec![
+        "--backend",
+        "openai",
+        "--no-metrics",
+        "--base-url",
+        base_url,
+    ];
+    args.extend_from_slice(extra);
+    let run = run_cli::run(
+        "w",
+        "prompt_tokens = 8\noutput_tokens = 4\nnum_requests = 2\nwarmup_requests = 0",
+        &args,
+        env,
+    );
+    (run.output.clone(), run)
 }
 
 /// Every byte the run wrote: its stdout, its stderr and each file of its output folder.
 fn everything_written(output: &Output, out: &Path) -> String {
     let mut all = String::from_utf8_lossy(&output.stdout).to_string();
     all.push_str(&String::from_utf8_lossy(&output.stderr));
-    for entry in std::fs::read_dir(out.join("out")).unwrap() {
+    for entry in std::fs::read_dir(out).unwrap() {
         let path = entry.unwrap().path();
         all.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
     }
     all
-}
-
-fn records(out: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("out/w_requests.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// A server that quotes the API key in its 401 answer: the key is in no file and not on the
@@ -85,7 +67,7 @@ fn a_key_quoted_back_is_redacted() {
         &[("SAGELLM_HOSTILE_KEY", key)],
         &["--api-key-env", "SAGELLM_HOSTILE_KEY", "--model", "m", "-v"],
     );
-    let all = everything_written(&output, dir.path());
+    let all = everything_written(&output, &dir.out());
     assert!(!all.contains("4242-very"), "the key leaked:\n{all}");
     // Nothing was measured: the run fails, naming the first failure, redacted too.
     assert_eq!(output.status.code(), Some(1));
@@ -93,7 +75,7 @@ fn a_key_quoted_back_is_redacted() {
         String::from_utf8_lossy(&output.stderr).contains("the first failure: http: HTTP 401"),
         "{output:?}"
     );
-    let r = records(dir.path());
+    let r = dir.records("w");
     assert_eq!(r[0]["error"]["kind"], "http");
     assert!(
         r[0]["error"]["message"]
@@ -130,7 +112,7 @@ fn a_credential_in_the_url_query_is_sent_and_never_written() {
         posts[0].starts_with("POST /v1/completions?api_key=q-secret-777&api-version=2024 "),
         "{posts:?}"
     );
-    let all = everything_written(&output, dir.path());
+    let all = everything_written(&output, &dir.out());
     assert!(
         !all.contains("q-secret-777"),
         "the credential leaked:\n{all}"
@@ -164,10 +146,10 @@ fn an_endless_error_body_is_read_only_in_part() {
     let started = Instant::now();
     let (_, dir) = run(&url, &[], &["--model", "m"]);
     assert!(started.elapsed() < Duration::from_secs(30));
-    let r = records(dir.path());
+    let r = dir.records("w");
     assert_eq!(r.len(), 2);
     assert_eq!(r[0]["error"]["kind"], "http");
-    let size = std::fs::metadata(dir.path().join("out/w_requests.jsonl"))
+    let size = std::fs::metadata(dir.out().join("w_requests.jsonl"))
         .unwrap()
         .len();
     assert!(size < 10_000, "records of {size} bytes");
@@ -195,7 +177,7 @@ fn an_endless_stream_line_fails_its_request() {
     let started = Instant::now();
     let (_, dir) = run(&url, &[], &["--model", "m"]);
     assert!(started.elapsed() < Duration::from_secs(30));
-    for r in records(dir.path()) {
+    for r in dir.records("w") {
         assert_eq!(r["error"]["kind"], "protocol", "{r}");
         assert!(
             r["error"]["message"]
@@ -218,12 +200,9 @@ fn a_usage_count_that_would_wrap_is_refused() {
         stream(socket, 4, "18446744073709551615");
     });
     let (output, dir) = run(&url, &[], &["--model", "m"]);
-    let r = records(dir.path());
+    let r = dir.records("w");
     assert!(r.iter().all(|r| r["error"]["kind"] == "protocol"), "{r:?}");
-    let metrics: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("out/w_metrics.json")).unwrap(),
-    )
-    .unwrap();
+    let metrics = dir.metrics("w");
     assert_eq!(metrics["total_output_tokens"], 0, "{output:?}");
 }
 
@@ -264,9 +243,9 @@ fn loopback_bypasses_the_environment_proxy() {
         &["--model", "m"],
     );
     assert!(output.status.success(), "{output:?}");
-    assert!(records(dir.path()).iter().all(|r| r["success"] == true));
+    assert!(dir.records("w").iter().all(|r| r["success"] == true));
     let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("out/benchmark_summary.json")).unwrap(),
+        &std::fs::read_to_string(dir.out().join("benchmark_summary.json")).unwrap(),
     )
     .unwrap();
     let settings = summary.to_string();
@@ -298,7 +277,7 @@ fn the_stall_timeout_waits_for_bytes_not_events() {
     });
     // About 75 bytes at 15 ms: over a second for the first event, with a 0.4 s stall limit.
     let (output, dir) = run(&url, &[], &["--model", "m", "--stall-timeout", "0.4"]);
-    let r = records(dir.path());
+    let r = dir.records("w");
     assert!(r.iter().all(|r| r["success"] == true), "{r:?} {output:?}");
     assert!(r[0]["ttft_ms"].as_f64().unwrap() > 800.0);
 }

@@ -5,6 +5,8 @@
 
 #[path = "common/raw_server.rs"]
 mod raw_server;
+#[path = "common/run_cli.rs"]
+mod run_cli;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,38 +27,19 @@ fn server_timings_are_the_histograms_means() {
         1,
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("w.toml");
-    std::fs::write(
-        &config,
-        "[workloads.timed]\nprompt_tokens = 16\noutput_tokens = 4\nnum_requests = 10\n\
-         concurrency = 2\nwarmup_requests = 2\n",
-    )
-    .unwrap();
-    let out = dir.path().join("out");
-    let output = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
-        .args([
-            "run",
-            "--backend",
-            "vllm",
-            "--quiet",
-            "--base-url",
-            &server.url(),
-        ])
-        .args(["--workload", "timed", "--config"])
-        .arg(&config)
-        .arg("--output")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let url = server.url();
+    let run = run_cli::run(
+        "timed",
+        "prompt_tokens = 16\noutput_tokens = 4\nnum_requests = 10\nconcurrency = 2\nwarmup_requests = 2",
+        &["--backend", "vllm", "--quiet", "--base-url", &url],
+        &[],
     );
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("timed_metrics.json")).unwrap())
-            .unwrap();
+    assert!(
+        run.output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.output.stderr)
+    );
+    let m = run.metrics("timed");
     let get = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {m}"));
     // The queue time is scripted exactly; the warm-up's two requests are outside the window.
     assert!((get("server_avg_queue_ms") - 4.0).abs() < 1e-6, "{m}");
@@ -74,7 +57,7 @@ fn server_timings_are_the_histograms_means() {
     // The table shows them, with the connections.
     let table = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
         .args(["report", "--input"])
-        .arg(out.join("benchmark_summary.json"))
+        .arg(run.out().join("benchmark_summary.json"))
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&table.stdout);
@@ -105,17 +88,10 @@ fn shaped_server(before: &'static str, after: &'static str) -> String {
 
 /// Two requests with `--backend backend` against `url`; the workload's metrics.
 fn metrics_of(backend: &str, url: &str) -> serde_json::Value {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("w.toml");
-    std::fs::write(
-        &config,
-        "[workloads.w]\nprompt_tokens = 8\noutput_tokens = 4\nnum_requests = 2\nwarmup_requests = 0\n",
-    )
-    .unwrap();
-    let out = dir.path().join("out");
-    let output = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
-        .args([
-            "run",
+    let run = run_cli::run(
+        "w",
+        "prompt_tokens = 8\noutput_tokens = 4\nnum_requests = 2\nwarmup_requests = 0",
+        &[
             "--backend",
             backend,
             "--base-url",
@@ -123,15 +99,11 @@ fn metrics_of(backend: &str, url: &str) -> serde_json::Value {
             "--model",
             "m",
             "-q",
-        ])
-        .args(["--workload", "w", "--config"])
-        .arg(&config)
-        .arg("--output")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    serde_json::from_str(&std::fs::read_to_string(out.join("w_metrics.json")).unwrap()).unwrap()
+        ],
+        &[],
+    );
+    assert!(run.output.status.success(), "{:?}", run.output);
+    run.metrics("w")
 }
 
 /// The shapes of issue #20's table, served on loopback and read through whole runs: each
