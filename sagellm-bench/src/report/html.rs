@@ -250,9 +250,9 @@ pub fn render(summary: &Summary, samples: &IndexMap<String, Samples>, charts: &[
         failed_class: if o.failed_requests > 0 { "bad" } else { "" },
         rows: rows_for(summary)
             .into_iter()
-            .map(|(label, value)| Row {
+            .map(|(label, cells)| Row {
                 label: label.to_string(),
-                values: summary.workloads.values().map(value).collect(),
+                values: cells,
             })
             .collect(),
         run_charts: charts

@@ -101,13 +101,9 @@ pub fn render_with_charts(summary: &Summary, charts_dir: Option<&Path>) -> Strin
         workloads: summary.workloads.keys().map(|k| cell(k)).collect(),
         rows: rows_for(summary)
             .into_iter()
-            .map(|(label, value)| Row {
+            .map(|(label, cells)| Row {
                 label: label.to_string(),
-                values: summary
-                    .workloads
-                    .values()
-                    .map(|m| cell(&value(m)))
-                    .collect(),
+                values: cells.iter().map(|c| cell(c)).collect(),
             })
             .collect(),
         sources: sources_note(summary),

@@ -24,6 +24,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::files::{prepare_dir, write_atomically};
 use super::names;
 use super::{Report, ReportError};
+use crate::results::catalogue::{Metric, METRICS};
 use crate::results::itl::ItlStats;
 use crate::results::metrics::{percentile, WorkloadMetrics};
 use crate::results::samples::{RequestSample, Samples, WorkloadSamples};
@@ -874,45 +875,15 @@ fn tokens_per_second(area: &Area, samples: &WorkloadSamples, output_tps: f64) ->
     )
 }
 
-/// One figure across workloads, for a panel of the key-metrics chart.
-struct Panel {
-    title: &'static str,
-    unit: &'static str,
-    /// Bars per workload: p50 and p99, or a single figure.
-    bars: fn(&WorkloadMetrics) -> Vec<f64>,
-}
-
-const KEY_PANELS: &[Panel] = &[
-    Panel {
-        title: "TTFT",
-        unit: "ms",
-        bars: |m| vec![m.p50_ttft_ms, m.p99_ttft_ms],
-    },
-    Panel {
-        title: "TPOT",
-        unit: "ms",
-        bars: |m| vec![m.p50_tpot_ms, m.p99_tpot_ms],
-    },
-    Panel {
-        title: "Inter-token gap",
-        unit: "ms",
-        bars: |m| vec![m.p50_itl_ms, m.p99_itl_ms],
-    },
-    Panel {
-        title: "End-to-end latency",
-        unit: "ms",
-        bars: |m| vec![m.p50_e2el_ms, m.p99_e2el_ms],
-    },
-    Panel {
-        title: "Output throughput",
-        unit: "tokens/s",
-        bars: |m| vec![m.output_throughput_tps],
-    },
-    Panel {
-        title: "Error rate",
-        unit: "%",
-        bars: |m| vec![m.error_rate * 100.0],
-    },
+/// The panels of the key-metrics chart, in order; each shows the catalogue's figures that name
+/// it (p50 and p99, or a single figure) for every workload.
+const KEY_PANELS: [&str; 6] = [
+    "TTFT",
+    "TPOT",
+    "Inter-token gap",
+    "End-to-end latency",
+    "Output throughput",
+    "Error rate",
 ];
 
 /// Bar colours by position in a group; a group of one gets its own colour, so a single figure
@@ -943,14 +914,17 @@ fn key_metrics(area: &Area, summary: &Summary) -> Drawn {
     let names: Vec<String> = summary.workloads.keys().cloned().collect();
     for (panel, cell) in KEY_PANELS.iter().zip(area.split_evenly((2, 3))) {
         let cell = cell.margin(4, 8, 4, 8);
-        let groups: Vec<Vec<f64>> = metrics.iter().map(|m| (panel.bars)(m)).collect();
-        bar_panel(
-            &cell,
-            &format!("{} ({})", panel.title, panel.unit),
-            panel.unit,
-            &names,
-            &groups,
-        )?;
+        let bars: Vec<&Metric> = METRICS.iter().filter(|m| m.panel == Some(*panel)).collect();
+        let unit = bars.first().map_or("", |m| m.unit.axis());
+        let groups: Vec<Vec<f64>> = metrics
+            .iter()
+            .map(|w| {
+                bars.iter()
+                    .map(|m| m.unit.shown((m.value)(w).unwrap_or(0.0)))
+                    .collect()
+            })
+            .collect();
+        bar_panel(&cell, &format!("{panel} ({unit})"), unit, &names, &groups)?;
     }
     if metrics.is_empty() {
         notice(&area, "the run has no workload")?;
