@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::Serialize;
 use tinytemplate::TinyTemplate;
 
-use super::svg::{run_chart_names, workload_chart_names};
+use super::svg::{RunChart, WorkloadChart};
 use super::{incomplete_note, rows_for, sources_note};
 use crate::results::summary::Summary;
 
@@ -139,14 +139,17 @@ fn chart_groups(summary: &Summary, dir: &Path) -> Vec<ChartGroup> {
     };
     let mut groups = vec![ChartGroup {
         heading: "Run".to_string(),
-        links: run_chart_names().into_iter().filter_map(link).collect(),
+        links: RunChart::ALL
+            .iter()
+            .filter_map(|c| link((c.file_name(), c.title())))
+            .collect(),
     }];
     for name in summary.workloads.keys() {
         groups.push(ChartGroup {
             heading: cell(name),
-            links: workload_chart_names(name)
-                .into_iter()
-                .filter_map(link)
+            links: WorkloadChart::ALL
+                .iter()
+                .filter_map(|c| link((c.file_name(name), c.title())))
                 .collect(),
         });
     }

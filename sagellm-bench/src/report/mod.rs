@@ -81,8 +81,6 @@ impl Reports {
         Reports(vec![
             Box::new(files::JsonFiles::new(&dir)),
             #[cfg(feature = "charts")]
-            Box::new(svg::SvgCharts::new(&dir)),
-            #[cfg(feature = "charts")]
             Box::new(html::HtmlReport::new(&dir)),
         ])
     }
