@@ -451,11 +451,6 @@ mod tests {
         let mut fields = serde_json::to_value(&metrics).unwrap();
         let object = fields.as_object_mut().unwrap();
         for (i, entry) in METRICS.iter().enumerate() {
-            assert!(
-                object.contains_key(entry.key),
-                "{} is not a field",
-                entry.key
-            );
             object.insert(entry.key.to_string(), serde_json::json!(i as u64 + 7));
         }
         metrics = serde_json::from_value(fields).unwrap();
