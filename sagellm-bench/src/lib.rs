@@ -44,6 +44,8 @@
 // API is what the root re-exports.
 #[doc(hidden)]
 pub mod backend;
+#[cfg(feature = "cli")]
+pub mod cli;
 #[doc(hidden)]
 pub mod compare;
 mod harness;
