@@ -124,6 +124,11 @@ pub use sagellm_bench_macros::backend;
 #[doc = include_str!("../../docs/WORKLOADS.md")]
 pub struct WorkloadsGuide;
 
+/// Compiles and runs `docs/BACKENDS.md` as a doctest (its command-line example needs `cli`).
+#[cfg(all(doctest, feature = "cli"))]
+#[doc = include_str!("../../docs/BACKENDS.md")]
+pub struct BackendsGuide;
+
 /// Used by code that `#[workload]` generates; not a public API.
 #[doc(hidden)]
 #[path = "private.rs"]
