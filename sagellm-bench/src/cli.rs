@@ -13,7 +13,8 @@ use crate::report::files::SavedRun;
 use crate::report::names::{self, SUMMARY_FILE};
 use crate::report::progress::ProgressBars;
 use crate::report::table::TablePrinter;
-use crate::report::{html, markdown, table, Reports};
+use crate::report::{export, html, markdown, table, Reports};
+use crate::results::catalogue::Better;
 use crate::results::summary::{Provenance, Summary};
 use crate::run::args::BackendArgs;
 use crate::run::config::Config;
@@ -273,6 +274,16 @@ enum Format {
     Markdown,
     /// index.html and the SVG charts, redrawn from the saved JSON files; prints the page's path
     Html,
+    /// Bencher Metric Format JSON (`bencher run --adapter json --file ...`): latencies in ns with
+    /// their p50 and p99 as lower and upper values, throughputs, and every other figure
+    Bencher,
+    /// github-action-benchmark's `customSmallerIsBetter` JSON: the figures where lower is better
+    GithubSmaller,
+    /// github-action-benchmark's `customBiggerIsBetter` JSON: the figures where higher is better
+    GithubBigger,
+    /// A GitHub job summary (markdown, with the baseline verdicts under --baseline), appended to
+    /// $GITHUB_STEP_SUMMARY when it is set, else printed
+    GithubSummary,
 }
 
 /// The command line: the derived flags, with `compare`'s --backend naming a server preset.
@@ -461,6 +472,11 @@ fn report(args: ReportArgs) -> Result<(), String> {
         Format::Table => table::render(&load()?),
         Format::Markdown => markdown::render_with_charts(&load()?, input.parent()),
         Format::Json => serde_json::to_string_pretty(&load()?).map_err(|e| e.to_string())? + "\n",
+        Format::Bencher => pretty(&export::bencher(&load()?))?,
+        Format::GithubSmaller => pretty(&export::github_benchmark(&load()?, Better::Lower))?,
+        Format::GithubBigger => pretty(&export::github_benchmark(&load()?, Better::Higher))?,
+        // Chart links would point into the runner's disk; a job summary shows only the tables.
+        Format::GithubSummary => markdown::render_with_charts(&load()?, None),
         Format::Html => {
             let saved = SavedRun::load(input).map_err(|e| e.to_string())?;
             let dir = args.output.clone().unwrap_or_else(|| saved.dir.clone());
@@ -469,6 +485,9 @@ fn report(args: ReportArgs) -> Result<(), String> {
             format!("HTML report written to {}\n", index.display())
         }
     };
+    if let Format::GithubSummary = args.format {
+        return github_summary(input, &args, text);
+    }
     match &args.baseline {
         None => print!("{text}"),
         Some(old) => {
@@ -494,6 +513,59 @@ fn report(args: ReportArgs) -> Result<(), String> {
                 return Err(format!("regressed: {}", regressed.join(", ")));
             }
         }
+    }
+    Ok(())
+}
+
+fn pretty(value: &impl serde::Serialize) -> Result<String, String> {
+    serde_json::to_string_pretty(value)
+        .map(|text| text + "\n")
+        .map_err(|e| e.to_string())
+}
+
+/// `report --format github-summary`: the summary's tables and, with `--baseline`, the verdicts,
+/// appended to the file `$GITHUB_STEP_SUMMARY` names (GitHub shows it on the job's page), or
+/// printed when it is not set.
+fn github_summary(
+    input: &std::path::Path,
+    args: &ReportArgs,
+    mut text: String,
+) -> Result<(), String> {
+    let mut regressed = Vec::new();
+    if let Some(old) = &args.baseline {
+        let comparisons = compare_with_baseline(input, old, args.noise_threshold)?;
+        text.push('\n');
+        text.push_str(&baseline::render_markdown(
+            &comparisons,
+            &old.display().to_string(),
+        ));
+        regressed = baseline::regressed(&comparisons);
+    }
+    match std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+        Some(path) => {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| {
+                    format!(
+                        "cannot append to $GITHUB_STEP_SUMMARY ({}): {e}",
+                        path.to_string_lossy()
+                    )
+                })?;
+            file.write_all(text.as_bytes()).map_err(|e| {
+                format!(
+                    "cannot append to $GITHUB_STEP_SUMMARY ({}): {e}",
+                    path.to_string_lossy()
+                )
+            })?;
+            eprintln!("job summary appended to {}", path.to_string_lossy());
+        }
+        None => print!("{text}"),
+    }
+    if args.fail_on_regression && !regressed.is_empty() {
+        return Err(format!("regressed: {}", regressed.join(", ")));
     }
     Ok(())
 }
