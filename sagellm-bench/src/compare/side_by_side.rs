@@ -75,8 +75,9 @@ impl Comparison {
             let of = |i: usize| &runs[i].2.workloads[workload];
             let mut metrics = IndexMap::new();
             for metric in compared() {
-                let field = |i: usize| (metric.value)(of(i));
-                // A metric some run lacks (goodput without objectives) is left out, not zeroed.
+                let field = |i: usize| metric.measured(of(i));
+                // A metric some run lacks (goodput without objectives, KV figures of a server
+                // without metrics) is left out, not zeroed.
                 if (0..targets.len()).any(|i| field(i).is_none()) {
                     continue;
                 }

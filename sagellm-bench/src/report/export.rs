@@ -55,7 +55,7 @@ pub fn bencher(summary: &Summary) -> Value {
         let measures: Map<String, Value> = METRICS
             .iter()
             .filter_map(|metric| {
-                let value = (metric.value)(m)?;
+                let value = metric.measured(m)?;
                 Some((metric.key.to_string(), json!({ "value": value })))
             })
             .collect();
@@ -81,7 +81,7 @@ pub fn github_benchmark(summary: &Summary, better: Better) -> Vec<GithubBenchmar
     let mut entries = Vec::new();
     for (name, m) in &summary.workloads {
         for metric in METRICS.iter().filter(|metric| metric.better == better) {
-            let Some(value) = (metric.value)(m) else {
+            let Some(value) = metric.measured(m) else {
                 continue;
             };
             let unit = match metric.unit {

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::FigureSource;
 use crate::results::metrics::WorkloadMetrics;
 use crate::results::samples::RequestSample;
 
@@ -92,6 +93,25 @@ pub(crate) enum Row {
     Joins,
 }
 
+/// The group of engine figures a metric belongs to, whose source says whether the backend
+/// gave it at all (the metrics file writes an unavailable figure as 0, with its source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Group {
+    Memory,
+    KvCache,
+    Speculative,
+}
+
+impl Group {
+    fn source(self, metrics: &WorkloadMetrics) -> FigureSource {
+        match self {
+            Group::Memory => metrics.sources.memory,
+            Group::KvCache => metrics.sources.kv_cache,
+            Group::Speculative => metrics.sources.speculative,
+        }
+    }
+}
+
 /// A statistic of per-request values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stat {
@@ -133,6 +153,8 @@ pub(crate) struct Metric {
     /// The panel of the key-metrics chart it is a bar of.
     #[cfg_attr(not(feature = "charts"), allow(dead_code))]
     pub panel: Option<&'static str>,
+    /// The engine figures it is one of, if it is.
+    pub group: Option<Group>,
 }
 
 impl Metric {
@@ -153,6 +175,31 @@ impl Metric {
             compared: false,
             baseline: None,
             panel: None,
+            group: None,
+        }
+    }
+
+    const fn of(self, group: Group) -> Metric {
+        Metric {
+            group: Some(group),
+            ..self
+        }
+    }
+
+    /// False when the backend does not give this figure for the workload (its group's source
+    /// is `unavailable`): the 0 in the metrics file is not a measurement.
+    pub(crate) fn available(&self, metrics: &WorkloadMetrics) -> bool {
+        self.group
+            .map_or(true, |g| g.source(metrics) != FigureSource::Unavailable)
+    }
+
+    /// The figure as a measurement: `None` where the workload lacks it or its backend does not
+    /// give it. What `compare` and the CI exports read.
+    pub(crate) fn measured(&self, metrics: &WorkloadMetrics) -> Option<f64> {
+        if self.available(metrics) {
+            (self.value)(metrics)
+        } else {
+            None
         }
     }
 
@@ -324,15 +371,30 @@ pub(crate) const METRICS: &[Metric] = &[
         .same_row()
         .compared(),
     metric!(peak_mem_mb, "Peak memory", Megabytes, Lower)
+        .of(Group::Memory)
         .row("Peak / avg memory (MB)")
         .baseline(Basis::Single),
-    metric!(avg_mem_mb, "Avg memory", Megabytes, Lower).same_row(),
-    metric!(kv_used_tokens, "KV used", Count, Lower).row("KV used (tokens / MB)"),
-    metric!(kv_used_bytes, "KV used", Bytes, Lower).same_row(),
-    metric!(prefix_hit_rate, "Prefix hit rate", Fraction, Higher).row("Prefix hit rate"),
-    metric!(evict_count, "Evictions", Count, Lower).row("Evictions (blocks / ms)"),
-    metric!(evict_ms, "Eviction time", Milliseconds, Lower).same_row(),
-    metric!(spec_accept_rate, "Spec accept rate", Fraction, Higher).row("Spec accept rate"),
+    metric!(avg_mem_mb, "Avg memory", Megabytes, Lower)
+        .of(Group::Memory)
+        .same_row(),
+    metric!(kv_used_tokens, "KV used", Count, Lower)
+        .of(Group::KvCache)
+        .row("KV used (tokens / MB)"),
+    metric!(kv_used_bytes, "KV used", Bytes, Lower)
+        .of(Group::KvCache)
+        .same_row(),
+    metric!(prefix_hit_rate, "Prefix hit rate", Fraction, Higher)
+        .of(Group::KvCache)
+        .row("Prefix hit rate"),
+    metric!(evict_count, "Evictions", Count, Lower)
+        .of(Group::KvCache)
+        .row("Evictions (blocks / ms)"),
+    metric!(evict_ms, "Eviction time", Milliseconds, Lower)
+        .of(Group::KvCache)
+        .same_row(),
+    metric!(spec_accept_rate, "Spec accept rate", Fraction, Higher)
+        .of(Group::Speculative)
+        .row("Spec accept rate"),
     // The servers' own timings, where a server gives them: how much of each TTFT is the
     // engine's and how much the network's and the client's.
     metric!(server_avg_queue_ms, "Server queue avg", Milliseconds, Lower)
@@ -400,9 +462,13 @@ pub(crate) fn table_rows() -> Vec<TableRow> {
 
 impl TableRow {
     /// The row's figures for one workload joined by " / ", a `-` for each figure the workload
-    /// lacks, or a single `-` when it has none of them.
+    /// lacks, or a single `-` when it has none of them; `n/a` when its backend does not give
+    /// them.
     pub(crate) fn format(&self, metrics: &WorkloadMetrics) -> String {
-        let values: Vec<Option<f64>> = self.metrics.iter().map(|m| (m.value)(metrics)).collect();
+        if self.metrics.iter().all(|m| !m.available(metrics)) {
+            return "n/a".to_string();
+        }
+        let values: Vec<Option<f64>> = self.metrics.iter().map(|m| m.measured(metrics)).collect();
         if values.iter().all(Option::is_none) {
             return "-".to_string();
         }
@@ -488,6 +554,24 @@ mod tests {
         assert_eq!(Unit::RequestsPerSecond.format(2.0), "2.000");
         assert_eq!(metric("p99_ttft_ms").label_with_unit(), "TTFT p99 (ms)");
         assert_eq!(metric("error_rate").label_with_unit(), "Error rate");
+    }
+
+    #[test]
+    fn figures_the_backend_does_not_give_read_not_available_not_zero() {
+        let rows = table_rows();
+        let row = |label: &str| rows.iter().find(|r| r.label.starts_with(label)).unwrap();
+        let mut m = empty();
+        m.sources.kv_cache = FigureSource::Unavailable;
+        m.sources.memory = FigureSource::Measured;
+        m.peak_mem_mb = 12.0;
+        assert_eq!(row("KV used").format(&m), "n/a");
+        assert_eq!(row("Prefix hit rate").format(&m), "n/a");
+        assert_eq!(row("Peak / avg memory").format(&m), "12.0 / 0.0");
+        let hit = METRICS.iter().find(|x| x.key == "prefix_hit_rate").unwrap();
+        assert_eq!(hit.measured(&m), None, "not exported or compared as a 0");
+        m.sources.kv_cache = FigureSource::Scraped;
+        assert_eq!(row("Prefix hit rate").format(&m), "0.0%");
+        assert_eq!(hit.measured(&m), Some(0.0));
     }
 
     #[test]
