@@ -357,8 +357,16 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         .select(&args.workload)
         .map_err(|e| format!("--workload: {e}"))?;
     let workloads = args.load.shape().apply(workloads)?;
-    // Before the backend: loading a model or reaching a server can take a while.
-    sagellm_bench::report::files::prepare_dir(&args.output).map_err(|e| e.to_string())?;
+    // Before the backend: loading a model or reaching a server can take a while. Held to the
+    // end: no other run writes into this folder meanwhile.
+    let folder = sagellm_bench::report::files::claim(&args.output).map_err(|e| e.to_string())?;
+    if let Some((aside, count)) = folder.moved_aside() {
+        eprintln!(
+            "The earlier run's {count} files in {} were moved to {}",
+            args.output.display(),
+            aside.display()
+        );
+    }
     let spec = args.backend.spec(&config).map_err(|e| e.to_string())?;
     let backend = spec.build().map_err(|e| e.to_string())?;
     let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
