@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::report::files::{load_samples, write_atomically_with, write_json, RequestsLog};
 use crate::report::names::{BASELINE_METRICS_FILE, BASELINE_REQUESTS_FILE};
 use crate::report::ReportError;
+use crate::results::catalogue::{Basis, Better, Metric, Stat, METRICS};
 use crate::results::metrics::{percentile, WorkloadMetrics};
 use crate::results::record::RequestRecord;
-use crate::results::samples::{RequestSample, Samples};
+use crate::results::samples::Samples;
 use crate::results::WorkloadResult;
 use std::sync::Arc;
 
@@ -185,25 +186,6 @@ impl Comparison {
     }
 }
 
-/// What a statistic is computed from.
-enum Basis {
-    /// One value per successful request, through `stat`.
-    PerRequest {
-        values: fn(&RequestSample) -> Option<f64>,
-        stat: fn(&mut [f64]) -> f64,
-    },
-    /// One 0/1 value per request: its failure; the statistic is the mean (the error rate).
-    Failures,
-    /// One value per run, from the metrics.
-    Single(fn(&WorkloadMetrics) -> f64),
-}
-
-struct KeyMetric {
-    label: &'static str,
-    higher_is_better: bool,
-    basis: Basis,
-}
-
 fn mean(v: &mut [f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
@@ -218,65 +200,27 @@ fn p99(v: &mut [f64]) -> f64 {
     percentile(v, 99.0)
 }
 
-const KEY_METRICS: &[KeyMetric] = &[
-    KeyMetric {
-        label: "TTFT p50 (ms)",
-        higher_is_better: false,
-        basis: Basis::PerRequest {
-            values: RequestSample::ttft_ms,
-            stat: p50,
-        },
-    },
-    KeyMetric {
-        label: "TTFT p99 (ms)",
-        higher_is_better: false,
-        basis: Basis::PerRequest {
-            values: RequestSample::ttft_ms,
-            stat: p99,
-        },
-    },
-    KeyMetric {
-        label: "TBT avg (ms)",
-        higher_is_better: false,
-        basis: Basis::PerRequest {
-            values: RequestSample::tbt_ms,
-            stat: mean,
-        },
-    },
-    KeyMetric {
-        label: "TPOT avg (ms)",
-        higher_is_better: false,
-        basis: Basis::PerRequest {
-            values: RequestSample::tpot_ms,
-            stat: mean,
-        },
-    },
-    KeyMetric {
-        label: "Throughput avg (tok/s)",
-        higher_is_better: true,
-        basis: Basis::PerRequest {
-            values: RequestSample::throughput_tps,
-            stat: mean,
-        },
-    },
-    KeyMetric {
-        label: "Error rate",
-        higher_is_better: false,
-        basis: Basis::Failures,
-    },
-    KeyMetric {
-        label: "Peak memory (MB)",
-        higher_is_better: false,
-        basis: Basis::Single(|m| m.peak_mem_mb),
-    },
-];
+/// The statistic's function.
+fn stat_fn(stat: Stat) -> fn(&mut [f64]) -> f64 {
+    match stat {
+        Stat::Mean => mean,
+        Stat::P50 => p50,
+        Stat::P99 => p99,
+    }
+}
+
+/// The figures a baseline comparison checks: the catalogue's entries with a basis.
+fn key_metrics() -> impl Iterator<Item = (&'static Metric, Basis)> {
+    METRICS
+        .iter()
+        .filter_map(|m| m.baseline.map(|basis| (m, basis)))
+}
 
 /// Compares `new` against `base`.
 pub fn compare(base: &Saved, new: &Saved, settings: &CompareSettings) -> Comparison {
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
-    let changes = KEY_METRICS
-        .iter()
-        .map(|key| compare_one(key, base, new, settings, &mut rng))
+    let changes = key_metrics()
+        .map(|(key, basis)| compare_one(key, basis, base, new, settings, &mut rng))
         .collect();
     Comparison {
         workload: new.metrics.workload.clone(),
@@ -285,33 +229,36 @@ pub fn compare(base: &Saved, new: &Saved, settings: &CompareSettings) -> Compari
 }
 
 fn compare_one(
-    key: &KeyMetric,
+    key: &Metric,
+    basis: Basis,
     base: &Saved,
     new: &Saved,
     settings: &CompareSettings,
     rng: &mut ChaCha8Rng,
 ) -> MetricChange {
     let noise = settings.noise_threshold;
-    let (base_value, new_value, change, ci) = match &key.basis {
-        Basis::Single(value) => {
+    let (base_value, new_value, change, ci) = match basis {
+        Basis::Single => {
+            let value = |m: &WorkloadMetrics| (key.value)(m).unwrap_or(0.0);
             let (b, n) = (value(&base.metrics), value(&new.metrics));
             (b, n, relative(b, n), None)
         }
         Basis::PerRequest { values, stat } => {
+            let stat = stat_fn(stat);
             let pick = |s: &Saved| -> Vec<f64> {
                 s.samples
                     .requests()
                     .iter()
                     .filter(|r| r.success())
-                    .filter_map(values)
+                    .filter_map(&values)
                     .collect()
             };
             let (b, n) = (pick(base), pick(new));
             if b.is_empty() || n.is_empty() {
-                return not_comparable(key, &b, &n, *stat);
+                return not_comparable(key, &b, &n, stat);
             }
             let (bv, nv) = (stat(&mut b.clone()), stat(&mut n.clone()));
-            let ci = bootstrap(&b, &n, *stat, relative, settings.resamples, rng);
+            let ci = bootstrap(&b, &n, stat, relative, settings.resamples, rng);
             (bv, nv, relative(bv, nv), ci)
         }
         Basis::Failures => {
@@ -334,7 +281,7 @@ fn compare_one(
     };
     let Some(change) = change else {
         return MetricChange {
-            metric: key.label.to_string(),
+            metric: key.label_with_unit(),
             base: base_value,
             new: new_value,
             change: 0.0,
@@ -347,10 +294,16 @@ fn compare_one(
         };
     };
     // Orient so that "worse" is positive.
-    let worse = |x: f64| if key.higher_is_better { -x } else { x };
+    let worse = |x: f64| {
+        if key.better == Better::Higher {
+            -x
+        } else {
+            x
+        }
+    };
     let verdict = match ci {
         Some((lo, hi)) => {
-            let (lo, hi) = if key.higher_is_better {
+            let (lo, hi) = if key.better == Better::Higher {
                 (worse(hi), worse(lo))
             } else {
                 (lo, hi)
@@ -368,7 +321,7 @@ fn compare_one(
         None => Verdict::NoSignificantChange,
     };
     MetricChange {
-        metric: key.label.to_string(),
+        metric: key.label_with_unit(),
         base: base_value,
         new: new_value,
         change,
@@ -378,7 +331,7 @@ fn compare_one(
 }
 
 fn not_comparable(
-    key: &KeyMetric,
+    key: &Metric,
     base: &[f64],
     new: &[f64],
     stat: fn(&mut [f64]) -> f64,
@@ -391,7 +344,7 @@ fn not_comparable(
         }
     };
     MetricChange {
-        metric: key.label.to_string(),
+        metric: key.label_with_unit(),
         base: value(base),
         new: value(new),
         change: 0.0,
@@ -561,6 +514,14 @@ mod tests {
         (metrics, records)
     }
 
+    /// The change of the median TTFT.
+    fn p50_ttft(c: &Comparison) -> &MetricChange {
+        c.changes
+            .iter()
+            .find(|m| m.metric == "TTFT p50 (ms)")
+            .unwrap()
+    }
+
     const TTFTS: &[f64] = &[10.0, 12.0, 11.0, 13.0, 9.0, 10.5, 11.5, 12.5, 9.5, 10.0];
 
     #[test]
@@ -571,14 +532,14 @@ mod tests {
             assert_ne!(m.verdict, Verdict::Regressed, "{m:?}");
             assert_ne!(m.verdict, Verdict::Improved, "{m:?}");
         }
-        assert_eq!(c.changes[0].change, 0.0);
+        assert_eq!(p50_ttft(&c).change, 0.0);
     }
 
     #[test]
     fn a_uniformly_slower_run_regresses_and_a_faster_one_improves() {
         let (a, slow, fast) = (run(TTFTS, 1.0), run(TTFTS, 1.3), run(TTFTS, 0.7));
         let c = compare(&a, &slow, &CompareSettings::default());
-        let ttft = &c.changes[0];
+        let ttft = p50_ttft(&c);
         assert!((ttft.change - 0.3).abs() < 1e-9, "{ttft:?}");
         // The two runs are resampled independently, so the interval has a width, but it holds
         // the true +30% and lies wholly above the 2% threshold.
@@ -597,7 +558,7 @@ mod tests {
         );
         assert_eq!(c.regressions().count(), 5);
         let c = compare(&a, &fast, &CompareSettings::default());
-        assert_eq!(c.changes[0].verdict, Verdict::Improved);
+        assert_eq!(p50_ttft(&c).verdict, Verdict::Improved);
         assert_eq!(c.regressions().count(), 0);
     }
 
@@ -605,7 +566,7 @@ mod tests {
     fn a_change_within_the_noise_threshold_is_not_significant() {
         let a = run(TTFTS, 1.0);
         let c = compare(&a, &run(TTFTS, 1.01), &CompareSettings::default());
-        assert_eq!(c.changes[0].verdict, Verdict::NoSignificantChange);
+        assert_eq!(p50_ttft(&c).verdict, Verdict::NoSignificantChange);
     }
 
     #[test]
@@ -619,10 +580,10 @@ mod tests {
         );
         let c = compare(&a, &b, &CompareSettings::default());
         assert_eq!(
-            c.changes[0].verdict,
+            p50_ttft(&c).verdict,
             Verdict::NoSignificantChange,
             "{:?}",
-            c.changes[0]
+            p50_ttft(&c)
         );
     }
 

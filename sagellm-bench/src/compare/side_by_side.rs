@@ -15,65 +15,15 @@ use serde::{Deserialize, Serialize};
 use crate::report::files::write_atomically;
 use crate::report::names::{COMPARISON_JSON, COMPARISON_MD};
 use crate::report::ReportError;
+use crate::results::catalogue::{Metric, METRICS};
 use crate::results::summary::Summary;
 
-/// Whether a smaller or a larger value of a metric is better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Better {
-    Lower,
-    Higher,
-}
+pub use crate::results::catalogue::Better;
 
-/// The metrics compared, with their direction and a label for the markdown.
-pub const COMPARED: &[(&str, Better, &str)] = &[
-    ("avg_ttft_ms", Better::Lower, "TTFT avg (ms)"),
-    ("p50_ttft_ms", Better::Lower, "TTFT p50 (ms)"),
-    ("p99_ttft_ms", Better::Lower, "TTFT p99 (ms)"),
-    ("avg_tbt_ms", Better::Lower, "TBT avg (ms)"),
-    ("avg_tpot_ms", Better::Lower, "TPOT avg (ms)"),
-    ("p99_itl_ms", Better::Lower, "ITL p99 (ms)"),
-    ("avg_e2el_ms", Better::Lower, "E2E avg (ms)"),
-    ("p99_e2el_ms", Better::Lower, "E2E p99 (ms)"),
-    (
-        "output_throughput_tps",
-        Better::Higher,
-        "Output throughput (tok/s)",
-    ),
-    (
-        "request_throughput_rps",
-        Better::Higher,
-        "Request throughput (req/s)",
-    ),
-    ("error_rate", Better::Lower, "Error rate"),
-    // Present only in runs given goodput objectives; compared when every run has them.
-    ("request_goodput_rps", Better::Higher, "Goodput (req/s)"),
-    ("goodput_fraction", Better::Higher, "Goodput fraction"),
-    // The servers' own timings, where every server gives them: how much of each TTFT is the
-    // engine's and how much the network's and the client's.
-    (
-        "server_avg_queue_ms",
-        Better::Lower,
-        "Server queue avg (ms)",
-    ),
-    ("server_avg_ttft_ms", Better::Lower, "Server TTFT avg (ms)"),
-    (
-        "server_avg_prefill_ms",
-        Better::Lower,
-        "Server prefill avg (ms)",
-    ),
-    (
-        "server_avg_decode_ms",
-        Better::Lower,
-        "Server decode avg (ms)",
-    ),
-    (
-        "ttft_outside_server_ms",
-        Better::Lower,
-        "TTFT outside the server (ms)",
-    ),
-    ("connections_opened", Better::Lower, "Connections opened"),
-];
+/// The metrics compared: the catalogue's entries marked so, in its order.
+fn compared() -> impl Iterator<Item = &'static Metric> {
+    METRICS.iter().filter(|m| m.compared)
+}
 
 /// The whole comparison, as written to `comparison.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,35 +72,32 @@ impl Comparison {
         let mut e2e_sums: IndexMap<String, Option<f64>> =
             targets.iter().map(|t| (t.clone(), Some(0.0))).collect();
         for workload in &common {
-            let values: Vec<serde_json::Value> = runs
-                .iter()
-                .map(|(_, _, s)| serde_json::to_value(&s.workloads[workload]).unwrap_or_default())
-                .collect();
-            let field = |i: usize, name: &str| values[i].get(name).and_then(|v| v.as_f64());
+            let of = |i: usize| &runs[i].2.workloads[workload];
             let mut metrics = IndexMap::new();
-            for (name, better, _) in COMPARED {
+            for metric in compared() {
+                let field = |i: usize| (metric.value)(of(i));
                 // A metric some run lacks (goodput without objectives) is left out, not zeroed.
-                if (0..targets.len()).any(|i| field(i, name).is_none()) {
+                if (0..targets.len()).any(|i| field(i).is_none()) {
                     continue;
                 }
                 let mut row = MetricComparison {
-                    better: *better,
+                    better: metric.better,
                     values: IndexMap::new(),
                     relative_to_first: IndexMap::new(),
                 };
-                let first = field(0, name).unwrap_or(0.0);
+                let first = field(0).unwrap_or(0.0);
                 for (i, target) in targets.iter().enumerate() {
-                    let v = field(i, name).unwrap_or(0.0);
+                    let v = field(i).unwrap_or(0.0);
                     row.values.insert(target.clone(), v);
                     row.relative_to_first
                         .insert(target.clone(), (first != 0.0).then(|| (v - first) / first));
                 }
-                metrics.insert(name.to_string(), row);
+                metrics.insert(metric.key.to_string(), row);
             }
             let mut fastest: Option<(String, f64)> = None;
             for (i, target) in targets.iter().enumerate() {
-                let ok = field(i, "successful_requests").unwrap_or(0.0) > 0.0;
-                let e2e = field(i, "avg_e2el_ms").unwrap_or(0.0);
+                let ok = of(i).successful_requests > 0;
+                let e2e = of(i).avg_e2el_ms;
                 let sum = e2e_sums.get_mut(target).expect("every target has a sum");
                 *sum = if ok { sum.map(|s| s + e2e) } else { None };
                 if ok && fastest.as_ref().map_or(true, |(_, best)| e2e < *best) {
@@ -216,11 +163,11 @@ impl Comparison {
                 md.push_str(if i == 0 { "---:|" } else { "---:|---:|" });
             }
             md.push('\n');
-            for (key, _, label) in COMPARED {
-                let Some(row) = w.metrics.get(*key) else {
+            for metric in compared() {
+                let Some(row) = w.metrics.get(metric.key) else {
                     continue;
                 };
-                md.push_str(&format!("| {label} |"));
+                md.push_str(&format!("| {} |", metric.label_with_unit()));
                 for (i, t) in self.targets.iter().enumerate() {
                     let v = row.values.get(t).copied().unwrap_or(0.0);
                     md.push_str(&format!(" {v:.2} |"));

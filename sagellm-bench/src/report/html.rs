@@ -16,9 +16,10 @@ use tinytemplate::TinyTemplate;
 
 use super::files::{prepare_dir, write_atomically};
 use super::names::{self, file_stem};
-use super::svg::{self, Chart};
+use super::svg::{self, Chart, RunLabel};
 use super::{rows_for, sources_note, Report, ReportError};
-use crate::results::samples::{Samples, KEPT_FAILURES};
+use crate::results::metrics::WorkloadMetrics;
+use crate::results::samples::{Samples, WorkloadSamples, KEPT_FAILURES};
 use crate::results::summary::{Provenance, Summary};
 use crate::results::WorkloadResult;
 use crate::workload::Workload;
@@ -250,9 +251,9 @@ pub fn render(summary: &Summary, samples: &IndexMap<String, Samples>, charts: &[
         failed_class: if o.failed_requests > 0 { "bad" } else { "" },
         rows: rows_for(summary)
             .into_iter()
-            .map(|(label, value)| Row {
+            .map(|(label, cells)| Row {
                 label: label.to_string(),
-                values: summary.workloads.values().map(value).collect(),
+                values: cells,
             })
             .collect(),
         run_charts: charts
@@ -329,36 +330,74 @@ pub fn write_report(
     Ok(index)
 }
 
-/// Writes `index.html` when the run ends. The charts in the page are drawn afresh from the
-/// samples, so this reporter does not depend on [`svg::SvgCharts`] having run.
+/// Writes each workload's charts as the workload finishes, and when the run ends the run's
+/// charts and `index.html`, which inlines the charts already drawn: each chart is drawn once.
 pub struct HtmlReport {
     dir: PathBuf,
+    run: Option<RunLabel>,
     samples: IndexMap<String, Samples>,
+    /// Every chart written so far, in the order drawn.
+    charts: Vec<Chart>,
 }
 
 impl HtmlReport {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         HtmlReport {
             dir: dir.into(),
+            run: None,
             samples: IndexMap::new(),
+            charts: Vec::new(),
         }
+    }
+
+    fn draw_workload(
+        &mut self,
+        run: &RunLabel,
+        metrics: &WorkloadMetrics,
+        samples: &WorkloadSamples,
+    ) -> Result<(), ReportError> {
+        let charts = svg::workload_charts(run, metrics, samples)?;
+        svg::write_charts(&self.dir, &charts)?;
+        self.charts.extend(charts);
+        Ok(())
     }
 }
 
 impl Report for HtmlReport {
-    fn run_started(&mut self, _: &Provenance, _: &[Workload]) -> Result<(), ReportError> {
+    fn run_started(&mut self, provenance: &Provenance, _: &[Workload]) -> Result<(), ReportError> {
+        self.run = Some(RunLabel::of(provenance));
         prepare_dir(&self.dir)
     }
 
     fn workload_finished(&mut self, result: &WorkloadResult) -> Result<(), ReportError> {
+        let run = self
+            .run
+            .clone()
+            .unwrap_or_else(|| RunLabel("run: unnamed".to_string()));
+        self.draw_workload(&run, &result.metrics, &result.samples)?;
         self.samples
             .insert(result.workload.name.clone(), result.samples.clone());
         Ok(())
     }
 
     fn run_finished(&mut self, summary: &Summary) -> Result<(), ReportError> {
-        let charts = svg::all_charts(summary, &self.samples)?;
-        let page = render(summary, &self.samples, &charts);
+        // A workload of the summary that never reported its end still gets (empty) charts,
+        // as `report --format html` draws them.
+        let run = RunLabel::of(&summary.provenance);
+        let none = WorkloadSamples::default();
+        for (name, metrics) in &summary.workloads {
+            if !self
+                .charts
+                .iter()
+                .any(|c| c.workload.as_ref() == Some(name))
+            {
+                self.draw_workload(&run, metrics, &none)?;
+            }
+        }
+        let run_charts = svg::run_charts(summary, &self.samples)?;
+        svg::write_charts(&self.dir, &run_charts)?;
+        self.charts.extend(run_charts);
+        let page = render(summary, &self.samples, &self.charts);
         write_atomically(&self.dir.join(INDEX_FILE), page.as_bytes())
     }
 }

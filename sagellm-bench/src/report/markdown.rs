@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::Serialize;
 use tinytemplate::TinyTemplate;
 
-use super::svg::{run_chart_names, workload_chart_names};
+use super::svg::{RunChart, WorkloadChart};
 use super::{incomplete_note, rows_for, sources_note};
 use crate::results::summary::Summary;
 
@@ -101,13 +101,9 @@ pub fn render_with_charts(summary: &Summary, charts_dir: Option<&Path>) -> Strin
         workloads: summary.workloads.keys().map(|k| cell(k)).collect(),
         rows: rows_for(summary)
             .into_iter()
-            .map(|(label, value)| Row {
+            .map(|(label, cells)| Row {
                 label: label.to_string(),
-                values: summary
-                    .workloads
-                    .values()
-                    .map(|m| cell(&value(m)))
-                    .collect(),
+                values: cells.iter().map(|c| cell(c)).collect(),
             })
             .collect(),
         sources: sources_note(summary),
@@ -143,14 +139,17 @@ fn chart_groups(summary: &Summary, dir: &Path) -> Vec<ChartGroup> {
     };
     let mut groups = vec![ChartGroup {
         heading: "Run".to_string(),
-        links: run_chart_names().into_iter().filter_map(link).collect(),
+        links: RunChart::ALL
+            .iter()
+            .filter_map(|c| link((c.file_name(), c.title())))
+            .collect(),
     }];
     for name in summary.workloads.keys() {
         groups.push(ChartGroup {
             heading: cell(name),
-            links: workload_chart_names(name)
-                .into_iter()
-                .filter_map(link)
+            links: WorkloadChart::ALL
+                .iter()
+                .filter_map(|c| link((c.file_name(name), c.title())))
                 .collect(),
         });
     }

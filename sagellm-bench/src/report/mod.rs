@@ -18,7 +18,7 @@ pub mod table;
 
 pub use crate::run::hooks::{Report, ReportError};
 
-use crate::results::metrics::WorkloadMetrics;
+use crate::results::catalogue;
 use crate::results::record::RequestRecord;
 use crate::results::summary::{Provenance, Summary};
 use crate::results::WorkloadResult;
@@ -81,115 +81,9 @@ impl Reports {
         Reports(vec![
             Box::new(files::JsonFiles::new(&dir)),
             #[cfg(feature = "charts")]
-            Box::new(svg::SvgCharts::new(&dir)),
-            #[cfg(feature = "charts")]
             Box::new(html::HtmlReport::new(&dir)),
         ])
     }
-}
-
-/// Formats one figure of a workload for display.
-pub(crate) type Formatter = fn(&WorkloadMetrics) -> String;
-
-/// The figures the table and markdown views show, one row each: a label and a formatter.
-pub(crate) const KEY_ROWS: &[(&str, Formatter)] = &[
-    ("Requests (ok / failed)", |m| {
-        format!("{} / {}", m.successful_requests, m.failed_requests)
-    }),
-    ("Error rate", |m| format!("{:.1}%", m.error_rate * 100.0)),
-    ("TTFT avg (ms)", |m| format!("{:.2}", m.avg_ttft_ms)),
-    ("TTFT p50 / p95 / p99 (ms)", |m| {
-        format!(
-            "{:.2} / {:.2} / {:.2}",
-            m.p50_ttft_ms, m.p95_ttft_ms, m.p99_ttft_ms
-        )
-    }),
-    ("TBT avg (ms)", |m| format!("{:.2}", m.avg_tbt_ms)),
-    ("TPOT avg / p99 (ms)", |m| {
-        format!("{:.2} / {:.2}", m.avg_tpot_ms, m.p99_tpot_ms)
-    }),
-    ("ITL p50 / p99 (ms)", |m| {
-        format!("{:.2} / {:.2}", m.p50_itl_ms, m.p99_itl_ms)
-    }),
-    ("E2E avg / p99 (ms)", |m| {
-        format!("{:.2} / {:.2}", m.avg_e2el_ms, m.p99_e2el_ms)
-    }),
-    ("Throughput per request (tok/s)", |m| {
-        format!("{:.2}", m.avg_throughput_tps)
-    }),
-    ("Output throughput (tok/s)", |m| {
-        format!("{:.2}", m.output_throughput_tps)
-    }),
-    ("Request throughput (req/s)", |m| {
-        format!("{:.3}", m.request_throughput_rps)
-    }),
-    ("Peak / avg memory (MB)", |m| {
-        format!("{:.1} / {:.1}", m.peak_mem_mb, m.avg_mem_mb)
-    }),
-    ("KV used (tokens / MB)", |m| {
-        format!(
-            "{} / {:.1}",
-            m.kv_used_tokens,
-            m.kv_used_bytes as f64 / (1024.0 * 1024.0)
-        )
-    }),
-    ("Prefix hit rate", |m| {
-        format!("{:.1}%", m.prefix_hit_rate * 100.0)
-    }),
-    ("Evictions (blocks / ms)", |m| {
-        format!("{} / {:.2}", m.evict_count, m.evict_ms)
-    }),
-    ("Spec accept rate", |m| {
-        format!("{:.1}%", m.spec_accept_rate * 100.0)
-    }),
-    ("Wall time (s)", |m| format!("{:.3}", m.total_time_s)),
-];
-
-/// The rows of goodput figures, shown when some workload has them.
-const GOODPUT_ROWS: &[(&str, Formatter)] = &[
-    ("Goodput (req/s / % of requests)", |m| {
-        match (m.request_goodput_rps, m.goodput_fraction) {
-            (Some(rps), Some(fraction)) => format!("{rps:.3} / {:.1}%", fraction * 100.0),
-            _ => "-".to_string(),
-        }
-    }),
-    ("Goodput SLO (ms)", |m| {
-        m.goodput_slo
-            .map(|slo| slo_text(&slo))
-            .unwrap_or_else(|| "-".to_string())
-    }),
-];
-
-/// The rows of a server's own timings and of the client's connections, shown when some workload
-/// has them (server backends); `-` where a workload's server does not give the figure.
-const SERVER_ROWS: &[(&str, Formatter)] = &[
-    ("Server queue / TTFT avg (ms)", |m| {
-        format!(
-            "{} / {}",
-            ms_or_dash(m.server_avg_queue_ms),
-            ms_or_dash(m.server_avg_ttft_ms)
-        )
-    }),
-    ("Server prefill / decode avg (ms)", |m| {
-        format!(
-            "{} / {}",
-            ms_or_dash(m.server_avg_prefill_ms),
-            ms_or_dash(m.server_avg_decode_ms)
-        )
-    }),
-    ("TTFT outside the server (ms)", |m| {
-        ms_or_dash(m.ttft_outside_server_ms)
-    }),
-    ("Connections opened / retried", |m| {
-        match (m.connections_opened, m.retried_requests) {
-            (Some(opened), Some(retried)) => format!("{opened} / {retried}"),
-            _ => "-".to_string(),
-        }
-    }),
-];
-
-fn ms_or_dash(ms: Option<f64>) -> String {
-    ms.map_or_else(|| "-".to_string(), |ms| format!("{ms:.2}"))
 }
 
 /// Objectives as the command line writes them, e.g. "ttft:200,e2el:5000".
@@ -205,30 +99,32 @@ pub(crate) fn slo_text(slo: &crate::workload::slo::Slo) -> String {
     .join(",")
 }
 
-/// The rows a summary's table shows: [`KEY_ROWS`], and the goodput rows when some workload
-/// measured goodput.
-pub(crate) fn rows_for(summary: &Summary) -> Vec<(&'static str, Formatter)> {
-    let mut rows = KEY_ROWS.to_vec();
-    if summary
-        .workloads
-        .values()
-        .any(|m| m.request_goodput_rps.is_some())
-    {
-        // After the request throughput, the figure goodput qualifies.
-        let at = rows
-            .iter()
-            .position(|(label, _)| label.starts_with("Request throughput"))
-            .map_or(rows.len(), |i| i + 1);
-        rows.splice(at..at, GOODPUT_ROWS.iter().copied());
-    }
-    if summary.workloads.values().any(|m| {
-        m.connections_opened.is_some()
-            || m.server_avg_ttft_ms.is_some()
-            || m.server_avg_prefill_ms.is_some()
-    }) {
-        // Before the wall time, the last row.
-        let at = rows.len().saturating_sub(1);
-        rows.splice(at..at, SERVER_ROWS.iter().copied());
+/// The rows a summary's table shows, one cell per workload: the catalogue's rows, less those
+/// whose figures no workload has (goodput without objectives, server timings on the mock), and
+/// the goodput objectives after the goodput row when some workload measured goodput.
+pub(crate) fn rows_for(summary: &Summary) -> Vec<(&'static str, Vec<String>)> {
+    let mut rows = Vec::new();
+    for row in catalogue::table_rows() {
+        if !row.shown_for(summary.workloads.values()) {
+            continue;
+        }
+        rows.push((
+            row.label,
+            summary.workloads.values().map(|m| row.format(m)).collect(),
+        ));
+        if row.metrics.iter().any(|m| m.key == "request_goodput_rps") {
+            rows.push((
+                "Goodput SLO (ms)",
+                summary
+                    .workloads
+                    .values()
+                    .map(|m| {
+                        m.goodput_slo
+                            .map_or_else(|| "-".to_string(), |slo| slo_text(&slo))
+                    })
+                    .collect(),
+            ));
+        }
     }
     rows
 }

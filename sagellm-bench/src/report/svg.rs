@@ -14,23 +14,21 @@
 //! files without a re-run.
 
 use std::error::Error;
-use std::path::PathBuf;
 
 use indexmap::IndexMap;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::files::{prepare_dir, write_atomically};
+use super::files::write_atomically;
 use super::names;
-use super::{Report, ReportError};
+use super::ReportError;
+use crate::results::catalogue::{Metric, METRICS};
 use crate::results::itl::ItlStats;
 use crate::results::metrics::{percentile, WorkloadMetrics};
 use crate::results::samples::{RequestSample, Samples, WorkloadSamples};
 use crate::results::summary::{Provenance, Summary};
 use crate::results::time_bins::TimeBins;
-use crate::results::WorkloadResult;
-use crate::workload::Workload;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 type Drawn = Result<(), Box<dyn Error>>;
@@ -137,34 +135,73 @@ impl Distribution {
     }
 }
 
-/// The file names and titles of one workload's charts, in display order.
-pub fn workload_chart_names(workload: &str) -> Vec<(String, &'static str)> {
-    WORKLOAD_CHARTS
-        .iter()
-        .map(|(suffix, title)| (names::workload_chart_file(workload, suffix), *title))
-        .collect()
+/// The charts of one workload, in display order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadChart {
+    TtftCdf,
+    TpotCdf,
+    ItlHistogram,
+    Timeline,
+    TokensPerSecond,
 }
 
-/// The file names and titles of the run's charts.
-pub fn run_chart_names() -> Vec<(String, &'static str)> {
-    RUN_CHARTS
-        .iter()
-        .map(|(name, title)| (names::run_chart_file(name), *title))
-        .collect()
+impl WorkloadChart {
+    pub const ALL: [WorkloadChart; 5] = [
+        WorkloadChart::TtftCdf,
+        WorkloadChart::TpotCdf,
+        WorkloadChart::ItlHistogram,
+        WorkloadChart::Timeline,
+        WorkloadChart::TokensPerSecond,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            WorkloadChart::TtftCdf => "TTFT distribution",
+            WorkloadChart::TpotCdf => "TPOT distribution",
+            WorkloadChart::ItlHistogram => "Inter-token gaps",
+            WorkloadChart::Timeline => "Request timeline",
+            WorkloadChart::TokensPerSecond => "Streamed tokens/s over time",
+        }
+    }
+
+    /// Its file name for `workload`, e.g. `short_input_ttft_cdf.svg`.
+    pub fn file_name(self, workload: &str) -> String {
+        let suffix = match self {
+            WorkloadChart::TtftCdf => "ttft_cdf",
+            WorkloadChart::TpotCdf => "tpot_cdf",
+            WorkloadChart::ItlHistogram => "itl_histogram",
+            WorkloadChart::Timeline => "timeline",
+            WorkloadChart::TokensPerSecond => "tokens_per_s",
+        };
+        names::workload_chart_file(workload, suffix)
+    }
 }
 
-const WORKLOAD_CHARTS: &[(&str, &str)] = &[
-    ("ttft_cdf", "TTFT distribution"),
-    ("tpot_cdf", "TPOT distribution"),
-    ("itl_histogram", "Inter-token gaps"),
-    ("timeline", "Request timeline"),
-    ("tokens_per_s", "Streamed tokens/s over time"),
-];
+/// The charts of the whole run, in display order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunChart {
+    KeyMetrics,
+    MemoryKv,
+}
 
-const RUN_CHARTS: &[(&str, &str)] = &[
-    ("run_key_metrics", "Key metrics across workloads"),
-    ("run_memory_kv", "Memory and KV cache"),
-];
+impl RunChart {
+    pub const ALL: [RunChart; 2] = [RunChart::KeyMetrics, RunChart::MemoryKv];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            RunChart::KeyMetrics => "Key metrics across workloads",
+            RunChart::MemoryKv => "Memory and KV cache",
+        }
+    }
+
+    /// Its file name, e.g. `run_key_metrics.svg`.
+    pub fn file_name(self) -> String {
+        names::run_chart_file(match self {
+            RunChart::KeyMetrics => "run_key_metrics",
+            RunChart::MemoryKv => "run_memory_kv",
+        })
+    }
+}
 
 /// Draws every chart of one workload.
 pub fn workload_charts(
@@ -173,47 +210,46 @@ pub fn workload_charts(
     samples: &WorkloadSamples,
 ) -> Result<Vec<Chart>, ReportError> {
     let workload = metrics.workload.as_str();
-    let names = workload_chart_names(workload);
     let failed = samples.failed();
     let excluded = match failed {
         0 => String::new(),
         n => format!("; {n} failed request(s) not included"),
     };
-    let mut charts = Vec::with_capacity(names.len());
-    for (i, (file_name, title)) in names.into_iter().enumerate() {
-        let heading = format!("{title}: {workload}");
-        let svg = match i {
-            0 | 1 => {
-                let d = if i == 0 {
-                    Distribution::Ttft
-                } else {
-                    Distribution::Tpot
-                };
-                let note = format!("{}{excluded}", run.0);
-                render(&heading, &note, |area| {
-                    cdf(area, d, &[(String::new(), d.samples(samples))], true)
-                })
-            }
-            2 => {
-                let note = format!("{}{excluded}", run.0);
-                render(&heading, &note, |area| histogram(area, samples.itl()))
-            }
-            3 => render(&heading, &run.0, |area| timeline(area, samples.requests())),
-            _ => {
-                let note = format!("{}; tokens of failed requests included", run.0);
-                render(&heading, &note, |area| {
-                    tokens_per_second(area, samples, metrics.output_throughput_tps)
-                })
-            }
-        }?;
-        charts.push(Chart {
-            file_name,
-            workload: Some(workload.to_string()),
-            title: title.to_string(),
-            svg,
-        });
-    }
-    Ok(charts)
+    let without_failed = format!("{}{excluded}", run.0);
+    let distribution =
+        |area: &Area, d: Distribution| cdf(area, d, &[(String::new(), d.samples(samples))], true);
+    WorkloadChart::ALL
+        .iter()
+        .map(|&kind| {
+            let heading = format!("{}: {workload}", kind.title());
+            let svg = match kind {
+                WorkloadChart::TtftCdf => render(&heading, &without_failed, |area| {
+                    distribution(area, Distribution::Ttft)
+                }),
+                WorkloadChart::TpotCdf => render(&heading, &without_failed, |area| {
+                    distribution(area, Distribution::Tpot)
+                }),
+                WorkloadChart::ItlHistogram => render(&heading, &without_failed, |area| {
+                    histogram(area, samples.itl())
+                }),
+                WorkloadChart::Timeline => {
+                    render(&heading, &run.0, |area| timeline(area, samples.requests()))
+                }
+                WorkloadChart::TokensPerSecond => {
+                    let note = format!("{}; tokens of failed requests included", run.0);
+                    render(&heading, &note, |area| {
+                        tokens_per_second(area, samples, metrics.output_throughput_tps)
+                    })
+                }
+            }?;
+            Ok(Chart {
+                file_name: kind.file_name(workload),
+                workload: Some(workload.to_string()),
+                title: kind.title().to_string(),
+                svg,
+            })
+        })
+        .collect()
 }
 
 /// Draws the charts of the whole run: key metrics across workloads, memory and KV figures.
@@ -222,39 +258,38 @@ pub fn run_charts(
     samples: &IndexMap<String, Samples>,
 ) -> Result<Vec<Chart>, ReportError> {
     let run = RunLabel::of(&summary.provenance);
-    let names = run_chart_names();
-    let (key_file, key_title) = &names[0];
-    let (mem_file, mem_title) = &names[1];
-    let key = render(key_title, &run.0, |area| key_metrics(area, summary))?;
-    let sources = summary
-        .workloads
-        .values()
-        .next()
-        .map(|m| {
-            format!(
-                "; memory: {}, KV: {}",
-                source_name(&m.sources.memory),
-                source_name(&m.sources.kv_cache)
-            )
+    RunChart::ALL
+        .iter()
+        .map(|&kind| {
+            let title = kind.title();
+            let svg = match kind {
+                RunChart::KeyMetrics => render(title, &run.0, |area| key_metrics(area, summary)),
+                RunChart::MemoryKv => {
+                    let sources = summary
+                        .workloads
+                        .values()
+                        .next()
+                        .map(|m| {
+                            format!(
+                                "; memory: {}, KV: {}",
+                                source_name(&m.sources.memory),
+                                source_name(&m.sources.kv_cache)
+                            )
+                        })
+                        .unwrap_or_default();
+                    render(title, &format!("{}{sources}", run.0), |area| {
+                        memory_and_kv(area, summary, samples)
+                    })
+                }
+            }?;
+            Ok(Chart {
+                file_name: kind.file_name(),
+                workload: None,
+                title: title.to_string(),
+                svg,
+            })
         })
-        .unwrap_or_default();
-    let mem = render(mem_title, &format!("{}{sources}", run.0), |area| {
-        memory_and_kv(area, summary, samples)
-    })?;
-    Ok(vec![
-        Chart {
-            file_name: key_file.clone(),
-            workload: None,
-            title: key_title.to_string(),
-            svg: key,
-        },
-        Chart {
-            file_name: mem_file.clone(),
-            workload: None,
-            title: mem_title.to_string(),
-            svg: mem,
-        },
-    ])
+        .collect()
 }
 
 /// Every chart of a run: each workload's (in the summary's order), then the run's.
@@ -319,45 +354,6 @@ pub fn write_charts(dir: &std::path::Path, charts: &[Chart]) -> Result<(), Repor
     charts
         .iter()
         .try_for_each(|c| write_atomically(&dir.join(&c.file_name), c.svg.as_bytes()))
-}
-
-/// Writes every workload's charts as it finishes, and the run's charts at the end.
-pub struct SvgCharts {
-    dir: PathBuf,
-    run: Option<RunLabel>,
-    samples: IndexMap<String, Samples>,
-}
-
-impl SvgCharts {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        SvgCharts {
-            dir: dir.into(),
-            run: None,
-            samples: IndexMap::new(),
-        }
-    }
-}
-
-impl Report for SvgCharts {
-    fn run_started(&mut self, provenance: &Provenance, _: &[Workload]) -> Result<(), ReportError> {
-        self.run = Some(RunLabel::of(provenance));
-        prepare_dir(&self.dir)
-    }
-
-    fn workload_finished(&mut self, result: &WorkloadResult) -> Result<(), ReportError> {
-        let run = self
-            .run
-            .get_or_insert_with(|| RunLabel("run: unnamed".to_string()));
-        let charts = workload_charts(run, &result.metrics, &result.samples)?;
-        write_charts(&self.dir, &charts)?;
-        self.samples
-            .insert(result.workload.name.clone(), result.samples.clone());
-        Ok(())
-    }
-
-    fn run_finished(&mut self, summary: &Summary) -> Result<(), ReportError> {
-        write_charts(&self.dir, &run_charts(summary, &self.samples)?)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -874,45 +870,15 @@ fn tokens_per_second(area: &Area, samples: &WorkloadSamples, output_tps: f64) ->
     )
 }
 
-/// One figure across workloads, for a panel of the key-metrics chart.
-struct Panel {
-    title: &'static str,
-    unit: &'static str,
-    /// Bars per workload: p50 and p99, or a single figure.
-    bars: fn(&WorkloadMetrics) -> Vec<f64>,
-}
-
-const KEY_PANELS: &[Panel] = &[
-    Panel {
-        title: "TTFT",
-        unit: "ms",
-        bars: |m| vec![m.p50_ttft_ms, m.p99_ttft_ms],
-    },
-    Panel {
-        title: "TPOT",
-        unit: "ms",
-        bars: |m| vec![m.p50_tpot_ms, m.p99_tpot_ms],
-    },
-    Panel {
-        title: "Inter-token gap",
-        unit: "ms",
-        bars: |m| vec![m.p50_itl_ms, m.p99_itl_ms],
-    },
-    Panel {
-        title: "End-to-end latency",
-        unit: "ms",
-        bars: |m| vec![m.p50_e2el_ms, m.p99_e2el_ms],
-    },
-    Panel {
-        title: "Output throughput",
-        unit: "tokens/s",
-        bars: |m| vec![m.output_throughput_tps],
-    },
-    Panel {
-        title: "Error rate",
-        unit: "%",
-        bars: |m| vec![m.error_rate * 100.0],
-    },
+/// The panels of the key-metrics chart, in order; each shows the catalogue's figures that name
+/// it (p50 and p99, or a single figure) for every workload.
+const KEY_PANELS: [&str; 6] = [
+    "TTFT",
+    "TPOT",
+    "Inter-token gap",
+    "End-to-end latency",
+    "Output throughput",
+    "Error rate",
 ];
 
 /// Bar colours by position in a group; a group of one gets its own colour, so a single figure
@@ -943,14 +909,17 @@ fn key_metrics(area: &Area, summary: &Summary) -> Drawn {
     let names: Vec<String> = summary.workloads.keys().cloned().collect();
     for (panel, cell) in KEY_PANELS.iter().zip(area.split_evenly((2, 3))) {
         let cell = cell.margin(4, 8, 4, 8);
-        let groups: Vec<Vec<f64>> = metrics.iter().map(|m| (panel.bars)(m)).collect();
-        bar_panel(
-            &cell,
-            &format!("{} ({})", panel.title, panel.unit),
-            panel.unit,
-            &names,
-            &groups,
-        )?;
+        let bars: Vec<&Metric> = METRICS.iter().filter(|m| m.panel == Some(*panel)).collect();
+        let unit = bars.first().map_or("", |m| m.unit.axis());
+        let groups: Vec<Vec<f64>> = metrics
+            .iter()
+            .map(|w| {
+                bars.iter()
+                    .map(|m| m.unit.shown((m.value)(w).unwrap_or(0.0)))
+                    .collect()
+            })
+            .collect();
+        bar_panel(&cell, &format!("{panel} ({unit})"), unit, &names, &groups)?;
     }
     if metrics.is_empty() {
         notice(&area, "the run has no workload")?;
@@ -1209,7 +1178,7 @@ mod tests {
         metrics.workload = "all_failed".into();
         let samples = WorkloadSamples::from_records(&records);
         let charts = workload_charts(&run, &metrics, &samples).unwrap();
-        assert_eq!(charts.len(), WORKLOAD_CHARTS.len());
+        assert_eq!(charts.len(), WorkloadChart::ALL.len());
         for c in charts {
             roxmltree::Document::parse(&c.svg).unwrap();
         }

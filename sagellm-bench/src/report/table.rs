@@ -24,13 +24,12 @@ pub fn render(summary: &Summary) -> String {
     let mut header = vec![Cell::new("Metric")];
     header.extend(summary.workloads.keys().map(Cell::new));
     table.set_header(header);
-    for (label, value) in rows_for(summary) {
+    for (label, cells) in rows_for(summary) {
         let mut row = vec![Cell::new(label)];
         row.extend(
-            summary
-                .workloads
-                .values()
-                .map(|m| Cell::new(value(m)).set_alignment(CellAlignment::Right)),
+            cells
+                .into_iter()
+                .map(|c| Cell::new(c).set_alignment(CellAlignment::Right)),
         );
         table.add_row(row);
     }

@@ -3,6 +3,7 @@
 //!
 //! Imports from `backend/` and `workload/`, never from the layers above.
 
+pub(crate) mod catalogue;
 pub mod goodput;
 pub mod itl;
 pub mod metrics;

@@ -1,0 +1,148 @@
+//! The connections under the requests: counted as they open, opened ahead of the measured
+//! requests, given back to the pool only with their body read to its end, and told apart as
+//! new or reused when one fails.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::StreamExt;
+use hyper_util::client::legacy::connect::HttpInfo;
+
+use super::exchange::Events;
+use super::{body, Shared};
+
+/// Connects of the clients' connectors, counted as they start and end.
+#[derive(Default)]
+pub(super) struct Connects {
+    pub(super) started: AtomicU64,
+    pub(super) ended: AtomicU64,
+    /// Connects that gave a connection.
+    pub(super) opened: AtomicU64,
+}
+
+impl Connects {
+    /// Counts one connect of a connector, as it starts and as it ends.
+    pub(super) fn count<C, E>(
+        self: &Arc<Self>,
+        connecting: impl std::future::Future<Output = Result<C, E>>,
+    ) -> impl std::future::Future<Output = Result<C, E>> {
+        let connects = self.clone();
+        connects.started.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let connected = connecting.await;
+            if connected.is_ok() {
+                connects.opened.fetch_add(1, Ordering::Relaxed);
+            }
+            connects.ended.fetch_add(1, Ordering::Relaxed);
+            connected
+        }
+    }
+}
+
+/// Longest wait for the end of a body after `[DONE]`.
+pub(super) const BODY_END_LIMIT: Duration = Duration::from_millis(500);
+
+/// Most connections opened ahead of a workload's measured requests.
+pub(super) const MAX_PREOPENED: usize = 512;
+
+/// Longest wait for each answer that opens a connection ahead of the measured requests.
+pub(super) const PREOPEN_LIMIT: Duration = Duration::from_secs(10);
+
+impl Shared {
+    /// Reads what is left of a finished answer's body: at least the HTTP/1.1 chunked
+    /// terminator, which uvicorn (vLLM's server) sends in a write of its own after `[DONE]`.
+    /// Only a body read to its end gives its connection back to the pool; a dropped one closes
+    /// it, and the next request would pay for a new connection inside its TTFT. The request's
+    /// end was stamped at `Done`; this runs when the runner polls the stream once more, before
+    /// the same worker sends its next request.
+    pub(super) async fn read_to_end(&self, mut events: Events) {
+        let rest = async { while events.next().await.is_some() {} };
+        if tokio::time::timeout(BODY_END_LIMIT, rest).await.is_err() {
+            self.counts.unended_bodies.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Makes sure `n` connections are open and idle in the pool, so the first `n` measured
+    /// requests do not each pay for a handshake: `n` concurrent `GET /v1/models`, which reuse
+    /// idle connections and open only the missing ones. Their answers are not used, and a
+    /// server without that route still answers (404) on a kept connection.
+    pub(super) async fn open_connections(&self, n: usize) {
+        let asks = (0..n.min(MAX_PREOPENED)).map(|_| async {
+            let Ok(response) = self
+                .client
+                .get(&self.models_url)
+                .timeout(PREOPEN_LIMIT)
+                .send()
+                .await
+            else {
+                return;
+            };
+            self.note_answered(&response);
+            // Read to the end, so the connection goes back to the pool (a longer answer than
+            // any model list closes it instead).
+            let _ = body::read_capped(response, body::MODELS_BODY_LIMIT).await;
+        });
+        futures::future::join_all(asks).await;
+        // A connect can outlive the answer it was started for (the pool gave that request a
+        // connection that fell idle first) and still lands in the pool: wait for those too, so
+        // none is counted among the measured requests' connections.
+        let settled = async {
+            let c = &self.connections;
+            while c.ended.load(Ordering::Relaxed) < c.started.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        let _ = tokio::time::timeout(PREOPEN_LIMIT, settled).await;
+    }
+
+    /// Remembers the connection an answer came on, to tell a reused connection from a new one.
+    pub(super) fn note_answered(&self, response: &reqwest::Response) {
+        if let Some(info) = response.extensions().get::<HttpInfo>() {
+            self.answered_on
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(info.local_addr());
+        }
+    }
+
+    /// True when `error` says the server closed the connection before any byte of its answer,
+    /// and that connection had carried an answer before: a kept-alive connection the server
+    /// dropped as the request went out. A new connection closed that way is a server refusing
+    /// the request, not a stale connection, and is not retried.
+    pub(super) fn closed_on_reuse(&self, error: &reqwest::Error) -> bool {
+        if error.is_connect() || error.is_timeout() {
+            return false;
+        }
+        let mut local = None;
+        let mut closed = false;
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = cause {
+            if let Some(client_error) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+                if let Some(connected) = client_error.connect_info() {
+                    let mut extras = http::Extensions::new();
+                    connected.get_extras(&mut extras);
+                    local = extras.get::<HttpInfo>().map(HttpInfo::local_addr);
+                }
+            }
+            if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                closed |= h.is_incomplete_message();
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::*;
+                closed |= matches!(
+                    io.kind(),
+                    ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+                );
+            }
+            cause = e.source();
+        }
+        closed
+            && local.is_some_and(|addr| {
+                self.answered_on
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&addr)
+            })
+    }
+}

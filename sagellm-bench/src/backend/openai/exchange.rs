@@ -1,0 +1,318 @@
+//! One request's exchange with the server: the body sent, the status checked, the events read
+//! until `[DONE]`, an error or a timeout.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use eventsource_stream::{Event, EventStreamError, Eventsource};
+use futures::stream::{Stream, StreamExt};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::{body, clip, error_chain, stream, Api, Shared};
+use crate::backend::{ErrorKind, GenerationRequest, RequestError, StreamEvent, Usage};
+
+pub(super) type Events =
+    Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<body::BodyFault>>> + Send>>;
+
+pub(super) enum Phase {
+    NotSent(GenerationRequest),
+    Streaming(Events),
+    /// `Done` was given; what is left of the body is read when the stream is polled again.
+    Draining(Events),
+    Finished,
+}
+
+/// One request's life: send, then read events until it is done or failed.
+pub(super) struct Exchange {
+    pub(super) shared: Arc<Shared>,
+    /// Bytes of the answer's body received so far: the stall timeout waits for a byte, not for
+    /// a whole event.
+    pub(super) received: Arc<AtomicUsize>,
+    pub(super) asked: usize,
+    pub(super) deadline: Instant,
+    pub(super) phase: Phase,
+    pub(super) usage: Option<Usage>,
+    pub(super) finish_seen: bool,
+}
+
+/// The request body; the prompt is borrowed, the rest are small.
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<[Message<'a>; 1]>,
+    max_tokens: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_tokens: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ignore_eos: Option<bool>,
+    stream: bool,
+    stream_options: StreamOptions,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+impl Exchange {
+    fn fail(&mut self, kind: ErrorKind, message: String) -> Option<StreamEvent> {
+        self.phase = Phase::Finished;
+        Some(StreamEvent::Error(RequestError::new(kind, message)))
+    }
+
+    fn wait_limit(&self) -> (Instant, bool) {
+        wait_limit(&self.shared, self.deadline)
+    }
+
+    fn timeout_message(&self, stalled: bool, what: &str) -> String {
+        timeout_message(&self.shared, stalled, what)
+    }
+
+    pub(super) async fn next_event(&mut self) -> Option<StreamEvent> {
+        loop {
+            match std::mem::replace(&mut self.phase, Phase::Finished) {
+                Phase::Finished => return None,
+                Phase::Draining(events) => {
+                    self.shared.read_to_end(events).await;
+                    return None;
+                }
+                Phase::NotSent(request) => {
+                    match send(&self.shared, self.deadline, &request, &self.received).await {
+                        Ok(events) => self.phase = Phase::Streaming(events),
+                        Err(error) => return Some(StreamEvent::Error(error)),
+                    }
+                }
+                Phase::Streaming(mut events) => {
+                    // A wait that timed out while bytes still arrived (an event larger than what
+                    // one stall period brings) waits on: only silence is a stall. Polling the
+                    // stream again loses nothing; the parser keeps what it has buffered.
+                    let next = loop {
+                        let (limit, stalled) = self.wait_limit();
+                        let before = self.received.load(Ordering::Relaxed);
+                        match tokio::time::timeout_at(limit, events.next()).await {
+                            Err(_) if stalled && self.received.load(Ordering::Relaxed) > before => {
+                            }
+                            Err(_) => break Err(stalled),
+                            Ok(item) => break Ok(item),
+                        }
+                    };
+                    self.phase = Phase::Streaming(events);
+                    let event = match next {
+                        Err(stalled) => {
+                            let message = self.timeout_message(stalled, "the next chunk");
+                            return self.fail(ErrorKind::Timeout, message);
+                        }
+                        Ok(None) => {
+                            if self.finish_seen {
+                                return self.done();
+                            }
+                            return self.fail(
+                                ErrorKind::Protocol,
+                                "the stream ended before [DONE] and without a finish_reason".into(),
+                            );
+                        }
+                        Ok(Some(Err(EventStreamError::Transport(body::BodyFault::Transport(
+                            e,
+                        ))))) => {
+                            return self.fail(
+                                ErrorKind::Connection,
+                                format!(
+                                    "the connection broke mid-stream: {}",
+                                    error_chain(&e.without_url())
+                                ),
+                            )
+                        }
+                        Ok(Some(Err(EventStreamError::Transport(fault)))) => {
+                            return self.fail(ErrorKind::Protocol, fault.to_string())
+                        }
+                        Ok(Some(Err(e))) => {
+                            return self.fail(
+                                ErrorKind::Protocol,
+                                format!("the event stream is malformed: {e}"),
+                            )
+                        }
+                        Ok(Some(Ok(event))) => event,
+                    };
+                    match stream::interpret(&event.event, &event.data) {
+                        stream::EventMeaning::Nothing => {}
+                        stream::EventMeaning::Done => return self.done(),
+                        stream::EventMeaning::Failed(kind, message) => {
+                            return self.fail(kind, message)
+                        }
+                        stream::EventMeaning::Chunk(chunk) => {
+                            if chunk.usage.is_some() {
+                                self.usage = chunk.usage;
+                            }
+                            self.finish_seen |= chunk.finished;
+                            if chunk.tokens > 0 {
+                                return Some(StreamEvent::Tokens {
+                                    text: chunk.text,
+                                    tokens: chunk.tokens,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The request finished: count token-length surprises and end the stream.
+    fn done(&mut self) -> Option<StreamEvent> {
+        if let Phase::Streaming(events) = std::mem::replace(&mut self.phase, Phase::Finished) {
+            self.phase = Phase::Draining(events);
+        }
+        let c = &self.shared.counts;
+        c.finished.fetch_add(1, Ordering::Relaxed);
+        match self.usage {
+            None => {
+                c.without_usage.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(u) if self.shared.force_output_length && u.completion_tokens != self.asked => {
+                c.length_mismatch.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(_) => {}
+        }
+        Some(StreamEvent::Done { usage: self.usage })
+    }
+}
+
+/// When the next wait must end: the stall limit, or the request's deadline if sooner.
+fn wait_limit(shared: &Shared, deadline: Instant) -> (Instant, bool) {
+    let stall = Instant::now() + shared.stall_timeout;
+    if stall < deadline {
+        (stall, true)
+    } else {
+        (deadline, false)
+    }
+}
+
+fn timeout_message(shared: &Shared, stalled: bool, what: &str) -> String {
+    if stalled {
+        format!(
+                "no data for {:.1} s while waiting for {what} (stall timeout; raise it with --stall-timeout)",
+                shared.stall_timeout.as_secs_f64()
+            )
+    } else {
+        format!(
+            "the request took longer than {:.1} s (raise it with --request-timeout)",
+            shared.request_timeout.as_secs_f64()
+        )
+    }
+}
+
+/// Sends the request and checks the status; returns the event stream.
+async fn send(
+    shared: &Shared,
+    deadline: Instant,
+    request: &GenerationRequest,
+    received: &Arc<AtomicUsize>,
+) -> Result<Events, RequestError> {
+    let force = shared.force_output_length;
+    let n = request.max_output_tokens;
+    let body = Body {
+        model: &shared.model,
+        prompt: (shared.api == Api::Completions).then_some(request.prompt.as_str()),
+        messages: (shared.api == Api::Chat).then_some([Message {
+            role: "user",
+            content: &request.prompt,
+        }]),
+        max_tokens: n,
+        min_tokens: force.then_some(n),
+        ignore_eos: force.then_some(true),
+        stream: true,
+        stream_options: StreamOptions {
+            include_usage: true,
+        },
+    };
+    let body: bytes::Bytes = serde_json::to_vec(&body)
+        .map_err(|e| RequestError::new(ErrorKind::Protocol, format!("cannot encode request: {e}")))?
+        .into();
+    let post = |client: &reqwest::Client| {
+        client
+            .post(&shared.endpoint)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .body(body.clone())
+            .send()
+    };
+    let (mut limit, mut stalled) = wait_limit(shared, deadline);
+    let mut sent = tokio::time::timeout_at(limit, post(&shared.client)).await;
+    if let Ok(Err(e)) = &sent {
+        // The server closed a kept-alive connection as the request went out on it (llama.cpp's
+        // server closes every connection after its answer, other servers on an idle timeout):
+        // the request never reached it, so it is sent once more, on a new connection. Its times
+        // still count from the first attempt, as the user waited through both.
+        if shared.closed_on_reuse(e) {
+            shared.counts.retried.fetch_add(1, Ordering::Relaxed);
+            (limit, stalled) = wait_limit(shared, deadline);
+            sent = tokio::time::timeout_at(limit, post(&shared.fresh_client)).await;
+        }
+    }
+    let response = match sent {
+        Err(_) => {
+            return Err(RequestError::new(
+                ErrorKind::Timeout,
+                timeout_message(shared, stalled, "the response"),
+            ))
+        }
+        Ok(Err(e)) => {
+            let what = if e.is_connect() {
+                "cannot connect to"
+            } else {
+                "sending the request failed for"
+            };
+            return Err(RequestError::new(
+                ErrorKind::Connection,
+                format!(
+                    "{what} {}: {}",
+                    shared.shown_endpoint,
+                    error_chain(&e.without_url())
+                ),
+            ));
+        }
+        Ok(Ok(r)) => r,
+    };
+    shared.note_answered(&response);
+    let status = response.status();
+    if !status.is_success() {
+        let (limit, _) = wait_limit(shared, deadline);
+        let text =
+            tokio::time::timeout_at(limit, body::read_capped(response, body::ERROR_BODY_LIMIT))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|(text, _)| text)
+                .unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").map(stream::error_message))
+            .unwrap_or_else(|| clip(&text));
+        let hint = match status.as_u16() {
+            401 | 403 => " (check --api-key-env)",
+            404 => " (check --base-url, --model and --api)",
+            429 => " (rate limited)",
+            _ => "",
+        };
+        return Err(RequestError::new(
+            ErrorKind::Http,
+            format!("HTTP {status}{hint}: {message}"),
+        ));
+    }
+    Ok(
+        body::line_limited(response.bytes_stream(), received.clone())
+            .eventsource()
+            .boxed(),
+    )
+}
