@@ -310,6 +310,9 @@ fn main() -> ExitCode {
                 .exit()
         }
     }
+    // As vLLM and SGLang do: every connection to a server is a file handle, and the default
+    // soft limit (often 1024) is far below what a machine allows.
+    sagellm_bench::run::limits::raise_open_files_limit();
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Report(args) => report(args).map(|()| ExitCode::SUCCESS),
@@ -357,6 +360,9 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         .select(&args.workload)
         .map_err(|e| format!("--workload: {e}"))?;
     let workloads = args.load.shape().apply(workloads)?;
+    if args.backend.backend.is_server() {
+        sagellm_bench::run::limits::check_connections(&workloads)?;
+    }
     // Before the backend: loading a model or reaching a server can take a while. Held to the
     // end: no other run writes into this folder meanwhile.
     let folder = sagellm_bench::report::files::claim(&args.output).map_err(|e| e.to_string())?;
@@ -648,6 +654,7 @@ fn compare(args: CompareArgs) -> Result<(), String> {
                 "compare --target runs server backends; --backend {preset} is not one (use openai, vllm, sglang, lmdeploy or llamacpp, or compare saved results with --result)"
             ));
         }
+        sagellm_bench::run::limits::check_connections(&workloads)?;
         for target in &args.targets {
             let (name, url) = name_value("--target", target)?;
             let mut flags = args.backend.clone();

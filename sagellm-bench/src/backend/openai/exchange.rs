@@ -267,6 +267,18 @@ async fn send(
                 timeout_message(shared, stalled, "the response"),
             ))
         }
+        Ok(Err(e)) if is_open_files_exhaustion(&e) => {
+            return Err(RequestError::new(
+                ErrorKind::Client,
+                format!(
+                    "this process ran out of file handles opening a connection to {} ({}): \
+                     the client's own open-files limit, not a fault of the server; raise \
+                     `ulimit -n` or lower --concurrency",
+                    shared.shown_endpoint,
+                    error_chain(&e.without_url())
+                ),
+            ));
+        }
         Ok(Err(e)) => {
             let what = if e.is_connect() {
                 "cannot connect to"
@@ -315,4 +327,59 @@ async fn send(
             .eventsource()
             .boxed(),
     )
+}
+
+/// Whether `error`, or an error it wraps, is the client's own open-files limit (`EMFILE`:
+/// this process's; `ENFILE`: the whole machine's), not a fault of the server.
+pub(crate) fn is_open_files_exhaustion(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if is_exhaustion_code(io.raw_os_error()) {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
+}
+
+fn is_exhaustion_code(code: Option<i32>) -> bool {
+    #[cfg(unix)]
+    {
+        use rustix::io::Errno;
+        code.is_some_and(|c| c == Errno::MFILE.raw_os_error() || c == Errno::NFILE.raw_os_error())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = code;
+        false
+    }
+}
+
+#[cfg(test)]
+mod exhaustion_tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "connect failed")
+        }
+    }
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_clients_open_files_limit_is_told_from_a_servers_fault() {
+        let emfile = std::io::Error::from_raw_os_error(rustix::io::Errno::MFILE.raw_os_error());
+        assert!(is_open_files_exhaustion(&Wrapped(emfile)));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!is_open_files_exhaustion(&Wrapped(reset)));
+    }
 }

@@ -1,0 +1,160 @@
+//! What the machine lets a run hold: open files (each connection to a server is one) and, for
+//! an open loop, how many requests may be in flight at once.
+//!
+//! At start the CLI raises the soft `RLIMIT_NOFILE` to the hard limit, as vLLM and SGLang do;
+//! a closed loop that still cannot keep its connections and the run's own files open is
+//! refused before its first request. An open loop is capped instead ([`open_loop_slots`]): a
+//! request whose time comes while every slot is busy waits for one, and is counted.
+
+use crate::workload::{Arrival, Workload};
+
+/// File handles kept free of connections: the run's output files (the records being appended,
+/// a temporary file being renamed, the folder's lock), the runtime's own, a scrape of
+/// `/metrics`, a tokenizer, the terminal.
+pub const FILE_RESERVE: u64 = 32;
+
+/// The most requests an open loop keeps in flight, whatever the open-files limit: each costs a
+/// task, a connection and its buffers, and a client with more has stopped measuring the server.
+pub const MAX_OPEN_LOOP_IN_FLIGHT: usize = 16_384;
+
+/// The open-files limits of this process and how many files it has open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFiles {
+    /// The soft limit: what `open` is held to. `u64::MAX` when unlimited.
+    pub soft: u64,
+    /// The hard limit, which the soft one may be raised to. `u64::MAX` when unlimited.
+    pub hard: u64,
+    /// Files open now.
+    pub open: u64,
+}
+
+impl OpenFiles {
+    /// This process's limits now, where the platform tells them.
+    pub fn now() -> Option<Self> {
+        #[cfg(unix)]
+        {
+            use rustix::process::{getrlimit, Resource};
+            let limit = getrlimit(Resource::Nofile);
+            Some(OpenFiles {
+                soft: limit.current.unwrap_or(u64::MAX),
+                hard: limit.maximum.unwrap_or(u64::MAX),
+                open: open_now(),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            None
+        }
+    }
+
+    /// Connections that fit beside the files open now and [`FILE_RESERVE`].
+    pub fn free_for_connections(&self) -> u64 {
+        self.soft
+            .saturating_sub(self.open)
+            .saturating_sub(FILE_RESERVE)
+    }
+}
+
+/// Raises the soft open-files limit to the hard one (unix), returning the limits after.
+pub fn raise_open_files_limit() -> Option<OpenFiles> {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let limit = getrlimit(Resource::Nofile);
+        if limit.current != limit.maximum {
+            let raised = Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            };
+            if setrlimit(Resource::Nofile, raised).is_err() {
+                // macOS refuses an unlimited soft limit: try the kernel's own cap, as Python's
+                // resource users do.
+                let _ = setrlimit(
+                    Resource::Nofile,
+                    Rlimit {
+                        current: Some(limit.maximum.unwrap_or(1 << 20).min(1 << 20)),
+                        maximum: limit.maximum,
+                    },
+                );
+            }
+        }
+    }
+    OpenFiles::now()
+}
+
+/// Files this process has open (Linux and macOS list them; elsewhere a guess).
+#[cfg(unix)]
+fn open_now() -> u64 {
+    for dir in ["/proc/self/fd", "/dev/fd"] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            // Less the one reading the folder.
+            return (entries.count() as u64).saturating_sub(1);
+        }
+    }
+    16
+}
+
+/// The connections `workload` keeps open at once on a server backend: its concurrency (closed
+/// loop), or its open-loop slots.
+pub fn connections_needed(workload: &Workload) -> usize {
+    match workload.arrival {
+        Arrival::Closed { concurrency } => concurrency.min(workload.num_requests),
+        Arrival::Poisson { .. } | Arrival::Constant { .. } => 1,
+    }
+}
+
+/// Refuses, before any request, workloads whose connections to a server cannot all be open
+/// beside the run's own files under this process's open-files limit.
+pub fn check_connections(workloads: &[Workload]) -> Result<(), String> {
+    let Some(files) = OpenFiles::now() else {
+        return Ok(());
+    };
+    let Some(worst) = workloads.iter().max_by_key(|w| connections_needed(w)) else {
+        return Ok(());
+    };
+    let needed = connections_needed(worst) as u64;
+    if needed <= files.free_for_connections() {
+        return Ok(());
+    }
+    let fits = files.free_for_connections();
+    let raise = if files.hard > files.soft {
+        String::new()
+    } else {
+        format!(
+            " (the hard limit is {}, so raise it as root, or in limits.conf)",
+            files.hard
+        )
+    };
+    Err(format!(
+        "workload `{}` keeps {needed} connections open, but this process may open only {} \
+         files (`ulimit -n`), {} of them already open and {FILE_RESERVE} kept for the results: \
+         {fits} connections fit. Raise the limit, e.g. `ulimit -n {}`{raise}, or lower \
+         --concurrency to {}",
+        worst.name,
+        files.soft,
+        files.open,
+        needed + files.open + FILE_RESERVE,
+        fits.max(1)
+    ))
+}
+
+/// How many requests an open loop keeps in flight at most: what the open-files limit leaves
+/// for connections, within [`MAX_OPEN_LOOP_IN_FLIGHT`].
+pub fn open_loop_slots() -> usize {
+    let free = OpenFiles::now().map_or(u64::MAX, |f| f.free_for_connections());
+    (free.min(MAX_OPEN_LOOP_IN_FLIGHT as u64) as usize).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_limits_are_read_and_leave_room() {
+        let files = raise_open_files_limit().unwrap();
+        assert!(files.soft <= files.hard);
+        assert!(files.open > 0 && files.open < files.soft);
+        assert!(open_loop_slots() >= 1 && open_loop_slots() <= MAX_OPEN_LOOP_IN_FLIGHT);
+    }
+}
