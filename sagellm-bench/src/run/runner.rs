@@ -151,7 +151,21 @@ async fn run_workload_with(
             prompt_tokens: prompt.tokens,
             max_output_tokens: workload.output_tokens,
         };
-        let (_, raw, _) = send(backend.as_ref(), &clock, request, false).await;
+        // Stoppable like the measured requests: after an interrupt, the warm-up request in
+        // flight gets the grace period, then is abandoned (it is not recorded anyway).
+        let warm_up = send(backend.as_ref(), &clock, request, false);
+        let grace_over = async {
+            interrupt.requested().await;
+            clock.sleep(control.grace).await;
+        };
+        let raw = tokio::select! {
+            biased;
+            (_, raw, _) = warm_up => raw,
+            () = grace_over => {
+                tracing::warn!(workload = %workload.name, "grace period over: warm-up request {i} abandoned");
+                break;
+            }
+        };
         if let Some(error) = raw.error {
             tracing::warn!(workload = %workload.name, "warm-up request {i} failed: {error}");
         }
