@@ -95,7 +95,7 @@ impl Summary {
                 return wrong(
                     format!("workloads.{name}.total_requests"),
                     format!(
-                        "{} is not successful_requests {} + failed_requests {}",
+                        "{}, not successful_requests {} + failed_requests {}",
                         m.total_requests, m.successful_requests, m.failed_requests
                     ),
                 );
@@ -194,7 +194,7 @@ fn rebuild_unfinished(path: &Path, summary: &mut Summary) -> Vec<String> {
         );
         metrics.complete = false;
         notes.push(format!(
-            "{}: the run was stopped during workload {workload}; its figures are rebuilt from              the {} request records in {} (no engine or server figures)",
+            "{}: the run was stopped during workload {workload}; its figures are rebuilt from the {} request records in {} (no engine or server figures)",
             path.display(),
             requests.len(),
             records.display()

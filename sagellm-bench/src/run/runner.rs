@@ -97,11 +97,20 @@ pub fn run_with(
     reporter: &mut dyn Report,
     control: &RunControl,
 ) -> Result<Summary, RunError> {
-    for w in workloads {
-        w.validate().map_err(|message| RunError::InvalidWorkload {
+    // Everything is checked before the first request of the first workload: a workload that
+    // cannot run must not fail after the others have run for an hour.
+    for (i, w) in workloads.iter().enumerate() {
+        let invalid = |message| RunError::InvalidWorkload {
             workload: w.name.clone(),
             message,
-        })?;
+        };
+        w.validate().map_err(invalid)?;
+        if workloads[..i].iter().any(|earlier| earlier.name == w.name) {
+            return Err(invalid(
+                "the name is given twice; each workload's files are named after it".to_string(),
+            ));
+        }
+        crate::run::limits::check_memory(w).map_err(invalid)?;
     }
     let clock = backend.clock();
     let runtime = clock.build_runtime().map_err(RunError::Runtime)?;
@@ -310,7 +319,7 @@ fn falling_behind(
     metrics.client_overloaded = Some(overloaded);
     if overloaded {
         tracing::warn!(
-            "workload {}: the client fell behind its schedule of {rate} req/s: {held} requests              waited for one of its {slots} in-flight slots, scheduling lag p99 {:.1} ms; the              server saw a lower rate than asked (lower --request-rate, or raise `ulimit -n`)",
+            "workload {}: the client fell behind its schedule of {rate} req/s: {held} requests waited for one of its {slots} in-flight slots, scheduling lag p99 {:.1} ms; the server saw a lower rate than asked (lower --request-rate, or raise `ulimit -n`)",
             metrics.workload,
             p99.unwrap_or(0.0)
         );
