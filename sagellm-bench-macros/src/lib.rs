@@ -1,5 +1,6 @@
-//! The `#[workload]` attribute of sagellm-bench. Use it through `sagellm_bench::workload`; the
-//! options are documented there and in `docs/WORKLOADS.md`.
+//! The `#[workload]` and `#[backend]` attributes of sagellm-bench. Use them through
+//! `sagellm_bench::workload` and `sagellm_bench::backend`; the options are documented there, in
+//! `docs/WORKLOADS.md` and in `docs/BACKENDS.md`.
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -34,6 +35,108 @@ pub fn workload(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
+/// Registers a backend. See the `sagellm_bench::backend` documentation.
+#[proc_macro_attribute]
+pub fn backend(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let function = match syn::parse::<ItemFn>(item.clone()) {
+        Ok(f) => f,
+        Err(_) => {
+            let item = TokenStream2::from(item);
+            return syn::Error::new_spanned(
+                &item,
+                "#[backend] goes on a function that builds the backend: `fn my_engine() -> Result<MyEngine, E>`",
+            )
+            .to_compile_error()
+            .into();
+        }
+    };
+    let mut name: Option<LitStr> = None;
+    let mut krate: Option<syn::Path> = None;
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("name") {
+            let value: LitStr = meta.value()?.parse()?;
+            check_name(&value)?;
+            name = Some(value);
+            Ok(())
+        } else if meta.path.is_ident("crate") {
+            krate = Some(meta.value()?.parse()?);
+            Ok(())
+        } else {
+            Err(meta.error("unknown #[backend] option; it takes `name` and `crate`"))
+        }
+    });
+    if let Err(e) = parser.parse(attr) {
+        return with_function(e.to_compile_error(), &function);
+    }
+    match expand_backend(name, krate, &function) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => with_function(e.to_compile_error(), &function),
+    }
+}
+
+fn expand_backend(
+    name: Option<LitStr>,
+    krate: Option<syn::Path>,
+    function: &ItemFn,
+) -> syn::Result<TokenStream2> {
+    let sig = &function.sig;
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
+            "a #[backend] function cannot be generic",
+        ));
+    }
+    if let Some(asyncness) = &sig.asyncness {
+        return Err(syn::Error::new_spanned(
+            asyncness,
+            "a #[backend] function is not async: it builds the backend; do async setup in \
+             Backend::start_workload",
+        ));
+    }
+    if let Some(input) = sig.inputs.first() {
+        return Err(syn::Error::new_spanned(
+            input,
+            "a #[backend] function takes no argument (read your engine's settings from the \
+             environment or a file)",
+        ));
+    }
+    let krate = match krate {
+        Some(path) => quote!(#path),
+        None => quote!(::sagellm_bench),
+    };
+    let private = quote!(#krate::__private);
+    let ident = &sig.ident;
+    let name = name.map_or_else(|| ident.to_string(), |n| n.value());
+    // Spanned at the declared return type, so an unsupported one is reported there.
+    let into = match &sig.output {
+        ReturnType::Default => quote!(<() as #private::IntoBackend>::into_backend),
+        ReturnType::Type(_, ty) => {
+            quote_spanned!(ty.span()=> <#ty as #private::IntoBackend>::into_backend)
+        }
+    };
+    Ok(quote! {
+        #function
+
+        const _: () = {
+            fn __sagellm_bench_build() -> ::core::result::Result<
+                ::std::sync::Arc<dyn #krate::Backend>,
+                ::std::string::String,
+            > {
+                #into(#ident())
+            }
+
+            #private::inventory::submit! {
+                #private::RegisteredBackend {
+                    name: #name,
+                    file: ::core::file!(),
+                    line: ::core::line!(),
+                    build: __sagellm_bench_build,
+                }
+            }
+        };
+    })
+}
+
 /// Keeps the user's function in the output next to an error, so the error is the only one.
 fn with_function(error: TokenStream2, function: &ItemFn) -> TokenStream {
     quote!(#error #function).into()
@@ -41,7 +144,7 @@ fn with_function(error: TokenStream2, function: &ItemFn) -> TokenStream {
 
 /// Every option `#[workload(...)]` accepts; the error for an unknown one lists them.
 const OPTIONS: &str = "name, prompt_tokens, output_tokens, requests, warmup, concurrency, rate, \
-                       arrival, seed, shared_prefix, ignore, crate";
+                       arrival, seed, shared_prefix, ignore, backend, crate";
 
 #[derive(Default)]
 struct Options {
@@ -57,6 +160,8 @@ struct Options {
     seed: Option<Expr>,
     shared_prefix: Option<Expr>,
     ignore: Option<(Span, bool)>,
+    /// The backend the workload is for, by its `--backend` name.
+    backend: Option<LitStr>,
     krate: Option<syn::Path>,
     /// The option that set `concurrency` or `rate` first, to report conflicts against.
     arrival_set_by: Option<&'static str>,
@@ -104,6 +209,12 @@ impl Options {
             "requests" => expr_option!(requests),
             "warmup" => expr_option!(warmup),
             "seed" => expr_option!(seed),
+            "backend" => {
+                if self.backend.is_some() {
+                    return Err(repeated());
+                }
+                self.backend = Some(meta.value()?.parse::<LitStr>()?);
+            }
             "shared_prefix" => expr_option!(shared_prefix),
             "concurrency" | "rate" => {
                 let key: &'static str = if key == "rate" { "rate" } else { "concurrency" };
@@ -290,6 +401,10 @@ fn expand(options: &Options, function: &ItemFn) -> syn::Result<TokenStream2> {
         None => {}
     }
     let ignore = options.ignore.map(|(_, v)| v).unwrap_or(false);
+    let backend = match &options.backend {
+        Some(name) => quote!(::core::option::Option::Some(#name)),
+        None => quote!(::core::option::Option::None),
+    };
 
     let is_async = function.sig.asyncness.is_some();
     let call = match &signature {
@@ -333,6 +448,7 @@ fn expand(options: &Options, function: &ItemFn) -> syn::Result<TokenStream2> {
                     file: ::core::file!(),
                     line: ::core::line!(),
                     ignore: #ignore,
+                    backend: #backend,
                     options: __sagellm_bench_options,
                     setup: __sagellm_bench_setup,
                 }

@@ -57,6 +57,7 @@ pub mod run;
 pub mod workload;
 
 pub use backend::clock::Clock;
+pub use backend::sink::TokenSink;
 pub use backend::{
     Backend, BackendError, CountTokens, EngineFigures, ErrorKind, FigureSource, GenerationRequest,
     KvFigures, MemoryFigures, RequestError, SpecFigures, StreamEvent, Usage,
@@ -82,6 +83,38 @@ pub use workload::{Arrival, OpenLoop, Workload};
 /// # fn main() {}
 /// ```
 pub use sagellm_bench_macros::workload;
+
+/// Registers a backend: the function builds your engine, and `cargo bench -- --backend NAME`
+/// (NAME is the function's name, or `name = "..."`) runs the workloads on it, beside the
+/// built-in backends. With one registered backend and no `--backend`, it is the one that runs.
+/// See `docs/BACKENDS.md` for a complete engine.
+///
+/// ```
+/// use sagellm_bench::{Backend, GenerationRequest, StreamEvent, TokenSink};
+/// use futures::stream::BoxStream;
+///
+/// struct Echo;
+///
+/// impl Backend for Echo {
+///     fn name(&self) -> &str { "echo" }
+///     fn model(&self) -> &str { "echo-1" }
+///     fn generate(&self, request: GenerationRequest) -> BoxStream<'static, StreamEvent> {
+///         let (mut sink, stream) = TokenSink::channel(&self.clock());
+///         for _ in 0..request.max_output_tokens {
+///             sink.push(" echo", 1);
+///         }
+///         sink.done(None);
+///         stream
+///     }
+/// }
+///
+/// #[sagellm_bench::backend]
+/// fn echo() -> Result<Echo, std::convert::Infallible> {
+///     Ok(Echo)
+/// }
+/// # fn main() {}
+/// ```
+pub use sagellm_bench_macros::backend;
 
 /// Compiles (and runs) every example of `docs/WORKLOADS.md` as a doctest, so the guide cannot
 /// drift from the code.

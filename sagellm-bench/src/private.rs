@@ -6,6 +6,7 @@ use std::pin::Pin;
 
 pub use inventory;
 
+pub use crate::backend::registered::{IntoBackend, RegisteredBackend};
 pub use crate::harness::main_with_args as run_harness;
 
 use crate::workload::load::LoadShape;
@@ -19,6 +20,8 @@ pub struct Entry {
     pub file: &'static str,
     pub line: u32,
     pub ignore: bool,
+    /// The backend the workload is for (`backend = "..."`): it runs only on that one.
+    pub backend: Option<&'static str>,
     /// Applies the attribute's options.
     pub options: fn(&mut Options),
     /// Runs the function body on a [`Setup`].

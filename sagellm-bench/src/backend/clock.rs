@@ -32,10 +32,13 @@ pub enum Clock {
 }
 
 impl Clock {
-    /// A real clock whose zero is now.
+    /// The real clock. Every real clock of the process shares one zero (the first call's
+    /// instant), so a stamp taken on one (a backend's [`TokenSink`](crate::TokenSink)) reads the
+    /// same on another (the runner's): `Backend::clock` may be called more than once.
     pub fn real() -> Self {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
         Clock::Real {
-            epoch: Instant::now(),
+            epoch: *EPOCH.get_or_init(Instant::now),
         }
     }
 

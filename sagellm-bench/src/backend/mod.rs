@@ -7,10 +7,13 @@
 pub mod clock;
 #[cfg(feature = "cpu")]
 pub mod cpu;
+pub mod guard;
 pub mod mock;
 #[cfg(feature = "openai")]
 pub mod openai;
+pub mod registered;
 pub(crate) mod secrets;
+pub mod sink;
 pub mod spec;
 
 use std::fmt;
@@ -51,6 +54,17 @@ pub enum StreamEvent {
     },
     /// The request failed; tokens already streamed stay in its record.
     Error(RequestError),
+    /// `event`, stamped by the backend at `at` (its clock's [`Clock::now`]) instead of when the
+    /// runner receives it: what [`TokenSink`](sink::TokenSink) sends, so that an engine on its
+    /// own thread is timed when it produced each token, not when the runner got round to
+    /// reading it. The runner keeps the stamp within the request's send time and the time it
+    /// receives the event.
+    Stamped {
+        /// The backend clock's reading when the event was produced.
+        at: std::time::Duration,
+        /// The event itself (not itself stamped).
+        event: Box<StreamEvent>,
+    },
 }
 
 /// Token counts as reported by the backend (a server's `usage` block).

@@ -98,6 +98,14 @@ pub(super) struct Args {
     pub(super) report_time: bool,
 }
 
+impl Args {
+    /// Whether a workload for `backend` (its `backend = "..."` option) runs in this run: in
+    /// bench mode only on that backend; a smoke test runs every workload on the mock.
+    pub(super) fn bench_backend_fits(&self, backend: Option<&str>) -> bool {
+        !self.bench || backend.map_or(true, |name| name == self.backend.backend.as_str())
+    }
+}
+
 /// How `--list` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(super) enum ListFormat {

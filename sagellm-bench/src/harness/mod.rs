@@ -21,6 +21,21 @@ use self::args::{command, Args, ListFormat};
 use self::bench::bench;
 use self::libtest::smoke_test;
 use self::registry::{declared, matches_filters, selected, Declared};
+use crate::backend::registered::registered;
+use crate::backend::spec::{check_registered, BackendKind, BackendName};
+
+/// The `--list` lines that name the backends `--backend` takes.
+fn print_backends() {
+    use clap::ValueEnum;
+    let builtin: Vec<&str> = BackendKind::value_variants()
+        .iter()
+        .map(|k| k.name())
+        .collect();
+    println!("\nbackends (--backend NAME): {}", builtin.join(", "));
+    for b in registered() {
+        println!("  {}: registered at {}:{}", b.name, b.file, b.line);
+    }
+}
 
 /// The entry point of a bench target: `fn main() -> ExitCode { sagellm_bench::main() }`.
 pub fn main() -> ExitCode {
@@ -54,7 +69,11 @@ where
             .print();
         return 2;
     }
-    match run(args) {
+    let backend_given = matches!(
+        matches.value_source("backend"),
+        Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+    );
+    match run(args, backend_given) {
         Ok(code) => code,
         Err(message) => {
             eprintln!("Error: {message}");
@@ -63,8 +82,19 @@ where
     }
 }
 
-fn run(args: Args) -> Result<u8, String> {
+fn run(mut args: Args, backend_given: bool) -> Result<u8, String> {
+    check_registered()?;
     let all = declared()?;
+    for d in &all {
+        if let Some(name) = d.entry.backend {
+            if BackendName::find(name).is_none() {
+                return Err(format!(
+                    "#[workload] {} at {}:{} is for backend `{name}`, which is neither built in nor registered with #[backend]",
+                    d.workload.name, d.entry.file, d.entry.line
+                ));
+            }
+        }
+    }
     if args.list {
         // Like libtest: every matching workload, ignored ones included unless --ignored.
         let listed: Vec<Declared> = all
@@ -78,6 +108,7 @@ fn run(args: Args) -> Result<u8, String> {
             println!("{}: {kind}", d.workload.name);
         }
         if args.format == ListFormat::Pretty {
+            print_backends();
             let n = listed.len();
             let plural =
                 |k: usize, word: &str| format!("{k} {word}{}", if k == 1 { "" } else { "s" });
@@ -89,6 +120,17 @@ fn run(args: Args) -> Result<u8, String> {
             );
         }
         return Ok(0);
+    }
+    if args.bench && !backend_given {
+        if let [only] = registered()[..] {
+            // The crate registered its engine: that is what it means to benchmark.
+            args.backend.backend = BackendName::Registered(only);
+            eprintln!(
+                "no --backend given: running on `{}`, the one backend this crate registers ({}:{}); \
+                 --backend mock runs the simulated engine",
+                only.name, only.file, only.line
+            );
+        }
     }
     let (chosen, filtered_out, ignored) = selected(&args, all);
     if args.bench {

@@ -54,6 +54,9 @@ pub(super) fn selected(args: &Args, all: Vec<Declared>) -> (Vec<Declared>, usize
     for d in all {
         if !matches_filters(args, &d.workload.name) {
             filtered_out += 1;
+        } else if !args.bench_backend_fits(d.entry.backend) {
+            // A workload written for another backend than the one chosen.
+            filtered_out += 1;
         } else if (args.ignored && !d.entry.ignore)
             || (!args.ignored && !args.include_ignored && d.entry.ignore)
         {

@@ -5,15 +5,16 @@ use clap::parser::ValueSource;
 
 #[cfg(feature = "cpu")]
 use crate::backend::cpu::WeightDtype;
-use crate::backend::spec::{BackendKind, BackendSpec};
+use crate::backend::guard::{Limits, MAX_TIMEOUT};
+use crate::backend::spec::{BackendKind, BackendName, BackendSpec};
 use crate::run::config::Config;
 
 /// Which backend, and its settings.
 #[derive(clap::Args, Clone, Debug)]
 pub struct BackendArgs {
     /// Backend engine to use
-    #[arg(long, value_enum, default_value_t = BackendKind::Mock)]
-    pub backend: BackendKind,
+    #[arg(long, default_value = "mock", value_parser = BackendName::parser())]
+    pub backend: BackendName,
 
     /// Model path or name (required for the cpu backend), e.g. gpt2, facebook/opt-125m; for
     /// server backends the served model name (asked from /v1/models when omitted)
@@ -34,7 +35,8 @@ pub struct BackendArgs {
     pub threads: Option<usize>,
 }
 
-/// Settings of the OpenAI-compatible backends (openai, vllm, sglang, lmdeploy, llamacpp).
+/// Settings of the OpenAI-compatible backends (openai, vllm, sglang, lmdeploy, llamacpp); the
+/// two timeouts apply to registered backends too.
 // The doc comments are clap's help text, printed as written (`<server root>` is not HTML).
 #[allow(rustdoc::invalid_html_tags)]
 #[derive(clap::Args, Clone, Debug)]
@@ -141,14 +143,16 @@ const SERVER_ONLY: &[&str] = &[
     "base_url",
     "api",
     "api_key_env",
-    "request_timeout",
-    "stall_timeout",
     "no_force_output_length",
     "metrics_url",
     "no_metrics",
     "tokenizer",
 ];
+/// Read by the server backends and by registered ones.
+const TIMEOUTS: &[&str] = &["request_timeout", "stall_timeout"];
 const CPU_ONLY: &[&str] = &["dtype", "threads"];
+/// Read by the built-in backends only: a registered backend picks its own model.
+const BUILTIN_ONLY: &[&str] = &["model"];
 
 /// A flag given for a backend that does not read it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,7 +163,7 @@ pub struct MisplacedFlag {
     /// Which backends read it.
     pub applies_to: &'static str,
     /// The backend chosen.
-    pub backend: BackendKind,
+    pub backend: BackendName,
 }
 
 impl BackendArgs {
@@ -176,13 +180,19 @@ impl BackendArgs {
         let misfit = |ids: &'static [&'static str], applies: bool| {
             ids.iter().copied().find(|id| !applies && given(id))
         };
-        let (id, applies_to) = if let Some(id) = misfit(SERVER_ONLY, self.backend.is_server()) {
+        let server = self.backend.is_server();
+        let registered = matches!(self.backend, BackendName::Registered(_));
+        let (id, applies_to) = if let Some(id) = misfit(SERVER_ONLY, server) {
             (
                 id,
                 "server backends (openai, vllm, sglang, lmdeploy, llamacpp)",
             )
-        } else if let Some(id) = misfit(CPU_ONLY, self.backend == BackendKind::Cpu) {
+        } else if let Some(id) = misfit(TIMEOUTS, server || registered) {
+            (id, "server backends and registered ones")
+        } else if let Some(id) = misfit(CPU_ONLY, self.backend.kind() == Some(BackendKind::Cpu)) {
             (id, "the cpu backend")
+        } else if let Some(id) = misfit(BUILTIN_ONLY, !registered) {
+            (id, "the built-in backends")
         } else {
             return None;
         };
@@ -196,7 +206,16 @@ impl BackendArgs {
     /// The backend these flags name, with the config file's `[mock]` and `[cpu]` tables under
     /// the flags.
     pub fn spec(&self, config: &Config) -> Result<BackendSpec, BackendArgsError> {
-        match self.backend {
+        let kind = match self.backend {
+            BackendName::Builtin(kind) => kind,
+            BackendName::Registered(entry) => {
+                return Ok(BackendSpec::Registered {
+                    entry,
+                    limits: self.server.limits()?,
+                })
+            }
+        };
+        match kind {
             BackendKind::Mock => Ok(BackendSpec::Mock {
                 config: config.mock.clone(),
                 model: self.model.clone(),
@@ -225,6 +244,42 @@ impl BackendArgs {
     }
 }
 
+impl ServerArgs {
+    /// The request and stall timeouts these flags give.
+    pub fn limits(&self) -> Result<Limits, BackendArgsError> {
+        let capped = |flag: &'static str, value: f64| {
+            timeout(flag, value).and_then(|d| {
+                if d <= MAX_TIMEOUT {
+                    Ok(d)
+                } else {
+                    Err(BackendArgsError::Timeout {
+                        flag,
+                        value,
+                        max_secs: MAX_TIMEOUT.as_secs(),
+                    })
+                }
+            })
+        };
+        Ok(Limits {
+            request: capped("--request-timeout", self.request_timeout)?,
+            stall: capped("--stall-timeout", self.stall_timeout)?,
+        })
+    }
+}
+
+/// A timeout flag's value: a positive number of seconds. (The openai backend checks the upper
+/// bound itself, naming its own limit.)
+fn timeout(flag: &'static str, value: f64) -> Result<std::time::Duration, BackendArgsError> {
+    std::time::Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or(BackendArgsError::Timeout {
+            flag,
+            value,
+            max_secs: MAX_TIMEOUT.as_secs(),
+        })
+}
+
 #[cfg(feature = "openai")]
 impl ServerArgs {
     /// The openai backend's settings these flags give, for the served model `model`.
@@ -232,18 +287,7 @@ impl ServerArgs {
         &self,
         model: Option<String>,
     ) -> Result<crate::backend::openai::OpenAiConfig, BackendArgsError> {
-        use crate::backend::openai::{Api, OpenAiConfig, MAX_TIMEOUT};
-        use std::time::Duration;
-        let seconds = |flag: &'static str, value: f64| {
-            Duration::try_from_secs_f64(value)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or(BackendArgsError::Timeout {
-                    flag,
-                    value,
-                    max_secs: MAX_TIMEOUT.as_secs(),
-                })
-        };
+        use crate::backend::openai::{Api, OpenAiConfig};
         Ok(OpenAiConfig {
             base_url: self.base_url.clone(),
             model,
@@ -252,8 +296,8 @@ impl ServerArgs {
                 ApiArg::Chat => Api::Chat,
             },
             api_key_env: self.api_key_env.clone(),
-            request_timeout: seconds("--request-timeout", self.request_timeout)?,
-            stall_timeout: seconds("--stall-timeout", self.stall_timeout)?,
+            request_timeout: timeout("--request-timeout", self.request_timeout)?,
+            stall_timeout: timeout("--stall-timeout", self.stall_timeout)?,
             force_output_length: !self.no_force_output_length,
             metrics_url: self.metrics_url.clone(),
             no_metrics: self.no_metrics,

@@ -30,7 +30,7 @@
 //!
 //! Errors name the file, the workload and the field.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -84,74 +84,104 @@ pub struct WorkloadPatch {
     pub shared_prefix_tokens: Option<usize>,
 }
 
-/// A config file that cannot be used; the message says where and why.
+/// A config file, or a workload selection, that cannot be used; each variant says where and why.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}; --config takes a TOML file (see docs/CONFIG.md)", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not TOML.
+    #[error("{file}: not valid TOML: {source}")]
+    Toml {
+        file: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A table or field of the file holds something that cannot be used; `message` names it.
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    /// The workload selection (`--workload`) is malformed or names no known workload.
+    #[error("{message}")]
+    Selection { selection: String, message: String },
+    /// A workload's settings (a preset with its overrides, or a new workload) do not make a
+    /// valid workload.
+    #[error("workload `{workload}`: {message}")]
+    Workload { workload: String, message: String },
+}
 
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(format!(
-                "cannot read config file {}: {e}; --config takes a TOML file (see docs/CONFIG.md)",
-                path.display()
-            ))
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
         })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parses config text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e| ConfigError(format!("{file}: not valid TOML: {e}")))?;
+        let table: toml::Table = text.parse().map_err(|source| ConfigError::Toml {
+            file: file.to_string(),
+            source,
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            message,
+        };
         let mut config = Config::default();
         for (key, value) in table {
             match key.as_str() {
                 "mock" => {
                     config.mock = MockConfig::deserialize(value)
-                        .map_err(|e| ConfigError(format!("{file}: [mock]: {}", e.message())))?;
+                        .map_err(|e| invalid(format!("[mock]: {}", e.message())))?;
                     config
                         .mock
                         .validate()
-                        .map_err(|e| ConfigError(format!("{file}: {e}")))?;
+                        .map_err(|e| invalid(e.to_string()))?;
                 }
                 #[cfg(feature = "cpu")]
                 "cpu" => {
                     config.cpu = CpuConfig::deserialize(value)
-                        .map_err(|e| ConfigError(format!("{file}: [cpu]: {}", e.message())))?;
+                        .map_err(|e| invalid(format!("[cpu]: {}", e.message())))?;
                     config
                         .cpu
                         .validate()
-                        .map_err(|e| ConfigError(format!("{file}: [cpu]: {e}")))?;
+                        .map_err(|e| invalid(format!("[cpu]: {e}")))?;
                 }
                 #[cfg(not(feature = "cpu"))]
                 "cpu" => {
-                    return Err(ConfigError(format!(
-                        "{file}: [cpu]: the cpu backend is not compiled in (sagellm-bench's `cpu` feature is off)"
-                    )));
+                    return Err(invalid(
+                        "[cpu]: the cpu backend is not compiled in (sagellm-bench's `cpu` feature is off)"
+                            .to_string(),
+                    ));
                 }
                 "goodput" => {
                     config.goodput = Some(parse_goodput(&value).map_err(|e| {
-                        ConfigError(format!("{file}: `goodput`: {e}"))
+                        invalid(format!("`goodput`: {e}"))
                     })?);
                 }
                 "workloads" => {
                     let toml::Value::Table(workloads) = value else {
-                        return Err(ConfigError(format!(
-                            "{file}: `workloads` must be a table of tables, like [workloads.short_input]"
-                        )));
+                        return Err(invalid(
+                            "`workloads` must be a table of tables, like [workloads.short_input]"
+                                .to_string(),
+                        ));
                     };
                     for (name, fields) in workloads {
                         let patch = parse_patch(&name, fields)
-                            .map_err(|e| ConfigError(format!("{file}: workload `{name}`: {e}")))?;
+                            .map_err(|e| invalid(format!("workload `{name}`: {e}")))?;
                         config.workloads.insert(name, patch);
                     }
                 }
                 other => {
-                    return Err(ConfigError(format!(
-                        "{file}: unknown table `{other}`{}; a config holds [mock], [cpu] and [workloads.NAME] tables and a `goodput` line",
+                    return Err(invalid(format!(
+                        "unknown table `{other}`{}; a config holds [mock], [cpu] and [workloads.NAME] tables and a `goodput` line",
                         did_you_mean(other, &["mock", "cpu", "workloads", "goodput"])
                     )))
                 }
@@ -166,12 +196,16 @@ impl Config {
     /// config defines), or a comma-separated list of names: `short`, `long`, `stress`, a preset's
     /// full name, or a workload the config defines.
     pub fn select(&self, selector: &str) -> Result<Vec<Workload>, ConfigError> {
+        let selection = |message: String| ConfigError::Selection {
+            selection: selector.to_string(),
+            message,
+        };
         let presets = Workload::year1();
         let mut names: Vec<String> = Vec::new();
         for part in selector.split(',').map(str::trim) {
             match part {
                 "" => {
-                    return Err(ConfigError(format!(
+                    return Err(selection(format!(
                         "`{selector}` holds an empty workload name; give names separated by single commas, e.g. short,long"
                     )))
                 }
@@ -188,7 +222,7 @@ impl Config {
                 name => {
                     let mut known = vec!["year1", "all", "short", "long", "stress"];
                     known.extend(self.workloads.keys().map(String::as_str));
-                    return Err(ConfigError(format!(
+                    return Err(selection(format!(
                         "unknown workload `{name}`{}; choose one of: {} (or define it in a --config file)",
                         did_you_mean(name, &known),
                         known.join(", ")
@@ -205,7 +239,10 @@ impl Config {
     fn workload(&self, name: &str) -> Result<Workload, ConfigError> {
         let preset = Workload::year1().into_iter().find(|w| w.name == name);
         let patch = self.workloads.get(name).cloned().unwrap_or_default();
-        let fail = |msg: String| ConfigError(format!("workload `{name}`: {msg}"));
+        let fail = |message: String| ConfigError::Workload {
+            workload: name.to_string(),
+            message,
+        };
         let mut w = match preset {
             Some(w) => w,
             None => {
@@ -361,9 +398,10 @@ mod tests {
 
     #[test]
     fn misspelt_field_names_file_workload_and_field() {
-        let err = Config::parse("[workloads.short_input]\nnum_request = 2\n", "my.toml")
-            .unwrap_err()
-            .0;
+        let err =
+            Config::parse("[workloads.short_input]\nnum_request = 2\n", "my.toml").unwrap_err();
+        assert!(matches!(&err, ConfigError::Invalid { file, .. } if file == "my.toml"));
+        let err = err.to_string();
         assert!(err.contains("my.toml"), "{err}");
         assert!(err.contains("short_input"), "{err}");
         assert!(err.contains("num_request"), "{err}");
@@ -377,7 +415,7 @@ mod tests {
             "c.toml",
         )
         .unwrap_err()
-        .0;
+        .to_string();
         assert!(
             err.contains("long_input") && err.contains("prompt_tokens"),
             "{err}"
@@ -390,7 +428,7 @@ mod tests {
             .unwrap()
             .select("mine")
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(
             err.contains("output_tokens") && err.contains("num_requests"),
             "{err}"
@@ -421,11 +459,11 @@ mod tests {
         assert_eq!(arrival("b"), Arrival::Poisson { rate: 4.0 });
         assert_eq!(arrival("c"), Arrival::Poisson { rate: 4.0 });
         // stress_test is a closed loop: `arrival` alone has no rate to space.
-        let err = c.select("stress").unwrap_err().0;
+        let err = c.select("stress").unwrap_err().to_string();
         assert!(err.contains("set `rate`"), "{err}");
         let err = Config::parse("[workloads.a]\narrival = \"burst\"\n", "c.toml")
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(err.contains("\"poisson\" or \"constant\""), "{err}");
     }
 
@@ -448,9 +486,11 @@ mod tests {
         );
         let err = Config::parse("goodput = \"ttft:0\"\n", "c.toml")
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(err.contains("goodput") && err.contains("positive"), "{err}");
-        let err = Config::parse("goodput = 5\n", "c.toml").unwrap_err().0;
+        let err = Config::parse("goodput = 5\n", "c.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("must be a string"), "{err}");
     }
 
@@ -461,7 +501,7 @@ mod tests {
             "c.toml",
         )
         .unwrap();
-        let err = c.select("stress").unwrap_err().0;
+        let err = c.select("stress").unwrap_err().to_string();
         assert!(err.contains("not both"), "{err}");
     }
 
@@ -471,17 +511,19 @@ mod tests {
         assert_eq!(c.mock.kv_blocks, 40);
         let err = Config::parse("[mock]\nkv_block = 40\n", "c.toml")
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(err.contains("[mock]") && err.contains("kv_block"), "{err}");
         let err = Config::parse("[mock]\nkv_blocks = 0\n", "c.toml")
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(err.contains("kv_blocks"), "{err}");
     }
 
     #[test]
     fn unknown_workload_lists_the_choices() {
-        let err = Config::default().select("shrot").unwrap_err().0;
+        let err = Config::default().select("shrot").unwrap_err();
+        assert!(matches!(&err, ConfigError::Selection { selection, .. } if selection == "shrot"));
+        let err = err.to_string();
         assert!(err.contains("did you mean `short`"), "{err}");
         assert!(err.contains("year1"), "{err}");
     }

@@ -3,7 +3,7 @@
 //! An [`Interrupt`] is a one-way switch the runner watches: once requested, no new request is
 //! sent, requests in flight get a grace period to finish, and the run's files are written with
 //! what was completed, marked incomplete with the reason. [`Interrupt::on_signals`] throws the
-//! switch on SIGINT or SIGTERM; a second signal ends the process at once.
+//! switch on SIGINT or SIGTERM (Ctrl-C off Unix); a second signal ends the process at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,23 +42,48 @@ impl Interrupt {
             .name("sagellm-bench-signals".into())
             .spawn(move || {
                 for signal in signals.forever() {
-                    if handle.is_requested() {
-                        eprintln!("second signal: stopping now; requests in flight are lost");
-                        std::process::exit(EXIT_ON_SECOND_SIGNAL);
-                    }
-                    let name = if signal == SIGTERM {
+                    handle.signalled(if signal == SIGTERM {
                         "SIGTERM"
                     } else {
                         "SIGINT"
-                    };
-                    eprintln!(
-                        "{name} received: no new requests; waiting for those in flight, then \
-                         writing the results (signal again to stop at once)"
-                    );
-                    handle.request(format!("interrupted by {name}"));
+                    });
                 }
             })?;
         Ok(interrupt)
+    }
+
+    /// A switch thrown by the first Ctrl-C (or Ctrl-Break) this process receives; the second
+    /// one exits the process at once with status 130.
+    #[cfg(not(unix))]
+    pub fn on_signals() -> std::io::Result<Self> {
+        let interrupt = Interrupt::new();
+        let handle = interrupt.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("sagellm-bench-signals".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    while tokio::signal::ctrl_c().await.is_ok() {
+                        handle.signalled("Ctrl-C");
+                    }
+                })
+            })?;
+        Ok(interrupt)
+    }
+
+    /// What a signal does: the first throws the switch, the second ends the process.
+    fn signalled(&self, name: &str) {
+        if self.is_requested() {
+            eprintln!("second signal: stopping now; requests in flight are lost");
+            std::process::exit(EXIT_ON_SECOND_SIGNAL);
+        }
+        eprintln!(
+            "{name} received: no new requests; waiting for those in flight, then \
+             writing the results (signal again to stop at once)"
+        );
+        self.request(format!("interrupted by {name}"));
     }
 
     /// Throws the switch; the first reason given is kept.

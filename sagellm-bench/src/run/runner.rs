@@ -484,7 +484,13 @@ async fn send(
     let mut stream = backend.generate(request);
     loop {
         let event = stream.next().await;
-        let at = ms(clock.now() - t0);
+        let received = clock.now();
+        // A stamped event is timed when the backend produced it, within the request's life.
+        let (event, at) = match event {
+            Some(StreamEvent::Stamped { at, event }) => (Some(*event), at.clamp(t0, received)),
+            event => (event, received),
+        };
+        let at = ms(at - t0);
         match event {
             Some(StreamEvent::Tokens { tokens: 0, .. }) => {} // role-only or empty: not output
             Some(StreamEvent::Tokens {
@@ -523,6 +529,15 @@ async fn send(
                 sent.error = Some(RequestError::new(
                     ErrorKind::Protocol,
                     "the stream ended without a final event",
+                ));
+                return (t0, sent, text);
+            }
+            Some(StreamEvent::Stamped { .. }) => {
+                sent.finish_ms = at;
+                finish(stream).await;
+                sent.error = Some(RequestError::new(
+                    ErrorKind::Protocol,
+                    "the backend stamped an event twice (a Stamped event inside another)",
                 ));
                 return (t0, sent, text);
             }

@@ -2,7 +2,7 @@
 //! response, or any field of the workload set in code.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -111,8 +111,35 @@ pub struct Prompts(Arc<Vec<String>>);
 
 /// A prompt file that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct PromptError(String);
+#[non_exhaustive]
+pub enum PromptError {
+    /// The file could not be read.
+    #[error("cannot read prompt file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line of a JSON Lines file is not a `{"prompt": "..."}` object.
+    #[error("{file}:{line}: expected {{\"prompt\": \"...\"}}: {source}")]
+    Line {
+        file: String,
+        /// 1-based.
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file is not a ShareGPT JSON array of conversations.
+    #[error("{file}: not a ShareGPT file: {source}")]
+    NotShareGpt {
+        file: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file holds no non-empty prompt.
+    #[error("{file} holds no prompt; a prompt file needs at least one non-empty prompt")]
+    Empty { file: String },
+}
 
 impl Prompts {
     /// Prompts given in code.
@@ -142,11 +169,10 @@ impl Prompts {
             if line.trim().is_empty() {
                 continue;
             }
-            let line: Line = serde_json::from_str(line).map_err(|e| {
-                PromptError(format!(
-                    "{name}:{}: expected {{\"prompt\": \"...\"}}: {e}",
-                    i + 1
-                ))
+            let line: Line = serde_json::from_str(line).map_err(|source| PromptError::Line {
+                file: name.to_string(),
+                line: i + 1,
+                source,
             })?;
             prompts.push(line.prompt);
         }
@@ -171,8 +197,11 @@ impl Prompts {
             from: String,
             value: String,
         }
-        let conversations: Vec<Conversation> = serde_json::from_str(text)
-            .map_err(|e| PromptError(format!("{name}: not a ShareGPT file: {e}")))?;
+        let conversations: Vec<Conversation> =
+            serde_json::from_str(text).map_err(|source| PromptError::NotShareGpt {
+                file: name.to_string(),
+                source,
+            })?;
         let prompts = conversations
             .into_iter()
             .filter_map(|c| c.conversations.into_iter().find(|t| t.from == "human"))
@@ -184,9 +213,9 @@ impl Prompts {
 
     fn non_empty(prompts: Vec<String>, name: &str) -> Result<Self, PromptError> {
         if prompts.is_empty() {
-            return Err(PromptError(format!(
-                "{name} holds no prompt; a prompt file needs at least one non-empty prompt"
-            )));
+            return Err(PromptError::Empty {
+                file: name.to_string(),
+            });
         }
         Ok(Prompts(Arc::new(prompts)))
     }
@@ -212,8 +241,10 @@ impl Prompts {
 }
 
 fn read(path: &Path) -> Result<String, PromptError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| PromptError(format!("cannot read prompt file {}: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|source| PromptError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -172,8 +172,7 @@ pub(super) fn check_url(
     Ok(url)
 }
 
-/// The longest request or stall timeout accepted: a deadline further out overflows the clock.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+pub use crate::backend::guard::MAX_TIMEOUT;
 
 #[cfg(test)]
 mod tests {
