@@ -431,7 +431,8 @@ fn parse_labels(text: &str) -> Vec<(String, String)> {
 struct GaugeTrack {
     peak_kv_tokens: Option<f64>,
     memory_peak: Option<f64>,
-    memory_sum: f64,
+    /// The running mean of the samples (a sum of values near f64::MAX would be infinite).
+    memory_mean: f64,
     memory_samples: u64,
 }
 
@@ -445,8 +446,8 @@ impl GaugeTrack {
             .filter(|_| scrape.has_any(&[RESIDENT_MEMORY]))
         {
             self.memory_peak = Some(self.memory_peak.map_or(rss, |p| p.max(rss)));
-            self.memory_sum += rss;
             self.memory_samples += 1;
+            self.memory_mean += (rss - self.memory_mean) / self.memory_samples as f64;
         }
     }
 }
@@ -679,7 +680,7 @@ fn figures(
         mean_acceptance_length(before, after, families, spec.is_some());
     let memory = gauges.memory_peak.map(|peak| MemoryFigures {
         peak_mb: peak / (1024.0 * 1024.0),
-        avg_mb: gauges.memory_sum / gauges.memory_samples.max(1) as f64 / (1024.0 * 1024.0),
+        avg_mb: gauges.memory_mean / (1024.0 * 1024.0),
     });
     let server_timings = server_timings(before, after, families);
     let any = kv.is_some() || spec.is_some() || memory.is_some();
