@@ -44,6 +44,8 @@
 // API is what the root re-exports.
 #[doc(hidden)]
 pub mod backend;
+#[cfg(feature = "cli")]
+pub mod cli;
 #[doc(hidden)]
 pub mod compare;
 mod harness;
@@ -121,6 +123,11 @@ pub use sagellm_bench_macros::backend;
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/WORKLOADS.md")]
 pub struct WorkloadsGuide;
+
+/// Compiles and runs `docs/BACKENDS.md` as a doctest (its command-line example needs `cli`).
+#[cfg(all(doctest, feature = "cli"))]
+#[doc = include_str!("../../docs/BACKENDS.md")]
+pub struct BackendsGuide;
 
 /// Used by code that `#[workload]` generates; not a public API.
 #[doc(hidden)]

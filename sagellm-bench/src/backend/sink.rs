@@ -69,19 +69,29 @@ impl TokenSink {
             text: text.into(),
             tokens,
         };
-        self.send(event)
+        self.stamp_and_send(event)
     }
 
     /// Ends the stream successfully, with the token counts the engine knows.
     pub fn done(mut self, usage: Option<Usage>) {
         self.finished = true;
-        self.send(StreamEvent::Done { usage });
+        self.stamp_and_send(StreamEvent::Done { usage });
     }
 
     /// Ends the stream with a failure of this kind.
     pub fn fail(mut self, kind: ErrorKind, message: impl Into<String>) {
         self.finished = true;
-        self.send(StreamEvent::Error(RequestError::new(kind, message)));
+        self.stamp_and_send(StreamEvent::Error(RequestError::new(kind, message)));
+    }
+
+    /// Sends any event, stamped now; a `Done` or `Error` finishes the stream (what is sent after
+    /// it is not read). For engines that build their events themselves; returns `false` when
+    /// nobody reads the stream any more.
+    pub fn send(&mut self, event: StreamEvent) -> bool {
+        let last = matches!(event, StreamEvent::Done { .. } | StreamEvent::Error(_));
+        let sent = self.stamp_and_send(event);
+        self.finished |= last;
+        sent
     }
 
     /// Whether the stream's reader is gone, so there is no point in generating more.
@@ -89,7 +99,7 @@ impl TokenSink {
         self.events.is_closed()
     }
 
-    fn send(&mut self, event: StreamEvent) -> bool {
+    fn stamp_and_send(&mut self, event: StreamEvent) -> bool {
         let at: Duration = self.clock.now();
         self.events
             .send(StreamEvent::Stamped {
@@ -108,7 +118,7 @@ impl Drop for TokenSink {
             } else {
                 "the engine dropped the request's token sink without finishing it"
             };
-            self.send(StreamEvent::Error(RequestError::new(
+            self.stamp_and_send(StreamEvent::Error(RequestError::new(
                 ErrorKind::Engine,
                 message,
             )));

@@ -122,14 +122,24 @@ fn run(mut args: Args, backend_given: bool) -> Result<u8, String> {
         return Ok(0);
     }
     if args.bench && !backend_given {
-        if let [only] = registered()[..] {
-            // The crate registered its engine: that is what it means to benchmark.
-            args.backend.backend = BackendName::Registered(only);
-            eprintln!(
-                "no --backend given: running on `{}`, the one backend this crate registers ({}:{}); \
-                 --backend mock runs the simulated engine",
-                only.name, only.file, only.line
-            );
+        match registered()[..] {
+            [] => {}
+            [only] => {
+                // The crate registered its engine: that is what it means to benchmark.
+                args.backend.backend = BackendName::Registered(only);
+                eprintln!(
+                    "no --backend given: running on `{}`, the one backend this crate registers ({}:{}); \
+                     --backend mock runs the simulated engine",
+                    only.name, only.file, only.line
+                );
+            }
+            ref several => {
+                let names: Vec<&str> = several.iter().map(|b| b.name).collect();
+                eprintln!(
+                    "no --backend given: running on the mock; this crate registers {}: choose one with --backend",
+                    names.join(", ")
+                );
+            }
         }
     }
     let (chosen, filtered_out, ignored) = selected(&args, all);

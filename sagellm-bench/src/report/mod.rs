@@ -5,6 +5,7 @@
 //! reporters, so the runner sees one.
 
 pub mod collect;
+pub mod export;
 pub mod files;
 #[cfg(feature = "charts")]
 pub mod html;

@@ -11,20 +11,21 @@
 use std::sync::{Arc, Mutex};
 
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::kv_cache::KvCache;
 use super::load::{candle_message, LoadedModel};
 use super::prefix_cache::PrefixCache;
 use super::text::IncrementalText;
 use super::CpuConfig;
+use crate::backend::sink::TokenSink;
 use crate::backend::{ErrorKind, GenerationRequest, KvFigures, RequestError, StreamEvent, Usage};
 
 /// What the backend asks of the engine thread.
 pub enum Command {
     Generate {
         request: GenerationRequest,
-        events: mpsc::UnboundedSender<StreamEvent>,
+        events: TokenSink,
     },
     /// Forget kept prefixes (a new workload starts cold); acknowledged when done.
     ClearPrefixCache(oneshot::Sender<()>),
@@ -51,7 +52,7 @@ impl EngineStats {
 
 struct Sequence {
     cache: KvCache,
-    events: mpsc::UnboundedSender<StreamEvent>,
+    events: TokenSink,
     sampler: LogitsProcessor,
     text: IncrementalText,
     prompt_tokens: usize,
@@ -112,16 +113,9 @@ impl Engine {
     }
 
     /// Prefills a new request and streams its first token; `None` when it already finished.
-    fn admit(
-        &mut self,
-        request: GenerationRequest,
-        events: mpsc::UnboundedSender<StreamEvent>,
-    ) -> Option<Sequence> {
-        let fail = |events: &mpsc::UnboundedSender<StreamEvent>, message: String| {
-            let _ = events.send(StreamEvent::Error(RequestError::new(
-                ErrorKind::Engine,
-                message,
-            )));
+    fn admit(&mut self, request: GenerationRequest, mut events: TokenSink) -> Option<Sequence> {
+        let fail = |events: TokenSink, message: String| {
+            events.fail(ErrorKind::Engine, message);
             None
         };
         let ids = match self
@@ -130,12 +124,12 @@ impl Engine {
             .prompt_ids(&request.prompt, request.prompt_tokens.max(1))
         {
             Ok(ids) => ids,
-            Err(e) => return fail(&events, e),
+            Err(e) => return fail(events, e),
         };
         let max_positions = self.loaded.model.max_positions();
         if ids.len() + request.max_output_tokens > max_positions {
             return fail(
-                &events,
+                events,
                 format!(
                     "{} prompt + {} output tokens exceed the model's {max_positions} positions",
                     ids.len(),
@@ -144,7 +138,7 @@ impl Engine {
             );
         }
         if request.max_output_tokens == 0 {
-            let _ = events.send(StreamEvent::Done {
+            events.send(StreamEvent::Done {
                 usage: Some(Usage {
                     prompt_tokens: ids.len(),
                     completion_tokens: 0,
@@ -156,7 +150,7 @@ impl Engine {
         let reusable = if self.options.prefix_caching {
             match self.prefixes.lookup(&ids, ids.len() - 1) {
                 Ok(found) => found,
-                Err(e) => return fail(&events, format!("prefix cache: {}", candle_message(&e))),
+                Err(e) => return fail(events, format!("prefix cache: {}", candle_message(&e))),
             }
         } else {
             None
@@ -169,7 +163,7 @@ impl Engine {
         }
         let logits = match self.loaded.model.forward(&ids[hit..], &mut cache) {
             Ok(l) => l,
-            Err(e) => return fail(&events, format!("prefill failed: {}", candle_message(&e))),
+            Err(e) => return fail(events, format!("prefill failed: {}", candle_message(&e))),
         };
         if self.options.prefix_caching {
             self.prefixes.insert(&cache);
@@ -203,7 +197,7 @@ impl Engine {
         let mut still = Vec::with_capacity(running.len());
         let mut batch = Vec::with_capacity(max_batch);
         // A client that went away frees its sequence before the step instead of costing one.
-        for seq in running.into_iter().filter(|s| !s.events.is_closed()) {
+        for seq in running.into_iter().filter(|s| !s.events.is_abandoned()) {
             batch.push(seq);
             if batch.len() == max_batch {
                 still.extend(self.decode_batch(std::mem::take(&mut batch)));
@@ -226,8 +220,8 @@ impl Engine {
             Ok(rows) => rows,
             Err(e) => {
                 // The caches may hold part of the failed step: no sequence of the batch goes on.
-                for seq in &batch {
-                    let _ = seq.events.send(StreamEvent::Error(RequestError::new(
+                for seq in &mut batch {
+                    seq.events.send(StreamEvent::Error(RequestError::new(
                         ErrorKind::Engine,
                         format!("decode failed: {}", candle_message(&e)),
                     )));
@@ -247,7 +241,7 @@ impl Engine {
         let token = match seq.sampler.sample(logits) {
             Ok(t) => t,
             Err(e) => {
-                let _ = seq.events.send(StreamEvent::Error(RequestError::new(
+                seq.events.send(StreamEvent::Error(RequestError::new(
                     ErrorKind::Engine,
                     format!("sampling failed: {}", candle_message(&e)),
                 )));
@@ -257,16 +251,12 @@ impl Engine {
         seq.generated += 1;
         seq.last_token = token;
         let text = seq.text.push(&self.loaded.codec, token);
-        if seq
-            .events
-            .send(StreamEvent::Tokens { text, tokens: 1 })
-            .is_err()
-        {
+        if !seq.events.send(StreamEvent::Tokens { text, tokens: 1 }) {
             return false;
         }
         let at_eos = self.options.stop_at_eos && self.loaded.codec.eos_ids.contains(&token);
         if seq.generated >= seq.max_output || at_eos {
-            let _ = seq.events.send(StreamEvent::Done {
+            seq.events.send(StreamEvent::Done {
                 usage: Some(Usage {
                     prompt_tokens: seq.prompt_tokens,
                     completion_tokens: seq.generated,

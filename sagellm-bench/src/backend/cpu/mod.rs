@@ -28,9 +28,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 #[doc(hidden)]
 pub use direct::{DirectModel, SideBySide, Timed};
@@ -39,9 +38,9 @@ pub use weights::{Fallback, FormatLog};
 
 use self::engine::{Command, Engine, EngineStats};
 use super::{
-    Backend, BackendError, EngineFigures, ErrorKind, FigureSource, GenerationRequest, RequestError,
-    StreamEvent,
+    Backend, BackendError, EngineFigures, ErrorKind, FigureSource, GenerationRequest, StreamEvent,
 };
+use crate::backend::sink::TokenSink;
 use crate::workload::Workload;
 
 /// Inference threads when none is set: measured on the project's 2-core machine, one thread
@@ -269,19 +268,14 @@ impl Backend for CpuBackend {
     }
 
     fn generate(&self, request: GenerationRequest) -> BoxStream<'static, StreamEvent> {
-        let (events, inbox) = mpsc::unbounded_channel();
-        if self
-            .commands
-            .send(Command::Generate { request, events })
-            .is_err()
+        // The engine thread pushes each token into the sink as it samples it, stamped there.
+        let (events, stream) = TokenSink::channel(&self.clock());
+        if let Err(std::sync::mpsc::SendError(Command::Generate { events, .. })) =
+            self.commands.send(Command::Generate { request, events })
         {
-            let error = RequestError::new(ErrorKind::Engine, "the cpu engine thread has stopped");
-            return futures::stream::once(async move { StreamEvent::Error(error) }).boxed();
+            events.fail(ErrorKind::Engine, "the cpu engine thread has stopped");
         }
-        futures::stream::unfold(inbox, |mut inbox| async move {
-            inbox.recv().await.map(|event| (event, inbox))
-        })
-        .boxed()
+        stream
     }
 
     async fn reset_statistics(&self) {

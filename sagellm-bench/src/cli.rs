@@ -1,0 +1,833 @@
+//! `sagellm-benchmark`: the command-line door into sagellm-bench. Thin: parse flags, build the
+//! backend and workloads, hand them to the library's runner and reporters.
+//!
+//! It lives in the library (feature `cli`) so that a crate with engines of its own can offer
+//! the whole command line with them: its binary calls [`main`], and every backend it registers
+//! with `#[crate::backend]` is one more `--backend` value.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::compare::baseline;
+use crate::report::files::SavedRun;
+use crate::report::names::{self, SUMMARY_FILE};
+use crate::report::progress::ProgressBars;
+use crate::report::table::TablePrinter;
+use crate::report::{export, html, markdown, table, Reports};
+use crate::results::catalogue::Better;
+use crate::results::summary::{Provenance, Summary};
+use crate::run::args::BackendArgs;
+use crate::run::config::Config;
+use crate::run::interrupt::Interrupt;
+use crate::run::runner::RunControl;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "sagellm-benchmark",
+    version,
+    about = "Benchmark LLM inference engines: time to first token, time between tokens, throughput, memory and KV-cache figures",
+    long_about = None,
+    after_help = "Examples:\n  sagellm-benchmark run --workload year1 --backend mock\n  sagellm-benchmark run --workload stress --backend mock -v -o ./my_results\n  sagellm-benchmark report --format markdown > REPORT.md\n  sagellm-benchmark report --format html"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run benchmark workloads and write the JSON results
+    #[command(
+        after_help = "Files written to the output directory:\n  <workload>_metrics.json    every aggregate of one workload\n  <workload>_requests.jsonl  one raw record per request\n  benchmark_summary.json     all workloads, overall counts, provenance\n  *.svg                      charts of each workload and of the run\n  index.html                 the report: tables, charts, provenance (opens from disk)\n\nWorkloads (Year 1):\n  short   short_input: 128 prompt / 128 output tokens, 5 sequential requests\n  long    long_input:  200 prompt / 200 output tokens, 3 sequential requests\n  stress  stress_test: 256 prompt / 256 output tokens, 10 concurrent requests\n\nLoad shapes and sweeps (one run, one folder, one table):\n  sagellm-benchmark run --backend vllm --workload short --concurrency 1,4,16 --num-requests 64\n  sagellm-benchmark run --backend vllm --workload short --request-rate 1,2,4,8 --arrival constant"
+    )]
+    Run(RunArgs),
+    /// Print a report from saved results
+    Report(ReportArgs),
+    /// Run the same workloads against several servers (or load saved results) and write
+    /// comparison.json and comparison.md side by side
+    #[command(
+        after_help = "Examples:\n  sagellm-benchmark compare --target vllm=http://127.0.0.1:8000 --target sglang=http://127.0.0.1:30000 --workload short\n  sagellm-benchmark compare --result before=./run_a --result after=./run_b\n\nEach target's own results go to <output>/<NAME>/; relative differences are to the first target."
+    )]
+    Compare(CompareArgs),
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// A server to benchmark, as NAME=URL (repeat; the first is the reference)
+    #[arg(long = "target", value_name = "NAME=URL")]
+    targets: Vec<String>,
+
+    /// Saved results to compare without re-running, as NAME=DIR (a run's output folder)
+    #[arg(long = "result", value_name = "NAME=DIR")]
+    results: Vec<String>,
+
+    /// Workloads to run against each target (as for `run`)
+    #[arg(long, default_value = "year1", value_name = "WORKLOAD")]
+    workload: String,
+
+    /// The server preset and its settings: the flags of `run`, with --backend defaulting to
+    /// openai (see `command`)
+    #[command(flatten)]
+    backend: BackendArgs,
+
+    /// Output directory
+    #[arg(short, long, default_value = "./comparison_results")]
+    output: PathBuf,
+
+    /// Workload config file (TOML), as for `run`
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Latency objectives for goodput, as for `run` (e.g. ttft:200,tbt:50,e2el:5000)
+    #[arg(long, value_name = "SLOS", value_parser = crate::workload::slo::Slo::parse)]
+    goodput: Option<crate::workload::slo::Slo>,
+
+    /// Enable verbose (debug) logging on stderr
+    #[arg(short, long)]
+    verbose: bool,
+
+    /// Do not print the comparison
+    #[arg(short, long)]
+    quiet: bool,
+
+    /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish; then the
+    /// targets measured so far are compared and written (a second signal stops at once)
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = non_negative_seconds)]
+    grace_period: f64,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Workloads to run: year1 (short, long and stress), short, long, stress, all (year1 plus
+    /// every workload in --config), or a comma-separated list of workload names
+    #[arg(long, default_value = "year1", value_name = "WORKLOAD")]
+    workload: String,
+
+    #[command(flatten)]
+    backend: BackendArgs,
+
+    /// Output directory
+    #[arg(short, long, default_value = "./benchmark_results")]
+    output: PathBuf,
+
+    /// Workload config file (TOML): override preset fields, define workloads, set the mock
+    /// engine's parameters. See docs/CONFIG.md
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Enable verbose (debug) logging on stderr
+    #[arg(short, long)]
+    verbose: bool,
+
+    /// Do not print the results table or the progress bars
+    #[arg(short, long)]
+    quiet: bool,
+
+    /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish before the
+    /// results are written without them (a second signal stops at once)
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = non_negative_seconds)]
+    grace_period: f64,
+
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+/// Load shape over every selected workload (overrides the presets and --config).
+#[derive(clap::Args)]
+#[command(next_help_heading = "Load shape (overrides the workloads' own values)")]
+struct LoadArgs {
+    /// Measured requests per workload
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=crate::workload::MAX_REQUESTS as u64))]
+    num_requests: Option<u64>,
+
+    /// Closed loop: keep this many requests in flight. A list (1,4,16) is a sweep: each
+    /// workload runs once per value, named <workload>_c<N>
+    #[arg(long, value_name = "LIST", value_parser = concurrency_list, conflicts_with = "request_rate")]
+    concurrency: Option<Sweep<usize>>,
+
+    /// Open loop: start requests at this rate (requests per second) whatever the server is
+    /// doing, and record each one's scheduling lag. A list (1,2.5,10) is a sweep: each workload
+    /// runs once per value, named <workload>_r<RATE>
+    #[arg(long, value_name = "LIST", value_parser = rate_list)]
+    request_rate: Option<Sweep<f64>>,
+
+    /// How --request-rate spaces requests: poisson (random gaps averaging 1/rate, as vLLM's
+    /// --request-rate) or constant (one every 1/rate seconds) [default: poisson]
+    #[arg(long, value_enum, requires = "request_rate")]
+    arrival: Option<ArrivalArg>,
+
+    /// Seed of the prompts and of the Poisson schedule
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
+    /// Latency objectives in ms, e.g. ttft:200,tbt:50,e2el:5000 (any subset): adds goodput,
+    /// the successful requests meeting every one, per second and as a fraction of all requests.
+    /// tbt is what vLLM's --goodput calls tpot
+    #[arg(long, value_name = "SLOS", value_parser = crate::workload::slo::Slo::parse)]
+    goodput: Option<crate::workload::slo::Slo>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ArrivalArg {
+    /// Exponential gaps, seeded: the bursts of independent users
+    Poisson,
+    /// Evenly spaced: request i at i/rate seconds
+    Constant,
+}
+
+/// A comma-separated list of load values, each checked, none repeated.
+#[derive(Clone, Debug)]
+struct Sweep<T>(Vec<T>);
+
+/// Splits a comma-separated list, checking each item with `item` and refusing repeats.
+fn sweep<T: PartialEq + std::fmt::Display>(
+    text: &str,
+    example: &str,
+    item: impl Fn(&str) -> Result<T, String>,
+) -> Result<Sweep<T>, String> {
+    let mut values: Vec<T> = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err(format!(
+                "`{text}` holds an empty item; give values separated by single commas, e.g. {example}"
+            ));
+        }
+        let value = item(part)?;
+        if values.contains(&value) {
+            return Err(format!(
+                "`{text}` lists {value} twice; each value is one run"
+            ));
+        }
+        values.push(value);
+    }
+    Ok(Sweep(values))
+}
+
+fn concurrency_list(text: &str) -> Result<Sweep<usize>, String> {
+    sweep(text, "1,4,16", |part| match part.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "`{part}` is not a concurrency; give whole numbers of at least 1, e.g. 1,4,16"
+        )),
+    })
+}
+
+fn rate_list(text: &str) -> Result<Sweep<f64>, String> {
+    use crate::workload::MIN_RATE;
+    sweep(text, "1,2.5,10", |part| match part.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= MIN_RATE => Ok(rate),
+        _ => Err(format!(
+            "`{part}` is not a rate; give requests per second of at least {MIN_RATE}, e.g. 1,2.5,10"
+        )),
+    })
+}
+
+impl LoadArgs {
+    fn shape(&self) -> crate::workload::load::LoadShape {
+        use crate::OpenLoop;
+        crate::workload::load::LoadShape {
+            num_requests: self.num_requests.map(|n| n as usize),
+            concurrency: self.concurrency.clone().map(|s| s.0).unwrap_or_default(),
+            request_rates: self.request_rate.clone().map(|s| s.0).unwrap_or_default(),
+            arrival: match self.arrival {
+                None | Some(ArrivalArg::Poisson) => OpenLoop::Poisson,
+                Some(ArrivalArg::Constant) => OpenLoop::Constant,
+            },
+            seed: self.seed,
+            goodput: self.goodput,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Input summary JSON file
+    #[arg(short, long, default_value_t = format!("./benchmark_results/{SUMMARY_FILE}"))]
+    input: String,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+
+    /// Folder to write the HTML report into (--format html only; default: the folder of --input)
+    #[arg(short, long, value_name = "DIR")]
+    output: Option<PathBuf>,
+
+    /// Compare with an earlier run: its benchmark_summary.json or its folder (the request
+    /// records must lie beside it). Prints each key metric's change, a 95% confidence interval
+    /// and a verdict
+    #[arg(long, value_name = "OLD")]
+    baseline: Option<PathBuf>,
+
+    /// With --baseline: exit with status 1 when any metric regressed
+    #[arg(long, requires = "baseline")]
+    fail_on_regression: bool,
+
+    /// With --baseline: changes smaller than this fraction are noise
+    #[arg(long, default_value_t = 0.02, value_name = "FRACTION")]
+    noise_threshold: f64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// Terminal table
+    Table,
+    /// The summary JSON
+    Json,
+    /// GitHub-flavoured markdown (for REPORT.md or a CI job summary), linking the SVG charts
+    Markdown,
+    /// index.html and the SVG charts, redrawn from the saved JSON files; prints the page's path
+    Html,
+    /// Bencher Metric Format JSON (`bencher run --adapter json --file ...`): latencies in ns with
+    /// their p50 and p99 as lower and upper values, throughputs, and every other figure
+    Bencher,
+    /// github-action-benchmark's `customSmallerIsBetter` JSON: the figures where lower is better
+    GithubSmaller,
+    /// github-action-benchmark's `customBiggerIsBetter` JSON: the figures where higher is better
+    GithubBigger,
+    /// A GitHub job summary (markdown, with the baseline verdicts under --baseline), appended to
+    /// $GITHUB_STEP_SUMMARY when it is set, else printed
+    GithubSummary,
+}
+
+/// The command line: the derived flags, with `compare`'s --backend naming a server preset.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("compare", |compare| {
+        compare
+            .mut_arg("backend", |arg| {
+                arg.default_value("openai")
+                    .help("Backend preset for the targets")
+            })
+            .mut_arg("model", |arg| {
+                arg.help("The served model name (asked from each server's /v1/models when omitted)")
+            })
+            // The cpu backend's flags, which no target reads (refused when given).
+            .mut_arg("dtype", |arg| arg.hide(true))
+            .mut_arg("threads", |arg| arg.hide(true))
+    })
+}
+
+/// Runs `sagellm-benchmark` on this process's arguments: `fn main() -> ExitCode {
+/// sagellm_bench::cli::main() }` is a whole binary.
+pub fn main() -> ExitCode {
+    if let Err(message) = crate::backend::spec::check_registered() {
+        eprintln!("Error: {message}");
+        return ExitCode::FAILURE;
+    }
+    let matches = command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let backend = match &cli.command {
+        Command::Run(args) => Some(&args.backend),
+        Command::Compare(args) => Some(&args.backend),
+        Command::Report(_) => None,
+    };
+    if let (Some(backend), Some((name, sub))) = (backend, matches.subcommand()) {
+        if let Some(misplaced) = backend.misplaced_flag(sub) {
+            // The usage line of the subcommand, as clap prints it for its own errors.
+            let mut command = command();
+            command.build();
+            let sub_command = command.find_subcommand_mut(name).cloned();
+            sub_command
+                .unwrap_or(command)
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("{misplaced}; drop it or choose the backend it is for"),
+                )
+                .exit()
+        }
+    }
+    // As vLLM and SGLang do: every connection to a server is a file handle, and the default
+    // soft limit (often 1024) is far below what a machine allows.
+    crate::run::limits::raise_open_files_limit();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Report(args) => report(args).map(|()| ExitCode::SUCCESS),
+        Command::Compare(args) => compare(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("Error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn non_negative_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds between 0 and 86400"
+        )),
+    }
+}
+
+fn init_logging(verbose: bool) {
+    let default = if verbose {
+        "sagellm_bench=debug,sagellm_benchmark=debug"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SAGELLM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(args: RunArgs) -> Result<ExitCode, String> {
+    init_logging(args.verbose);
+    let config = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    let workloads = config
+        .select(&args.workload)
+        .map_err(|e| format!("--workload: {e}"))?;
+    let workloads = args.load.shape().apply(workloads)?;
+    if args.backend.backend.is_server() {
+        crate::run::limits::check_connections(&workloads)?;
+    }
+    // Before the backend: loading a model or reaching a server can take a while. Held to the
+    // end: no other run writes into this folder meanwhile.
+    let folder = crate::report::files::claim(&args.output).map_err(|e| e.to_string())?;
+    if let Some((aside, count)) = folder.moved_aside() {
+        eprintln!(
+            "The earlier run's {count} files in {} were moved to {}",
+            args.output.display(),
+            aside.display()
+        );
+    }
+    let spec = args.backend.spec(&config).map_err(|e| e.to_string())?;
+    let backend = spec.build().map_err(|e| e.to_string())?;
+    let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
+    tracing::debug!(?workloads, "running");
+
+    let mut reports = Reports::files(&args.output);
+    if !args.quiet {
+        // Debug logging writes a line per request to stderr, which would tear the bars apart.
+        if !args.verbose {
+            reports.push(Box::new(ProgressBars::on_stderr()));
+        }
+        reports.push(Box::new(TablePrinter));
+    }
+    let control = RunControl {
+        interrupt: Interrupt::on_signals()
+            .map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?,
+        grace: std::time::Duration::from_secs_f64(args.grace_period),
+    };
+    let summary = crate::run_with(backend, &workloads, provenance, &mut reports, &control)
+        .map_err(|e| e.to_string())?;
+    if !summary.complete {
+        eprintln!(
+            "Run incomplete ({}): {} of {} workloads, {} requests recorded in {}",
+            summary
+                .incomplete_reason
+                .as_deref()
+                .unwrap_or("stopped early"),
+            summary.overall.total_workloads,
+            workloads.len(),
+            summary.overall.total_requests,
+            args.output.display()
+        );
+        return Ok(ExitCode::from(130));
+    }
+    if !args.quiet {
+        println!(
+            "Results written to {} ({} workloads)",
+            args.output.display(),
+            summary.overall.total_workloads
+        );
+    }
+    // A workload of which no request succeeded measured nothing: every file is written, but
+    // the run fails, and says why without making the user open the records.
+    let unmeasured: Vec<&String> = summary
+        .workloads
+        .iter()
+        .filter(|(_, m)| m.total_requests > 0 && m.successful_requests == 0)
+        .map(|(name, _)| name)
+        .collect();
+    if let Some(first) = unmeasured.first() {
+        eprintln!(
+            "Error: every request of {} failed, so nothing was measured; the first failure: {}",
+            unmeasured
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            first_failure(&args.output, first)
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first failed request's error in a workload's records, as `kind: message`.
+fn first_failure(dir: &std::path::Path, workload: &str) -> String {
+    let path = dir.join(crate::report::names::requests_file(workload));
+    std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|records| {
+            records.lines().find_map(|line| {
+                let record: serde_json::Value = serde_json::from_str(line).ok()?;
+                let error = record.get("error").filter(|e| !e.is_null())?;
+                Some(format!(
+                    "{}: {}",
+                    error.get("kind")?.as_str()?,
+                    error.get("message")?.as_str()?
+                ))
+            })
+        })
+        .unwrap_or_else(|| format!("see {}", path.display()))
+}
+
+fn report(args: ReportArgs) -> Result<(), String> {
+    init_logging(false);
+    let input = std::path::Path::new(&args.input);
+    let load = || Summary::load(input).map_err(|e| e.to_string());
+    let text = match args.format {
+        Format::Table => table::render(&load()?),
+        Format::Markdown => markdown::render_with_charts(&load()?, input.parent()),
+        Format::Json => serde_json::to_string_pretty(&load()?).map_err(|e| e.to_string())? + "\n",
+        Format::Bencher => pretty(&export::bencher(&load()?))?,
+        Format::GithubSmaller => pretty(&export::github_benchmark(&load()?, Better::Lower))?,
+        Format::GithubBigger => pretty(&export::github_benchmark(&load()?, Better::Higher))?,
+        // Chart links would point into the runner's disk; a job summary shows only the tables.
+        Format::GithubSummary => markdown::render_with_charts(&load()?, None),
+        Format::Html => {
+            let saved = SavedRun::load(input).map_err(|e| e.to_string())?;
+            let dir = args.output.clone().unwrap_or_else(|| saved.dir.clone());
+            let index = html::write_report(&dir, &saved.summary, &saved.samples)
+                .map_err(|e| e.to_string())?;
+            format!("HTML report written to {}\n", index.display())
+        }
+    };
+    if let Format::GithubSummary = args.format {
+        return github_summary(input, &args, text);
+    }
+    match &args.baseline {
+        None => print!("{text}"),
+        Some(old) => {
+            let comparisons = compare_with_baseline(input, old, args.noise_threshold)?;
+            let base_name = old.display().to_string();
+            match args.format {
+                Format::Json => {
+                    let value =
+                        serde_json::json!({ "baseline": base_name, "comparisons": comparisons });
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
+                    );
+                }
+                Format::Markdown => print!(
+                    "{text}\n{}",
+                    baseline::render_markdown(&comparisons, &base_name)
+                ),
+                _ => print!("{text}{}", baseline::render(&comparisons, &base_name)),
+            }
+            let regressed = baseline::regressed(&comparisons);
+            if args.fail_on_regression && !regressed.is_empty() {
+                return Err(format!("regressed: {}", regressed.join(", ")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn pretty(value: &impl serde::Serialize) -> Result<String, String> {
+    serde_json::to_string_pretty(value)
+        .map(|text| text + "\n")
+        .map_err(|e| e.to_string())
+}
+
+/// `report --format github-summary`: the summary's tables and, with `--baseline`, the verdicts,
+/// appended to the file `$GITHUB_STEP_SUMMARY` names (GitHub shows it on the job's page), or
+/// printed when it is not set.
+fn github_summary(
+    input: &std::path::Path,
+    args: &ReportArgs,
+    mut text: String,
+) -> Result<(), String> {
+    let mut regressed = Vec::new();
+    if let Some(old) = &args.baseline {
+        let comparisons = compare_with_baseline(input, old, args.noise_threshold)?;
+        text.push('\n');
+        text.push_str(&baseline::render_markdown(
+            &comparisons,
+            &old.display().to_string(),
+        ));
+        regressed = baseline::regressed(&comparisons);
+    }
+    match std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+        Some(path) => {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| {
+                    format!(
+                        "cannot append to $GITHUB_STEP_SUMMARY ({}): {e}",
+                        path.to_string_lossy()
+                    )
+                })?;
+            file.write_all(text.as_bytes()).map_err(|e| {
+                format!(
+                    "cannot append to $GITHUB_STEP_SUMMARY ({}): {e}",
+                    path.to_string_lossy()
+                )
+            })?;
+            eprintln!("job summary appended to {}", path.to_string_lossy());
+        }
+        None => print!("{text}"),
+    }
+    if args.fail_on_regression && !regressed.is_empty() {
+        return Err(format!("regressed: {}", regressed.join(", ")));
+    }
+    Ok(())
+}
+
+/// Compares every workload present in both the run at `input` and the one at `old`.
+fn compare_with_baseline(
+    input: &std::path::Path,
+    old: &std::path::Path,
+    noise_threshold: f64,
+) -> Result<Vec<baseline::Comparison>, String> {
+    if !(noise_threshold.is_finite() && noise_threshold >= 0.0) {
+        return Err(format!(
+            "--noise-threshold must be a non-negative fraction (0.02 = 2%), not {noise_threshold}"
+        ));
+    }
+    let old = if old.is_dir() {
+        old.join(SUMMARY_FILE)
+    } else {
+        old.to_path_buf()
+    };
+    let new_run = SavedRun::load(input).map_err(|e| e.to_string())?;
+    let old_run = SavedRun::load(&old).map_err(|e| format!("--baseline: {e}"))?;
+    let settings = baseline::CompareSettings {
+        noise_threshold,
+        ..Default::default()
+    };
+    let mut comparisons = Vec::new();
+    for (name, metrics) in &new_run.summary.workloads {
+        let (Some(old_metrics), Some(old_samples)) = (
+            old_run.summary.workloads.get(name),
+            old_run.samples.get(name),
+        ) else {
+            continue;
+        };
+        let base = baseline::Saved {
+            metrics: old_metrics.clone(),
+            samples: old_samples.clone(),
+        };
+        let new = baseline::Saved {
+            metrics: metrics.clone(),
+            samples: new_run.samples.get(name).cloned().unwrap_or_default(),
+        };
+        comparisons.push(baseline::compare(&base, &new, &settings));
+    }
+    if comparisons.is_empty() {
+        return Err(format!(
+            "--baseline {} shares no workload with {}",
+            old.display(),
+            input.display()
+        ));
+    }
+    Ok(comparisons)
+}
+
+/// Draws, for every workload all runs share, their TTFT, TPOT and E2E distributions on one
+/// chart each: `compare_<workload>_<metric>_cdf.svg` in `dir`. Runs whose request records are
+/// missing are left out of the charts (the comparison tables do not need them).
+fn write_overlays(dir: &std::path::Path, summaries: &[(String, PathBuf)]) -> Result<(), String> {
+    use crate::report::svg::overlay_charts;
+    let mut runs = Vec::new();
+    for (name, path) in summaries {
+        match SavedRun::load(path) {
+            Ok(run) => runs.push((name.as_str(), run)),
+            Err(e) => tracing::warn!("no distribution charts for {name}: {e}"),
+        }
+    }
+    let Some((_, first)) = runs.first() else {
+        return Ok(());
+    };
+    let labels: Vec<&str> = runs.iter().map(|(n, _)| *n).collect();
+    let context = format!("runs: {}", labels.join(" vs "));
+    for workload in first.samples.keys() {
+        let sets: Vec<(&str, &crate::results::samples::WorkloadSamples)> = runs
+            .iter()
+            .filter_map(|(name, run)| run.samples.get(workload).map(|s| (*name, s.as_ref())))
+            .collect();
+        if sets.len() < 2 {
+            continue;
+        }
+        let charts =
+            overlay_charts(&sets, &format!("{workload}; {context}")).map_err(|e| e.to_string())?;
+        for (key, chart) in charts {
+            let file = dir.join(names::comparison_chart_file(workload, key));
+            crate::report::files::write_atomically(&file, chart.svg.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Splits `NAME=VALUE`, checking that NAME can name a folder.
+fn name_value<'a>(flag: &str, given: &'a str) -> Result<(&'a str, &'a str), String> {
+    let (name, value) = given.split_once('=').ok_or_else(|| {
+        format!("{flag} `{given}` must be NAME=VALUE, e.g. {flag} fast=http://127.0.0.1:8000")
+    })?;
+    if name.is_empty() || name.starts_with('.') || !name.chars().all(crate::workload::is_name_char)
+    {
+        return Err(format!(
+            "{flag} name `{name}` may only hold letters, digits, `_`, `-` and `.` (it names a folder)"
+        ));
+    }
+    if value.trim().is_empty() {
+        return Err(format!(
+            "{flag} `{given}` has nothing after `=`; give NAME=VALUE, e.g. {flag} fast=http://127.0.0.1:8000"
+        ));
+    }
+    Ok((name, value))
+}
+
+/// Refuses a name given twice: each names a folder and a column of the comparison.
+fn check_unique<'a>(seen: &mut Vec<&'a str>, name: &'a str) -> Result<(), String> {
+    if seen.contains(&name) {
+        return Err(format!(
+            "the name `{name}` is given twice; each --target and --result needs its own name"
+        ));
+    }
+    seen.push(name);
+    Ok(())
+}
+
+fn compare(args: CompareArgs) -> Result<ExitCode, String> {
+    init_logging(args.verbose);
+    if args.targets.is_empty() && args.results.is_empty() {
+        return Err("give at least two --target NAME=URL or --result NAME=DIR to compare".into());
+    }
+    let mut names = Vec::new();
+    for given in args
+        .targets
+        .iter()
+        .map(|t| ("--target", t))
+        .chain(args.results.iter().map(|r| ("--result", r)))
+    {
+        check_unique(&mut names, name_value(given.0, given.1)?.0)?;
+    }
+    let mut runs: Vec<(String, String, Summary)> = Vec::new();
+    let mut summaries: Vec<(String, PathBuf)> = Vec::new();
+    let mut interrupted = None;
+    if !args.targets.is_empty() {
+        let config = match &args.config {
+            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+            None => Config::default(),
+        };
+        let workloads = config
+            .select(&args.workload)
+            .map_err(|e| format!("--workload: {e}"))?;
+        let workloads = crate::workload::load::LoadShape {
+            goodput: args.goodput,
+            ..Default::default()
+        }
+        .apply(workloads)?;
+        let preset = args.backend.backend;
+        if !preset.is_server() {
+            return Err(format!(
+                "compare --target runs server backends; --backend {preset} is not one (use openai, vllm, sglang, lmdeploy or llamacpp, or compare saved results with --result)"
+            ));
+        }
+        crate::run::limits::check_connections(&workloads)?;
+        let control = RunControl {
+            interrupt: Interrupt::on_signals()
+                .map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?,
+            grace: std::time::Duration::from_secs_f64(args.grace_period),
+        };
+        for target in &args.targets {
+            if control.interrupt.is_requested() {
+                break;
+            }
+            let (name, url) = name_value("--target", target)?;
+            let mut flags = args.backend.clone();
+            flags.server.base_url = Some(url.to_string());
+            let spec = flags.spec(&config).map_err(|e| e.to_string())?;
+            let backend = spec.build().map_err(|e| format!("target {name}: {e}"))?;
+            let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
+            if !args.quiet {
+                eprintln!(
+                    "Running {} workload(s) against {name} ({url})",
+                    workloads.len()
+                );
+            }
+            let mut reports = Reports::files(args.output.join(name));
+            let summary = crate::run_with(backend, &workloads, provenance, &mut reports, &control)
+                .map_err(|e| format!("target {name}: {e}"))?;
+            summaries.push((name.to_string(), args.output.join(name).join(SUMMARY_FILE)));
+            runs.push((name.to_string(), url.to_string(), summary));
+        }
+        interrupted = control.interrupt.reason();
+    }
+    for result in &args.results {
+        let (name, dir) = name_value("--result", result)?;
+        let path = std::path::Path::new(dir);
+        let file = if path.is_dir() {
+            path.join(SUMMARY_FILE)
+        } else {
+            path.to_path_buf()
+        };
+        let summary = Summary::load(&file).map_err(|e| format!("--result {name}: {e}"))?;
+        summaries.push((name.to_string(), file.clone()));
+        runs.push((name.to_string(), file.display().to_string(), summary));
+    }
+    if let Some(reason) = &interrupted {
+        // What was measured is on disk in each target's folder; compare it if there is enough.
+        let measured: Vec<String> = runs
+            .iter()
+            .map(|(name, _, s)| {
+                if s.complete {
+                    name.clone()
+                } else {
+                    format!("{name} (cut short)")
+                }
+            })
+            .collect();
+        eprintln!(
+            "Comparison incomplete ({reason}): measured {} of {} targets: {}",
+            runs.len(),
+            args.targets.len(),
+            if measured.is_empty() {
+                "none".to_string()
+            } else {
+                measured.join(", ")
+            }
+        );
+        if runs.len() < 2 {
+            eprintln!(
+                "Too few runs to compare; each target's results are in its folder under {}",
+                args.output.display()
+            );
+            return Ok(ExitCode::from(130));
+        }
+    }
+    if runs.len() < 2 {
+        return Err("a comparison needs at least two targets or results".into());
+    }
+    let comparison = crate::compare::side_by_side::Comparison::new(&runs);
+    comparison.write(&args.output).map_err(|e| e.to_string())?;
+    write_overlays(&args.output, &summaries)?;
+    if !args.quiet {
+        print!("{}", comparison.to_markdown());
+        println!(
+            "\nComparison written to {}",
+            args.output.join(names::COMPARISON_JSON).display()
+        );
+    }
+    if interrupted.is_some() {
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
+}
