@@ -91,6 +91,21 @@ const WORD_TOKENIZER: &str = r#"{"version":"1.0","truncation":null,"padding":nul
 fn cases() -> Vec<Case> {
     let summary = good_summary();
     let truncated = summary[..summary.len() / 2].to_vec();
+    let edited = |edit: fn(&mut serde_json::Value)| {
+        let mut value: serde_json::Value = serde_json::from_slice(&summary).unwrap();
+        edit(&mut value);
+        serde_json::to_vec_pretty(&value).unwrap()
+    };
+    let mut with_bom = "\u{feff}".as_bytes().to_vec();
+    with_bom.extend_from_slice(&summary);
+    let long_name: &'static str = Box::leak(
+        format!(
+            "[workloads.first]\nprompt_tokens = 8\noutput_tokens = 4\nnum_requests = 1\n\n\
+             [workloads.{}]\nprompt_tokens = 8\noutput_tokens = 4\nnum_requests = 1\n",
+            "n".repeat(200)
+        )
+        .into_boxed_str(),
+    );
     vec![
         // ---- run: flags ----
         case(
@@ -853,6 +868,82 @@ fn cases() -> Vec<Case> {
             "acceptance beyond 1",
             "[mock]\nspec_accept_prob = 2.0\n",
             &["mock.spec_accept_prob must lie in [0, 1]"],
+        ),
+        Case::config(
+            "a workload name too long for a file name, after one that would run first",
+            long_name,
+            &["is 200 bytes long; at most 160 fit in the file names"],
+        ),
+        case(
+            "ten million requests, all in flight at once",
+            &[
+                "run",
+                "--workload",
+                "short",
+                "--num-requests",
+                "10000000",
+                "--concurrency",
+                "10000000",
+                "-q",
+            ],
+            1,
+            &[
+                "workload `short_input`",
+                "GiB of memory",
+                "GiB available",
+                "lower --concurrency",
+            ],
+        ),
+        // ---- report ----
+        case(
+            "summary with a UTF-8 byte-order mark (read)",
+            &["report", "-i", "s.json"],
+            0,
+            &[],
+        )
+        .file("s.json", with_bom),
+        case(
+            "summary of a newer schema",
+            &["report", "-i", "s.json"],
+            1,
+            &[
+                "s.json: schema_version 2 is newer than this sagellm-benchmark reads (1)",
+                "newer release",
+            ],
+        )
+        .file(
+            "s.json",
+            edited(|v| v["schema_version"] = serde_json::json!(2)),
+        ),
+        case(
+            "summary whose overall count disagrees with its workloads",
+            &["report", "--format", "json", "-i", "s.json"],
+            1,
+            &["s.json: `overall.total_requests` is 6, but the workloads listed add up to 5"],
+        )
+        .file(
+            "s.json",
+            edited(|v| v["overall"]["total_requests"] = serde_json::json!(6)),
+        ),
+        case(
+            "summary whose workload's successes and failures do not make its total",
+            &["report", "-i", "s.json"],
+            1,
+            &["`workloads.short_input.total_requests` is 5, not successful_requests 5 + failed_requests 3"],
+        )
+        .file(
+            "s.json",
+            edited(|v| v["workloads"]["short_input"]["failed_requests"] = serde_json::json!(3)),
+        ),
+        case(
+            "compare --result of a newer schema",
+            &["compare", "--result", "a=s.json", "--result", "b=s.json"],
+            1,
+            &["--result a", "schema_version 9 is newer"],
+        )
+        .file(
+            "s.json",
+            edited(|v| v["schema_version"] = serde_json::json!(9)),
         ),
         // ---- report ----
         case(

@@ -281,3 +281,113 @@ fn the_stall_timeout_waits_for_bytes_not_events() {
     assert!(r.iter().all(|r| r["success"] == true), "{r:?} {output:?}");
     assert!(r[0]["ttft_ms"].as_f64().unwrap() > 800.0);
 }
+
+/// The first failure the run printed on stderr, for servers whose every request fails.
+fn first_failure(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
+#[test]
+fn answers_that_are_not_an_event_stream_name_their_cause() {
+    let cases: [(&str, &str, &str, &[&str]); 3] = [
+        (
+            "application/json",
+            "",
+            r#"{"id":"x","choices":[{"text":"hi","finish_reason":"length"}]}"#,
+            &[
+                "one JSON body (application/json)",
+                "ignored `\"stream\": true`",
+                "\"choices\"",
+            ],
+        ),
+        (
+            "text/html; charset=utf-8",
+            "",
+            "<html><title>Sign in</title></html>",
+            &[
+                "an HTML page (text/html)",
+                "--base-url points at a web page",
+                "Sign in",
+            ],
+        ),
+        (
+            "text/event-stream",
+            "content-encoding: gzip\r\n",
+            "\u{1f}\u{8b}\u{8}\u{0}binary",
+            &[
+                "compressed its answer (Content-Encoding: gzip)",
+                "turn compression off",
+            ],
+        ),
+    ];
+    for (content_type, extra_header, body, words) in cases {
+        let (url, _) = serve(move |head, socket| {
+            if head.starts_with("GET") {
+                return answer(socket, "404 Not Found", "text/plain", "no");
+            }
+            let _ = write!(
+                socket,
+                "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n{extra_header}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+        let (output, dir) = run(&url, &[], &["--model", "m"]);
+        let stderr = first_failure(&output);
+        for words in words {
+            assert!(
+                stderr.contains(words),
+                "{content_type}: `{words}` not in {stderr}"
+            );
+        }
+        for r in dir.records("w") {
+            assert_eq!(r["error"]["kind"], "protocol", "{r}");
+        }
+    }
+}
+
+/// A listener answering every connection with `reply` once it has read something.
+fn replying_with(reply: &'static [u8]) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { continue };
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf);
+                let _ = socket.write_all(reply);
+            });
+        }
+    });
+    addr.to_string()
+}
+
+#[test]
+fn a_scheme_the_server_does_not_speak_is_named() {
+    // https to a plain HTTP server: it answers the TLS hello with a 400 in plain text.
+    let plain = replying_with(
+        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    );
+    let (output, _) = run(&format!("https://{plain}"), &[], &["--model", "m"]);
+    let stderr = first_failure(&output);
+    assert!(
+        stderr.contains("the server does not speak TLS") && stderr.contains("use http://"),
+        "{stderr}"
+    );
+    // The same without --model: the /v1/models lookup says it, before any request.
+    let (output, _) = run(&format!("https://{plain}"), &[], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("use http:// in --base-url"), "{stderr}");
+
+    // http to a TLS server: it answers the plain request with a TLS alert record.
+    let tls = replying_with(&[0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x46]);
+    let (output, _) = run(&format!("http://{tls}"), &[], &["--model", "m"]);
+    let stderr = first_failure(&output);
+    assert!(
+        stderr.contains("the answer is not HTTP") && stderr.contains("use https://"),
+        "{stderr}"
+    );
+}

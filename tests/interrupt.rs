@@ -193,3 +193,102 @@ fn kill_9_loses_only_the_requests_in_flight() {
         .unwrap();
     assert!(String::from_utf8_lossy(&report.stdout).contains("INCOMPLETE RUN"));
 }
+
+#[path = "common/raw_server.rs"]
+mod raw_server;
+
+/// Waits until `seen` (the raw server's log of request lines) holds a line starting `POST`.
+fn wait_for_post(seen: &std::sync::Mutex<Vec<String>>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if seen.lock().unwrap().iter().any(|l| l.starts_with("POST")) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no request reached the server");
+}
+
+#[test]
+fn sigint_during_a_stalled_warm_up_honours_the_grace_period() {
+    // Reads each request and never answers: the warm-up request waits for the request timeout
+    // (5 minutes by default) unless the interrupt stops it.
+    let (url, seen) = raw_server::serve(|_, _| std::thread::sleep(Duration::from_secs(600)));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warm.toml");
+    std::fs::write(
+        &config,
+        "[workloads.warm]\nprompt_tokens = 8\noutput_tokens = 4\nnum_requests = 2\nwarmup_requests = 1\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let child = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
+        .args(["run", "--backend", "openai", "--base-url", &url])
+        .args(["--model", "m", "--no-metrics", "-q", "--workload", "warm"])
+        .arg("--config")
+        .arg(&config)
+        .args(["--grace-period", "1", "-o"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_post(&seen);
+    let sent = Instant::now();
+    signal(&child, "-INT");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // One second of grace, not the five minutes of the request timeout (the bound is loose:
+    // this checks which of the two was waited for, not how fast the tool is).
+    assert!(
+        sent.elapsed() < Duration::from_secs(60),
+        "took {:?}: {stderr}",
+        sent.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("warm-up request 0 abandoned"), "{stderr}");
+    let summary = json(&out.join("benchmark_summary.json"));
+    assert_eq!(summary["complete"], false);
+    assert_eq!(summary["incomplete_reason"], "interrupted by SIGINT");
+}
+
+#[test]
+fn compare_on_sigint_stops_and_writes_what_it_measured() {
+    let fast = TestServer::start(Script::default(), 1).unwrap();
+    let slow = slow_server();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cmp");
+    let child = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
+        .args(["compare", "--no-metrics", "--model", "m", "-q"])
+        .args(["--target", &format!("fast={}", fast.url())])
+        .args(["--target", &format!("slow={}", slow.url())])
+        .args(["--workload", "slow", "--config", &config(dir.path())])
+        .args(["--grace-period", "20", "-o"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lines(&out.join("slow").join("slow_requests.jsonl"), 4);
+    signal(&child, "-INT");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("Comparison incomplete (interrupted by SIGINT)")
+            && stderr.contains("slow (cut short)"),
+        "{stderr}"
+    );
+    // Both targets are compared: the whole first one and what the second measured.
+    let comparison = std::fs::read_to_string(out.join("comparison.json")).unwrap();
+    assert!(comparison.contains("fast") && comparison.contains("slow"));
+    let cut = json(&out.join("slow").join("benchmark_summary.json"));
+    assert_eq!(cut["complete"], false);
+    let total = cut["workloads"]["slow"]["total_requests"].as_u64().unwrap();
+    assert!((4..40).contains(&total), "{total}");
+    assert_eq!(cut["workloads"]["slow"]["failed_requests"], 0);
+    assert_eq!(
+        json(&out.join("fast").join("benchmark_summary.json"))["complete"],
+        true
+    );
+}

@@ -90,6 +90,11 @@ struct CompareArgs {
     /// Do not print the comparison
     #[arg(short, long)]
     quiet: bool,
+
+    /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish; then the
+    /// targets measured so far are compared and written (a second signal stops at once)
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = non_negative_seconds)]
+    grace_period: f64,
 }
 
 #[derive(clap::Args)]
@@ -332,10 +337,13 @@ pub fn main() -> ExitCode {
                 .exit()
         }
     }
+    // As vLLM and SGLang do: every connection to a server is a file handle, and the default
+    // soft limit (often 1024) is far below what a machine allows.
+    crate::run::limits::raise_open_files_limit();
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Report(args) => report(args).map(|()| ExitCode::SUCCESS),
-        Command::Compare(args) => compare(args).map(|()| ExitCode::SUCCESS),
+        Command::Compare(args) => compare(args),
     };
     match result {
         Ok(code) => code,
@@ -379,8 +387,19 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         .select(&args.workload)
         .map_err(|e| format!("--workload: {e}"))?;
     let workloads = args.load.shape().apply(workloads)?;
-    // Before the backend: loading a model or reaching a server can take a while.
-    crate::report::files::prepare_dir(&args.output).map_err(|e| e.to_string())?;
+    if args.backend.backend.is_server() {
+        crate::run::limits::check_connections(&workloads)?;
+    }
+    // Before the backend: loading a model or reaching a server can take a while. Held to the
+    // end: no other run writes into this folder meanwhile.
+    let folder = crate::report::files::claim(&args.output).map_err(|e| e.to_string())?;
+    if let Some((aside, count)) = folder.moved_aside() {
+        eprintln!(
+            "The earlier run's {count} files in {} were moved to {}",
+            args.output.display(),
+            aside.display()
+        );
+    }
     let spec = args.backend.spec(&config).map_err(|e| e.to_string())?;
     let backend = spec.build().map_err(|e| e.to_string())?;
     let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
@@ -686,7 +705,7 @@ fn check_unique<'a>(seen: &mut Vec<&'a str>, name: &'a str) -> Result<(), String
     Ok(())
 }
 
-fn compare(args: CompareArgs) -> Result<(), String> {
+fn compare(args: CompareArgs) -> Result<ExitCode, String> {
     init_logging(args.verbose);
     if args.targets.is_empty() && args.results.is_empty() {
         return Err("give at least two --target NAME=URL or --result NAME=DIR to compare".into());
@@ -702,6 +721,7 @@ fn compare(args: CompareArgs) -> Result<(), String> {
     }
     let mut runs: Vec<(String, String, Summary)> = Vec::new();
     let mut summaries: Vec<(String, PathBuf)> = Vec::new();
+    let mut interrupted = None;
     if !args.targets.is_empty() {
         let config = match &args.config {
             Some(path) => Config::load(path).map_err(|e| e.to_string())?,
@@ -721,7 +741,16 @@ fn compare(args: CompareArgs) -> Result<(), String> {
                 "compare --target runs server backends; --backend {preset} is not one (use openai, vllm, sglang, lmdeploy or llamacpp, or compare saved results with --result)"
             ));
         }
+        crate::run::limits::check_connections(&workloads)?;
+        let control = RunControl {
+            interrupt: Interrupt::on_signals()
+                .map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?,
+            grace: std::time::Duration::from_secs_f64(args.grace_period),
+        };
         for target in &args.targets {
+            if control.interrupt.is_requested() {
+                break;
+            }
             let (name, url) = name_value("--target", target)?;
             let mut flags = args.backend.clone();
             flags.server.base_url = Some(url.to_string());
@@ -735,11 +764,12 @@ fn compare(args: CompareArgs) -> Result<(), String> {
                 );
             }
             let mut reports = Reports::files(args.output.join(name));
-            let summary = crate::run(backend, &workloads, provenance, &mut reports)
+            let summary = crate::run_with(backend, &workloads, provenance, &mut reports, &control)
                 .map_err(|e| format!("target {name}: {e}"))?;
             summaries.push((name.to_string(), args.output.join(name).join(SUMMARY_FILE)));
             runs.push((name.to_string(), url.to_string(), summary));
         }
+        interrupted = control.interrupt.reason();
     }
     for result in &args.results {
         let (name, dir) = name_value("--result", result)?;
@@ -752,6 +782,36 @@ fn compare(args: CompareArgs) -> Result<(), String> {
         let summary = Summary::load(&file).map_err(|e| format!("--result {name}: {e}"))?;
         summaries.push((name.to_string(), file.clone()));
         runs.push((name.to_string(), file.display().to_string(), summary));
+    }
+    if let Some(reason) = &interrupted {
+        // What was measured is on disk in each target's folder; compare it if there is enough.
+        let measured: Vec<String> = runs
+            .iter()
+            .map(|(name, _, s)| {
+                if s.complete {
+                    name.clone()
+                } else {
+                    format!("{name} (cut short)")
+                }
+            })
+            .collect();
+        eprintln!(
+            "Comparison incomplete ({reason}): measured {} of {} targets: {}",
+            runs.len(),
+            args.targets.len(),
+            if measured.is_empty() {
+                "none".to_string()
+            } else {
+                measured.join(", ")
+            }
+        );
+        if runs.len() < 2 {
+            eprintln!(
+                "Too few runs to compare; each target's results are in its folder under {}",
+                args.output.display()
+            );
+            return Ok(ExitCode::from(130));
+        }
     }
     if runs.len() < 2 {
         return Err("a comparison needs at least two targets or results".into());
@@ -766,5 +826,8 @@ fn compare(args: CompareArgs) -> Result<(), String> {
             args.output.join(names::COMPARISON_JSON).display()
         );
     }
-    Ok(())
+    if interrupted.is_some() {
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
 }

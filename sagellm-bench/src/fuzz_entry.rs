@@ -143,3 +143,119 @@ pub fn prompt_dataset(bytes: &[u8]) {
         let _ = prompts.get(prompts.len());
     }
 }
+
+/// The byte that separates the parts of an input made of several files (ASCII record
+/// separator), e.g. a summary, a metrics file and a requests file.
+pub const PART_SEPARATOR: u8 = 0x1e;
+
+fn parts(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|b| *b == PART_SEPARATOR)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect()
+}
+
+/// Two `/metrics` scrapes (before and after a workload, split at [`PART_SEPARATOR`]): parsed
+/// and turned into the workload's figures as the openai backend does. No value that comes
+/// out may be non-finite, negative, or a rate outside [0, 1].
+pub fn prometheus(bytes: &[u8]) {
+    let texts = parts(bytes);
+    let before = texts.first().map_or("", String::as_str);
+    let after = texts.get(1).map_or(before, String::as_str);
+    let figures = crate::backend::openai::prometheus::figures_between(before, after);
+    let shown = format!("{figures:?}");
+    assert!(
+        !shown.contains("NaN") && !shown.contains("inf"),
+        "a non-finite figure: {shown}"
+    );
+    if let Some(kv) = &figures.kv {
+        assert!(kv.prefix_hit_tokens <= kv.prefix_query_tokens, "{shown}");
+        assert!(kv.evict_ms >= 0.0, "{shown}");
+    }
+    if let Some(spec) = &figures.spec {
+        assert!(spec.accepted_tokens <= spec.draft_tokens, "{shown}");
+    }
+    if let Some(memory) = &figures.memory {
+        assert!(memory.peak_mb >= 0.0, "{shown}");
+    }
+}
+
+/// What `report` reads from a run's folder: a summary, a workload's metrics and its request
+/// records (split at [`PART_SEPARATOR`]), laid in a folder as a run leaves them; loaded as
+/// `report` loads them (a workload missing from an incomplete summary is rebuilt from its
+/// records), then rendered as a table, markdown and the HTML report with its charts.
+pub fn report_inputs(bytes: &[u8]) {
+    let texts = parts(bytes);
+    let Ok(dir) = tempfile::tempdir() else {
+        return;
+    };
+    let summary = texts.first().cloned().unwrap_or_default();
+    let workload = crate::results::summary::Summary::parse_checked(&summary)
+        .ok()
+        .and_then(|s| s.workloads.keys().next().cloned())
+        .unwrap_or_else(|| "w".to_string());
+    let files = [
+        (crate::report::names::SUMMARY_FILE.to_string(), summary),
+        (
+            crate::report::names::metrics_file(&workload),
+            texts.get(1).cloned().unwrap_or_default(),
+        ),
+        (
+            crate::report::names::requests_file(&workload),
+            texts.get(2).cloned().unwrap_or_default(),
+        ),
+        // A workload the summary does not list: a killed run's last one.
+        (
+            crate::report::names::requests_file("killed"),
+            texts.get(3).cloned().unwrap_or_default(),
+        ),
+    ];
+    for (name, text) in &files {
+        if std::fs::write(dir.path().join(name), text).is_err() {
+            return;
+        }
+    }
+    let path = dir.path().join(crate::report::names::SUMMARY_FILE);
+    let _ = baseline::parse_metrics(&files[1].1, "metrics.json");
+    let Ok(saved) = crate::report::files::SavedRun::load(&path) else {
+        return;
+    };
+    let _ = table::render(&saved.summary);
+    let _ = markdown::render(&saved.summary);
+    let _ = crate::report::html::write_report(dir.path(), &saved.summary, &saved.samples);
+}
+
+/// What `compare --result` and `report --baseline` read: two summaries, then two workloads'
+/// metrics and records (split at [`PART_SEPARATOR`]: summary A, summary B, metrics A,
+/// records A, metrics B, records B); compared side by side and as a baseline.
+pub fn compare_inputs(bytes: &[u8]) {
+    let texts = parts(bytes);
+    let text = |i: usize| texts.get(i).map_or("", String::as_str);
+    let runs: Vec<(String, String, Summary)> = [("a", text(0)), ("b", text(1))]
+        .into_iter()
+        .filter_map(|(name, t)| {
+            let summary = Summary::parse_checked(t).ok()?;
+            Some((name.to_string(), format!("{name}.json"), summary))
+        })
+        .collect();
+    if runs.len() == 2 {
+        let comparison = crate::compare::side_by_side::Comparison::new(&runs);
+        let _ = comparison.to_markdown();
+    }
+    let side = |metrics: &str, records: &str| -> Option<Saved> {
+        let metrics = baseline::parse_metrics(metrics, "metrics.json").ok()?;
+        let records = baseline::parse_records(records, "requests.jsonl").ok()?;
+        Some(Saved {
+            metrics,
+            samples: WorkloadSamples::from_records(&records).into(),
+        })
+    };
+    if let (Some(base), Some(new)) = (side(text(2), text(3)), side(text(4), text(5))) {
+        let settings = CompareSettings {
+            resamples: 20,
+            ..CompareSettings::default()
+        };
+        let comparison = baseline::compare(&base, &new, &settings);
+        let _ = baseline::render(std::slice::from_ref(&comparison), "base");
+    }
+}

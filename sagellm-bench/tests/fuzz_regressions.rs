@@ -51,3 +51,18 @@ fn workload_config() {
 fn prompt_dataset() {
     each("prompt_dataset", sagellm_bench::__fuzz::prompt_dataset);
 }
+
+#[test]
+fn prometheus() {
+    each("prometheus", sagellm_bench::__fuzz::prometheus);
+}
+
+#[test]
+fn report_inputs() {
+    each("report_inputs", sagellm_bench::__fuzz::report_inputs);
+}
+
+#[test]
+fn compare_inputs() {
+    each("compare_inputs", sagellm_bench::__fuzz::compare_inputs);
+}

@@ -117,6 +117,9 @@ pub enum ErrorKind {
     Timeout,
     /// The response failed the workload's own check.
     Check,
+    /// The client's own limits stopped the request before the server had a part in it (the
+    /// process ran out of file handles for a connection): not a fault of the server.
+    Client,
 }
 
 /// Where a group of figures came from, so a reader never mistakes "unknown" for "zero".

@@ -1,6 +1,10 @@
 //! The JSON files of a run: `<workload>_metrics.json`, `<workload>_requests.jsonl` and
 //! `benchmark_summary.json`, each written atomically (to a temporary file, then renamed), so an
 //! interrupted run never leaves a half-written file.
+//!
+//! Every file written into a results folder is created new, never opened through a symlink:
+//! temporary files get unpredictable names (`tempfile`) and are renamed over the final name,
+//! which replaces a link planted there instead of writing to its target.
 
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -16,10 +20,26 @@ use crate::results::summary::{Provenance, Summary};
 use crate::results::WorkloadResult;
 use crate::workload::Workload;
 
+mod folder;
+pub use folder::{claim, Claim, LOCK_FILE, PREVIOUS_PREFIX};
+
 // Reading a summary is a file concern, so it lives beside the file's name.
 impl Summary {
-    /// Reads a summary file, with errors that say what to do.
+    /// Reads a summary file, with errors that say what to do. A leading UTF-8 byte-order mark
+    /// is skipped; a summary of a newer layout, or whose counts disagree, is refused naming the
+    /// field. A run stopped during a workload left that workload's records but not its
+    /// metrics: they are rebuilt from the records (see [`Summary::load_recovering`]).
     pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let (summary, rebuilt) = Self::load_recovering(path)?;
+        for note in rebuilt {
+            tracing::warn!("{note}");
+        }
+        Ok(summary)
+    }
+
+    /// [`Summary::load`], returning instead of logging a note for each workload whose metrics
+    /// were rebuilt from its request records.
+    pub fn load_recovering(path: &Path) -> Result<(Self, Vec<String>), LoadError> {
         if path.is_dir() {
             return Err(LoadError::IsDirectory {
                 path: path.to_path_buf(),
@@ -34,10 +54,183 @@ impl Summary {
                 source: e,
             },
         })?;
-        Self::parse(&text).map_err(|source| LoadError::Invalid {
-            path: path.to_path_buf(),
-            source,
+        let mut summary = Self::parse_checked(&text).map_err(|e| e.at(path))?;
+        let rebuilt = if summary.complete {
+            Vec::new()
+        } else {
+            rebuild_unfinished(path, &mut summary)
+        };
+        Ok((summary, rebuilt))
+    }
+
+    /// Parses a summary's text as [`Summary::load`] reads it: a byte-order mark skipped, the
+    /// layout version and the counts checked.
+    pub fn parse_checked(text: &str) -> Result<Self, SummaryError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        // The version first: a newer layout may not parse as this one, and should say why.
+        #[derive(serde::Deserialize)]
+        struct Layout {
+            schema_version: Option<u64>,
+        }
+        if let Ok(Layout {
+            schema_version: Some(found),
+        }) = serde_json::from_str(text)
+        {
+            if found > u64::from(crate::results::metrics::SCHEMA_VERSION) {
+                return Err(SummaryError::Newer { found });
+            }
+        }
+        let summary = Summary::parse(text).map_err(SummaryError::Json)?;
+        summary.check_counts()?;
+        Ok(summary)
+    }
+
+    /// Checks that the counts agree: each workload's successes and failures make its total,
+    /// and the overall figures are the workloads' sums.
+    fn check_counts(&self) -> Result<(), SummaryError> {
+        let wrong =
+            |field: String, detail: String| Err(SummaryError::Inconsistent { field, detail });
+        for (name, m) in &self.workloads {
+            if m.successful_requests.checked_add(m.failed_requests) != Some(m.total_requests) {
+                return wrong(
+                    format!("workloads.{name}.total_requests"),
+                    format!(
+                        "{}, not successful_requests {} + failed_requests {}",
+                        m.total_requests, m.successful_requests, m.failed_requests
+                    ),
+                );
+            }
+        }
+        let sum = |f: fn(&WorkloadMetrics) -> u64| {
+            self.workloads
+                .values()
+                .try_fold(0u64, |acc, m| acc.checked_add(f(m)))
+        };
+        let overall = &self.overall;
+        for (field, stated, summed) in [
+            (
+                "overall.total_workloads",
+                overall.total_workloads,
+                Some(self.workloads.len() as u64),
+            ),
+            (
+                "overall.total_requests",
+                overall.total_requests,
+                sum(|m| m.total_requests),
+            ),
+            (
+                "overall.successful_requests",
+                overall.successful_requests,
+                sum(|m| m.successful_requests),
+            ),
+            (
+                "overall.failed_requests",
+                overall.failed_requests,
+                sum(|m| m.failed_requests),
+            ),
+        ] {
+            if Some(stated) != summed {
+                return wrong(
+                    field.to_string(),
+                    format!(
+                        "{stated}, but the workloads listed add up to {}",
+                        summed.map_or("more than 2^64".to_string(), |n| n.to_string())
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds to an incomplete `summary` every workload whose request records lie beside it but
+/// whose metrics it lacks (the run was stopped during that workload), its metrics rebuilt from
+/// the records; returns a note for each.
+fn rebuild_unfinished(path: &Path, summary: &mut Summary) -> Vec<String> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let workload = name.strip_suffix("_requests.jsonl")?.to_string();
+            (!workload.is_empty()
+                && names::requests_file(&workload) == name
+                && !summary.workloads.contains_key(&workload))
+            .then(|| (workload, e.path()))
         })
+        .collect();
+    found.sort();
+    let mut notes = Vec::new();
+    let mut workloads = summary.workloads.clone();
+    for (workload, records) in found {
+        let samples = match load_samples(&records) {
+            Ok(samples) if !samples.requests().is_empty() => samples,
+            _ => continue,
+        };
+        let requests = samples.requests();
+        let first = requests
+            .iter()
+            .map(|r| r.start_ms())
+            .fold(f64::INFINITY, f64::min);
+        let last = requests.iter().map(|r| r.end_ms()).fold(0.0, f64::max);
+        let first = if first.is_finite() { first } else { 0.0 };
+        let wall = crate::results::metrics::WallClock {
+            start_unix_s: summary.provenance.start_time + first / 1000.0,
+            total_time_s: (last - first).max(0.0) / 1000.0,
+        };
+        let mut metrics = crate::results::metrics::aggregate_samples(
+            &workload,
+            &summary.provenance.backend,
+            &summary.provenance.model,
+            &samples,
+            wall,
+            &Default::default(),
+        );
+        metrics.complete = false;
+        notes.push(format!(
+            "{}: the run was stopped during workload {workload}; its figures are rebuilt from the {} request records in {} (no engine or server figures)",
+            path.display(),
+            requests.len(),
+            records.display()
+        ));
+        workloads.insert(workload, metrics);
+    }
+    if !notes.is_empty() {
+        let (complete, reason) = (summary.complete, summary.incomplete_reason.take());
+        *summary = Summary::from_metrics(summary.provenance.clone(), workloads);
+        summary.complete = complete;
+        summary.incomplete_reason = reason;
+    }
+    notes
+}
+
+/// Why a summary's text is not one this version reads.
+#[derive(Debug, thiserror::Error)]
+pub enum SummaryError {
+    #[error("{0}")]
+    Json(serde_json::Error),
+    #[error("schema_version {found} is newer than this sagellm-benchmark reads ({}); read it with a newer release", crate::results::metrics::SCHEMA_VERSION)]
+    Newer { found: u64 },
+    #[error("`{field}` is {detail}; the file was edited or damaged")]
+    Inconsistent { field: String, detail: String },
+}
+
+impl SummaryError {
+    fn at(self, path: &Path) -> LoadError {
+        let path = path.to_path_buf();
+        match self {
+            SummaryError::Json(source) => LoadError::Invalid { path, source },
+            other => LoadError::Refused {
+                path,
+                reason: other.to_string(),
+            },
+        }
     }
 }
 
@@ -58,6 +251,8 @@ pub enum LoadError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("{}: {reason}", path.display())]
+    Refused { path: PathBuf, reason: String },
 }
 
 /// Writes the documented JSON files into one folder.
@@ -73,6 +268,8 @@ pub struct JsonFiles {
     appending: Option<RequestsLog>,
     provenance: Option<Provenance>,
     finished: IndexMap<String, WorkloadMetrics>,
+    /// The folder's lock, from the start of the run until this writer is dropped.
+    claim: Option<std::sync::Arc<Claim>>,
 }
 
 impl JsonFiles {
@@ -82,6 +279,7 @@ impl JsonFiles {
             appending: None,
             provenance: None,
             finished: IndexMap::new(),
+            claim: None,
         }
     }
 
@@ -98,11 +296,35 @@ impl JsonFiles {
     }
 }
 
+impl JsonFiles {
+    /// Writes the summary of the workloads finished so far, marked incomplete.
+    fn write_progress(&self) -> Result<(), ReportError> {
+        if let Some(provenance) = &self.provenance {
+            let mut so_far = Summary::from_metrics(provenance.clone(), self.finished.clone());
+            so_far.complete = false;
+            so_far.incomplete_reason =
+                Some("the run was still going when this file was written".to_string());
+            write_json(&self.summary_path(), &so_far)?;
+        }
+        Ok(())
+    }
+}
+
 impl Report for JsonFiles {
     fn run_started(&mut self, provenance: &Provenance, _: &[Workload]) -> Result<(), ReportError> {
         self.provenance = Some(provenance.clone());
         self.finished.clear();
-        prepare_dir(&self.dir)
+        let claim = claim(&self.dir)?;
+        if let Some((aside, count)) = claim.moved_aside() {
+            tracing::info!(
+                "moved the earlier run's {count} files to {}",
+                aside.display()
+            );
+        }
+        self.claim = Some(claim);
+        // From the first moment a summary `report` can read, even if the process is killed
+        // during the first workload (its records are then read back, see `Summary::load`).
+        self.write_progress()
     }
 
     fn workload_started(&mut self, workload: &Workload) -> Result<(), ReportError> {
@@ -128,14 +350,7 @@ impl Report for JsonFiles {
             log.finish()?;
         }
         self.finished.insert(name.clone(), result.metrics.clone());
-        if let Some(provenance) = &self.provenance {
-            let mut so_far = Summary::from_metrics(provenance.clone(), self.finished.clone());
-            so_far.complete = false;
-            so_far.incomplete_reason =
-                Some("the run was still going when this file was written".to_string());
-            write_json(&self.summary_path(), &so_far)?;
-        }
-        Ok(())
+        self.write_progress()
     }
 
     fn run_finished(&mut self, summary: &Summary) -> Result<(), ReportError> {
@@ -276,15 +491,23 @@ struct LinePosition {
 }
 
 impl RequestsLog {
-    /// Creates (or empties) the file at `path`.
+    /// Creates the file at `path`, new: whatever was there (a file, or a symlink, which is
+    /// removed, never followed) is replaced.
     pub fn create(path: PathBuf) -> Result<Self, ReportError> {
-        let file = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(|e| ReportError(format!("cannot write {}: {e}", path.display())))?;
+        let fail = |e: std::io::Error| ReportError(format!("cannot write {}: {e}", path.display()));
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+            _ => {}
+        }
+        // `create_new` (O_EXCL) fails on anything at the name, a link planted since included.
+        let file = open_nofollow(
+            std::fs::File::options()
+                .read(true)
+                .write(true)
+                .create_new(true),
+            &path,
+        )
+        .map_err(fail)?;
         Ok(RequestsLog {
             path,
             file,
@@ -349,12 +572,10 @@ pub fn prepare_dir(dir: &Path) -> Result<(), ReportError> {
     })?;
     // A folder can exist and still refuse files (permissions, a read-only mount); find out now,
     // not after the first workload has run for an hour.
-    let probe = dir.join(format!(".sagellm-write-probe-{}", std::process::id()));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-        .and_then(|_| std::fs::remove_file(&probe))
+    tempfile::Builder::new()
+        .prefix(".sagellm-write-probe-")
+        .tempfile_in(dir)
+        .and_then(|probe| probe.close())
         .map_err(|e| {
             ReportError(format!(
                 "cannot write in output directory {}: {e}; choose another with --output",
@@ -376,6 +597,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
 }
 
 /// Lets `write` fill a temporary file beside `path`, flushes it, then renames it over `path`.
+///
+/// The temporary file is created new under an unpredictable name (`.<name>.<random>.tmp`), so
+/// no planted link is followed; the rename replaces whatever is at `path`, a link included,
+/// and never writes through it.
 pub fn write_atomically_with(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
@@ -385,18 +610,42 @@ pub fn write_atomically_with(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut writer = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        write(&mut writer)?;
-        let file = writer.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        fail(e)
-    })
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let prefix = format!(".{file_name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    // As `File::create` would: readable by others unless the umask says otherwise (tempfile's
+    // default, 0600, would hide results meant to be shared).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let temp = builder.tempfile_in(dir).map_err(fail)?;
+    // Dropping `temp_path` on any failure below removes the temporary file.
+    let (file, temp_path) = temp.into_parts();
+    let mut writer = std::io::BufWriter::new(file);
+    write(&mut writer).map_err(fail)?;
+    let file = writer.into_inner().map_err(|e| fail(e.into_error()))?;
+    file.sync_all().map_err(fail)?;
+    drop(file);
+    temp_path.persist(path).map_err(|e| fail(e.error))
+}
+
+/// Opens `path` with `options`, refusing to follow a symlink at its last component (unix).
+pub(crate) fn open_nofollow(
+    options: &mut std::fs::OpenOptions,
+    path: &Path,
+) -> std::io::Result<std::fs::File> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    options.open(path)
 }
 
 #[cfg(test)]
@@ -415,6 +664,59 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn writes_replace_a_planted_symlink_and_never_touch_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let json = out.join("a.json");
+        let records = out.join("a_requests.jsonl");
+        std::os::unix::fs::symlink(&victim, &json).unwrap();
+        std::os::unix::fs::symlink(&victim, &records).unwrap();
+        // The name the writer used before its temporary names became unpredictable.
+        let old_temp = out.join(format!(".a.json.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &old_temp).unwrap();
+
+        write_atomically(&json, b"new").unwrap();
+        let mut log = RequestsLog::create(records.clone()).unwrap();
+        log.append(&RequestRecord::new(Default::default())).unwrap();
+        log.finish().unwrap();
+
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        for path in [&json, &records] {
+            let meta = std::fs::symlink_metadata(path).unwrap();
+            assert!(
+                meta.file_type().is_file(),
+                "{} is still a link",
+                path.display()
+            );
+        }
+        assert_eq!(std::fs::read(&json).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_a_newer_layout_or_wrong_count_refused() {
+        let provenance = Provenance::now("mock", "m", serde_json::json!({}));
+        let text =
+            serde_json::to_string(&Summary::from_metrics(provenance, IndexMap::new())).unwrap();
+        Summary::parse_checked(&format!("\u{feff}{text}")).unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        value["schema_version"] = serde_json::json!(99);
+        let err = Summary::parse_checked(&value.to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("schema_version 99 is newer"), "{err}");
+        value["schema_version"] = serde_json::json!(1);
+        value["overall"]["total_requests"] = serde_json::json!(7);
+        let err = Summary::parse_checked(&value.to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`overall.total_requests` is 7"), "{err}");
     }
 
     #[test]

@@ -128,6 +128,19 @@ pub struct WorkloadMetrics {
     /// requests that finished.
     #[serde(default = "yes")]
     pub complete: bool,
+
+    /// Open loop only: the 99th percentile of each request's scheduling lag (`start_ms -
+    /// scheduled_ms`), ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_lag_p99_ms: Option<f64>,
+    /// Open loop only: requests whose scheduled time came while every one of the client's
+    /// in-flight slots was busy, so that they waited for one (`run::limits::open_loop_slots`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_held_requests: Option<u64>,
+    /// Open loop only: the client fell behind its schedule (a request was held, or the lag's
+    /// p99 passed 10 ms), so the server saw a lower rate than asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_overloaded: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -375,6 +388,9 @@ pub fn aggregate_samples(
             speculative: source_of(engine.spec.is_some()),
         },
         complete: true,
+        schedule_lag_p99_ms: None,
+        client_held_requests: None,
+        client_overloaded: None,
     }
 }
 

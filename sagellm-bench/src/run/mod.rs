@@ -7,5 +7,6 @@ pub mod args;
 pub mod config;
 pub mod hooks;
 pub mod interrupt;
+pub mod limits;
 mod memory;
 pub mod runner;

@@ -6,7 +6,7 @@
 //! (actual minus intended start) is recorded.
 //! Warm-up requests go first, one at a time, and are not recorded.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -97,11 +97,20 @@ pub fn run_with(
     reporter: &mut dyn Report,
     control: &RunControl,
 ) -> Result<Summary, RunError> {
-    for w in workloads {
-        w.validate().map_err(|message| RunError::InvalidWorkload {
+    // Everything is checked before the first request of the first workload: a workload that
+    // cannot run must not fail after the others have run for an hour.
+    for (i, w) in workloads.iter().enumerate() {
+        let invalid = |message| RunError::InvalidWorkload {
             workload: w.name.clone(),
             message,
-        })?;
+        };
+        w.validate().map_err(invalid)?;
+        if workloads[..i].iter().any(|earlier| earlier.name == w.name) {
+            return Err(invalid(
+                "the name is given twice; each workload's files are named after it".to_string(),
+            ));
+        }
+        crate::run::limits::check_memory(w).map_err(invalid)?;
     }
     let clock = backend.clock();
     let runtime = clock.build_runtime().map_err(RunError::Runtime)?;
@@ -151,7 +160,21 @@ async fn run_workload_with(
             prompt_tokens: prompt.tokens,
             max_output_tokens: workload.output_tokens,
         };
-        let (_, raw, _) = send(backend.as_ref(), &clock, request, false).await;
+        // Stoppable like the measured requests: after an interrupt, the warm-up request in
+        // flight gets the grace period, then is abandoned (it is not recorded anyway).
+        let warm_up = send(backend.as_ref(), &clock, request, false);
+        let grace_over = async {
+            interrupt.requested().await;
+            clock.sleep(control.grace).await;
+        };
+        let raw = tokio::select! {
+            biased;
+            (_, raw, _) = warm_up => raw,
+            () = grace_over => {
+                tracing::warn!(workload = %workload.name, "grace period over: warm-up request {i} abandoned");
+                break;
+            }
+        };
         if let Some(error) = raw.error {
             tracing::warn!(workload = %workload.name, "warm-up request {i} failed: {error}");
         }
@@ -164,6 +187,8 @@ async fn run_workload_with(
     let started_unix = unix_now();
     let origin = clock.now();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RequestRecord>();
+    let slots = crate::run::limits::open_loop_slots();
+    let held = Arc::new(AtomicU64::new(0));
     let driver = tokio::spawn(send_all(
         backend.clone(),
         clock.clone(),
@@ -171,6 +196,10 @@ async fn run_workload_with(
         origin,
         tx,
         interrupt.clone(),
+        OpenLoopSlots {
+            slots,
+            held: held.clone(),
+        },
     ));
     // Each record goes to the reporters (which write it to disk), leaves its sample here, and
     // is dropped: memory grows by a sample a request, not by the request's tokens.
@@ -248,11 +277,60 @@ async fn run_workload_with(
     if let Some(slo) = &workload.goodput {
         metrics.set_goodput(slo, samples.requests().iter().map(RequestSample::latency));
     }
+    if let Some(rate) = workload.arrival.rate() {
+        falling_behind(
+            &mut metrics,
+            &samples,
+            held.load(Ordering::Relaxed),
+            slots,
+            rate,
+        );
+    }
     Ok(WorkloadResult {
         workload: workload.clone(),
         metrics,
         samples: Arc::new(samples),
     })
+}
+
+/// Lag p99 above which an open loop counts as fallen behind its schedule, ms.
+const LAG_BEHIND_MS: f64 = 10.0;
+
+/// Sets the open-loop figures of the client keeping up with its schedule, warning when it did
+/// not: the server then saw a lower rate than the one asked for.
+fn falling_behind(
+    metrics: &mut metrics::WorkloadMetrics,
+    samples: &WorkloadSamples,
+    held: u64,
+    slots: usize,
+    rate: f64,
+) {
+    let mut lags: Vec<f64> = samples
+        .requests()
+        .iter()
+        .filter_map(|r| r.scheduled_ms().map(|s| (r.start_ms() - s).max(0.0)))
+        .filter(|lag| lag.is_finite())
+        .collect();
+    lags.sort_by(f64::total_cmp);
+    let p99 = (!lags.is_empty()).then(|| metrics::percentile(&lags, 99.0));
+    let overloaded = held > 0 || p99.is_some_and(|p| p > LAG_BEHIND_MS);
+    metrics.schedule_lag_p99_ms = p99;
+    metrics.client_held_requests = Some(held);
+    metrics.client_overloaded = Some(overloaded);
+    if overloaded {
+        tracing::warn!(
+            "workload {}: the client fell behind its schedule of {rate} req/s: {held} requests waited for one of its {slots} in-flight slots, scheduling lag p99 {:.1} ms; the server saw a lower rate than asked (lower --request-rate, or raise `ulimit -n`)",
+            metrics.workload,
+            p99.unwrap_or(0.0)
+        );
+    }
+}
+
+/// An open loop's bound on requests in flight, and the count of those that had to wait for
+/// a free slot past their scheduled time.
+struct OpenLoopSlots {
+    slots: usize,
+    held: Arc<AtomicU64>,
 }
 
 /// Sends every measured request of `workload` as its arrival process says.
@@ -263,6 +341,7 @@ async fn send_all(
     origin: Duration,
     records: tokio::sync::mpsc::UnboundedSender<RequestRecord>,
     interrupt: Interrupt,
+    open_loop: OpenLoopSlots,
 ) {
     let workload = Arc::new(workload);
     let mut tasks = tokio::task::JoinSet::new();
@@ -294,14 +373,31 @@ async fn send_all(
                 .arrival
                 .schedule(workload.num_requests, workload.seed)
                 .unwrap_or_default();
+            let slots = Arc::new(tokio::sync::Semaphore::new(open_loop.slots));
             for (index, offset) in schedule.into_iter().enumerate() {
                 tokio::select! {
                     _ = clock.sleep_until(origin + offset) => {}
                     _ = interrupt.requested() => break,
                 }
+                // At most `slots` in flight: beyond, the client would run out of connections
+                // (file handles) and memory, and measure itself instead of the server.
+                let permit = match slots.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        open_loop.held.fetch_add(1, Ordering::Relaxed);
+                        tokio::select! {
+                            permit = slots.clone().acquire_owned() => match permit {
+                                Ok(permit) => permit,
+                                Err(_) => break,
+                            },
+                            _ = interrupt.requested() => break,
+                        }
+                    }
+                };
                 let (backend, clock, workload) = (backend.clone(), clock.clone(), workload.clone());
                 let records = records.clone();
                 tasks.spawn(async move {
+                    let _permit = permit;
                     let record = measure(
                         backend.as_ref(),
                         &clock,

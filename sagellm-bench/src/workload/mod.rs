@@ -147,6 +147,11 @@ pub const MAX_TOKENS: usize = 1 << 20;
 /// The most measured (or warm-up) requests one workload may send.
 pub const MAX_REQUESTS: usize = 10_000_000;
 
+/// The longest workload name, bytes: its longest file (`compare_<name>_<metric>_cdf.svg`, or
+/// a chart's temporary `.<name>_<chart>.svg.<random>.tmp`) must stay within the 255 bytes a
+/// file name may hold, with a sweep's `_c<N>` or `_r<RATE>` included.
+pub const MAX_NAME_LEN: usize = 160;
+
 /// The slowest open-loop rate, in requests per second (one request in about 11.6 days): below
 /// it the schedule's times leave what a `Duration` holds.
 pub const MIN_RATE: f64 = 1e-6;
@@ -217,6 +222,13 @@ impl Workload {
             return Err(format!(
                 "workload name `{}` may only hold letters, digits, `_`, `-` and `.` (it becomes a file name)",
                 self.name
+            ));
+        }
+        if self.name.len() > MAX_NAME_LEN {
+            return Err(format!(
+                "workload name `{}` is {} bytes long; at most {MAX_NAME_LEN} fit in the file names made of it",
+                self.name,
+                self.name.len()
             ));
         }
         if self.prompt_tokens == 0 {

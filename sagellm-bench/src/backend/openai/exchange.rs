@@ -267,19 +267,29 @@ async fn send(
                 timeout_message(shared, stalled, "the response"),
             ))
         }
+        Ok(Err(e)) if is_open_files_exhaustion(&e) => {
+            return Err(RequestError::new(
+                ErrorKind::Client,
+                format!(
+                    "this process ran out of file handles opening a connection to {} ({}): \
+                     the client's own open-files limit, not a fault of the server; raise \
+                     `ulimit -n` or lower --concurrency",
+                    shared.shown_endpoint,
+                    error_chain(&e.without_url())
+                ),
+            ));
+        }
         Ok(Err(e)) => {
             let what = if e.is_connect() {
                 "cannot connect to"
             } else {
                 "sending the request failed for"
             };
+            let chain = error_chain(&e.without_url());
+            let hint = scheme_hint(&shared.endpoint, &chain);
             return Err(RequestError::new(
                 ErrorKind::Connection,
-                format!(
-                    "{what} {}: {}",
-                    shared.shown_endpoint,
-                    error_chain(&e.without_url())
-                ),
+                format!("{what} {}: {chain}{hint}", shared.shown_endpoint),
             ));
         }
         Ok(Ok(r)) => r,
@@ -310,9 +320,144 @@ async fn send(
             format!("HTTP {status}{hint}: {message}"),
         ));
     }
+    if let Some((fault, readable)) = not_an_event_stream(&response) {
+        if !readable {
+            return Err(RequestError::new(ErrorKind::Protocol, fault));
+        }
+        let (limit, _) = wait_limit(shared, deadline);
+        let text =
+            tokio::time::timeout_at(limit, body::read_capped(response, body::ERROR_BODY_LIMIT))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|(text, _)| text)
+                .unwrap_or_default();
+        return Err(RequestError::new(
+            ErrorKind::Protocol,
+            format!("{fault}; it began: {}", clip(text.trim())),
+        ));
+    }
     Ok(
         body::line_limited(response.bytes_stream(), received.clone())
             .eventsource()
             .boxed(),
     )
+}
+
+/// Why a successful answer is not the event stream asked for, naming the cause: one JSON body
+/// (a server that ignored `"stream": true`), an HTML page (a URL that is not the API), a
+/// compressed body (the client asks for none and decodes none), or another type; and whether
+/// the body is text worth quoting.
+fn not_an_event_stream(response: &reqwest::Response) -> Option<(String, bool)> {
+    let header = |name| {
+        response.headers().get(name).map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .trim()
+                .to_ascii_lowercase()
+        })
+    };
+    if let Some(encoding) = header(reqwest::header::CONTENT_ENCODING) {
+        if !encoding.is_empty() && encoding != "identity" {
+            let fault = format!(
+                "the server compressed its answer (Content-Encoding: {encoding}), which the \
+                 client neither asked for nor decodes; turn compression off for the API (often \
+                 a proxy's setting)"
+            );
+            return Some((fault, false));
+        }
+    }
+    // No type at all is let through: the events decide.
+    let kind = header(reqwest::header::CONTENT_TYPE)?;
+    let essence = kind.split(';').next().unwrap_or("").trim().to_string();
+    let fault = match essence.as_str() {
+        "text/event-stream" => return None,
+        "application/json" => {
+            "the server answered with one JSON body (application/json), not a stream of events \
+             (text/event-stream): it ignored `\"stream\": true`, and a latency benchmark needs \
+             the tokens as they are made; check that the server (or a proxy before it) streams"
+                .to_string()
+        }
+        "text/html" => {
+            "the server answered with an HTML page (text/html), not a stream of events: \
+             --base-url points at a web page, a login or a proxy's error page, not the API \
+             (give the server's root or its /v1)"
+                .to_string()
+        }
+        other => format!(
+            "the server answered with `{other}`, not a stream of events (text/event-stream)"
+        ),
+    };
+    let readable = essence.starts_with("text/") || essence.ends_with("json");
+    Some((fault, readable))
+}
+
+/// A hint when the error says the URL's scheme is not what the server speaks: https to a
+/// plain HTTP server, or plain HTTP to a TLS one.
+pub(super) fn scheme_hint(endpoint: &str, chain: &str) -> &'static str {
+    let lower = chain.to_ascii_lowercase();
+    if endpoint.starts_with("https://")
+        && (lower.contains("invalidcontenttype") || lower.contains("corrupt message"))
+    {
+        "; the server does not speak TLS (it answered in plain HTTP): use http:// in --base-url"
+    } else if endpoint.starts_with("http://") && lower.contains("invalid http version") {
+        "; the answer is not HTTP (a server speaking TLS answers so): if it serves https, use \
+         https:// in --base-url"
+    } else {
+        ""
+    }
+}
+
+/// Whether `error`, or an error it wraps, is the client's own open-files limit (`EMFILE`:
+/// this process's; `ENFILE`: the whole machine's), not a fault of the server.
+pub(crate) fn is_open_files_exhaustion(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if is_exhaustion_code(io.raw_os_error()) {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
+}
+
+fn is_exhaustion_code(code: Option<i32>) -> bool {
+    #[cfg(unix)]
+    {
+        use rustix::io::Errno;
+        code.is_some_and(|c| c == Errno::MFILE.raw_os_error() || c == Errno::NFILE.raw_os_error())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = code;
+        false
+    }
+}
+
+#[cfg(test)]
+mod exhaustion_tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "connect failed")
+        }
+    }
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_clients_open_files_limit_is_told_from_a_servers_fault() {
+        let emfile = std::io::Error::from_raw_os_error(rustix::io::Errno::MFILE.raw_os_error());
+        assert!(is_open_files_exhaustion(&Wrapped(emfile)));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!is_open_files_exhaustion(&Wrapped(reset)));
+    }
 }

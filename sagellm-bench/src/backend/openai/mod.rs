@@ -305,10 +305,9 @@ fn served_model(client: reqwest::Client, models_url: &str) -> Result<String, Bac
                 .send()
                 .await
                 .map_err(|e| {
-                    format!(
-                        "cannot reach {shown_url}: {}",
-                        error_chain(&e.without_url())
-                    )
+                    let chain = error_chain(&e.without_url());
+                    let hint = exchange::scheme_hint(&url, &chain);
+                    format!("cannot reach {shown_url}: {chain}{hint}")
                 })?;
             let status = response.status();
             let (body, cut) = body::read_capped(response, body::MODELS_BODY_LIMIT)

@@ -265,7 +265,9 @@ impl Scrape {
         if groups.is_empty() {
             return self.declared.contains(name).then_some(0.0);
         }
-        Some(groups.iter().map(|(_, v)| v).sum())
+        // Finite values can add up to infinity: no figure then, rather than a poisoned one.
+        let total: f64 = groups.iter().map(|(_, v)| v).sum();
+        total.is_finite().then_some(total)
     }
 
     /// The first of `names` present, summed.
@@ -429,7 +431,8 @@ fn parse_labels(text: &str) -> Vec<(String, String)> {
 struct GaugeTrack {
     peak_kv_tokens: Option<f64>,
     memory_peak: Option<f64>,
-    memory_sum: f64,
+    /// The running mean of the samples (a sum of values near f64::MAX would be infinite).
+    memory_mean: f64,
     memory_samples: u64,
 }
 
@@ -443,8 +446,8 @@ impl GaugeTrack {
             .filter(|_| scrape.has_any(&[RESIDENT_MEMORY]))
         {
             self.memory_peak = Some(self.memory_peak.map_or(rss, |p| p.max(rss)));
-            self.memory_sum += rss;
             self.memory_samples += 1;
+            self.memory_mean += (rss - self.memory_mean) / self.memory_samples as f64;
         }
     }
 }
@@ -594,6 +597,17 @@ async fn scrape(client: &reqwest::Client, url: &str, shown: &str) -> Result<Scra
 }
 
 /// The workload's figures from the scrapes around it and the gauges sampled during it.
+/// The figures a workload gets from the scrapes `before` and `after` it (each also a gauge
+/// sample), as [`Scraper`] derives them: the fuzz targets' way in.
+#[doc(hidden)]
+pub fn figures_between(before: &str, after: &str) -> EngineFigures {
+    let (before, after) = (Scrape::parse(before), Scrape::parse(after));
+    let mut gauges = GaugeTrack::default();
+    gauges.add(&before, ALL_FAMILIES);
+    gauges.add(&after, ALL_FAMILIES);
+    figures(Some(&before), Some(&after), &gauges, ALL_FAMILIES)
+}
+
 fn figures(
     before: Option<&Scrape>,
     after: Option<&Scrape>,
@@ -666,7 +680,7 @@ fn figures(
         mean_acceptance_length(before, after, families, spec.is_some());
     let memory = gauges.memory_peak.map(|peak| MemoryFigures {
         peak_mb: peak / (1024.0 * 1024.0),
-        avg_mb: gauges.memory_sum / gauges.memory_samples.max(1) as f64 / (1024.0 * 1024.0),
+        avg_mb: gauges.memory_mean / (1024.0 * 1024.0),
     });
     let server_timings = server_timings(before, after, families);
     let any = kv.is_some() || spec.is_some() || memory.is_some();
@@ -760,8 +774,12 @@ fn server_timings(
                     if s1 < s0 || c1 < c0 {
                         return None;
                     }
+                    let total_ms = (s1 - s0) * 1000.0;
+                    if !total_ms.is_finite() {
+                        return None;
+                    }
                     return Some(ServerTiming {
-                        total_ms: (s1 - s0) * 1000.0,
+                        total_ms,
                         requests: Some((c1 - c0).round() as u64),
                         metric: base.to_string(),
                     });
@@ -775,8 +793,9 @@ fn server_timings(
             for name in pick(f) {
                 if let Some(s1) = after.sum(name) {
                     let s0 = before.sum(name).unwrap_or(0.0);
-                    return (s1 >= s0).then(|| ServerTiming {
-                        total_ms: (s1 - s0) * 1000.0,
+                    let total_ms = (s1 - s0) * 1000.0;
+                    return (s1 >= s0 && total_ms.is_finite()).then(|| ServerTiming {
+                        total_ms,
                         requests: None,
                         metric: name.to_string(),
                     });
