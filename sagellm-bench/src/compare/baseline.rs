@@ -52,8 +52,7 @@ pub struct BaselineFiles {
 impl BaselineFiles {
     /// Creates `dir` and an empty requests.jsonl in it.
     pub fn create(dir: &Path) -> Result<Self, ReportError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ReportError(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| ReportError::io("create", dir, e))?;
         Ok(BaselineFiles {
             dir: dir.to_path_buf(),
             requests: RequestsLog::create(dir.join(BASELINE_REQUESTS_FILE))?,
@@ -73,12 +72,11 @@ impl BaselineFiles {
 
 /// Copies the saved run in `from` into `to` (each file atomically, the records line by line).
 pub fn copy(from: &Path, to: &Path) -> Result<(), ReportError> {
-    std::fs::create_dir_all(to)
-        .map_err(|e| ReportError(format!("cannot create {}: {e}", to.display())))?;
+    std::fs::create_dir_all(to).map_err(|e| ReportError::io("create", to, e))?;
     for name in [BASELINE_REQUESTS_FILE, BASELINE_METRICS_FILE] {
         let source = from.join(name);
-        let mut file = std::fs::File::open(&source)
-            .map_err(|e| ReportError(format!("cannot read {}: {e}", source.display())))?;
+        let mut file =
+            std::fs::File::open(&source).map_err(|e| ReportError::io("read", &source, e))?;
         write_atomically_with(&to.join(name), |w| std::io::copy(&mut file, w).map(|_| ()))?;
     }
     Ok(())
@@ -94,10 +92,7 @@ pub fn load(dir: &Path) -> Result<Saved, ReportError> {
 
 /// Reads a workload's metrics and its records from the two files a run writes.
 pub fn load_files(metrics: &Path, requests: &Path) -> Result<Saved, ReportError> {
-    let read = |p: &Path| {
-        std::fs::read_to_string(p)
-            .map_err(|e| ReportError(format!("cannot read {}: {e}", p.display())))
-    };
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| ReportError::io("read", p, e));
     Ok(Saved {
         metrics: parse_metrics(&read(metrics)?, &metrics.display().to_string())?,
         samples: Arc::new(load_samples(requests)?),
@@ -107,7 +102,7 @@ pub fn load_files(metrics: &Path, requests: &Path) -> Result<Saved, ReportError>
 /// Parses the text of a `metrics.json` file; `name` names it in errors.
 pub fn parse_metrics(text: &str, name: &str) -> Result<WorkloadMetrics, ReportError> {
     serde_json::from_str(text)
-        .map_err(|e| ReportError(format!("{name} is not a workload metrics file: {e}")))
+        .map_err(|e| ReportError::Other(format!("{name} is not a workload metrics file: {e}")))
 }
 
 /// Parses the text of a `requests.jsonl` file into whole records; `name` names it in errors.

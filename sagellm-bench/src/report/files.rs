@@ -373,7 +373,7 @@ impl SavedRun {
     /// Reads `benchmark_summary.json` at `summary_path` and the `<workload>_requests.jsonl`
     /// files beside it.
     pub fn load(summary_path: &Path) -> Result<Self, ReportError> {
-        let summary = Summary::load(summary_path).map_err(|e| ReportError(e.to_string()))?;
+        let summary = Summary::load(summary_path).map_err(|e| ReportError::Other(e.to_string()))?;
         let dir = match summary_path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -403,7 +403,7 @@ pub fn load_samples(path: &Path) -> Result<WorkloadSamples, ReportError> {
 
 fn read_requests_file(path: &Path, each: impl FnMut(RequestRecord)) -> Result<(), ReportError> {
     let cannot_read = |e: std::io::Error| {
-        ReportError(format!(
+        ReportError::Other(format!(
             "cannot read {}: {e}; the charts and the HTML report are drawn from the request \
              records saved beside benchmark_summary.json, so keep that file with the summary or \
              re-run: sagellm-benchmark run",
@@ -426,7 +426,7 @@ fn read_requests_file(path: &Path, each: impl FnMut(RequestRecord)) -> Result<()
 pub fn parse_requests(text: &str, name: &str) -> Result<Vec<RequestRecord>, ReportError> {
     let mut records = Vec::new();
     for_each_request(text.as_bytes(), name, |r| records.push(r)).map_err(|e| match e {
-        LineError::Io(e) => ReportError(format!("cannot read {name}: {e}")),
+        LineError::Io(e) => ReportError::Other(format!("cannot read {name}: {e}")),
         LineError::Report(e) => e,
     })?;
     Ok(records)
@@ -463,7 +463,7 @@ fn for_each_request(
                 tracing::warn!("{name}: ignoring the last line, cut short when the run was stopped");
             }
             Err(e) => {
-                return Err(LineError::Report(ReportError(format!(
+                return Err(LineError::Report(ReportError::Other(format!(
                     "{name} line {number}: not a request record ({e}); re-create it with sagellm-benchmark run"
                 ))))
             }
@@ -494,7 +494,7 @@ impl RequestsLog {
     /// Creates the file at `path`, new: whatever was there (a file, or a symlink, which is
     /// removed, never followed) is replaced.
     pub fn create(path: PathBuf) -> Result<Self, ReportError> {
-        let fail = |e: std::io::Error| ReportError(format!("cannot write {}: {e}", path.display()));
+        let fail = |e: std::io::Error| ReportError::io("write", &path, e);
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
             _ => {}
@@ -519,11 +519,11 @@ impl RequestsLog {
     /// Appends `record` as one line, in one write: a kill can cut at most the last line short,
     /// which the loader ignores.
     pub fn append(&mut self, record: &RequestRecord) -> Result<(), ReportError> {
-        let mut line = serde_json::to_vec(record).map_err(|e| ReportError(e.to_string()))?;
+        let mut line = serde_json::to_vec(record).map_err(|e| ReportError::Other(e.to_string()))?;
         line.push(b'\n');
         self.file
             .write_all(&line)
-            .map_err(|e| ReportError(format!("cannot append to {}: {e}", self.path.display())))?;
+            .map_err(|e| ReportError::io("append to", &self.path, e))?;
         self.lines.push(LinePosition {
             index: record.index,
             offset: self.written,
@@ -559,13 +559,13 @@ impl RequestsLog {
 /// Creates the output folder, or says clearly why it cannot be used.
 pub fn prepare_dir(dir: &Path) -> Result<(), ReportError> {
     if dir.exists() && !dir.is_dir() {
-        return Err(ReportError(format!(
+        return Err(ReportError::Other(format!(
             "output path {} exists and is not a directory; choose another with --output",
             dir.display()
         )));
     }
     std::fs::create_dir_all(dir).map_err(|e| {
-        ReportError(format!(
+        ReportError::Other(format!(
             "cannot create output directory {}: {e}; choose another with --output",
             dir.display()
         ))
@@ -577,7 +577,7 @@ pub fn prepare_dir(dir: &Path) -> Result<(), ReportError> {
         .tempfile_in(dir)
         .and_then(|probe| probe.close())
         .map_err(|e| {
-            ReportError(format!(
+            ReportError::Other(format!(
                 "cannot write in output directory {}: {e}; choose another with --output",
                 dir.display()
             ))
@@ -586,7 +586,8 @@ pub fn prepare_dir(dir: &Path) -> Result<(), ReportError> {
 
 /// Writes `value` as pretty JSON, atomically.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), ReportError> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| ReportError(e.to_string()))?;
+    let mut bytes =
+        serde_json::to_vec_pretty(value).map_err(|e| ReportError::Other(e.to_string()))?;
     bytes.push(b'\n');
     write_atomically(path, &bytes)
 }
@@ -605,7 +606,7 @@ pub fn write_atomically_with(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<(), ReportError> {
-    let fail = |e: std::io::Error| ReportError(format!("cannot write {}: {e}", path.display()));
+    let fail = |e: std::io::Error| ReportError::io("write", path, e);
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -724,10 +725,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, b"x").unwrap();
-        let err = prepare_dir(&file).unwrap_err().0;
+        let err = prepare_dir(&file).unwrap_err().to_string();
         assert!(
             err.contains("not a directory") && err.contains("--output"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_is_an_io_error_with_its_path_and_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-folder").join("x.json");
+        let err = write_atomically(&path, b"{}").unwrap_err();
+        match &err {
+            ReportError::Io {
+                action,
+                path: at,
+                source,
+            } => {
+                assert_eq!(*action, "write");
+                assert_eq!(at, &path);
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().starts_with("cannot write "), "{err}");
     }
 }

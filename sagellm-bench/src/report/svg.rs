@@ -385,7 +385,7 @@ fn render(
         root.present()?;
         Ok(())
     })();
-    drawn.map_err(|e| ReportError(format!("could not draw the chart `{title}`: {e}")))?;
+    drawn.map_err(|e| ReportError::Other(format!("could not draw the chart `{title}`: {e}")))?;
     Ok(with_title_element(svg, title))
 }
 

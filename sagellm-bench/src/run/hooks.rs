@@ -7,10 +7,46 @@ use crate::results::summary::{Provenance, Summary};
 use crate::results::WorkloadResult;
 use crate::workload::Workload;
 
-/// A reporter could not do its work (typically: could not write a file).
+/// A reporter could not do its work.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ReportError(pub String);
+#[non_exhaustive]
+pub enum ReportError {
+    /// A file or folder could not be read, written or created (the disk is full, a folder is
+    /// not writable, a file is missing).
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done: `read`, `write`, `create`, `append to`.
+        action: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything else: a file that is not what it should be, a folder another run holds, a
+    /// chart that could not be drawn, or a custom reporter's own failure. The message says
+    /// which.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ReportError {
+    /// A failure to `action` (e.g. `write`) the file or folder at `path`.
+    pub fn io(
+        action: &'static str,
+        path: impl Into<std::path::PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        ReportError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A failure described by `message`.
+    pub fn other(message: impl Into<String>) -> Self {
+        ReportError::Other(message.into())
+    }
+}
 
 /// Receives a run's results as they arrive.
 pub trait Report {

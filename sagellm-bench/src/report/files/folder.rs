@@ -104,7 +104,7 @@ fn lock(dir: &Path) -> Result<File, ReportError> {
             return Ok(file);
         }
     }
-    Err(ReportError(format!(
+    Err(ReportError::Other(format!(
         "cannot lock {}: it keeps being replaced; give the run another folder with --output",
         path.display()
     )))
@@ -121,7 +121,7 @@ fn lock_once(dir: &Path, path: &Path) -> Result<File, ReportError> {
         &path,
     )
     .map_err(|e| {
-        ReportError(format!(
+        ReportError::Other(format!(
             "cannot create the lock file {}: {e}",
             path.display()
         ))
@@ -138,13 +138,13 @@ fn lock_once(dir: &Path, path: &Path) -> Result<File, ReportError> {
                 Err(_) => "another process".to_string(),
             };
             if e == rustix::io::Errno::WOULDBLOCK {
-                return Err(ReportError(format!(
+                return Err(ReportError::Other(format!(
                     "another sagellm-benchmark run ({holder}) is writing into {}; wait for it \
                      to end, or give this run its own folder with --output",
                     dir.display()
                 )));
             }
-            return Err(ReportError(format!(
+            return Err(ReportError::Other(format!(
                 "cannot lock {}: {e}; give the run another folder with --output",
                 path.display()
             )));
@@ -172,7 +172,7 @@ fn is_run_file(name: &str) -> bool {
 /// Moves every file an earlier run left in `dir` into a new `dir/previous-<UTC time>/`.
 fn move_earlier_run_aside(dir: &Path) -> Result<Option<(PathBuf, usize)>, ReportError> {
     let cannot = |what: &str, path: &Path, e: std::io::Error| {
-        ReportError(format!(
+        ReportError::Other(format!(
             "cannot {what} {} (moving the earlier run's files aside): {e}; remove them or \
              choose another folder with --output",
             path.display()
