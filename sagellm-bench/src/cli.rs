@@ -161,6 +161,13 @@ struct LoadArgs {
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
 
+    /// Real prompts for every workload instead of synthetic ones: `sharegpt FILE` (a ShareGPT
+    /// JSON array; each conversation's first human turn) or `jsonl FILE` (one {"prompt": "..."}
+    /// per line). Requests cycle through them in order; prompt lengths are the prompts' own
+    /// (vLLM's --dataset-name and --dataset-path in one flag)
+    #[arg(long, num_args = 2, value_names = ["KIND", "FILE"])]
+    dataset: Option<Vec<String>>,
+
     /// Latency objectives in ms, e.g. ttft:200,tbt:50,e2el:5000 (any subset): adds goodput,
     /// the successful requests meeting every one, per second and as a fraction of all requests.
     /// tbt is what vLLM's --goodput calls tpot
@@ -174,6 +181,26 @@ enum ArrivalArg {
     Poisson,
     /// Evenly spaced: request i at i/rate seconds
     Constant,
+}
+
+/// The prompts `--dataset KIND FILE` names.
+fn dataset(given: &[String]) -> Result<crate::Prompts, String> {
+    use crate::Prompts;
+    let [kind, file] = given else {
+        return Err(
+            "--dataset takes a kind and a file, e.g. --dataset sharegpt ShareGPT_V3.json".into(),
+        );
+    };
+    let loaded = match kind.as_str() {
+        "sharegpt" => Prompts::sharegpt(file),
+        "jsonl" => Prompts::jsonl(file),
+        other => {
+            return Err(format!(
+                "--dataset: `{other}` is not a dataset kind; give sharegpt FILE (a ShareGPT JSON array) or jsonl FILE (one {{\"prompt\": \"...\"}} per line)"
+            ))
+        }
+    };
+    loaded.map_err(|e| format!("--dataset: {e}"))
 }
 
 /// A comma-separated list of load values, each checked, none repeated.
@@ -224,9 +251,9 @@ fn rate_list(text: &str) -> Result<Sweep<f64>, String> {
 }
 
 impl LoadArgs {
-    fn shape(&self) -> crate::workload::load::LoadShape {
+    fn shape(&self) -> Result<crate::workload::load::LoadShape, String> {
         use crate::OpenLoop;
-        crate::workload::load::LoadShape {
+        Ok(crate::workload::load::LoadShape {
             num_requests: self.num_requests.map(|n| n as usize),
             concurrency: self.concurrency.clone().map(|s| s.0).unwrap_or_default(),
             request_rates: self.request_rate.clone().map(|s| s.0).unwrap_or_default(),
@@ -236,7 +263,8 @@ impl LoadArgs {
             },
             seed: self.seed,
             goodput: self.goodput,
-        }
+            prompts: self.dataset.as_deref().map(dataset).transpose()?,
+        })
     }
 }
 
@@ -386,7 +414,7 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let workloads = config
         .select(&args.workload)
         .map_err(|e| format!("--workload: {e}"))?;
-    let workloads = args.load.shape().apply(workloads)?;
+    let workloads = args.load.shape()?.apply(workloads)?;
     if args.backend.backend.is_server() {
         crate::run::limits::check_connections(&workloads)?;
     }

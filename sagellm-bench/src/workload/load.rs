@@ -4,6 +4,7 @@
 //! `<workload>_r<rate>` (the names `#[workload(concurrency = [..])]` gives), in order, so the
 //! results read as a curve.
 
+use crate::workload::setup::Prompts;
 use crate::workload::slo::Slo;
 use crate::workload::{Arrival, OpenLoop, Workload};
 
@@ -21,6 +22,8 @@ pub struct LoadShape {
     pub seed: Option<u64>,
     /// Goodput objectives for every workload.
     pub goodput: Option<Slo>,
+    /// Real prompts for every workload, in place of its synthetic ones (`--dataset`).
+    pub prompts: Option<Prompts>,
 }
 
 impl LoadShape {
@@ -55,6 +58,9 @@ impl LoadShape {
             }
             if self.goodput.is_some() {
                 w.goodput = self.goodput;
+            }
+            if self.prompts.is_some() {
+                w.prompts = self.prompts.clone();
             }
             let sweep = self.concurrency.len() > 1 || self.request_rates.len() > 1;
             let name = |suffix: String| {
