@@ -145,6 +145,11 @@ fn broken() -> Result<Sleepy, String> {
     Err("no accelerator found".to_string())
 }
 
+#[backend]
+fn panics_when_built() -> Sleepy {
+    panic!("the driver library is missing")
+}
+
 #[workload(
     backend = "sleepy",
     prompt_tokens = 16,

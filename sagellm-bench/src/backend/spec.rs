@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 #[cfg(feature = "cpu")]
 use crate::backend::cpu::{CpuBackend, CpuConfig};
-use crate::backend::guard::{Guarded, Limits};
+use crate::backend::guard::{panic_text, Guarded, Limits};
 use crate::backend::mock::{MockBackend, MockConfig};
 #[cfg(feature = "openai")]
 use crate::backend::openai::{OpenAiBackend, OpenAiConfig};
@@ -213,12 +213,17 @@ impl BackendSpec {
                 Arc::new(OpenAiBackend::connect(kind.name(), config)?)
             }
             BackendSpec::Registered { entry, limits } => {
-                let built = (entry.build)().map_err(|e| {
-                    BackendError::Setup(format!(
-                        "the {} backend ({}:{}) could not be built: {e}",
-                        entry.name, entry.file, entry.line
-                    ))
-                })?;
+                // A constructor that panics is an error like any other, not a crash.
+                let built = std::panic::catch_unwind(entry.build)
+                    .unwrap_or_else(|payload| {
+                        Err(format!("it panicked: {}", panic_text(&*payload)))
+                    })
+                    .map_err(|e| {
+                        BackendError::Setup(format!(
+                            "the {} backend ({}:{}) could not be built: {e}",
+                            entry.name, entry.file, entry.line
+                        ))
+                    })?;
                 Arc::new(Guarded::new(built, limits))
             }
         })
