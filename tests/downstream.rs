@@ -6,36 +6,15 @@
 //! (about a minute on two cores: it turns sagellm-bench's heavy features off); later runs take
 //! seconds.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "common/example_crate.rs"]
+mod example_crate;
+#[path = "common/files.rs"]
+mod files;
 
-fn crate_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/downstream")
-}
+use files::json;
 
 fn cargo_bench(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO"))
-        .current_dir(crate_dir())
-        .env(
-            "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/downstream"),
-        )
-        // Offline: the crates it needs are the ones this workspace's build already fetched.
-        // A new dependency of sagellm-bench updates its lock file in place.
-        .args(["bench", "--offline", "--quiet", "--"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cargo bench -- {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    example_crate::bench("downstream", args, &[])
 }
 
 #[test]

@@ -6,7 +6,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sagellm_test_server::{Script, TestServer};
-use serde_json::Value;
 
 /// A server slow enough to interrupt: each request streams 10 chunks 100 ms apart (about 1 s).
 fn slow_server() -> TestServer {
@@ -78,17 +77,10 @@ fn signal(child: &Child, name: &str) {
     assert!(status.success());
 }
 
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+#[path = "common/files.rs"]
+mod files;
 
-fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use files::{json, records};
 
 #[test]
 fn sigint_stops_sending_finishes_requests_in_flight_and_writes_everything() {

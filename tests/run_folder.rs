@@ -84,9 +84,10 @@ fn wait_for_lines(file: &Path, lines: usize) {
     panic!("{} never reached {lines} lines", file.display());
 }
 
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+#[path = "common/files.rs"]
+mod files;
+
+use files::json;
 
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

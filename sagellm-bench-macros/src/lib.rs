@@ -12,43 +12,44 @@ use syn::{Expr, ExprArray, FnArg, ItemFn, LitBool, LitStr, ReturnType};
 /// Declares a benchmark workload. See the `sagellm_bench::workload` documentation.
 #[proc_macro_attribute]
 pub fn workload(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let function = match syn::parse::<ItemFn>(item.clone()) {
+    let function = match function(
+        item,
+        "#[workload] goes on a function: `fn name() {}` or `fn name(setup: &mut Setup) {}`",
+    ) {
         Ok(f) => f,
-        Err(_) => {
-            let item = TokenStream2::from(item);
-            return syn::Error::new_spanned(
-                &item,
-                "#[workload] goes on a function: `fn name() {}` or `fn name(setup: &mut Setup) {}`",
-            )
-            .to_compile_error()
-            .into();
-        }
+        Err(error) => return error,
     };
     let mut options = Options::default();
-    let parser = syn::meta::parser(|meta| options.parse(meta));
-    if let Err(e) = parser.parse(attr) {
-        return with_function(e.to_compile_error(), &function);
-    }
-    match expand(&options, &function) {
+    let parsed = syn::meta::parser(|meta| options.parse(meta)).parse(attr);
+    finish(parsed.and_then(|()| expand(&options, &function)), &function)
+}
+
+/// The function an attribute goes on, or the error that says what it goes on.
+fn function(item: TokenStream, what_it_goes_on: &str) -> Result<ItemFn, TokenStream> {
+    syn::parse::<ItemFn>(item.clone()).map_err(|_| {
+        syn::Error::new_spanned(TokenStream2::from(item), what_it_goes_on)
+            .to_compile_error()
+            .into()
+    })
+}
+
+/// The expansion, or its error beside the user's function (so the error is the only one).
+fn finish(expanded: syn::Result<TokenStream2>, function: &ItemFn) -> TokenStream {
+    match expanded {
         Ok(tokens) => tokens.into(),
-        Err(e) => with_function(e.to_compile_error(), &function),
+        Err(e) => with_function(e.to_compile_error(), function),
     }
 }
 
 /// Registers a backend. See the `sagellm_bench::backend` documentation.
 #[proc_macro_attribute]
 pub fn backend(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let function = match syn::parse::<ItemFn>(item.clone()) {
+    let function = match function(
+        item,
+        "#[backend] goes on a function that builds the backend: `fn my_engine() -> Result<MyEngine, E>`",
+    ) {
         Ok(f) => f,
-        Err(_) => {
-            let item = TokenStream2::from(item);
-            return syn::Error::new_spanned(
-                &item,
-                "#[backend] goes on a function that builds the backend: `fn my_engine() -> Result<MyEngine, E>`",
-            )
-            .to_compile_error()
-            .into();
-        }
+        Err(error) => return error,
     };
     let mut name: Option<LitStr> = None;
     let mut krate: Option<syn::Path> = None;
@@ -65,13 +66,11 @@ pub fn backend(attr: TokenStream, item: TokenStream) -> TokenStream {
             Err(meta.error("unknown #[backend] option; it takes `name` and `crate`"))
         }
     });
-    if let Err(e) = parser.parse(attr) {
-        return with_function(e.to_compile_error(), &function);
-    }
-    match expand_backend(name, krate, &function) {
-        Ok(tokens) => tokens.into(),
-        Err(e) => with_function(e.to_compile_error(), &function),
-    }
+    let parsed = parser.parse(attr);
+    finish(
+        parsed.and_then(|()| expand_backend(name, krate, &function)),
+        &function,
+    )
 }
 
 fn expand_backend(

@@ -212,6 +212,18 @@ fn timeout_message(shared: &Shared, stalled: bool, what: &str) -> String {
     }
 }
 
+/// What a failed answer's body says, as much as `ERROR_BODY_LIMIT` holds and the wait limit
+/// allows; empty when it cannot be read.
+async fn error_body(shared: &Shared, deadline: Instant, response: reqwest::Response) -> String {
+    let (limit, _) = wait_limit(shared, deadline);
+    tokio::time::timeout_at(limit, body::read_capped(response, body::ERROR_BODY_LIMIT))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|(text, _)| text)
+        .unwrap_or_default()
+}
+
 /// Sends the request and checks the status; returns the event stream.
 async fn send(
     shared: &Shared,
@@ -297,14 +309,7 @@ async fn send(
     shared.note_answered(&response);
     let status = response.status();
     if !status.is_success() {
-        let (limit, _) = wait_limit(shared, deadline);
-        let text =
-            tokio::time::timeout_at(limit, body::read_capped(response, body::ERROR_BODY_LIMIT))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .map(|(text, _)| text)
-                .unwrap_or_default();
+        let text = error_body(shared, deadline, response).await;
         let message = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v.get("error").map(stream::error_message))
@@ -324,14 +329,7 @@ async fn send(
         if !readable {
             return Err(RequestError::new(ErrorKind::Protocol, fault));
         }
-        let (limit, _) = wait_limit(shared, deadline);
-        let text =
-            tokio::time::timeout_at(limit, body::read_capped(response, body::ERROR_BODY_LIMIT))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .map(|(text, _)| text)
-                .unwrap_or_default();
+        let text = error_body(shared, deadline, response).await;
         return Err(RequestError::new(
             ErrorKind::Protocol,
             format!("{fault}; it began: {}", clip(text.trim())),
