@@ -9,6 +9,7 @@ pub mod itl;
 pub mod metrics;
 pub mod record;
 pub mod samples;
+pub mod steady;
 pub mod summary;
 pub mod time_bins;
 
