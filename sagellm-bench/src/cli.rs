@@ -42,6 +42,20 @@ enum Command {
         after_help = "Files written to the output directory:\n  <workload>_metrics.json    every aggregate of one workload\n  <workload>_requests.jsonl  one raw record per request\n  benchmark_summary.json     all workloads, overall counts, provenance\n  *.svg                      charts of each workload and of the run\n  index.html                 the report: tables, charts, provenance (opens from disk)\n\nWorkloads (Year 1):\n  short   short_input: 128 prompt / 128 output tokens, 5 sequential requests\n  long    long_input:  200 prompt / 200 output tokens, 3 sequential requests\n  stress  stress_test: 256 prompt / 256 output tokens, 10 concurrent requests\n\nLoad shapes and sweeps (one run, one folder, one table):\n  sagellm-benchmark run --backend vllm --workload short --concurrency 1,4,16 --num-requests 64\n  sagellm-benchmark run --backend vllm --workload short --request-rate 1,2,4,8 --arrival constant"
     )]
     Run(RunArgs),
+    /// Find the largest load (concurrency or request rate) that meets latency objectives
+    #[command(
+        after_help = "Every probe is a whole run, kept in <output>/probes/<workload>_c<N>/ (or _r<RATE>/); \
+<output>/search.json holds the answer and every probe, <output>/search_capacity.svg the chart.\n\n\
+A probe passes when at least --slo-fraction of its requests succeed and meet every --goodput objective \
+and its error rate is at most --max-error-rate; it stops early once it can no longer pass. The search \
+probes the range's low end, doubles until a probe fails, then bisects until the largest passing and the \
+first failing load are --search-step apart.\n\n\
+Examples:\n  sagellm-benchmark search --backend vllm --workload short --num-requests 200 \\\n      --concurrency 1..256 --goodput ttft:500,tbt:50 --slo-fraction 0.95\n  \
+sagellm-benchmark search --backend mock --workload short --num-requests 100 \\\n      --request-rate 1..64 --arrival constant --goodput e2el:3000 --search-step 10%\n\n\
+Exit status: 0 the capacity was found (or the whole range passed), 1 no load in the range passed or \
+an error, 130 interrupted (search.json says where it stopped)."
+    )]
+    Search(SearchArgs),
     /// Print a report from saved results
     Report(ReportArgs),
     /// Run the same workloads against several servers (or load saved results) and write
@@ -131,6 +145,116 @@ struct RunArgs {
 
     #[command(flatten)]
     load: LoadArgs,
+}
+
+#[derive(clap::Args)]
+struct SearchArgs {
+    /// The one workload to search with: short, long, stress or a workload name from --config
+    #[arg(long, default_value = "short", value_name = "WORKLOAD")]
+    workload: String,
+
+    #[command(flatten)]
+    backend: BackendArgs,
+
+    /// Output directory: search.json, the chart, and probes/<probe>/ for every probe
+    #[arg(short, long, default_value = "./search_results")]
+    output: PathBuf,
+
+    /// Workload config file (TOML), as for `run`
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Enable verbose (debug) logging on stderr
+    #[arg(short, long)]
+    verbose: bool,
+
+    /// Print only the answer, not a line per probe or the progress bars
+    #[arg(short, long)]
+    quiet: bool,
+
+    /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish; the probes so
+    /// far are kept and search.json says where the search stopped
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = non_negative_seconds)]
+    grace_period: f64,
+
+    #[command(flatten)]
+    search: SearchRange,
+}
+
+/// What the search varies and what a probe must meet.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Search")]
+struct SearchRange {
+    /// Search a closed loop's concurrency over LOW..HIGH, e.g. 1..256
+    #[arg(long, value_name = "LOW..HIGH", value_parser = search_range, required_unless_present = "request_rate", conflicts_with = "request_rate")]
+    concurrency: Option<(f64, f64)>,
+
+    /// Search an open loop's rate (requests per second) over LOW..HIGH, e.g. 0.5..64
+    #[arg(long, value_name = "LOW..HIGH", value_parser = search_range)]
+    request_rate: Option<(f64, f64)>,
+
+    /// How --request-rate spaces requests: poisson or constant [default: poisson]
+    #[arg(long, value_enum, requires = "request_rate")]
+    arrival: Option<ArrivalArg>,
+
+    /// Latency objectives in ms, e.g. ttft:200,tbt:50,e2el:5000 (any subset; as for `run`)
+    #[arg(long, value_name = "SLOS", value_parser = crate::workload::slo::Slo::parse, required = true)]
+    goodput: Option<crate::workload::slo::Slo>,
+
+    /// The share of requests that must succeed and meet every objective for a load to pass
+    /// (0.95: 95% of them, so each objective's p95 is within its limit)
+    #[arg(long, default_value_t = 0.95, value_name = "FRACTION")]
+    slo_fraction: f64,
+
+    /// The highest error rate a passing load may have
+    #[arg(long, default_value_t = 0.05, value_name = "FRACTION")]
+    max_error_rate: f64,
+
+    /// Stop when the largest passing and the first failing load are this close: a number in
+    /// the load's unit, or a percentage of the passing load [default: 1 for --concurrency, 5%
+    /// for --request-rate]
+    #[arg(long, value_name = "STEP", value_parser = crate::run::search::Step::parse)]
+    search_step: Option<crate::run::search::Step>,
+
+    /// The most probes to run
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    max_probes: usize,
+
+    /// The longest the whole search may take; a probe running then is stopped, and the answer
+    /// is what the probes so far show
+    #[arg(long, value_name = "SECS", value_parser = non_negative_seconds)]
+    max_search_time: Option<f64>,
+
+    /// Measured requests per probe (more make each verdict surer)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=crate::workload::MAX_REQUESTS as u64))]
+    num_requests: Option<u64>,
+
+    /// Seed of the prompts and of the Poisson schedule
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
+    /// Real prompts instead of synthetic ones, as for `run`: sharegpt FILE or jsonl FILE
+    #[arg(long, num_args = 2, value_names = ["KIND", "FILE"])]
+    dataset: Option<Vec<String>>,
+}
+
+/// `LOW..HIGH`, two positive numbers.
+fn search_range(text: &str) -> Result<(f64, f64), String> {
+    let bad = || format!("`{text}` is not a range; give LOW..HIGH, e.g. 1..64");
+    let (low, high) = text.split_once("..").ok_or_else(bad)?;
+    let number = |t: &str| {
+        t.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v > 0.0)
+    };
+    match (number(low), number(high)) {
+        (Some(low), Some(high)) if low < high => Ok((low, high)),
+        (Some(low), Some(high)) => Err(format!(
+            "the range {text} is empty: LOW ({low}) must be below HIGH ({high})"
+        )),
+        _ => Err(bad()),
+    }
 }
 
 /// Load shape over every selected workload (overrides the presets and --config).
@@ -347,6 +471,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let backend = match &cli.command {
         Command::Run(args) => Some(&args.backend),
+        Command::Search(args) => Some(&args.backend),
         Command::Compare(args) => Some(&args.backend),
         Command::Report(_) => None,
     };
@@ -370,6 +495,7 @@ pub fn main() -> ExitCode {
     crate::run::limits::raise_open_files_limit();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Search(args) => search(args),
         Command::Report(args) => report(args).map(|()| ExitCode::SUCCESS),
         Command::Compare(args) => compare(args),
     };
@@ -490,6 +616,129 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn search(args: SearchArgs) -> Result<ExitCode, String> {
+    use crate::run::search::{Dimension, Objective, SearchSpec, Step};
+    init_logging(args.verbose);
+    let config = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    let selected = config
+        .select(&args.workload)
+        .map_err(|e| format!("--workload: {e}"))?;
+    let r = &args.search;
+    let shape = crate::workload::load::LoadShape {
+        num_requests: r.num_requests.map(|n| n as usize),
+        seed: r.seed,
+        prompts: r.dataset.as_deref().map(dataset).transpose()?,
+        ..Default::default()
+    };
+    let mut selected = shape.apply(selected)?;
+    if selected.len() != 1 {
+        return Err(format!(
+            "--workload {} selects {} workloads; a search runs one (e.g. --workload short)",
+            args.workload,
+            selected.len()
+        ));
+    }
+    let workload = selected.remove(0);
+    let (dimension, (low, high)) = match (r.concurrency, r.request_rate) {
+        (Some(range), _) => (Dimension::Concurrency, range),
+        (None, Some(range)) => (
+            Dimension::rate(match r.arrival {
+                None | Some(ArrivalArg::Poisson) => crate::OpenLoop::Poisson,
+                Some(ArrivalArg::Constant) => crate::OpenLoop::Constant,
+            }),
+            range,
+        ),
+        (None, None) => {
+            return Err("give --concurrency LOW..HIGH or --request-rate LOW..HIGH".into())
+        }
+    };
+    let spec = SearchSpec {
+        workload,
+        dimension,
+        low,
+        high,
+        objective: Objective {
+            slo: r.goodput.unwrap_or_default(),
+            fraction: r.slo_fraction,
+            max_error_rate: r.max_error_rate,
+        },
+        step: r
+            .search_step
+            .unwrap_or_else(|| Step::default_for(dimension)),
+        max_probes: r.max_probes,
+        max_time: r.max_search_time.map(std::time::Duration::from_secs_f64),
+    };
+    spec.validate()?;
+    if args.backend.backend.is_server() {
+        crate::run::limits::check_connections(&[spec.probe_workload(spec.high)])?;
+    }
+    let _folder = crate::report::files::claim(&args.output).map_err(|e| e.to_string())?;
+    let backend = args
+        .backend
+        .spec(&config)
+        .map_err(|e| e.to_string())?
+        .build()
+        .map_err(|e| e.to_string())?;
+    let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
+    let control = RunControl {
+        interrupt: Interrupt::on_signals()
+            .map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?,
+        grace: std::time::Duration::from_secs_f64(args.grace_period),
+    };
+    let mut files = crate::report::search::SearchFiles::new(
+        &args.output,
+        !args.quiet,
+        !args.quiet && !args.verbose,
+    );
+    let outcome = crate::run::search::search(backend, &spec, provenance, &mut files, &control)
+        .map_err(|e| e.to_string())?;
+    files.finish(&outcome).map_err(|e| e.to_string())?;
+    println!("{}", outcome.verdict);
+    println!(
+        "Search written to {} ({} probes)",
+        args.output.join(names::SEARCH_FILE).display(),
+        outcome.probes.len()
+    );
+    if control.interrupt.is_requested() {
+        return Ok(ExitCode::from(130));
+    }
+    if outcome.largest_passing.is_none() {
+        eprintln!("Error: {}", no_capacity_advice(&outcome));
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What to do when no load in the range passed: objectives no request met even at the lowest
+/// load can never be met on this backend; otherwise the range starts too high.
+fn no_capacity_advice(outcome: &crate::run::search::SearchOutcome) -> String {
+    use crate::run::search::Dimension;
+    let label = |load| outcome.dimension.label(load);
+    match outcome.probes.iter().find(|p| !p.cut_short) {
+        None => "no probe finished, so there is no answer".to_string(),
+        // One request at a time is the least load there is: objectives it misses every time
+        // no load can meet.
+        Some(lowest)
+            if lowest.goodput_fraction == 0.0
+                && lowest.requests > 0
+                && outcome.dimension == Dimension::Concurrency
+                && lowest.load == 1.0 =>
+        {
+            format!(
+                "no request met the objectives ({}) even one at a time (c1): they cannot be met on this backend; loosen --goodput",
+                crate::run::search::slo_words(&outcome.objective.slo)
+            )
+        }
+        Some(lowest) => format!(
+            "the lowest load of the range, {}, already fails: start the range lower, or loosen --goodput or --slo-fraction",
+            label(lowest.load)
+        ),
+    }
 }
 
 /// The first failed request's error in a workload's records, as `kind: message`.

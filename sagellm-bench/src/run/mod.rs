@@ -10,3 +10,4 @@ pub mod interrupt;
 pub mod limits;
 mod memory;
 pub mod runner;
+pub mod search;
