@@ -39,7 +39,7 @@ struct Cli {
 enum Command {
     /// Run benchmark workloads and write the JSON results
     #[command(
-        after_help = "Files written to the output directory:\n  <workload>_metrics.json    every aggregate of one workload\n  <workload>_requests.jsonl  one raw record per request\n  benchmark_summary.json     all workloads, overall counts, provenance\n  *.svg                      charts of each workload and of the run\n  index.html                 the report: tables, charts, provenance (opens from disk)\n\nWorkloads (Year 1):\n  short   short_input: 128 prompt / 128 output tokens, 5 sequential requests\n  long    long_input:  200 prompt / 200 output tokens, 3 sequential requests\n  stress  stress_test: 256 prompt / 256 output tokens, 10 concurrent requests\n\nLoad shapes and sweeps (one run, one folder, one table):\n  sagellm-benchmark run --backend vllm --workload short --concurrency 1,4,16 --num-requests 64\n  sagellm-benchmark run --backend vllm --workload short --request-rate 1,2,4,8 --arrival constant"
+        after_help = "Files written to the output directory:\n  <workload>_metrics.json    every aggregate of one workload\n  <workload>_requests.jsonl  one raw record per request\n  benchmark_summary.json     all workloads, overall counts, provenance\n  *.svg                      charts of each workload and of the run\n  index.html                 the report: tables, charts, provenance (opens from disk)\n\nWorkloads (Year 1):\n  short   short_input: 128 prompt / 128 output tokens, 5 sequential requests\n  long    long_input:  200 prompt / 200 output tokens, 3 sequential requests\n  stress  stress_test: 256 prompt / 256 output tokens, 10 concurrent requests\n\nLoad shapes and sweeps (one run, one folder, one table):\n  sagellm-benchmark run --backend vllm --workload short --concurrency 1,4,16 --num-requests 64\n  sagellm-benchmark run --backend vllm --workload short --request-rate 1,2,4,8 --arrival constant\n\nRepeated runs (each in <output>/run_<i>/; repeats.json: mean, 95% CI (Student t) and CV per figure):\n  sagellm-benchmark run --backend vllm --workload short --num-runs 5\n\nSteady state: the steady_* figures cover only the window in which the load is at its target\n(closed loop: 95% of the workers in flight; open loop: first completion to last send)"
     )]
     Run(RunArgs),
     /// Find the largest load (concurrency or request rate) that meets latency objectives
@@ -145,6 +145,33 @@ struct RunArgs {
 
     #[command(flatten)]
     load: LoadArgs,
+
+    #[command(flatten)]
+    repeats: RepeatArgs,
+}
+
+/// Repetitions of the whole run.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Repeated runs")]
+struct RepeatArgs {
+    /// Run everything N times, each run in <output>/run_<i>/, and write repeats.json: per
+    /// workload and figure, the mean over runs, its 95% confidence interval (Student t) and the
+    /// coefficient of variation, flagging figures whose CV is above --cv-bound
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=crate::run::repeat::MAX_RUNS as u64))]
+    num_runs: u64,
+
+    /// With --num-runs: the CV above which a figure is flagged as noisy
+    #[arg(long, default_value_t = crate::results::repeats::DEFAULT_CV_BOUND, value_name = "FRACTION", value_parser = cv_bound)]
+    cv_bound: f64,
+}
+
+fn cv_bound(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "`{text}` is not a CV bound; give a positive fraction, e.g. 0.05 for 5%"
+        )),
+    }
 }
 
 #[derive(clap::Args)]
@@ -558,6 +585,9 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let backend = spec.build().map_err(|e| e.to_string())?;
     let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
     tracing::debug!(?workloads, "running");
+    if args.repeats.num_runs > 1 {
+        return run_repeated(&args, backend, &workloads, provenance);
+    }
 
     let mut reports = Reports::files(&args.output);
     if !args.quiet {
@@ -741,6 +771,63 @@ fn no_capacity_advice(outcome: &crate::run::search::SearchOutcome) -> String {
     }
 }
 
+/// `run --num-runs N` with N > 1: every run in its own folder, then `repeats.json` and the
+/// table of means, intervals and CVs.
+fn run_repeated(
+    args: &RunArgs,
+    backend: std::sync::Arc<dyn crate::backend::Backend>,
+    workloads: &[crate::Workload],
+    provenance: Provenance,
+) -> Result<ExitCode, String> {
+    use crate::results::repeats::RepeatSummary;
+    let runs = args.repeats.num_runs as usize;
+    let control = RunControl {
+        interrupt: Interrupt::on_signals()
+            .map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?,
+        grace: std::time::Duration::from_secs_f64(args.grace_period),
+    };
+    let bars = !args.quiet && !args.verbose;
+    let mut reporter = |i: usize| -> Result<Box<dyn crate::Report>, crate::ReportError> {
+        if !args.quiet {
+            eprintln!("Run {i} of {runs}");
+        }
+        let mut reports = Reports::files(names::repeat_dir(&args.output, i));
+        if bars {
+            reports.push(Box::new(ProgressBars::on_stderr()));
+        }
+        Ok(Box::new(reports))
+    };
+    let repeated = crate::run::repeat::repeat(
+        backend,
+        workloads,
+        provenance,
+        runs,
+        &mut reporter,
+        &control,
+    )
+    .map_err(|e| e.to_string())?;
+    let completed: Vec<(String, Summary)> = repeated
+        .completed()
+        .map(|(i, s)| (format!("run_{i}"), s.clone()))
+        .collect();
+    let mut summary = RepeatSummary::of(&completed, runs, args.repeats.cv_bound);
+    summary.stopped = repeated.stopped.clone();
+    crate::report::repeats::write(&args.output, &summary).map_err(|e| e.to_string())?;
+    if !args.quiet {
+        print!("{}", crate::report::repeats::render(&summary));
+    }
+    println!(
+        "Repeated runs written to {} ({} of {runs} runs)",
+        args.output.join(names::REPEATS_FILE).display(),
+        summary.runs
+    );
+    if let Some(stopped) = &repeated.stopped {
+        eprintln!("Repeated run incomplete: {stopped}");
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The first failed request's error in a workload's records, as `kind: message`.
 fn first_failure(dir: &std::path::Path, workload: &str) -> String {
     let path = dir.join(crate::report::names::requests_file(workload));
@@ -763,6 +850,9 @@ fn first_failure(dir: &std::path::Path, workload: &str) -> String {
 fn report(args: ReportArgs) -> Result<(), String> {
     init_logging(false);
     let input = std::path::Path::new(&args.input);
+    if let Some(repeats) = repeats_file(input) {
+        return report_repeats(&repeats, &args);
+    }
     let load = || Summary::load(input).map_err(|e| e.to_string());
     let text = match args.format {
         Format::Table => table::render(&load()?),
@@ -809,6 +899,99 @@ fn report(args: ReportArgs) -> Result<(), String> {
                 return Err(format!("regressed: {}", regressed.join(", ")));
             }
         }
+    }
+    Ok(())
+}
+
+/// The `repeats.json` that `path` names, itself or in its folder, when it names one.
+fn repeats_file(path: &std::path::Path) -> Option<PathBuf> {
+    let file = if path.is_dir() {
+        path.join(names::REPEATS_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    (file.file_name().is_some_and(|n| n == names::REPEATS_FILE) && file.is_file()).then_some(file)
+}
+
+/// Each completed run's metrics of every workload, in run order, read from the folders a
+/// repeated run's `repeats.json` lists.
+fn runs_of(
+    repeats: &std::path::Path,
+) -> Result<indexmap::IndexMap<String, Vec<crate::results::metrics::WorkloadMetrics>>, String> {
+    let summary = crate::report::repeats::load(repeats).map_err(|e| e.to_string())?;
+    let dir = repeats.parent().unwrap_or(std::path::Path::new("."));
+    let mut runs: indexmap::IndexMap<String, Vec<_>> = indexmap::IndexMap::new();
+    for folder in &summary.run_folders {
+        let file = dir.join(folder).join(SUMMARY_FILE);
+        let run = Summary::load(&file).map_err(|e| format!("{}: {e}", repeats.display()))?;
+        for (name, metrics) in run.workloads {
+            runs.entry(name).or_default().push(metrics);
+        }
+    }
+    Ok(runs)
+}
+
+/// `report --input <repeated run>`: its table of means, intervals and CVs, or its JSON; with
+/// `--baseline` another repeated run, compared run by run (`compare::baseline::compare_runs`).
+fn report_repeats(repeats: &std::path::Path, args: &ReportArgs) -> Result<(), String> {
+    let summary = crate::report::repeats::load(repeats).map_err(|e| e.to_string())?;
+    match args.format {
+        Format::Table => print!("{}", crate::report::repeats::render(&summary)),
+        Format::Json => print!("{}", pretty(&summary)?),
+        _ => {
+            return Err(format!(
+                "{} is a repeated run's summary, which prints as --format table or json; give one run's summary for the other formats, e.g. --input {}",
+                repeats.display(),
+                repeats
+                    .with_file_name(summary.run_folders.first().map_or("run_1", |f| f.as_str()))
+                    .join(SUMMARY_FILE)
+                    .display()
+            ))
+        }
+    }
+    let Some(old) = &args.baseline else {
+        return Ok(());
+    };
+    let old_repeats = repeats_file(old).ok_or_else(|| {
+        format!(
+            "--baseline {}: a repeated run (--num-runs) is compared with another repeated run; give its folder or its {}",
+            old.display(),
+            names::REPEATS_FILE
+        )
+    })?;
+    if !(args.noise_threshold.is_finite() && args.noise_threshold >= 0.0) {
+        return Err(format!(
+            "--noise-threshold must be a non-negative fraction (0.02 = 2%), not {}",
+            args.noise_threshold
+        ));
+    }
+    let settings = baseline::CompareSettings {
+        noise_threshold: args.noise_threshold,
+        ..Default::default()
+    };
+    let (new_runs, old_runs) = (runs_of(repeats)?, runs_of(&old_repeats)?);
+    let comparisons: Vec<baseline::Comparison> = new_runs
+        .iter()
+        .filter_map(|(name, new)| {
+            let base = old_runs.get(name)?;
+            Some(baseline::compare_runs(name, base, new, &settings))
+        })
+        .collect();
+    if comparisons.is_empty() {
+        return Err(format!(
+            "--baseline {} shares no workload with {}",
+            old.display(),
+            repeats.display()
+        ));
+    }
+    let base_name = old.display().to_string();
+    print!(
+        "Compared run by run (the mean over each side's runs; 95% Welch intervals)\n{}",
+        baseline::render(&comparisons, &base_name)
+    );
+    let regressed = baseline::regressed(&comparisons);
+    if args.fail_on_regression && !regressed.is_empty() {
+        return Err(format!("regressed: {}", regressed.join(", ")));
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod html;
 pub mod markdown;
 pub mod names;
 pub mod progress;
+pub mod repeats;
 pub mod search;
 #[cfg(feature = "charts")]
 pub mod svg;

@@ -8,6 +8,7 @@ pub mod goodput;
 pub mod itl;
 pub mod metrics;
 pub mod record;
+pub mod repeats;
 pub mod samples;
 pub mod steady;
 pub mod summary;
