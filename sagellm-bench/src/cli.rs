@@ -28,7 +28,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
     version,
     about = "Benchmark LLM inference engines: time to first token, time between tokens, throughput, memory and KV-cache figures",
     long_about = None,
-    after_help = "Examples:\n  sagellm-benchmark run --workload year1 --backend mock\n  sagellm-benchmark run --workload stress --backend mock -v -o ./my_results\n  sagellm-benchmark report --format markdown > REPORT.md\n  sagellm-benchmark report --format html"
+    after_help = "Examples:\n  sagellm-benchmark run --workload year1 --backend mock\n  sagellm-benchmark run --workload stress --backend mock -v -o ./my_results\n  sagellm-benchmark run --workload short --backend mock --num-runs 5\n  sagellm-benchmark search --backend vllm --workload short --num-requests 200 --concurrency 1..256 --goodput ttft:500,tbt:50\n  sagellm-benchmark report --format markdown > REPORT.md\n  sagellm-benchmark report --format html"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -265,23 +265,8 @@ struct SearchRange {
     dataset: Option<Vec<String>>,
 }
 
-/// `LOW..HIGH`, two positive numbers.
 fn search_range(text: &str) -> Result<(f64, f64), String> {
-    let bad = || format!("`{text}` is not a range; give LOW..HIGH, e.g. 1..64");
-    let (low, high) = text.split_once("..").ok_or_else(bad)?;
-    let number = |t: &str| {
-        t.trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v > 0.0)
-    };
-    match (number(low), number(high)) {
-        (Some(low), Some(high)) if low < high => Ok((low, high)),
-        (Some(low), Some(high)) => Err(format!(
-            "the range {text} is empty: LOW ({low}) must be below HIGH ({high})"
-        )),
-        _ => Err(bad()),
-    }
+    crate::run::search::parse_range(text)
 }
 
 /// Load shape over every selected workload (overrides the presets and --config).

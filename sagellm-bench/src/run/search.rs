@@ -250,6 +250,25 @@ impl SearchSpec {
     }
 }
 
+/// Parses a search range, `LOW..HIGH`: two positive numbers, LOW below HIGH.
+pub fn parse_range(text: &str) -> Result<(f64, f64), String> {
+    let bad = || format!("`{text}` is not a range; give LOW..HIGH, e.g. 1..64");
+    let (low, high) = text.split_once("..").ok_or_else(bad)?;
+    let number = |t: &str| {
+        t.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v > 0.0)
+    };
+    match (number(low), number(high)) {
+        (Some(low), Some(high)) if low < high => Ok((low, high)),
+        (Some(low), Some(high)) => Err(format!(
+            "the range {text} is empty: LOW ({low}) must be below HIGH ({high})"
+        )),
+        _ => Err(bad()),
+    }
+}
+
 fn round_significant(value: f64, digits: i32) -> f64 {
     if value <= 0.0 {
         return value;
