@@ -69,6 +69,30 @@ fn the_answer_is_printed_and_written_with_every_probe_folder() {
         );
     }
     assert!(dir.path().join("out/search_capacity.svg").is_file());
+    // A second search in the folder moves the first one's probes aside, never mixing them.
+    let again = search(
+        dir.path(),
+        &["--concurrency", "4..8", "--goodput", "tbt:12.2"],
+    );
+    assert!(again.status.success());
+    assert!(
+        text(&again.stderr).contains("The earlier search in"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert!(!dir.path().join("out/probes/short_input_c1").exists());
+    let aside: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("previous-search-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(dir
+        .path()
+        .join("out")
+        .join(&aside[0])
+        .join("probes/short_input_c1/benchmark_summary.json")
+        .is_file());
 }
 
 #[test]

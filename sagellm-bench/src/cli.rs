@@ -710,6 +710,13 @@ fn search(args: SearchArgs) -> Result<ExitCode, String> {
         !args.quiet,
         !args.quiet && !args.verbose,
     );
+    if let Some(aside) = files.move_earlier_aside().map_err(|e| e.to_string())? {
+        eprintln!(
+            "The earlier search in {} was moved to {}",
+            args.output.display(),
+            aside.display()
+        );
+    }
     let outcome = crate::run::search::search(backend, &spec, provenance, &mut files, &control)
         .map_err(|e| e.to_string())?;
     files.finish(&outcome).map_err(|e| e.to_string())?;

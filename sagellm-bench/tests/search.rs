@@ -380,3 +380,53 @@ fn a_search_is_bounded_in_probes() {
         outcome.stopped
     );
 }
+
+#[test]
+fn the_time_bound_cuts_the_probe_running_at_the_deadline() {
+    // Requests of about 1 s (10 chunks 100 ms apart), 8 a probe at concurrency 1: the first
+    // probe would take 8 s; the search may take 1.5 s.
+    let server = TestServer::start(
+        Script {
+            ttft: Duration::from_millis(100),
+            itl: Duration::from_millis(100),
+            ..Script::default()
+        },
+        1,
+    )
+    .unwrap();
+    let config = OpenAiConfig {
+        base_url: Some(server.url()),
+        ..OpenAiConfig::default()
+    };
+    let backend: Arc<dyn Backend> = Arc::new(OpenAiBackend::connect("openai", config).unwrap());
+    let workload = Workload {
+        warmup_requests: 0,
+        ..Workload::new("timed", 8, 10, 8)
+    };
+    let mut spec = spec(workload, Dimension::Concurrency, (1.0, 8.0), "ttft:500");
+    spec.max_time = Some(Duration::from_millis(1500));
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = SearchFiles::new(dir.path(), false, false);
+    let control = RunControl {
+        grace: Duration::ZERO,
+        ..RunControl::default()
+    };
+    let started = std::time::Instant::now();
+    let outcome = search(backend, &spec, provenance(), &mut files, &control).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(loads(&outcome), [1.0]);
+    assert!(outcome.probes[0].cut_short);
+    assert_eq!(
+        (outcome.largest_passing, outcome.first_failing),
+        (None, None)
+    );
+    let stopped = outcome.stopped.as_deref().unwrap();
+    assert!(
+        stopped.starts_with("the search's time limit (1.5 s) was reached during the probe at c1"),
+        "{stopped}"
+    );
+}

@@ -70,6 +70,7 @@ pub(super) fn search_each(
             .map_err(|e| format!("workload `{}`: {e}", workload.name))?;
         let dir = root.join(SEARCH_DIR).join(&workload.name);
         let mut files = SearchFiles::new(&dir, !args.quiet, false);
+        files.move_earlier_aside().map_err(|e| e.to_string())?;
         let outcome = crate::run::search::search(
             backend.clone(),
             &spec,

@@ -16,6 +16,8 @@ pub const COMPARISON_MD: &str = "comparison.md";
 
 /// A capacity search's answer and every probe (`sagellm-benchmark search`).
 pub const SEARCH_FILE: &str = "search.json";
+/// A capacity search's chart (`report::svg::SearchChart::Capacity`).
+pub const SEARCH_CHART_FILE: &str = "search_capacity.svg";
 /// The folder under a search's output folder holding one run folder per probe.
 pub const PROBES_DIR: &str = "probes";
 

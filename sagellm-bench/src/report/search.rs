@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::names::{probe_dir, SEARCH_FILE};
+use super::names::{probe_dir, PROBES_DIR, SEARCH_CHART_FILE, SEARCH_FILE};
 use super::progress::ProgressBars;
 use super::{Report, ReportError, Reports};
 use crate::run::search::{Probe, ProbeReports, SearchOutcome};
@@ -26,6 +26,35 @@ impl SearchFiles {
             print,
             progress,
         }
+    }
+
+    /// Moves an earlier search's `probes/`, `search.json` and chart out of the way, into
+    /// `previous-search-<unix seconds>/`, so that a new search never mixes with its probes;
+    /// returns that folder when there was something to move.
+    pub fn move_earlier_aside(&self) -> Result<Option<PathBuf>, ReportError> {
+        let earlier: Vec<PathBuf> = [PROBES_DIR, SEARCH_FILE, SEARCH_CHART_FILE]
+            .iter()
+            .map(|name| self.dir.join(name))
+            .filter(|path| path.symlink_metadata().is_ok())
+            .collect();
+        if earlier.is_empty() {
+            return Ok(None);
+        }
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut aside = self.dir.join(format!("previous-search-{stamp}"));
+        let mut n = 1;
+        while aside.exists() {
+            n += 1;
+            aside = self.dir.join(format!("previous-search-{stamp}-{n}"));
+        }
+        std::fs::create_dir_all(&aside).map_err(|e| ReportError::io("create", &aside, e))?;
+        for path in earlier {
+            let to = aside.join(path.file_name().unwrap_or_default());
+            std::fs::rename(&path, &to).map_err(|e| ReportError::io("move", &path, e))?;
+        }
+        Ok(Some(aside))
     }
 
     /// Writes the outcome's `search.json` and chart.

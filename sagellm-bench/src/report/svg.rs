@@ -272,9 +272,9 @@ impl SearchChart {
 
     /// Its file name, e.g. `search_capacity.svg`.
     pub fn file_name(self) -> String {
-        names::run_chart_file(match self {
-            SearchChart::Capacity => "search_capacity",
-        })
+        match self {
+            SearchChart::Capacity => names::SEARCH_CHART_FILE.to_string(),
+        }
     }
 }
 
