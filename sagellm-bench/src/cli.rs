@@ -20,6 +20,7 @@ use crate::run::args::BackendArgs;
 use crate::run::config::Config;
 use crate::run::interrupt::Interrupt;
 use crate::run::runner::RunControl;
+use crate::workload::Workload;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -35,11 +36,13 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run benchmark workloads and write the JSON results
     #[command(
-        after_help = "Files written to the output directory:\n  <workload>_metrics.json    every aggregate of one workload\n  <workload>_requests.jsonl  one raw record per request\n  benchmark_summary.json     all workloads, overall counts, provenance\n  *.svg                      charts of each workload and of the run\n  index.html                 the report: tables, charts, provenance (opens from disk)\n\nWorkloads (Year 1):\n  short   short_input: 128 prompt / 128 output tokens, 5 sequential requests\n  long    long_input:  200 prompt / 200 output tokens, 3 sequential requests\n  stress  stress_test: 256 prompt / 256 output tokens, 10 concurrent requests\n\nLoad shapes and sweeps (one run, one folder, one table):\n  sagellm-benchmark run --backend vllm --workload short --concurrency 1,4,16 --num-requests 64\n  sagellm-benchmark run --backend vllm --workload short --request-rate 1,2,4,8 --arrival constant"
+        after_help = "Files written to the output directory:\n  <workload>_metrics.json    every aggregate of one workload\n  <workload>_requests.jsonl  one raw record per request\n  benchmark_summary.json     all workloads, overall counts, provenance\n  *.svg                      charts of each workload and of the run\n  index.html                 the report: tables, charts, provenance (opens from disk)\n\nWorkloads (Year 1):\n  short   short_input: 128 prompt / 128 output tokens, 5 sequential requests\n  long    long_input:  200 prompt / 200 output tokens, 3 sequential requests\n  stress  stress_test: 256 prompt / 256 output tokens, 10 concurrent requests\n\nLoad shapes and sweeps (one run, one folder, one table):\n  sagellm-benchmark run --backend vllm --workload short --concurrency 1,4,16 --num-requests 64\n  sagellm-benchmark run --backend vllm --workload short --request-rate 1,2,4,8 --arrival constant\n\nMulti-turn sessions and trace replay:\n  sagellm-benchmark run --backend mock --workload short --sessions 8 --turns 4 --concurrency 4 --think-time exp:500\n  sagellm-benchmark run --backend mock --workload short --trace mooncake examples/traces/mooncake_small.jsonl --trace-block-size 16"
     )]
     Run(RunArgs),
     /// Print a report from saved results
@@ -168,6 +171,67 @@ struct LoadArgs {
     #[arg(long, num_args = 2, value_names = ["KIND", "FILE"])]
     dataset: Option<Vec<String>>,
 
+    /// Multi-turn: run each workload as N sessions of --turns turns. Each turn sends the
+    /// whole conversation so far (earlier messages and the answers the backend gave) plus a
+    /// new user message of the workload's prompt length, so a prefix cache can serve the
+    /// history. --concurrency counts sessions in flight; --request-rate starts sessions. With
+    /// --dataset, user messages come from its conversations (every human turn of a ShareGPT
+    /// file; jsonl: one {"messages": [...]} per line). See docs/WORKLOADS.md
+    #[arg(long, value_name = "N", help_heading = "Multi-turn sessions", value_parser = clap::value_parser!(u64).range(1..=crate::workload::MAX_REQUESTS as u64))]
+    sessions: Option<u64>,
+
+    /// Turns of each session (at most, for --dataset conversations) [default: 4]
+    #[arg(long, value_name = "N", requires = "sessions", help_heading = "Multi-turn sessions", value_parser = clap::value_parser!(u64).range(1..=crate::workload::session::MAX_TURNS as u64))]
+    turns: Option<u64>,
+
+    /// Pause between an answer and the session's next turn: MS fixed, or exp:MS exponential
+    /// with that mean, seeded [default: 0]
+    #[arg(long, value_name = "MS", requires = "sessions", help_heading = "Multi-turn sessions", value_parser = crate::workload::session::ThinkTime::parse)]
+    think_time: Option<crate::workload::session::ThinkTime>,
+
+    /// Words of a system prompt each synthetic session starts with and keeps, each session's
+    /// own unless --shared-system-prompt [default: 0]
+    #[arg(long, value_name = "N", requires = "sessions", help_heading = "Multi-turn sessions", value_parser = clap::value_parser!(u64).range(0..=crate::workload::MAX_TOKENS as u64))]
+    system_prompt_tokens: Option<u64>,
+
+    /// Give every session the same system prompt (one application's), so a prefix cache
+    /// shares it across sessions too
+    #[arg(
+        long,
+        requires = "system_prompt_tokens",
+        help_heading = "Multi-turn sessions"
+    )]
+    shared_system_prompt: bool,
+
+    /// Replay a timestamped trace instead of the workloads' own requests: `mooncake FILE`
+    /// ({"timestamp": MS, "input_length", "output_length", "hash_ids"} per line; equal hash ids
+    /// share prompt blocks) or `jsonl FILE` ({"timestamp_ms", "prompt" or "prompt_tokens",
+    /// "output_tokens", "session_id"} per line). Each request's replay lag is recorded and a
+    /// client that falls behind is flagged. See docs/WORKLOADS.md
+    #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"], help_heading = "Trace replay")]
+    trace: Option<Vec<String>>,
+
+    /// Replay the trace this many times faster (2) or slower (0.5) than recorded [default: 1]
+    #[arg(
+        long,
+        value_name = "X",
+        requires = "trace",
+        help_heading = "Trace replay"
+    )]
+    trace_speed: Option<f64>,
+
+    /// Cut idle gaps between consecutive trace requests to at most this many seconds
+    #[arg(long, value_name = "SECS", requires = "trace", help_heading = "Trace replay", value_parser = non_negative_seconds)]
+    trace_max_gap: Option<f64>,
+
+    /// Replay only the trace's requests within START..END seconds of its start (60..120, ..30)
+    #[arg(long, value_name = "START..END", requires = "trace", help_heading = "Trace replay", value_parser = crate::workload::trace::parse_window)]
+    trace_window: Option<(std::time::Duration, std::time::Duration)>,
+
+    /// Prompt tokens one mooncake hash id stands for [default: 512, the published traces']
+    #[arg(long, value_name = "N", requires = "trace", help_heading = "Trace replay", value_parser = clap::value_parser!(u64).range(1..=crate::workload::MAX_TOKENS as u64))]
+    trace_block_size: Option<u64>,
+
     /// Latency objectives in ms, e.g. ttft:200,tbt:50,e2el:5000 (any subset): adds goodput,
     /// the successful requests meeting every one, per second and as a fraction of all requests.
     /// tbt is what vLLM's --goodput calls tpot
@@ -186,12 +250,8 @@ enum ArrivalArg {
 /// The prompts `--dataset KIND FILE` names.
 fn dataset(given: &[String]) -> Result<crate::Prompts, String> {
     use crate::Prompts;
-    let [kind, file] = given else {
-        return Err(
-            "--dataset takes a kind and a file, e.g. --dataset sharegpt ShareGPT_V3.json".into(),
-        );
-    };
-    let loaded = match kind.as_str() {
+    let (kind, file) = dataset_kind_and_file(given)?;
+    let loaded = match kind {
         "sharegpt" => Prompts::sharegpt(file),
         "jsonl" => Prompts::jsonl(file),
         other => {
@@ -263,9 +323,98 @@ impl LoadArgs {
             },
             seed: self.seed,
             goodput: self.goodput,
-            prompts: self.dataset.as_deref().map(dataset).transpose()?,
+            prompts: match self.sessions {
+                Some(_) => None,
+                None => self.dataset.as_deref().map(dataset).transpose()?,
+            },
+            sessions: self.sessions().transpose()?,
+            trace: self
+                .trace
+                .as_deref()
+                .map(|t| self.load_trace(t))
+                .transpose()?,
         })
     }
+
+    /// The sessions `--sessions` and its flags ask for (`None` without `--sessions`).
+    fn sessions(&self) -> Option<Result<crate::workload::session::Sessions, String>> {
+        use crate::workload::session::Sessions;
+        let count = self.sessions? as usize;
+        let turns = self.turns.map_or(DEFAULT_TURNS, |t| t as usize);
+        let mut sessions = match self.dataset.as_deref().map(conversations) {
+            None => Sessions::synthetic(count, turns, 0),
+            Some(Ok(conversations)) => Sessions::from_conversations(count, turns, conversations),
+            Some(Err(e)) => return Some(Err(e)),
+        };
+        if let Some(think_time) = self.think_time {
+            sessions.think_time = think_time;
+        }
+        if let Some(words) = self.system_prompt_tokens {
+            if sessions.conversations.is_some() {
+                return Some(Err(
+                    "--system-prompt-tokens is for synthetic sessions; a --dataset's conversations bring their own system prompts"
+                        .into(),
+                ));
+            }
+            sessions.system_prompt_tokens = words as usize;
+            sessions.system_prompt_shared = self.shared_system_prompt;
+        }
+        Some(Ok(sessions))
+    }
+
+    /// The trace `--trace FORMAT FILE` names, with the replay flags applied.
+    fn load_trace(&self, given: &[String]) -> Result<crate::workload::trace::Trace, String> {
+        use crate::workload::trace::{Trace, TraceFormat, TraceOptions};
+        let [format, file] = given else {
+            return Err(
+                "--trace takes a format and a file, e.g. --trace mooncake trace.jsonl".into(),
+            );
+        };
+        let format = TraceFormat::parse(format).ok_or_else(|| {
+            format!("--trace: `{format}` is not a trace format; give mooncake FILE or jsonl FILE")
+        })?;
+        let mut options = TraceOptions {
+            window: self.trace_window,
+            max_gap: self.trace_max_gap.map(std::time::Duration::from_secs_f64),
+            ..TraceOptions::default()
+        };
+        if let Some(speed) = self.trace_speed {
+            options.speed = speed;
+        }
+        if let Some(block) = self.trace_block_size {
+            options.block_size = block as usize;
+        }
+        Trace::load(file, format, options).map_err(|e| format!("--trace: {e}"))
+    }
+}
+
+/// Turns per session when `--sessions` is given without `--turns`.
+const DEFAULT_TURNS: usize = 4;
+
+/// The two values of `--dataset KIND FILE`.
+fn dataset_kind_and_file(given: &[String]) -> Result<(&str, &str), String> {
+    match given {
+        [kind, file] => Ok((kind, file)),
+        _ => Err(
+            "--dataset takes a kind and a file, e.g. --dataset sharegpt ShareGPT_V3.json".into(),
+        ),
+    }
+}
+
+/// The conversations `--dataset KIND FILE` names, for a multi-turn run.
+fn conversations(given: &[String]) -> Result<crate::workload::session::Conversations, String> {
+    use crate::workload::session::Conversations;
+    let (kind, file) = dataset_kind_and_file(given)?;
+    let loaded = match kind {
+        "sharegpt" => Conversations::sharegpt(file),
+        "jsonl" => Conversations::jsonl(file),
+        other => {
+            return Err(format!(
+                "--dataset: `{other}` is not a dataset kind; give sharegpt FILE (a ShareGPT JSON array) or jsonl FILE (one {{\"messages\": [...]}} per line, with --sessions)"
+            ))
+        }
+    };
+    loaded.map_err(|e| format!("--dataset: {e}"))
 }
 
 #[derive(clap::Args)]
@@ -417,6 +566,14 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let workloads = args.load.shape()?.apply(workloads)?;
     if args.backend.backend.is_server() {
         crate::run::limits::check_connections(&workloads)?;
+    }
+    if args.backend.server.session_header.is_some()
+        && !workloads.iter().any(Workload::has_session_ids)
+    {
+        return Err(
+            "--session-header sends each request's session id, but no workload has sessions: add --sessions N (multi-turn), or --trace with a session_id per line"
+                .into(),
+        );
     }
     // Before the backend: loading a model or reaching a server can take a while. Held to the
     // end: no other run writes into this folder meanwhile.

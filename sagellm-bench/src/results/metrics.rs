@@ -14,6 +14,7 @@ use crate::backend::{EngineFigures, FigureSource};
 use crate::results::goodput::{goodput, RequestLatency};
 use crate::results::record::{RequestRecord, TokenCountSource};
 use crate::results::samples::{RequestSample, WorkloadSamples};
+use crate::results::turns::{self, SessionFigures, TurnFigures};
 use crate::workload::slo::Slo;
 
 /// The version of the JSON files' shape. Bumped when a field changes meaning; adding a field
@@ -141,6 +142,13 @@ pub struct WorkloadMetrics {
     /// p99 passed 10 ms), so the server saw a lower rate than asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_overloaded: Option<bool>,
+
+    /// Multi-turn workloads only: the figures of each turn index over all sessions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turns: Vec<TurnFigures>,
+    /// Multi-turn workloads only: the sessions as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<SessionFigures>,
 }
 
 fn yes() -> bool {
@@ -391,6 +399,8 @@ pub fn aggregate_samples(
         schedule_lag_p99_ms: None,
         client_held_requests: None,
         client_overloaded: None,
+        turns: turns::per_turn(records),
+        sessions: turns::sessions(records),
     }
 }
 

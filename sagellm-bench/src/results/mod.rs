@@ -11,6 +11,7 @@ pub mod record;
 pub mod samples;
 pub mod summary;
 pub mod time_bins;
+pub mod turns;
 
 use crate::results::metrics::WorkloadMetrics;
 use crate::results::samples::Samples;
