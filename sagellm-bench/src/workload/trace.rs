@@ -258,6 +258,17 @@ impl Trace {
         })))
     }
 
+    /// The trace's first `count` requests (at least one).
+    pub fn first(&self, count: usize) -> Trace {
+        let mut requests = self.0.requests.clone();
+        requests.truncate(count.max(1));
+        Trace(Arc::new(TraceData {
+            requests,
+            options: self.0.options,
+            source: self.0.source.clone(),
+        }))
+    }
+
     /// The requests, in time order.
     pub fn requests(&self) -> &[TraceRequest] {
         &self.0.requests
