@@ -53,6 +53,27 @@ enum Command {
         after_help = "Examples:\n  sagellm-benchmark compare --target vllm=http://127.0.0.1:8000 --target sglang=http://127.0.0.1:30000 --workload short\n  sagellm-benchmark compare --result before=./run_a --result after=./run_b\n\nEach target's own results go to <output>/<NAME>/; relative differences are to the first target."
     )]
     Compare(CompareArgs),
+    /// Merge the result folders of a run's shards (run --shard K/N) into one, recomputed from
+    /// their request records
+    #[command(
+        after_help = "Example:\n  sagellm-benchmark run --backend vllm --shard 0/2 --barrier /shared/run1 -o /shared/run1/shard-{shard}   # on two hosts,\n  sagellm-benchmark run --backend vllm --shard 1/2 --barrier /shared/run1 -o /shared/run1/shard-{shard}   # or as an Indexed Job\n  sagellm-benchmark merge /shared/run1/shard-* -o /shared/run1/merged\n\nShards of different runs are refused; missing and unfinished shards are named, and what the others recorded is merged, marked incomplete."
+    )]
+    Merge(MergeArgs),
+}
+
+#[derive(clap::Args)]
+struct MergeArgs {
+    /// The shards' result folders
+    #[arg(required = true, value_name = "DIR")]
+    shards: Vec<PathBuf>,
+
+    /// Folder to write the merged results into
+    #[arg(short, long, default_value = "./benchmark_results/merged")]
+    output: PathBuf,
+
+    /// Do not print the merged table
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -134,6 +155,71 @@ struct RunArgs {
 
     #[command(flatten)]
     load: LoadArgs,
+
+    #[command(flatten)]
+    shard: ShardArgs,
+}
+
+/// One shard of a run that several client processes send together.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Shards: one run from several client processes (docs/SHARDS.md)")]
+struct ShardArgs {
+    /// Send only shard K of N of every workload: requests i with i mod N = K (whole sessions
+    /// for --sessions), concurrency divided among the shards, open-loop times kept. `auto`
+    /// reads a Kubernetes Indexed Job's JOB_COMPLETION_INDEX (with --shard-count) or Slurm's
+    /// SLURM_PROCID and SLURM_NTASKS. Merge the shards' folders with `sagellm-benchmark merge`
+    #[arg(long, value_name = "K/N|auto")]
+    shard: Option<String>,
+
+    /// The number of shards, for --shard auto under a Kubernetes Indexed Job (its completions)
+    #[arg(long, value_name = "N")]
+    shard_count: Option<usize>,
+
+    /// Start the measured run at this Unix time (seconds), so that shards begin together
+    #[arg(
+        long,
+        value_name = "UNIX_TIME",
+        requires = "shard",
+        conflicts_with = "barrier"
+    )]
+    start_at: Option<f64>,
+
+    /// Start once every shard has written its file into this directory (a volume all shards
+    /// mount); a fresh directory per run
+    #[arg(long, value_name = "DIR", requires = "shard")]
+    barrier: Option<PathBuf>,
+
+    /// How long to wait at the --barrier for the other shards
+    #[arg(long, value_name = "SECS", default_value_t = 600.0, value_parser = non_negative_seconds)]
+    barrier_timeout: f64,
+}
+
+impl ShardArgs {
+    /// The shard this process sends, if any.
+    fn shard(&self) -> Result<Option<crate::workload::shard::Shard>, String> {
+        use crate::workload::shard::Shard;
+        match self.shard.as_deref() {
+            None => {
+                if self.shard_count.is_some() {
+                    return Err("--shard-count is for --shard auto".into());
+                }
+                Ok(None)
+            }
+            Some("auto") => match Shard::from_env(self.shard_count)? {
+                Some(shard) => Ok(Some(shard)),
+                None => Err(
+                    "--shard auto found neither JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) nor SLURM_PROCID and SLURM_NTASKS; give --shard K/N"
+                        .into(),
+                ),
+            },
+            Some(given) => {
+                if self.shard_count.is_some() {
+                    return Err("--shard-count is for --shard auto; K/N already gives N".into());
+                }
+                Shard::parse(given).map(Some).map_err(|e| format!("--shard: {e}"))
+            }
+        }
+    }
 }
 
 /// Load shape over every selected workload (overrides the presets and --config).
@@ -333,6 +419,7 @@ impl LoadArgs {
                 .as_deref()
                 .map(|t| self.load_trace(t))
                 .transpose()?,
+            shard: None,
         })
     }
 
@@ -497,7 +584,7 @@ pub fn main() -> ExitCode {
     let backend = match &cli.command {
         Command::Run(args) => Some(&args.backend),
         Command::Compare(args) => Some(&args.backend),
-        Command::Report(_) => None,
+        Command::Report(_) | Command::Merge(_) => None,
     };
     if let (Some(backend), Some((name, sub))) = (backend, matches.subcommand()) {
         if let Some(misplaced) = backend.misplaced_flag(sub) {
@@ -519,6 +606,7 @@ pub fn main() -> ExitCode {
     crate::run::limits::raise_open_files_limit();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Merge(args) => merge(args),
         Command::Report(args) => report(args).map(|()| ExitCode::SUCCESS),
         Command::Compare(args) => compare(args),
     };
@@ -554,7 +642,7 @@ fn init_logging(verbose: bool) {
         .init();
 }
 
-fn run(args: RunArgs) -> Result<ExitCode, String> {
+fn run(mut args: RunArgs) -> Result<ExitCode, String> {
     init_logging(args.verbose);
     let config = match &args.config {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
@@ -563,7 +651,17 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let workloads = config
         .select(&args.workload)
         .map_err(|e| format!("--workload: {e}"))?;
-    let workloads = args.load.shape()?.apply(workloads)?;
+    let shard = args.shard.shard()?;
+    let mut shape = args.load.shape()?;
+    shape.shard = shard;
+    let workloads = shape.apply(workloads)?;
+    if let Some(shard) = shard {
+        // `-o results/shard-{shard}` gives every shard its own folder from one command line.
+        let shown = args.output.to_string_lossy();
+        if shown.contains("{shard}") {
+            args.output = PathBuf::from(shown.replace("{shard}", &shard.index.to_string()));
+        }
+    }
     if args.backend.backend.is_server() {
         crate::run::limits::check_connections(&workloads)?;
     }
@@ -603,8 +701,25 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
             .map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?,
         grace: std::time::Duration::from_secs_f64(args.grace_period),
     };
+    let shard_info = match shard {
+        Some(shard) => {
+            let virtual_clock = matches!(backend.clock(), crate::Clock::Virtual(_));
+            Some(start_shard(
+                shard,
+                &args,
+                &workloads,
+                &control,
+                virtual_clock,
+            )?)
+        }
+        None => None,
+    };
     let summary = crate::run_with(backend, &workloads, provenance, &mut reports, &control)
         .map_err(|e| e.to_string())?;
+    if let Some(mut info) = shard_info {
+        info.finished = summary.complete;
+        crate::run::shard::write_info(&args.output, &info)?;
+    }
     if !summary.complete {
         eprintln!(
             "Run incomplete ({}): {} of {} workloads, {} requests recorded in {}",
@@ -649,6 +764,43 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Waits for the shards' common start and writes this shard's `shard.json` (not finished yet,
+/// so a shard killed mid-run says so).
+fn start_shard(
+    shard: crate::workload::shard::Shard,
+    args: &RunArgs,
+    workloads: &[Workload],
+    control: &RunControl,
+    virtual_clock: bool,
+) -> Result<crate::run::shard::ShardInfo, String> {
+    use crate::run::shard::{self, ShardInfo, ShardedWorkload, StartAt};
+    let start = StartAt {
+        unix: args.shard.start_at,
+        barrier: args.shard.barrier.clone(),
+        timeout: std::time::Duration::from_secs_f64(args.shard.barrier_timeout),
+    };
+    let started = shard::wait(shard, &start, &control.interrupt)?;
+    if let Some(late) = started.late_s.filter(|l| *l > 1.0) {
+        eprintln!(
+            "Shard {} started {late:.1} s after the planned common start",
+            shard.label()
+        );
+    }
+    let info = ShardInfo {
+        shard,
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        run: workloads.iter().map(ShardedWorkload::of).collect(),
+        planned_start_unix: started.planned_unix,
+        started_unix: started.started_unix,
+        start_late_s: started.late_s,
+        clock_offset_s: started.clock_offset_s,
+        finished: false,
+        virtual_clock,
+    };
+    shard::write_info(&args.output, &info)?;
+    Ok(info)
+}
+
 /// The first failed request's error in a workload's records, as `kind: message`.
 fn first_failure(dir: &std::path::Path, workload: &str) -> String {
     let path = dir.join(crate::report::names::requests_file(workload));
@@ -666,6 +818,36 @@ fn first_failure(dir: &std::path::Path, workload: &str) -> String {
             })
         })
         .unwrap_or_else(|| format!("see {}", path.display()))
+}
+
+fn merge(args: MergeArgs) -> Result<ExitCode, String> {
+    init_logging(false);
+    let mut also = Reports::default();
+    if !args.quiet {
+        also.push(Box::new(TablePrinter));
+    }
+    let (summary, found) =
+        crate::report::merge::merge(&args.shards, &args.output, also).map_err(|e| e.to_string())?;
+    if !found.missing.is_empty() || !found.incomplete.is_empty() {
+        eprintln!(
+            "Merged incompletely: {}; written to {}",
+            summary
+                .incomplete_reason
+                .as_deref()
+                .unwrap_or("shards missing"),
+            args.output.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if !args.quiet {
+        println!(
+            "Merged {} shards into {} (clock offsets within {:.3} s)",
+            found.merged.len(),
+            args.output.display(),
+            found.clock_offset_spread_s
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn report(args: ReportArgs) -> Result<(), String> {

@@ -11,6 +11,7 @@ pub mod files;
 pub mod html;
 #[cfg(feature = "charts")]
 pub mod markdown;
+pub mod merge;
 pub mod names;
 pub mod progress;
 #[cfg(feature = "charts")]

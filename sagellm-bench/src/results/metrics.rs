@@ -404,6 +404,28 @@ pub fn aggregate_samples(
     }
 }
 
+/// Lag p99 above which an open loop counts as fallen behind its schedule, ms.
+pub const LAG_BEHIND_MS: f64 = 10.0;
+
+/// The 99th percentile of the requests' scheduling lag (`start_ms - scheduled_ms`, at least
+/// 0), over the requests that had a scheduled time; `None` when none had.
+pub fn schedule_lag_p99(samples: &WorkloadSamples) -> Option<f64> {
+    let mut lags: Vec<f64> = samples
+        .requests()
+        .iter()
+        .filter_map(|r| r.scheduled_ms().map(|s| (r.start_ms() - s).max(0.0)))
+        .filter(|lag| lag.is_finite())
+        .collect();
+    lags.sort_by(f64::total_cmp);
+    (!lags.is_empty()).then(|| percentile(&lags, 99.0))
+}
+
+/// Whether an open loop fell behind its schedule: a request waited for an in-flight slot, or
+/// the lag's p99 passed [`LAG_BEHIND_MS`].
+pub fn fell_behind(held_requests: u64, lag_p99_ms: Option<f64>) -> bool {
+    held_requests > 0 || lag_p99_ms.is_some_and(|p| p > LAG_BEHIND_MS)
+}
+
 /// The server's per-request means, in milliseconds.
 #[derive(Default)]
 struct ServerMeans {

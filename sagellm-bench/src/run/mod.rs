@@ -1,5 +1,5 @@
-//! Running workloads: the runner (closed and open loop), interrupts, memory sampling, and the
-//! config file that selects the workloads and the backends' settings.
+//! Running workloads: the runner (closed and open loop), interrupts, memory sampling, a shard's
+//! common start, and the config file that selects the workloads and the backends' settings.
 //!
 //! Imports from `results/`, `backend/` and `workload/`, never from the layers above.
 
@@ -10,3 +10,4 @@ pub mod interrupt;
 pub mod limits;
 mod memory;
 pub mod runner;
+pub mod shard;

@@ -205,7 +205,7 @@ async fn run_workload_with(
     ));
     // Each record goes to the reporters (which write it to disk), leaves its sample here, and
     // is dropped: memory grows by a sample a request, not by the request's tokens.
-    let mut samples = WorkloadSamples::with_capacity(workload.num_requests);
+    let mut samples = WorkloadSamples::with_capacity(workload.own_requests());
     // After an interrupt, requests in flight get `grace` to finish; then they are abandoned.
     let mut grace: Option<std::pin::Pin<Box<crate::backend::clock::Sleep>>> = None;
     loop {
@@ -218,7 +218,7 @@ async fn run_workload_with(
             }
             _ = async { grace.as_mut().expect("guarded").await }, if grace.is_some() => {
                 driver.abort();
-                let abandoned = workload.num_requests.saturating_sub(samples.requests().len());
+                let abandoned = workload.own_requests().saturating_sub(samples.requests().len());
                 tracing::warn!(workload = %workload.name, "grace period over: {abandoned} requests not recorded");
                 // Keep whatever finished before the abort landed.
                 while let Ok(record) = rx.try_recv() {
@@ -295,11 +295,8 @@ async fn run_workload_with(
     })
 }
 
-/// Lag p99 above which an open loop counts as fallen behind its schedule, ms.
-const LAG_BEHIND_MS: f64 = 10.0;
-
 /// Sets the open-loop figures of the client keeping up with its schedule, warning when it did
-/// not: the server then saw a lower rate than the one asked for.
+/// not: the server saw a lower rate than the one asked for.
 fn falling_behind(
     metrics: &mut metrics::WorkloadMetrics,
     samples: &WorkloadSamples,
@@ -307,15 +304,8 @@ fn falling_behind(
     slots: usize,
     schedule: &str,
 ) {
-    let mut lags: Vec<f64> = samples
-        .requests()
-        .iter()
-        .filter_map(|r| r.scheduled_ms().map(|s| (r.start_ms() - s).max(0.0)))
-        .filter(|lag| lag.is_finite())
-        .collect();
-    lags.sort_by(f64::total_cmp);
-    let p99 = (!lags.is_empty()).then(|| metrics::percentile(&lags, 99.0));
-    let overloaded = held > 0 || p99.is_some_and(|p| p > LAG_BEHIND_MS);
+    let p99 = metrics::schedule_lag_p99(samples);
+    let overloaded = metrics::fell_behind(held, p99);
     metrics.schedule_lag_p99_ms = p99;
     metrics.client_held_requests = Some(held);
     metrics.client_overloaded = Some(overloaded);
@@ -392,21 +382,26 @@ async fn send_all(
             (requests, job)
         }
     };
+    // A shard sends items `index`, `index + count`, ... of the global schedule.
+    let shard = context.workload.shard;
+    let (first, step) = shard.map_or((0, 1), |s| (s.index, s.count));
     match context.workload.arrival {
         Arrival::Closed { concurrency } => {
+            let own = shard.map_or(count, |s| s.owned_of(count));
+            let workers = shard.map_or(concurrency, |s| s.concurrency(concurrency));
             let next = Arc::new(AtomicUsize::new(0));
-            for _ in 0..concurrency.min(count) {
+            for _ in 0..workers.min(own) {
                 let (next, job, interrupt) = (next.clone(), job.clone(), context.interrupt.clone());
                 tasks.spawn(async move {
                     loop {
                         if interrupt.is_requested() {
                             break;
                         }
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        if index >= count {
+                        let taken = next.fetch_add(1, Ordering::Relaxed);
+                        if taken >= own {
                             break;
                         }
-                        job(index, None).await;
+                        job(first + taken * step, None).await;
                     }
                 });
             }
@@ -415,7 +410,11 @@ async fn send_all(
             let schedule = context.workload.schedule().unwrap_or_default();
             let slots = Arc::new(tokio::sync::Semaphore::new(open_loop.slots));
             let (clock, interrupt) = (&context.clock, &context.interrupt);
-            for (index, offset) in schedule.into_iter().enumerate() {
+            let owned = schedule
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| shard.map_or(true, |s| s.owns(*i)));
+            for (index, offset) in owned {
                 tokio::select! {
                     _ = clock.sleep_until(origin + offset) => {}
                     _ = interrupt.requested() => break,

@@ -6,6 +6,7 @@
 
 use crate::workload::session::Sessions;
 use crate::workload::setup::Prompts;
+use crate::workload::shard::Shard;
 use crate::workload::slo::Slo;
 use crate::workload::trace::Trace;
 use crate::workload::{Arrival, OpenLoop, Workload};
@@ -31,6 +32,8 @@ pub struct LoadShape {
     pub sessions: Option<Sessions>,
     /// A trace every workload replays instead of its own requests (`--trace`).
     pub trace: Option<Trace>,
+    /// The part of every workload this process sends (`--shard K/N`).
+    pub shard: Option<Shard>,
 }
 
 impl LoadShape {
@@ -101,6 +104,7 @@ impl LoadShape {
             if let Some(trace) = &self.trace {
                 w.set_trace(trace.clone());
             }
+            w.shard = self.shard;
             let sweep = self.concurrency.len() > 1 || self.request_rates.len() > 1;
             let name = |suffix: String| {
                 if sweep {

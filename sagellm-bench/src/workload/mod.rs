@@ -5,6 +5,7 @@
 pub mod load;
 pub mod session;
 pub mod setup;
+pub mod shard;
 pub mod slo;
 pub mod trace;
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::workload::session::Sessions;
 use crate::workload::setup::{Prompts, ResponseCheck};
+use crate::workload::shard::Shard;
 use crate::workload::slo::Slo;
 use crate::workload::trace::Trace;
 
@@ -58,6 +60,9 @@ pub struct Workload {
     /// A trace to replay: its requests, lengths and times replace the synthetic ones, and the
     /// arrival is [`Arrival::Trace`] (see [`trace`]).
     pub trace: Option<Trace>,
+    /// The part of the workload this process sends when several send it together (see
+    /// [`shard`]); `None` sends it all.
+    pub shard: Option<Shard>,
 }
 
 /// How requests are sent to the backend.
@@ -216,6 +221,7 @@ impl Workload {
             check: None,
             sessions: None,
             trace: None,
+            shard: None,
         }
     }
 
@@ -272,6 +278,18 @@ impl Workload {
             None => self.num_requests,
         };
         self.arrival.schedule(count, self.seed)
+    }
+
+    /// The measured requests this process sends: all of them, or its shard's part.
+    pub fn own_requests(&self) -> usize {
+        match (&self.shard, &self.sessions) {
+            (None, _) => self.num_requests,
+            (Some(shard), Some(sessions)) => (0..sessions.count)
+                .filter(|&s| shard.owns(s))
+                .map(|s| sessions.turns_of(s))
+                .sum(),
+            (Some(shard), None) => shard.owned_of(self.num_requests),
+        }
     }
 
     /// Whether its requests carry session ids (for `--session-header`): sessions, or a trace
@@ -358,6 +376,7 @@ impl Workload {
             ));
         }
         self.validate_sources()?;
+        self.validate_shard()?;
         match self.arrival {
             Arrival::Closed { concurrency: 0 } => Err("concurrency must be at least 1".into()),
             Arrival::Poisson { rate } | Arrival::Constant { rate }
@@ -369,6 +388,34 @@ impl Workload {
             }
             _ => Ok(()),
         }
+    }
+
+    /// A shard must own something to send, and a closed loop at least one request in flight.
+    fn validate_shard(&self) -> Result<(), String> {
+        let Some(shard) = self.shard else {
+            return Ok(());
+        };
+        let (items, what) = match &self.sessions {
+            Some(sessions) => (sessions.count, "sessions"),
+            None => (self.num_requests, "requests"),
+        };
+        if items < shard.count {
+            return Err(format!(
+                "{items} {what} cannot be split among {} shards: each shard needs at least one; give at least {} {what}",
+                shard.count, shard.count
+            ));
+        }
+        if let Arrival::Closed { concurrency } = self.arrival {
+            if concurrency < shard.count {
+                return Err(format!(
+                    "concurrency {concurrency} cannot be divided among {} shards (each needs at least one {} in flight); give --concurrency of at least {}",
+                    shard.count,
+                    if self.sessions.is_some() { "session" } else { "request" },
+                    shard.count
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The rules between sessions, a trace, prompts and the arrival.
