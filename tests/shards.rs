@@ -385,6 +385,12 @@ fn shards_of_different_runs_or_the_same_shard_twice_are_refused() {
             assert!(stderr(&out).contains(e), "{}", stderr(&out));
         }
     }
+    let out = merge(&[a.clone()], &a);
+    assert!(
+        stderr(&out).contains("folder of its own"),
+        "{}",
+        stderr(&out)
+    );
     let plain = dir.path().join("plain");
     assert!(run(&plain, &base).status.success());
     let sequential = ["--workload", "short", "--backend", "mock", "--shard", "0/2"];

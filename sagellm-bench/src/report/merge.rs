@@ -160,6 +160,16 @@ pub fn merge(
     out: &Path,
     also: super::Reports,
 ) -> Result<(Summary, MergeReport), MergeError> {
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if let Some(dir) = dirs.iter().find(|d| same(d, out)) {
+        return Err(MergeError::Mismatch(format!(
+            "the merged folder {} is one of the shards' folders; give --output a folder of its own",
+            dir.display()
+        )));
+    }
     let shards = dirs
         .iter()
         .map(|d| read_folder(d))
