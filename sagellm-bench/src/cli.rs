@@ -20,6 +20,7 @@ use crate::run::args::BackendArgs;
 use crate::run::config::Config;
 use crate::run::interrupt::Interrupt;
 use crate::run::runner::RunControl;
+use crate::workload::Workload;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -35,11 +36,13 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run benchmark workloads and write the JSON results
     #[command(
-        after_help = "Files written to the output directory:\n  <workload>_metrics.json    every aggregate of one workload\n  <workload>_requests.jsonl  one raw record per request\n  benchmark_summary.json     all workloads, overall counts, provenance\n  *.svg                      charts of each workload and of the run\n  index.html                 the report: tables, charts, provenance (opens from disk)\n\nWorkloads (Year 1):\n  short   short_input: 128 prompt / 128 output tokens, 5 sequential requests\n  long    long_input:  200 prompt / 200 output tokens, 3 sequential requests\n  stress  stress_test: 256 prompt / 256 output tokens, 10 concurrent requests\n\nLoad shapes and sweeps (one run, one folder, one table):\n  sagellm-benchmark run --backend vllm --workload short --concurrency 1,4,16 --num-requests 64\n  sagellm-benchmark run --backend vllm --workload short --request-rate 1,2,4,8 --arrival constant\n\nRepeated runs (each in <output>/run_<i>/; repeats.json: mean, 95% CI (Student t) and CV per figure):\n  sagellm-benchmark run --backend vllm --workload short --num-runs 5\n\nSteady state: the steady_* figures cover only the window in which the load is at its target\n(closed loop: 95% of the workers in flight; open loop: first completion to last send)"
+        after_help = "Files written to the output directory:\n  <workload>_metrics.json    every aggregate of one workload\n  <workload>_requests.jsonl  one raw record per request\n  benchmark_summary.json     all workloads, overall counts, provenance\n  *.svg                      charts of each workload and of the run\n  index.html                 the report: tables, charts, provenance (opens from disk)\n\nWorkloads (Year 1):\n  short   short_input: 128 prompt / 128 output tokens, 5 sequential requests\n  long    long_input:  200 prompt / 200 output tokens, 3 sequential requests\n  stress  stress_test: 256 prompt / 256 output tokens, 10 concurrent requests\n\nLoad shapes and sweeps (one run, one folder, one table):\n  sagellm-benchmark run --backend vllm --workload short --concurrency 1,4,16 --num-requests 64\n  sagellm-benchmark run --backend vllm --workload short --request-rate 1,2,4,8 --arrival constant\n\nMulti-turn sessions and trace replay:\n  sagellm-benchmark run --backend mock --workload short --sessions 8 --turns 4 --concurrency 4 --think-time exp:500\n  sagellm-benchmark run --backend mock --workload short --trace mooncake examples/traces/mooncake_small.jsonl\n\nRepeated runs (each in <output>/run_<i>/; repeats.json: mean, 95% CI (Student t) and CV per figure):\n  sagellm-benchmark run --backend vllm --workload short --num-runs 5\n\nSteady state: the steady_* figures cover only the window in which the load is at its target\n(closed loop: 95% of the workers in flight; open loop: first completion to last send)"
     )]
     Run(RunArgs),
     /// Find the largest load (concurrency or request rate) that meets latency objectives
@@ -64,6 +67,27 @@ an error, 130 interrupted (search.json says where it stopped)."
         after_help = "Examples:\n  sagellm-benchmark compare --target vllm=http://127.0.0.1:8000 --target sglang=http://127.0.0.1:30000 --workload short\n  sagellm-benchmark compare --result before=./run_a --result after=./run_b\n\nEach target's own results go to <output>/<NAME>/; relative differences are to the first target."
     )]
     Compare(CompareArgs),
+    /// Merge the result folders of a run's shards (run --shard K/N) into one, recomputed from
+    /// their request records
+    #[command(
+        after_help = "Example:\n  sagellm-benchmark run --backend vllm --shard 0/2 --barrier /shared/run1 -o /shared/run1/shard-{shard}   # on two hosts,\n  sagellm-benchmark run --backend vllm --shard 1/2 --barrier /shared/run1 -o /shared/run1/shard-{shard}   # or as an Indexed Job\n  sagellm-benchmark merge /shared/run1/shard-* -o /shared/run1/merged\n\nShards of different runs are refused; missing and unfinished shards are named, and what the others recorded is merged, marked incomplete."
+    )]
+    Merge(MergeArgs),
+}
+
+#[derive(clap::Args)]
+struct MergeArgs {
+    /// The shards' result folders
+    #[arg(required = true, value_name = "DIR")]
+    shards: Vec<PathBuf>,
+
+    /// Folder to write the merged results into
+    #[arg(short, long, default_value = "./benchmark_results/merged")]
+    output: PathBuf,
+
+    /// Do not print the merged table
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -148,6 +172,71 @@ struct RunArgs {
 
     #[command(flatten)]
     repeats: RepeatArgs,
+
+    #[command(flatten)]
+    shard: ShardArgs,
+}
+
+/// One shard of a run that several client processes send together.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Shards: one run from several client processes (docs/SHARDS.md)")]
+struct ShardArgs {
+    /// Send only shard K of N of every workload: requests i with i mod N = K (whole sessions
+    /// for --sessions), concurrency divided among the shards, open-loop times kept. `auto`
+    /// reads a Kubernetes Indexed Job's JOB_COMPLETION_INDEX (with --shard-count) or Slurm's
+    /// SLURM_PROCID and SLURM_NTASKS. Merge the shards' folders with `sagellm-benchmark merge`
+    #[arg(long, value_name = "K/N|auto")]
+    shard: Option<String>,
+
+    /// The number of shards, for --shard auto under a Kubernetes Indexed Job (its completions)
+    #[arg(long, value_name = "N")]
+    shard_count: Option<usize>,
+
+    /// Start the measured run at this Unix time (seconds), so that shards begin together
+    #[arg(
+        long,
+        value_name = "UNIX_TIME",
+        requires = "shard",
+        conflicts_with = "barrier"
+    )]
+    start_at: Option<f64>,
+
+    /// Start once every shard has written its file into this directory (a volume all shards
+    /// mount); a fresh directory per run
+    #[arg(long, value_name = "DIR", requires = "shard")]
+    barrier: Option<PathBuf>,
+
+    /// How long to wait at the --barrier for the other shards
+    #[arg(long, value_name = "SECS", default_value_t = 600.0, value_parser = non_negative_seconds)]
+    barrier_timeout: f64,
+}
+
+impl ShardArgs {
+    /// The shard this process sends, if any.
+    fn shard(&self) -> Result<Option<crate::workload::shard::Shard>, String> {
+        use crate::workload::shard::Shard;
+        match self.shard.as_deref() {
+            None => {
+                if self.shard_count.is_some() {
+                    return Err("--shard-count is for --shard auto".into());
+                }
+                Ok(None)
+            }
+            Some("auto") => match Shard::from_env(self.shard_count)? {
+                Some(shard) => Ok(Some(shard)),
+                None => Err(
+                    "--shard auto found neither JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) nor SLURM_PROCID and SLURM_NTASKS; give --shard K/N"
+                        .into(),
+                ),
+            },
+            Some(given) => {
+                if self.shard_count.is_some() {
+                    return Err("--shard-count is for --shard auto; K/N already gives N".into());
+                }
+                Shard::parse(given).map(Some).map_err(|e| format!("--shard: {e}"))
+            }
+        }
+    }
 }
 
 /// Repetitions of the whole run.
@@ -304,6 +393,67 @@ struct LoadArgs {
     #[arg(long, num_args = 2, value_names = ["KIND", "FILE"])]
     dataset: Option<Vec<String>>,
 
+    /// Multi-turn: run each workload as N sessions of --turns turns. Each turn sends the
+    /// whole conversation so far (earlier messages and the answers the backend gave) plus a
+    /// new user message of the workload's prompt length, so a prefix cache can serve the
+    /// history. --concurrency counts sessions in flight; --request-rate starts sessions. With
+    /// --dataset, user messages come from its conversations (every human turn of a ShareGPT
+    /// file; jsonl: one {"messages": [...]} per line). See docs/WORKLOADS.md
+    #[arg(long, value_name = "N", help_heading = "Multi-turn sessions", value_parser = clap::value_parser!(u64).range(1..=crate::workload::MAX_REQUESTS as u64))]
+    sessions: Option<u64>,
+
+    /// Turns of each session (at most, for --dataset conversations) [default: 4]
+    #[arg(long, value_name = "N", requires = "sessions", help_heading = "Multi-turn sessions", value_parser = clap::value_parser!(u64).range(1..=crate::workload::session::MAX_TURNS as u64))]
+    turns: Option<u64>,
+
+    /// Pause between an answer and the session's next turn: MS fixed, or exp:MS exponential
+    /// with that mean, seeded [default: 0]
+    #[arg(long, value_name = "MS", requires = "sessions", help_heading = "Multi-turn sessions", value_parser = crate::workload::session::ThinkTime::parse)]
+    think_time: Option<crate::workload::session::ThinkTime>,
+
+    /// Words of a system prompt each synthetic session starts with and keeps, each session's
+    /// own unless --shared-system-prompt [default: 0]
+    #[arg(long, value_name = "N", requires = "sessions", help_heading = "Multi-turn sessions", value_parser = clap::value_parser!(u64).range(0..=crate::workload::MAX_TOKENS as u64))]
+    system_prompt_tokens: Option<u64>,
+
+    /// Give every session the same system prompt (one application's), so a prefix cache
+    /// shares it across sessions too
+    #[arg(
+        long,
+        requires = "system_prompt_tokens",
+        help_heading = "Multi-turn sessions"
+    )]
+    shared_system_prompt: bool,
+
+    /// Replay a timestamped trace instead of the workloads' own requests: `mooncake FILE`
+    /// ({"timestamp": MS, "input_length", "output_length", "hash_ids"} per line; equal hash ids
+    /// share prompt blocks) or `jsonl FILE` ({"timestamp_ms", "prompt" or "prompt_tokens",
+    /// "output_tokens", "session_id"} per line). Each request's replay lag is recorded and a
+    /// client that falls behind is flagged. See docs/WORKLOADS.md
+    #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"], help_heading = "Trace replay")]
+    trace: Option<Vec<String>>,
+
+    /// Replay the trace this many times faster (2) or slower (0.5) than recorded [default: 1]
+    #[arg(
+        long,
+        value_name = "X",
+        requires = "trace",
+        help_heading = "Trace replay"
+    )]
+    trace_speed: Option<f64>,
+
+    /// Cut idle gaps between consecutive trace requests to at most this many seconds
+    #[arg(long, value_name = "SECS", requires = "trace", help_heading = "Trace replay", value_parser = non_negative_seconds)]
+    trace_max_gap: Option<f64>,
+
+    /// Replay only the trace's requests within START..END seconds of its start (60..120, ..30)
+    #[arg(long, value_name = "START..END", requires = "trace", help_heading = "Trace replay", value_parser = crate::workload::trace::parse_window)]
+    trace_window: Option<(std::time::Duration, std::time::Duration)>,
+
+    /// Prompt tokens one mooncake hash id stands for [default: 512, the published traces']
+    #[arg(long, value_name = "N", requires = "trace", help_heading = "Trace replay", value_parser = clap::value_parser!(u64).range(1..=crate::workload::MAX_TOKENS as u64))]
+    trace_block_size: Option<u64>,
+
     /// Latency objectives in ms, e.g. ttft:200,tbt:50,e2el:5000 (any subset): adds goodput,
     /// the successful requests meeting every one, per second and as a fraction of all requests.
     /// tbt is what vLLM's --goodput calls tpot
@@ -322,12 +472,8 @@ enum ArrivalArg {
 /// The prompts `--dataset KIND FILE` names.
 fn dataset(given: &[String]) -> Result<crate::Prompts, String> {
     use crate::Prompts;
-    let [kind, file] = given else {
-        return Err(
-            "--dataset takes a kind and a file, e.g. --dataset sharegpt ShareGPT_V3.json".into(),
-        );
-    };
-    let loaded = match kind.as_str() {
+    let (kind, file) = dataset_kind_and_file(given)?;
+    let loaded = match kind {
         "sharegpt" => Prompts::sharegpt(file),
         "jsonl" => Prompts::jsonl(file),
         other => {
@@ -399,9 +545,99 @@ impl LoadArgs {
             },
             seed: self.seed,
             goodput: self.goodput,
-            prompts: self.dataset.as_deref().map(dataset).transpose()?,
+            prompts: match self.sessions {
+                Some(_) => None,
+                None => self.dataset.as_deref().map(dataset).transpose()?,
+            },
+            sessions: self.sessions().transpose()?,
+            trace: self
+                .trace
+                .as_deref()
+                .map(|t| self.load_trace(t))
+                .transpose()?,
+            shard: None,
         })
     }
+
+    /// The sessions `--sessions` and its flags ask for (`None` without `--sessions`).
+    fn sessions(&self) -> Option<Result<crate::workload::session::Sessions, String>> {
+        use crate::workload::session::Sessions;
+        let count = self.sessions? as usize;
+        let turns = self.turns.map_or(DEFAULT_TURNS, |t| t as usize);
+        let mut sessions = match self.dataset.as_deref().map(conversations) {
+            None => Sessions::synthetic(count, turns, 0),
+            Some(Ok(conversations)) => Sessions::from_conversations(count, turns, conversations),
+            Some(Err(e)) => return Some(Err(e)),
+        };
+        if let Some(think_time) = self.think_time {
+            sessions.think_time = think_time;
+        }
+        if let Some(words) = self.system_prompt_tokens {
+            if sessions.conversations.is_some() {
+                return Some(Err(
+                    "--system-prompt-tokens is for synthetic sessions; a --dataset's conversations bring their own system prompts"
+                        .into(),
+                ));
+            }
+            sessions.system_prompt_tokens = words as usize;
+            sessions.system_prompt_shared = self.shared_system_prompt;
+        }
+        Some(Ok(sessions))
+    }
+
+    /// The trace `--trace FORMAT FILE` names, with the replay flags applied.
+    fn load_trace(&self, given: &[String]) -> Result<crate::workload::trace::Trace, String> {
+        use crate::workload::trace::{Trace, TraceFormat, TraceOptions};
+        let [format, file] = given else {
+            return Err(
+                "--trace takes a format and a file, e.g. --trace mooncake trace.jsonl".into(),
+            );
+        };
+        let format = TraceFormat::parse(format).ok_or_else(|| {
+            format!("--trace: `{format}` is not a trace format; give mooncake FILE or jsonl FILE")
+        })?;
+        let mut options = TraceOptions {
+            window: self.trace_window,
+            max_gap: self.trace_max_gap.map(std::time::Duration::from_secs_f64),
+            ..TraceOptions::default()
+        };
+        if let Some(speed) = self.trace_speed {
+            options.speed = speed;
+        }
+        if let Some(block) = self.trace_block_size {
+            options.block_size = block as usize;
+        }
+        Trace::load(file, format, options).map_err(|e| format!("--trace: {e}"))
+    }
+}
+
+/// Turns per session when `--sessions` is given without `--turns`.
+const DEFAULT_TURNS: usize = 4;
+
+/// The two values of `--dataset KIND FILE`.
+fn dataset_kind_and_file(given: &[String]) -> Result<(&str, &str), String> {
+    match given {
+        [kind, file] => Ok((kind, file)),
+        _ => Err(
+            "--dataset takes a kind and a file, e.g. --dataset sharegpt ShareGPT_V3.json".into(),
+        ),
+    }
+}
+
+/// The conversations `--dataset KIND FILE` names, for a multi-turn run.
+fn conversations(given: &[String]) -> Result<crate::workload::session::Conversations, String> {
+    use crate::workload::session::Conversations;
+    let (kind, file) = dataset_kind_and_file(given)?;
+    let loaded = match kind {
+        "sharegpt" => Conversations::sharegpt(file),
+        "jsonl" => Conversations::jsonl(file),
+        other => {
+            return Err(format!(
+                "--dataset: `{other}` is not a dataset kind; give sharegpt FILE (a ShareGPT JSON array) or jsonl FILE (one {{\"messages\": [...]}} per line, with --sessions)"
+            ))
+        }
+    };
+    loaded.map_err(|e| format!("--dataset: {e}"))
 }
 
 #[derive(clap::Args)]
@@ -485,7 +721,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => Some(&args.backend),
         Command::Search(args) => Some(&args.backend),
         Command::Compare(args) => Some(&args.backend),
-        Command::Report(_) => None,
+        Command::Report(_) | Command::Merge(_) => None,
     };
     if let (Some(backend), Some((name, sub))) = (backend, matches.subcommand()) {
         if let Some(misplaced) = backend.misplaced_flag(sub) {
@@ -508,6 +744,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Search(args) => search(args),
+        Command::Merge(args) => merge(args),
         Command::Report(args) => report(args).map(|()| ExitCode::SUCCESS),
         Command::Compare(args) => compare(args),
     };
@@ -543,7 +780,7 @@ fn init_logging(verbose: bool) {
         .init();
 }
 
-fn run(args: RunArgs) -> Result<ExitCode, String> {
+fn run(mut args: RunArgs) -> Result<ExitCode, String> {
     init_logging(args.verbose);
     let config = match &args.config {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
@@ -552,9 +789,27 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
     let workloads = config
         .select(&args.workload)
         .map_err(|e| format!("--workload: {e}"))?;
-    let workloads = args.load.shape()?.apply(workloads)?;
+    let shard = args.shard.shard()?;
+    let mut shape = args.load.shape()?;
+    shape.shard = shard;
+    let workloads = shape.apply(workloads)?;
+    if let Some(shard) = shard {
+        // `-o results/shard-{shard}` gives every shard its own folder from one command line.
+        let shown = args.output.to_string_lossy();
+        if shown.contains("{shard}") {
+            args.output = PathBuf::from(shown.replace("{shard}", &shard.index.to_string()));
+        }
+    }
     if args.backend.backend.is_server() {
         crate::run::limits::check_connections(&workloads)?;
+    }
+    if args.backend.server.session_header.is_some()
+        && !workloads.iter().any(Workload::has_session_ids)
+    {
+        return Err(
+            "--session-header sends each request's session id, but no workload has sessions: add --sessions N (multi-turn), or --trace with a session_id per line"
+                .into(),
+        );
     }
     // Before the backend: loading a model or reaching a server can take a while. Held to the
     // end: no other run writes into this folder meanwhile.
@@ -587,8 +842,25 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
             .map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?,
         grace: std::time::Duration::from_secs_f64(args.grace_period),
     };
+    let shard_info = match shard {
+        Some(shard) => {
+            let virtual_clock = matches!(backend.clock(), crate::Clock::Virtual(_));
+            Some(start_shard(
+                shard,
+                &args,
+                &workloads,
+                &control,
+                virtual_clock,
+            )?)
+        }
+        None => None,
+    };
     let summary = crate::run_with(backend, &workloads, provenance, &mut reports, &control)
         .map_err(|e| e.to_string())?;
+    if let Some(mut info) = shard_info {
+        info.finished = summary.complete;
+        crate::run::shard::write_info(&args.output, &info)?;
+    }
     if !summary.complete {
         eprintln!(
             "Run incomplete ({}): {} of {} workloads, {} requests recorded in {}",
@@ -820,6 +1092,43 @@ fn run_repeated(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Waits for the shards' common start and writes this shard's `shard.json` (not finished yet,
+/// so a shard killed mid-run says so).
+fn start_shard(
+    shard: crate::workload::shard::Shard,
+    args: &RunArgs,
+    workloads: &[Workload],
+    control: &RunControl,
+    virtual_clock: bool,
+) -> Result<crate::run::shard::ShardInfo, String> {
+    use crate::run::shard::{self, ShardInfo, ShardedWorkload, StartAt};
+    let start = StartAt {
+        unix: args.shard.start_at,
+        barrier: args.shard.barrier.clone(),
+        timeout: std::time::Duration::from_secs_f64(args.shard.barrier_timeout),
+    };
+    let started = shard::wait(shard, &start, &control.interrupt)?;
+    if let Some(late) = started.late_s.filter(|l| *l > 1.0) {
+        eprintln!(
+            "Shard {} started {late:.1} s after the planned common start",
+            shard.label()
+        );
+    }
+    let info = ShardInfo {
+        shard,
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        run: workloads.iter().map(ShardedWorkload::of).collect(),
+        planned_start_unix: started.planned_unix,
+        started_unix: started.started_unix,
+        start_late_s: started.late_s,
+        clock_offset_s: started.clock_offset_s,
+        finished: false,
+        virtual_clock,
+    };
+    shard::write_info(&args.output, &info)?;
+    Ok(info)
+}
+
 /// The first failed request's error in a workload's records, as `kind: message`.
 fn first_failure(dir: &std::path::Path, workload: &str) -> String {
     let path = dir.join(crate::report::names::requests_file(workload));
@@ -837,6 +1146,36 @@ fn first_failure(dir: &std::path::Path, workload: &str) -> String {
             })
         })
         .unwrap_or_else(|| format!("see {}", path.display()))
+}
+
+fn merge(args: MergeArgs) -> Result<ExitCode, String> {
+    init_logging(false);
+    let mut also = Reports::default();
+    if !args.quiet {
+        also.push(Box::new(TablePrinter));
+    }
+    let (summary, found) =
+        crate::report::merge::merge(&args.shards, &args.output, also).map_err(|e| e.to_string())?;
+    if !found.missing.is_empty() || !found.incomplete.is_empty() {
+        eprintln!(
+            "Merged incompletely: {}; written to {}",
+            summary
+                .incomplete_reason
+                .as_deref()
+                .unwrap_or("shards missing"),
+            args.output.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if !args.quiet {
+        println!(
+            "Merged {} shards into {} (clock offsets within {:.3} s)",
+            found.merged.len(),
+            args.output.display(),
+            found.clock_offset_spread_s
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn report(args: ReportArgs) -> Result<(), String> {

@@ -70,8 +70,10 @@ pub use results::summary::{Provenance, Summary};
 pub use results::WorkloadResult;
 pub use run::interrupt::Interrupt;
 pub use run::runner::{run, run_with, RunControl, RunError};
+pub use workload::session::{Conversations, Sessions, ThinkTime};
 pub use workload::setup::{PromptError, Prompts, Response, ResponseCheck, Setup};
 pub use workload::slo::Slo;
+pub use workload::trace::{Trace, TraceError, TraceFormat, TraceOptions};
 pub use workload::{Arrival, OpenLoop, Workload};
 
 /// Declares a benchmark workload that `cargo bench` runs. See `docs/WORKLOADS.md` for every

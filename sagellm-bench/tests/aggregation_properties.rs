@@ -58,6 +58,7 @@ fn record() -> impl Strategy<Value = RequestRecord> {
                     usage_tokens: usage,
                     tokenizer_tokens: None,
                     error,
+                    ..RawRequest::default()
                 })
             },
         )

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use sagellm_bench::__private::run_harness;
-use sagellm_bench::{workload, Prompts, Setup};
+use sagellm_bench::workload::trace::{TracePrompt, TraceRequest};
+use sagellm_bench::{workload, Prompts, Sessions, Setup, Trace};
 
 #[workload(prompt_tokens = 64, output_tokens = 16, requests = 4)]
 fn h_short() {}
@@ -35,6 +36,32 @@ fn h_failing_check(setup: &mut Setup) {
 
 #[workload(output_tokens = 4, requests = 2, ignore)]
 fn h_ignored() {}
+
+// Multi-turn from the function body: 2 sessions of 3 turns of 20-word messages.
+#[workload(prompt_tokens = 20, output_tokens = 8, concurrency = 2)]
+fn h_chat(setup: &mut Setup) {
+    setup.sessions(Sessions::synthetic(2, 3, 0));
+}
+
+// A trace given in code: three requests 100 ms apart.
+#[workload]
+fn h_trace(setup: &mut Setup) -> Result<(), String> {
+    let request = |ms: u64, tokens: usize| TraceRequest {
+        at: std::time::Duration::from_millis(ms),
+        prompt: TracePrompt::Blocks {
+            tokens,
+            hash_ids: Vec::new(),
+        },
+        output_tokens: 4,
+        session_id: None,
+    };
+    let trace = Trace::from_requests(
+        vec![request(0, 10), request(100, 20), request(200, 30)],
+        "code",
+    )?;
+    setup.trace(trace);
+    Ok(())
+}
 
 fn harness(args: &[&str]) -> u8 {
     let mut all = vec!["bench-binary"];
@@ -122,6 +149,30 @@ fn a_failing_check_fails_the_request_and_the_smoke_test() {
     // As a test (no --bench), a failed request fails.
     assert_eq!(harness(&["h_failing_check"]), 101);
     assert_eq!(harness(&["h_", "--skip", "h_failing_check"]), 0);
+}
+
+#[test]
+fn sessions_and_traces_from_the_function_body_run_as_benchmarks_and_as_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(bench(dir.path(), &["h_chat", "h_trace"]), 0);
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(name)).unwrap()).unwrap()
+    };
+    let chat = read("h_chat_metrics.json");
+    assert_eq!(chat["total_requests"], 6);
+    // 20 words, then 20 + 8 + 20, then 48 + 8 + 20.
+    let prompts: Vec<f64> = chat["turns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["avg_prompt_tokens"].as_f64().unwrap())
+        .collect();
+    assert_eq!(prompts, [20.0, 48.0, 76.0]);
+    let trace = read("h_trace_metrics.json");
+    assert_eq!(trace["total_requests"], 3);
+    assert_eq!(trace["total_input_tokens"], 60);
+    // As tests: one request each, a session's first turn and the trace's first request.
+    assert_eq!(harness(&["h_chat", "h_trace"]), 0);
 }
 
 #[test]

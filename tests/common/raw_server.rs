@@ -7,7 +7,8 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
 /// A server answering every connection on a thread of its own with `respond(request head,
-/// socket)`, then closing it. Returns its root URL and the request lines it read.
+/// socket)`, then closing it. Returns its root URL and the requests it read, each as its
+/// text (the request line, the headers, the body).
 pub fn serve(
     respond: impl Fn(&str, &mut TcpStream) + Send + Sync + 'static,
 ) -> (String, Arc<Mutex<Vec<String>>>) {
@@ -43,7 +44,7 @@ pub fn serve(
                 }
                 log.lock()
                     .unwrap()
-                    .push(head.lines().next().unwrap_or("").to_string());
+                    .push(format!("{head}{}", String::from_utf8_lossy(&body)));
                 respond(&head, &mut socket);
             });
         }

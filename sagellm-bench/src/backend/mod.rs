@@ -23,17 +23,25 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::clock::Clock;
+pub use crate::workload::session::{Message, Role};
 use crate::workload::Workload;
 
 /// One request as the backend receives it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct GenerationRequest {
-    /// The prompt text.
+    /// The prompt text. For a turn of a multi-turn session: the whole conversation so far,
+    /// rendered as one text (what a completions endpoint or an in-process engine takes).
     pub prompt: String,
     /// The prompt's length in tokens, as the workload built it.
     pub prompt_tokens: usize,
     /// How many tokens to generate. Backends generate exactly this many unless they fail.
     pub max_output_tokens: usize,
+    /// For a turn of a multi-turn session: the conversation so far as messages, ending with
+    /// the user's new message (what a chat endpoint takes). Empty for a single-turn request.
+    pub messages: Vec<Message>,
+    /// The session the request belongs to (a multi-turn session, or a trace's `session_id`),
+    /// for backends that route by it (an `X-Session-ID` header).
+    pub session_id: Option<String>,
 }
 
 /// What a backend's stream yields. A stream ends with exactly one `Done` or `Error`.
@@ -54,6 +62,13 @@ pub enum StreamEvent {
     },
     /// The request failed; tokens already streamed stay in its record.
     Error(RequestError),
+    /// `tokens` of the prompt were served from the engine's prefix cache instead of being
+    /// computed; sent before `Done` by backends that know it (the first report counts: a
+    /// preempted request looks its prefix up again).
+    PrefixCached {
+        /// Prompt tokens found in the cache.
+        tokens: usize,
+    },
     /// `event`, stamped by the backend at `at` (its clock's [`Clock::now`]) instead of when the
     /// runner receives it: what [`TokenSink`](sink::TokenSink) sends, so that an engine on its
     /// own thread is timed when it produced each token, not when the runner got round to
@@ -120,6 +135,9 @@ pub enum ErrorKind {
     /// The client's own limits stopped the request before the server had a part in it (the
     /// process ran out of file handles for a connection): not a fault of the server.
     Client,
+    /// Never sent: an earlier turn of its multi-turn session failed, so the conversation it
+    /// would continue does not exist. Counted, never silently dropped.
+    NotSent,
 }
 
 /// Where a group of figures came from, so a reader never mistakes "unknown" for "zero".

@@ -23,10 +23,17 @@ pub(super) fn smoke_test(chosen: Vec<Declared>, filtered_out: usize, ignored: us
         let name = d.workload.name.clone();
         let outcome = set_up(vec![d]).and_then(|mut w| {
             let mut w = w.remove(0);
-            w.num_requests = 1;
             w.warmup_requests = 0;
             w.output_tokens = w.output_tokens.min(16);
-            w.arrival = Arrival::Closed { concurrency: 1 };
+            // One request: a session's first turn, a trace's first request, or one of a kind.
+            if let Some(sessions) = &mut w.sessions {
+                (sessions.count, sessions.turns) = (1, 1);
+            }
+            match w.trace.as_ref().map(|t| t.first(1)) {
+                Some(first) => w.set_trace(first),
+                None => w.arrival = Arrival::Closed { concurrency: 1 },
+            }
+            w.num_requests = 1;
             let backend = BackendSpec::Mock {
                 config: MockConfig::default(),
                 model: None,

@@ -6,7 +6,7 @@ use serde::Serialize;
 use tinytemplate::TinyTemplate;
 
 use super::svg::{RunChart, WorkloadChart};
-use super::{incomplete_note, rows_for, sources_note};
+use super::{incomplete_note, rows_for, sources_note, turn_rows, TURN_COLUMNS};
 use crate::results::summary::Summary;
 
 const TEMPLATE: &str = "# Benchmark report
@@ -21,7 +21,13 @@ Backend `{backend}`, model `{model}`, {total_workloads} workloads, {total_reques
 {{ for row in rows }}| {row.label} |{{ for v in row.values }} {v} |{{ endfor }}
 {{ endfor }}
 Figures: {sources}. Percentiles: {percentile_method}.
+{{ if turns }}
+## Per turn of the multi-turn sessions
 
+|{{ for c in turn_columns }} {c} |{{ endfor }}
+|---|{{ for c in turn_columns }}{{ if not @first }}---:|{{ endif }}{{ endfor }}
+{{ for row in turns }}|{{ for v in row }} {v} |{{ endfor }}
+{{ endfor }}{{ endif }}
 {{ if charts }}
 ## Charts
 {{ for group in charts }}
@@ -44,6 +50,8 @@ struct Context {
     host: String,
     workloads: Vec<String>,
     rows: Vec<Row>,
+    turn_columns: [&'static str; 8],
+    turns: Vec<Vec<String>>,
     sources: String,
     percentile_method: String,
     tool_version: String,
@@ -105,6 +113,11 @@ pub fn render_with_charts(summary: &Summary, charts_dir: Option<&Path>) -> Strin
                 label: label.to_string(),
                 values: cells.iter().map(|c| cell(c)).collect(),
             })
+            .collect(),
+        turn_columns: TURN_COLUMNS,
+        turns: turn_rows(summary)
+            .into_iter()
+            .map(|row| row.iter().map(|c| cell(c)).collect())
             .collect(),
         sources: sources_note(summary),
         percentile_method: p.percentile_method.clone(),

@@ -11,6 +11,7 @@ pub mod files;
 pub mod html;
 #[cfg(feature = "charts")]
 pub mod markdown;
+pub mod merge;
 pub mod names;
 pub mod progress;
 pub mod repeats;
@@ -105,6 +106,42 @@ pub(crate) fn slo_text(slo: &crate::workload::slo::Slo) -> String {
 /// The rows a summary's table shows, one cell per workload: the catalogue's rows, less those
 /// whose figures no workload has (goodput without objectives, server timings on the mock), and
 /// the goodput objectives after the goodput row when some workload measured goodput.
+/// The columns of the per-turn table.
+pub(crate) const TURN_COLUMNS: [&str; 8] = [
+    "Workload",
+    "Turn",
+    "Requests",
+    "Successful",
+    "Mean TTFT (ms)",
+    "P99 TTFT (ms)",
+    "Mean prompt (tokens)",
+    "Prefix hit rate",
+];
+
+/// The per-turn table of the summary's multi-turn workloads, a row per workload and turn
+/// (turns counted from 1, as a reader counts them); empty when no workload is multi-turn.
+pub(crate) fn turn_rows(summary: &Summary) -> Vec<[String; 8]> {
+    summary
+        .workloads
+        .iter()
+        .flat_map(|(name, m)| {
+            m.turns.iter().map(move |t| {
+                [
+                    name.clone(),
+                    (t.turn + 1).to_string(),
+                    t.requests.to_string(),
+                    t.successful_requests.to_string(),
+                    format!("{:.2}", t.avg_ttft_ms),
+                    format!("{:.2}", t.p99_ttft_ms),
+                    format!("{:.1}", t.avg_prompt_tokens),
+                    t.prefix_hit_rate
+                        .map_or_else(|| "n/a".to_string(), |r| format!("{:.1}%", 100.0 * r)),
+                ]
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn rows_for(summary: &Summary) -> Vec<(&'static str, Vec<String>)> {
     let mut rows = Vec::new();
     for row in catalogue::table_rows() {

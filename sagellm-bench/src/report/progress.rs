@@ -53,7 +53,7 @@ impl Report for ProgressBars {
             return Ok(());
         }
         let bar = ProgressBar::with_draw_target(
-            Some(workload.num_requests as u64),
+            Some(workload.own_requests() as u64),
             ProgressDrawTarget::stderr(),
         )
         .with_style(Self::style())

@@ -5,7 +5,9 @@ use std::io::IsTerminal;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 
-use super::{incomplete_note, rows_for, sources_note, Report, ReportError};
+use super::{
+    incomplete_note, rows_for, sources_note, turn_rows, Report, ReportError, TURN_COLUMNS,
+};
 use crate::results::summary::Summary;
 
 /// Renders the summary as a terminal table, with a header line and a footer of counts.
@@ -33,6 +35,27 @@ pub fn render(summary: &Summary) -> String {
         );
         table.add_row(row);
     }
+    let turns = turn_rows(summary);
+    let turns = if turns.is_empty() {
+        String::new()
+    } else {
+        let mut table = Table::new();
+        table
+            .load_preset(UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic)
+            .set_header(TURN_COLUMNS);
+        for row in turns {
+            table.add_row(row.into_iter().enumerate().map(|(i, c)| {
+                let cell = Cell::new(c);
+                if i == 0 {
+                    cell
+                } else {
+                    cell.set_alignment(CellAlignment::Right)
+                }
+            }));
+        }
+        format!("Per turn of the multi-turn sessions:\n{table}\n")
+    };
     let p = &summary.provenance;
     let o = &summary.overall;
     let incomplete = incomplete_note(summary);
@@ -42,7 +65,7 @@ pub fn render(summary: &Summary) -> String {
         incomplete + "\n"
     };
     format!(
-        "{incomplete}Benchmark results: backend {}, model {}\n{table}\n{} workloads, {} requests: {} successful, {} failed\nFigures: {}\n",
+        "{incomplete}Benchmark results: backend {}, model {}\n{table}\n{turns}{} workloads, {} requests: {} successful, {} failed\nFigures: {}\n",
         p.backend, p.model, o.total_workloads, o.total_requests, o.successful_requests, o.failed_requests,
         sources_note(summary)
     )

@@ -14,6 +14,7 @@ use crate::backend::{EngineFigures, FigureSource};
 use crate::results::goodput::{goodput, RequestLatency};
 use crate::results::record::{RequestRecord, TokenCountSource};
 use crate::results::samples::{RequestSample, WorkloadSamples};
+use crate::results::turns::{self, SessionFigures, TurnFigures};
 use crate::workload::slo::Slo;
 
 /// The version of the JSON files' shape. Bumped when a field changes meaning; adding a field
@@ -141,6 +142,13 @@ pub struct WorkloadMetrics {
     /// p99 passed 10 ms), so the server saw a lower rate than asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_overloaded: Option<bool>,
+
+    /// Multi-turn workloads only: the figures of each turn index over all sessions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turns: Vec<TurnFigures>,
+    /// Multi-turn workloads only: the sessions as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<SessionFigures>,
 
     /// The steady window (see `results::steady` and docs/METRICS.md, "Steady state"): its
     /// bounds in ms from the workload's start; absent when the load never reached its target.
@@ -442,6 +450,8 @@ pub fn aggregate_samples(
         schedule_lag_p99_ms: None,
         client_held_requests: None,
         client_overloaded: None,
+        turns: turns::per_turn(records),
+        sessions: turns::sessions(records),
         steady_start_ms: None,
         steady_end_ms: None,
         steady_requests: None,
@@ -453,6 +463,28 @@ pub fn aggregate_samples(
         steady_p99_e2el_ms: None,
         steady_too_short: None,
     }
+}
+
+/// Lag p99 above which an open loop counts as fallen behind its schedule, ms.
+pub const LAG_BEHIND_MS: f64 = 10.0;
+
+/// The 99th percentile of the requests' scheduling lag (`start_ms - scheduled_ms`, at least
+/// 0), over the requests that had a scheduled time; `None` when none had.
+pub fn schedule_lag_p99(samples: &WorkloadSamples) -> Option<f64> {
+    let mut lags: Vec<f64> = samples
+        .requests()
+        .iter()
+        .filter_map(|r| r.scheduled_ms().map(|s| (r.start_ms() - s).max(0.0)))
+        .filter(|lag| lag.is_finite())
+        .collect();
+    lags.sort_by(f64::total_cmp);
+    (!lags.is_empty()).then(|| percentile(&lags, 99.0))
+}
+
+/// Whether an open loop fell behind its schedule: a request waited for an in-flight slot, or
+/// the lag's p99 passed [`LAG_BEHIND_MS`].
+pub fn fell_behind(held_requests: u64, lag_p99_ms: Option<f64>) -> bool {
+    held_requests > 0 || lag_p99_ms.is_some_and(|p| p > LAG_BEHIND_MS)
 }
 
 /// The server's per-request means, in milliseconds.

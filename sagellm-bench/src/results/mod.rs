@@ -13,6 +13,7 @@ pub mod samples;
 pub mod steady;
 pub mod summary;
 pub mod time_bins;
+pub mod turns;
 
 use crate::results::metrics::WorkloadMetrics;
 use crate::results::samples::Samples;

@@ -40,6 +40,24 @@ pub struct RequestRecord {
     pub tbt_ms: Option<f64>,
     pub tpot_ms: Option<f64>,
     pub throughput_tps: Option<f64>,
+    /// Prompt tokens the engine served from its prefix cache, where the backend said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_prompt_tokens: Option<usize>,
+    /// The multi-turn session (0-based) this request is a turn of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<usize>,
+    /// Its turn within the session (0-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<usize>,
+}
+
+/// Where a request sits in a multi-turn workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Turn {
+    /// The session, 0-based.
+    pub session: usize,
+    /// The turn within it, 0-based.
+    pub turn: usize,
 }
 
 /// Where a request's output token count came from.
@@ -74,6 +92,8 @@ impl RequestRecord {
             usage_tokens,
             tokenizer_tokens,
             error,
+            cached_prompt_tokens,
+            turn,
         } = raw;
         let stream_tokens: usize = token_counts.iter().sum();
         let (output_tokens, output_tokens_source) = match (usage_tokens, tokenizer_tokens) {
@@ -101,6 +121,9 @@ impl RequestRecord {
             tbt_ms: None,
             tpot_ms: None,
             throughput_tps: None,
+            cached_prompt_tokens,
+            session: turn.map(|t| t.session),
+            turn: turn.map(|t| t.turn),
         };
         let (Some(&first), Some(&done)) =
             (record.token_times_ms.first(), record.token_times_ms.last())
@@ -154,6 +177,10 @@ pub struct RawRequest {
     /// report and a tokenizer was given.
     pub tokenizer_tokens: Option<usize>,
     pub error: Option<RequestError>,
+    /// Prompt tokens the engine served from its prefix cache, where the backend said.
+    pub cached_prompt_tokens: Option<usize>,
+    /// For a multi-turn workload: the session (0-based) and the turn within it (0-based).
+    pub turn: Option<Turn>,
 }
 
 /// Records for unit tests: one content event per time in `times` (ms after `t0`), failed with

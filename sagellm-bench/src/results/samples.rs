@@ -35,6 +35,23 @@ pub struct RequestSample {
     e2el_ms: f64,
     output_tokens_source: TokenCountSource,
     error_kind: Option<ErrorKind>,
+    /// The turn within its multi-turn session, 0-based; `NO_TURN` for a single-turn request
+    /// (validation keeps sessions below it).
+    turn: u16,
+    /// Prompt tokens served from the prefix cache; `ABSENT` when the backend did not say.
+    cached_prompt_tokens: u32,
+}
+
+/// What `cached_prompt_tokens` holds when absent, and `turn` when the request is no turn: a
+/// narrow integer and a sentinel keep the sample at 80 bytes, where an `Option<usize>` would
+/// take 16 bytes each.
+const ABSENT: u32 = u32::MAX;
+const NO_TURN: u16 = u16::MAX;
+
+fn narrow(value: Option<usize>) -> u32 {
+    value.map_or(ABSENT, |v| {
+        u32::try_from(v).unwrap_or(ABSENT - 1).min(ABSENT - 1)
+    })
 }
 
 fn present(value: f64) -> Option<f64> {
@@ -51,6 +68,8 @@ impl PartialEq for RequestSample {
                 s.stream_tokens,
                 s.output_tokens_source,
                 s.error_kind,
+                s.turn,
+                s.cached_prompt_tokens,
             )
         };
         // Compared through the accessors, where an absent value (NaN) equals another.
@@ -88,7 +107,21 @@ impl RequestSample {
                 (None, false) => Some(ErrorKind::Protocol),
                 (None, true) => None,
             },
+            turn: record.turn.map_or(NO_TURN, |t| {
+                u16::try_from(t).unwrap_or(NO_TURN - 1).min(NO_TURN - 1)
+            }),
+            cached_prompt_tokens: narrow(record.cached_prompt_tokens),
         }
+    }
+
+    /// The turn within its multi-turn session (0-based), for a turn of one.
+    pub fn turn(&self) -> Option<usize> {
+        (self.turn != NO_TURN).then_some(self.turn as usize)
+    }
+
+    /// Prompt tokens the engine served from its prefix cache, where the backend said.
+    pub fn cached_prompt_tokens(&self) -> Option<usize> {
+        (self.cached_prompt_tokens != ABSENT).then_some(self.cached_prompt_tokens as usize)
     }
 
     /// 0-based position among the workload's measured requests.

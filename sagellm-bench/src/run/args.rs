@@ -77,6 +77,12 @@ pub struct ServerArgs {
     #[arg(long)]
     pub no_metrics: bool,
 
+    /// Send each request's session id in this header, for routers that keep a session on one
+    /// replica (e.g. X-Session-ID): multi-turn runs (--sessions) send `<workload>-<session>`,
+    /// trace replays the trace's session_id
+    #[arg(long, value_name = "NAME")]
+    pub session_header: Option<String>,
+
     /// The model's tokenizer.json: counts the output of responses without a `usage` block by
     /// tokenizing the streamed text (else one token per chunk). The results say which count
     /// each request used
@@ -147,6 +153,7 @@ const SERVER_ONLY: &[&str] = &[
     "metrics_url",
     "no_metrics",
     "tokenizer",
+    "session_header",
 ];
 /// Read by the server backends and by registered ones.
 const TIMEOUTS: &[&str] = &["request_timeout", "stall_timeout"];
@@ -302,6 +309,7 @@ impl ServerArgs {
             metrics_url: self.metrics_url.clone(),
             no_metrics: self.no_metrics,
             tokenizer: self.tokenizer.clone(),
+            session_header: self.session_header.clone(),
             ..OpenAiConfig::default()
         })
     }

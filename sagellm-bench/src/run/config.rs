@@ -38,7 +38,9 @@ use serde::Deserialize;
 #[cfg(feature = "cpu")]
 use crate::backend::cpu::CpuConfig;
 use crate::backend::mock::MockConfig;
+use crate::workload::session::{Sessions, ThinkTime};
 use crate::workload::slo::Slo;
+use crate::workload::trace::{parse_window, Trace, TraceFormat, TraceOptions};
 use crate::workload::{Arrival, OpenLoop, Workload};
 
 /// The fields a workload table may set.
@@ -53,6 +55,17 @@ pub const WORKLOAD_FIELDS: &[&str] = &[
     "goodput",
     "seed",
     "shared_prefix_tokens",
+    "sessions",
+    "turns",
+    "think_time",
+    "system_prompt_tokens",
+    "shared_system_prompt",
+    "trace",
+    "trace_format",
+    "trace_speed",
+    "trace_max_gap",
+    "trace_window",
+    "trace_block_size",
 ];
 
 /// A parsed config file.
@@ -82,6 +95,16 @@ pub struct WorkloadPatch {
     pub goodput: Option<Slo>,
     pub seed: Option<u64>,
     pub shared_prefix_tokens: Option<usize>,
+    /// Multi-turn: this many sessions (`prompt_tokens` is then each user message's length).
+    pub sessions: Option<usize>,
+    pub turns: Option<usize>,
+    pub think_time: Option<ThinkTime>,
+    pub system_prompt_tokens: Option<usize>,
+    pub shared_system_prompt: Option<bool>,
+    /// A trace to replay: its file (relative to the config file's folder), its format and the
+    /// replay options.
+    pub trace: Option<(PathBuf, TraceFormat)>,
+    pub trace_options: TraceOptions,
 }
 
 /// A config file, or a workload selection, that cannot be used; each variant says where and why.
@@ -173,8 +196,9 @@ impl Config {
                                 .to_string(),
                         ));
                     };
+                    let folder = Path::new(file).parent().unwrap_or(Path::new(""));
                     for (name, fields) in workloads {
-                        let patch = parse_patch(&name, fields)
+                        let patch = parse_patch(&name, fields, folder)
                             .map_err(|e| invalid(format!("workload `{name}`: {e}")))?;
                         config.workloads.insert(name, patch);
                     }
@@ -246,10 +270,15 @@ impl Config {
         let mut w = match preset {
             Some(w) => w,
             None => {
+                // A trace brings its lengths and count; sessions their count.
+                let (replay, multi_turn) = (patch.trace.is_some(), patch.sessions.is_some());
                 let missing: Vec<&str> = [
-                    ("prompt_tokens", patch.prompt_tokens.is_none()),
-                    ("output_tokens", patch.output_tokens.is_none()),
-                    ("num_requests", patch.num_requests.is_none()),
+                    ("prompt_tokens", patch.prompt_tokens.is_none() && !replay),
+                    ("output_tokens", patch.output_tokens.is_none() && !replay),
+                    (
+                        "num_requests",
+                        patch.num_requests.is_none() && !replay && !multi_turn,
+                    ),
                 ]
                 .iter()
                 .filter(|(_, m)| *m)
@@ -275,6 +304,13 @@ impl Config {
             goodput,
             seed,
             shared_prefix_tokens,
+            sessions,
+            turns,
+            think_time,
+            system_prompt_tokens,
+            shared_system_prompt,
+            trace,
+            trace_options,
         } = patch;
         w.goodput = goodput.or(self.goodput);
         w.prompt_tokens = prompt_tokens.unwrap_or(w.prompt_tokens);
@@ -304,18 +340,47 @@ impl Config {
                 }
             }
         }
+        if let Some(count) = sessions {
+            let mut sessions = Sessions::synthetic(count, turns.unwrap_or(4), w.prompt_tokens);
+            sessions.think_time = think_time.unwrap_or_default();
+            sessions.system_prompt_tokens = system_prompt_tokens.unwrap_or(0);
+            sessions.system_prompt_shared = shared_system_prompt.unwrap_or(false);
+            if num_requests.is_some() {
+                return Err(fail(
+                    "a multi-turn workload sends sessions × turns requests; drop `num_requests`"
+                        .into(),
+                ));
+            }
+            w.set_sessions(sessions);
+        }
+        if let Some((file, format)) = trace {
+            if sessions.is_some()
+                || concurrency.is_some()
+                || rate.is_some()
+                || num_requests.is_some()
+            {
+                return Err(fail(
+                    "a `trace` sets its requests and when each starts; drop `sessions`, `num_requests`, `concurrency` and `rate` (take a part of it with `trace_window`)".into(),
+                ));
+            }
+            let trace =
+                Trace::load(&file, format, trace_options).map_err(|e| fail(e.to_string()))?;
+            w.set_trace(trace);
+        }
         w.validate().map_err(fail)?;
         Ok(w)
     }
 }
 
-fn parse_patch(name: &str, fields: toml::Value) -> Result<WorkloadPatch, String> {
+fn parse_patch(name: &str, fields: toml::Value, folder: &Path) -> Result<WorkloadPatch, String> {
     let toml::Value::Table(fields) = fields else {
         return Err(format!(
             "must be a table, like [workloads.{name}] followed by `field = value` lines"
         ));
     };
     let mut patch = WorkloadPatch::default();
+    let mut trace_file: Option<PathBuf> = None;
+    let mut trace_format: Option<TraceFormat> = None;
     for (field, value) in fields {
         let count = || -> Result<usize, String> {
             value
@@ -333,6 +398,61 @@ fn parse_patch(name: &str, fields: toml::Value) -> Result<WorkloadPatch, String>
             "concurrency" => patch.concurrency = Some(count()?),
             "shared_prefix_tokens" => patch.shared_prefix_tokens = Some(count()?),
             "seed" => patch.seed = Some(count()? as u64),
+            "sessions" => patch.sessions = Some(count()?),
+            "turns" => patch.turns = Some(count()?),
+            "system_prompt_tokens" => patch.system_prompt_tokens = Some(count()?),
+            "trace_block_size" => patch.trace_options.block_size = count()?,
+            "shared_system_prompt" => {
+                patch.shared_system_prompt = Some(value.as_bool().ok_or_else(|| {
+                    format!("field `shared_system_prompt` must be true or false, not {value}")
+                })?)
+            }
+            "think_time" => {
+                let text = match &value {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    _ => String::new(),
+                };
+                patch.think_time =
+                    Some(ThinkTime::parse(&text).map_err(|e| format!("field `think_time`: {e}"))?);
+            }
+            "trace" => {
+                let file = value.as_str().ok_or_else(|| {
+                    format!("field `trace` must be the trace file's path, not {value}")
+                })?;
+                trace_file = Some(folder.join(file));
+            }
+            "trace_format" => {
+                trace_format =
+                    Some(value.as_str().and_then(TraceFormat::parse).ok_or_else(|| {
+                        format!(
+                            "field `trace_format` must be \"mooncake\" or \"jsonl\", not {value}"
+                        )
+                    })?);
+            }
+            "trace_speed" | "trace_max_gap" => {
+                let number = match value {
+                    toml::Value::Float(f) => f,
+                    toml::Value::Integer(i) => i as f64,
+                    _ => return Err(format!("field `{field}` must be a number, not {value}")),
+                };
+                if field == "trace_speed" {
+                    patch.trace_options.speed = number;
+                } else if number.is_finite() && number >= 0.0 {
+                    patch.trace_options.max_gap = Some(std::time::Duration::from_secs_f64(number));
+                } else {
+                    return Err(format!(
+                        "field `trace_max_gap` must be seconds from 0, not {value}"
+                    ));
+                }
+            }
+            "trace_window" => {
+                let text = value.as_str().ok_or_else(|| {
+                    format!("field `trace_window` must be a string like \"60..120\", not {value}")
+                })?;
+                patch.trace_options.window = Some(parse_window(text)?);
+            }
             "rate" => {
                 let rate = match value {
                     toml::Value::Float(f) => f,
@@ -360,6 +480,20 @@ fn parse_patch(name: &str, fields: toml::Value) -> Result<WorkloadPatch, String>
                 ))
             }
         }
+    }
+    match (trace_file, trace_format) {
+        (Some(file), format) => patch.trace = Some((file, format.unwrap_or(TraceFormat::Mooncake))),
+        (None, Some(_)) => return Err("field `trace_format` needs a `trace` file".into()),
+        (None, None) => {}
+    }
+    let sets_trace_options = patch.trace_options != TraceOptions::default();
+    if sets_trace_options && patch.trace.is_none() {
+        return Err("the trace_* fields need a `trace` file".into());
+    }
+    let sets_session_fields =
+        patch.turns.is_some() || patch.think_time.is_some() || patch.system_prompt_tokens.is_some();
+    if sets_session_fields && patch.sessions.is_none() {
+        return Err("turns, think_time, system_prompt_tokens and shared_system_prompt need `sessions` (the number of multi-turn sessions)".into());
     }
     Ok(patch)
 }

@@ -99,7 +99,7 @@ fn open_now() -> u64 {
 pub fn connections_needed(workload: &Workload) -> usize {
     match workload.arrival {
         Arrival::Closed { concurrency } => concurrency.min(workload.num_requests),
-        Arrival::Poisson { .. } | Arrival::Constant { .. } => 1,
+        Arrival::Poisson { .. } | Arrival::Constant { .. } | Arrival::Trace => 1,
     }
 }
 
@@ -166,7 +166,7 @@ pub fn memory_available() -> Option<u64> {
 pub fn memory_needed(workload: &Workload) -> u64 {
     let in_flight = match workload.arrival {
         Arrival::Closed { concurrency } => concurrency.min(workload.num_requests),
-        Arrival::Poisson { .. } | Arrival::Constant { .. } => {
+        Arrival::Poisson { .. } | Arrival::Constant { .. } | Arrival::Trace => {
             open_loop_slots().min(workload.num_requests)
         }
     } as u64;

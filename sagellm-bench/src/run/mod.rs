@@ -1,5 +1,5 @@
-//! Running workloads: the runner (closed and open loop), interrupts, memory sampling, and the
-//! config file that selects the workloads and the backends' settings.
+//! Running workloads: the runner (closed and open loop), interrupts, memory sampling, a shard's
+//! common start, and the config file that selects the workloads and the backends' settings.
 //!
 //! Imports from `results/`, `backend/` and `workload/`, never from the layers above.
 
@@ -12,3 +12,4 @@ mod memory;
 pub mod repeat;
 pub mod runner;
 pub mod search;
+pub mod shard;

@@ -17,13 +17,14 @@ use crate::backend::{
     Backend, BackendError, ErrorKind, GenerationRequest, RequestError, StreamEvent,
 };
 use crate::results::metrics::{self, WallClock};
-use crate::results::record::{RawRequest, RequestRecord};
+use crate::results::record::{RawRequest, RequestRecord, Turn};
 use crate::results::samples::{RequestSample, WorkloadSamples};
 use crate::results::summary::{Provenance, Summary};
 use crate::results::WorkloadResult;
 use crate::run::hooks::{Report, ReportError};
 use crate::run::interrupt::Interrupt;
 use crate::run::memory::MemorySampler;
+use crate::workload::session::{History, Role};
 use crate::workload::setup::Response;
 use crate::workload::{Arrival, Workload};
 
@@ -159,6 +160,7 @@ async fn run_workload_with(
             prompt: prompt.text,
             prompt_tokens: prompt.tokens,
             max_output_tokens: workload.output_tokens,
+            ..GenerationRequest::default()
         };
         // Stoppable like the measured requests: after an interrupt, the warm-up request in
         // flight gets the grace period, then is abandoned (it is not recorded anyway).
@@ -203,7 +205,7 @@ async fn run_workload_with(
     ));
     // Each record goes to the reporters (which write it to disk), leaves its sample here, and
     // is dropped: memory grows by a sample a request, not by the request's tokens.
-    let mut samples = WorkloadSamples::with_capacity(workload.num_requests);
+    let mut samples = WorkloadSamples::with_capacity(workload.own_requests());
     // After an interrupt, requests in flight get `grace` to finish; then they are abandoned.
     let mut grace: Option<std::pin::Pin<Box<crate::backend::clock::Sleep>>> = None;
     loop {
@@ -216,7 +218,7 @@ async fn run_workload_with(
             }
             _ = async { grace.as_mut().expect("guarded").await }, if grace.is_some() => {
                 driver.abort();
-                let abandoned = workload.num_requests.saturating_sub(samples.requests().len());
+                let abandoned = workload.own_requests().saturating_sub(samples.requests().len());
                 tracing::warn!(workload = %workload.name, "grace period over: {abandoned} requests not recorded");
                 // Keep whatever finished before the abort landed.
                 while let Ok(record) = rx.try_recv() {
@@ -278,13 +280,13 @@ async fn run_workload_with(
         metrics.set_goodput(slo, samples.requests().iter().map(RequestSample::latency));
     }
     metrics.set_steady_state(&workload.arrival, samples.requests());
-    if let Some(rate) = workload.arrival.rate() {
+    if !matches!(workload.arrival, Arrival::Closed { .. }) {
         falling_behind(
             &mut metrics,
             &samples,
             held.load(Ordering::Relaxed),
             slots,
-            rate,
+            &workload.arrival.describe(),
         );
     }
     Ok(WorkloadResult {
@@ -294,33 +296,23 @@ async fn run_workload_with(
     })
 }
 
-/// Lag p99 above which an open loop counts as fallen behind its schedule, ms.
-const LAG_BEHIND_MS: f64 = 10.0;
-
 /// Sets the open-loop figures of the client keeping up with its schedule, warning when it did
-/// not: the server then saw a lower rate than the one asked for.
+/// not: the server saw a lower rate than the one asked for.
 fn falling_behind(
     metrics: &mut metrics::WorkloadMetrics,
     samples: &WorkloadSamples,
     held: u64,
     slots: usize,
-    rate: f64,
+    schedule: &str,
 ) {
-    let mut lags: Vec<f64> = samples
-        .requests()
-        .iter()
-        .filter_map(|r| r.scheduled_ms().map(|s| (r.start_ms() - s).max(0.0)))
-        .filter(|lag| lag.is_finite())
-        .collect();
-    lags.sort_by(f64::total_cmp);
-    let p99 = (!lags.is_empty()).then(|| metrics::percentile(&lags, 99.0));
-    let overloaded = held > 0 || p99.is_some_and(|p| p > LAG_BEHIND_MS);
+    let p99 = metrics::schedule_lag_p99(samples);
+    let overloaded = metrics::fell_behind(held, p99);
     metrics.schedule_lag_p99_ms = p99;
     metrics.client_held_requests = Some(held);
     metrics.client_overloaded = Some(overloaded);
     if overloaded {
         tracing::warn!(
-            "workload {}: the client fell behind its schedule of {rate} req/s: {held} requests waited for one of its {slots} in-flight slots, scheduling lag p99 {:.1} ms; the server saw a lower rate than asked (lower --request-rate, or raise `ulimit -n`)",
+            "workload {}: the client fell behind its schedule ({schedule}): {held} requests waited for one of its {slots} in-flight slots, scheduling lag p99 {:.1} ms; the server saw a lower rate than asked (lower --request-rate or --trace-speed, or raise `ulimit -n`)",
             metrics.workload,
             p99.unwrap_or(0.0)
         );
@@ -334,7 +326,8 @@ struct OpenLoopSlots {
     held: Arc<AtomicU64>,
 }
 
-/// Sends every measured request of `workload` as its arrival process says.
+/// Sends every measured request of `workload` as its arrival process says: single requests,
+/// or the turns of its sessions.
 async fn send_all(
     backend: Arc<dyn Backend>,
     clock: Clock,
@@ -344,38 +337,85 @@ async fn send_all(
     interrupt: Interrupt,
     open_loop: OpenLoopSlots,
 ) {
-    let workload = Arc::new(workload);
+    let context = Arc::new(Sender {
+        backend,
+        clock,
+        workload,
+        origin,
+        records,
+        interrupt,
+    });
     let mut tasks = tokio::task::JoinSet::new();
-    match workload.arrival {
+    // What a closed loop or a schedule starts: one request, or one whole session.
+    let (count, job): (usize, Job) = match &context.workload.sessions {
+        Some(sessions) => {
+            let first_turns: Arc<Vec<usize>> = Arc::new(
+                (0..sessions.count)
+                    .scan(0, |next, s| {
+                        let first = *next;
+                        *next += sessions.turns_of(s);
+                        Some(first)
+                    })
+                    .collect(),
+            );
+            let context = context.clone();
+            let job: Job = Arc::new(move |session, scheduled| {
+                let (context, first_turns) = (context.clone(), first_turns.clone());
+                Box::pin(async move {
+                    context
+                        .session(session, first_turns[session], scheduled)
+                        .await
+                })
+            });
+            (sessions.count, job)
+        }
+        None => {
+            let requests = context.workload.num_requests;
+            let context = context.clone();
+            let job: Job = Arc::new(move |index, scheduled| {
+                let context = context.clone();
+                Box::pin(async move {
+                    let planned = context.single(index, scheduled);
+                    let (record, _) = context.measure(planned).await;
+                    let _ = context.records.send(record);
+                })
+            });
+            (requests, job)
+        }
+    };
+    // A shard sends items `index`, `index + count`, ... of the global schedule.
+    let shard = context.workload.shard;
+    let (first, step) = shard.map_or((0, 1), |s| (s.index, s.count));
+    match context.workload.arrival {
         Arrival::Closed { concurrency } => {
+            let own = shard.map_or(count, |s| s.owned_of(count));
+            let workers = shard.map_or(concurrency, |s| s.concurrency(concurrency));
             let next = Arc::new(AtomicUsize::new(0));
-            for _ in 0..concurrency.min(workload.num_requests) {
-                let (backend, clock, workload) = (backend.clone(), clock.clone(), workload.clone());
-                let (next, records) = (next.clone(), records.clone());
-                let interrupt = interrupt.clone();
+            for _ in 0..workers.min(own) {
+                let (next, job, interrupt) = (next.clone(), job.clone(), context.interrupt.clone());
                 tasks.spawn(async move {
                     loop {
                         if interrupt.is_requested() {
                             break;
                         }
-                        let index = next.fetch_add(1, Ordering::Relaxed);
-                        if index >= workload.num_requests {
+                        let taken = next.fetch_add(1, Ordering::Relaxed);
+                        if taken >= own {
                             break;
                         }
-                        let record =
-                            measure(backend.as_ref(), &clock, &workload, index, origin, None).await;
-                        let _ = records.send(record);
+                        job(first + taken * step, None).await;
                     }
                 });
             }
         }
-        Arrival::Poisson { .. } | Arrival::Constant { .. } => {
-            let schedule = workload
-                .arrival
-                .schedule(workload.num_requests, workload.seed)
-                .unwrap_or_default();
+        Arrival::Poisson { .. } | Arrival::Constant { .. } | Arrival::Trace => {
+            let schedule = context.workload.schedule().unwrap_or_default();
             let slots = Arc::new(tokio::sync::Semaphore::new(open_loop.slots));
-            for (index, offset) in schedule.into_iter().enumerate() {
+            let (clock, interrupt) = (&context.clock, &context.interrupt);
+            let owned = schedule
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| shard.map_or(true, |s| s.owns(*i)));
+            for (index, offset) in owned {
                 tokio::select! {
                     _ = clock.sleep_until(origin + offset) => {}
                     _ = interrupt.requested() => break,
@@ -395,20 +435,10 @@ async fn send_all(
                         }
                     }
                 };
-                let (backend, clock, workload) = (backend.clone(), clock.clone(), workload.clone());
-                let records = records.clone();
+                let job = job.clone();
                 tasks.spawn(async move {
                     let _permit = permit;
-                    let record = measure(
-                        backend.as_ref(),
-                        &clock,
-                        &workload,
-                        index,
-                        origin,
-                        Some(offset),
-                    )
-                    .await;
-                    let _ = records.send(record);
+                    job(index, Some(offset)).await;
                 });
             }
         }
@@ -416,55 +446,175 @@ async fn send_all(
     while tasks.join_next().await.is_some() {}
 }
 
-/// Sends measured request `index` and builds its record.
-async fn measure(
-    backend: &dyn Backend,
-    clock: &Clock,
-    workload: &Workload,
-    index: usize,
+/// What the arrival process starts: request (or session) `index`, meant to start at the
+/// given offset from the workload's start (`None` in a closed loop).
+type Job =
+    Arc<dyn Fn(usize, Option<Duration>) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// What every request task of a workload shares.
+struct Sender {
+    backend: Arc<dyn Backend>,
+    clock: Clock,
+    workload: Workload,
     origin: Duration,
+    records: tokio::sync::mpsc::UnboundedSender<RequestRecord>,
+    interrupt: Interrupt,
+}
+
+/// One measured request, ready to send.
+struct Planned {
+    index: usize,
+    request: GenerationRequest,
+    turn: Option<Turn>,
     scheduled: Option<Duration>,
-) -> RequestRecord {
-    let prompt = workload.prompt(index, false);
-    let check = workload.check.as_ref();
-    let prompt_text = check.map(|_| prompt.text.clone()).unwrap_or_default();
-    let request = GenerationRequest {
-        prompt: prompt.text,
-        prompt_tokens: prompt.tokens,
-        max_output_tokens: workload.output_tokens,
-    };
-    let counter = backend.output_token_counter();
-    let (t0, mut raw, mut text) = send(
-        backend,
-        clock,
-        request,
-        check.is_some() || counter.is_some(),
-    )
-    .await;
-    if let (Some(counter), None) = (counter, raw.usage_tokens) {
-        // After the last stamp, and off the runtime's workers: tokenizing must not delay the
-        // stamps of the requests still streaming.
-        let counted = tokio::task::spawn_blocking(move || (counter.count(&text), text)).await;
-        (raw.tokenizer_tokens, text) = counted.unwrap_or_default();
-    }
-    if let (Some(check), None) = (check, &raw.error) {
-        let response = Response {
+    /// Whether the answer's text is kept (a session feeds it back).
+    keep_answer: bool,
+}
+
+impl Sender {
+    /// Measured request `index` of a single-turn workload (synthetic, a prompt list or a trace).
+    fn single(&self, index: usize, scheduled: Option<Duration>) -> Planned {
+        let workload = &self.workload;
+        let prompt = workload.prompt(index, false);
+        let session_id = workload
+            .trace
+            .as_ref()
+            .and_then(|t| t.requests()[index % t.len()].session_id.clone());
+        Planned {
             index,
-            prompt: &prompt_text,
-            text: &text,
-            output_tokens: raw
-                .usage_tokens
-                .or(raw.tokenizer_tokens)
-                .unwrap_or_else(|| raw.token_counts.iter().sum()),
-        };
-        if let Err(message) = check.check(&response) {
-            raw.error = Some(RequestError::new(ErrorKind::Check, message));
+            request: GenerationRequest {
+                prompt: prompt.text,
+                prompt_tokens: prompt.tokens,
+                max_output_tokens: workload.output_tokens_of(index),
+                session_id,
+                ..GenerationRequest::default()
+            },
+            turn: None,
+            scheduled,
+            keep_answer: false,
         }
     }
-    raw.index = index;
-    raw.start_ms = ms(t0 - origin);
-    raw.scheduled_ms = scheduled.map(ms);
-    RequestRecord::new(raw)
+
+    /// Sends every turn of `session`, one after the other, each holding the conversation so
+    /// far; its first turn is measured request `first_index`. After a failed turn, the
+    /// session's remaining turns are recorded as not sent; after an interrupt, they are not
+    /// recorded (like every request an interrupt keeps from being sent).
+    async fn session(&self, session: usize, first_index: usize, scheduled: Option<Duration>) {
+        let workload = &self.workload;
+        let sessions = workload.sessions.as_ref().expect("a multi-turn workload");
+        let seed = workload.seed;
+        let turns = sessions.turns_of(session);
+        let mut history = History::new(sessions.system_of(seed, session));
+        for turn in 0..turns {
+            if self.interrupt.is_requested() {
+                return;
+            }
+            history.push(Role::User, sessions.user_message(seed, session, turn));
+            let prompt = history.render();
+            let planned = Planned {
+                index: first_index + turn,
+                request: GenerationRequest {
+                    prompt_tokens: prompt.split_whitespace().count(),
+                    prompt,
+                    max_output_tokens: workload.output_tokens,
+                    messages: history.messages().to_vec(),
+                    session_id: Some(format!("{}-{session}", workload.name)),
+                },
+                turn: Some(Turn { session, turn }),
+                // Later turns follow the answer before them, not the schedule.
+                scheduled: scheduled.filter(|_| turn == 0),
+                keep_answer: true,
+            };
+            let (record, answer) = self.measure(planned).await;
+            let failure = record.error.clone();
+            let _ = self.records.send(record);
+            if let Some(failure) = failure {
+                self.not_sent(session, first_index, turn + 1..turns, &failure);
+                return;
+            }
+            history.push(Role::Assistant, answer);
+            if turn + 1 < turns {
+                let pause = sessions.think_time.after(seed, session, turn);
+                tokio::select! {
+                    _ = self.clock.sleep(pause) => {}
+                    _ = self.interrupt.requested() => return,
+                }
+            }
+        }
+    }
+
+    /// Records turns `turns` of `session` as never sent, because of `failure` before them.
+    fn not_sent(
+        &self,
+        session: usize,
+        first_index: usize,
+        turns: std::ops::Range<usize>,
+        failure: &RequestError,
+    ) {
+        let failed_turn = turns.start - 1;
+        let start_ms = ms(self.clock.now() - self.origin);
+        for turn in turns {
+            let raw = RawRequest {
+                index: first_index + turn,
+                start_ms,
+                turn: Some(Turn { session, turn }),
+                error: Some(RequestError::new(
+                    ErrorKind::NotSent,
+                    format!("not sent: turn {failed_turn} of this session failed ({failure})"),
+                )),
+                ..RawRequest::default()
+            };
+            let _ = self.records.send(RequestRecord::new(raw));
+        }
+    }
+
+    /// Sends a planned request and builds its record; returns the answer's text too when the
+    /// plan keeps it.
+    async fn measure(&self, planned: Planned) -> (RequestRecord, String) {
+        let (backend, clock, workload) = (self.backend.as_ref(), &self.clock, &self.workload);
+        let Planned {
+            index,
+            request,
+            turn,
+            scheduled,
+            keep_answer,
+        } = planned;
+        let check = workload.check.as_ref();
+        let prompt_text = check.map(|_| request.prompt.clone()).unwrap_or_default();
+        let counter = backend.output_token_counter();
+        let (t0, mut raw, mut text) = send(
+            backend,
+            clock,
+            request,
+            keep_answer || check.is_some() || counter.is_some(),
+        )
+        .await;
+        if let (Some(counter), None) = (counter, raw.usage_tokens) {
+            // After the last stamp, and off the runtime's workers: tokenizing must not delay
+            // the stamps of the requests still streaming.
+            let counted = tokio::task::spawn_blocking(move || (counter.count(&text), text)).await;
+            (raw.tokenizer_tokens, text) = counted.unwrap_or_default();
+        }
+        if let (Some(check), None) = (check, &raw.error) {
+            let response = Response {
+                index,
+                prompt: &prompt_text,
+                text: &text,
+                output_tokens: raw
+                    .usage_tokens
+                    .or(raw.tokenizer_tokens)
+                    .unwrap_or_else(|| raw.token_counts.iter().sum()),
+            };
+            if let Err(message) = check.check(&response) {
+                raw.error = Some(RequestError::new(ErrorKind::Check, message));
+            }
+        }
+        raw.index = index;
+        raw.turn = turn;
+        raw.start_ms = ms(t0 - self.origin);
+        raw.scheduled_ms = scheduled.map(ms);
+        (RequestRecord::new(raw), text)
+    }
 }
 
 /// Sends one request and stamps each event as it arrives, relative to `t0`, the moment the
@@ -494,6 +644,9 @@ async fn send(
         let at = ms(at - t0);
         match event {
             Some(StreamEvent::Tokens { tokens: 0, .. }) => {} // role-only or empty: not output
+            Some(StreamEvent::PrefixCached { tokens }) => {
+                sent.cached_prompt_tokens.get_or_insert(tokens);
+            }
             Some(StreamEvent::Tokens {
                 tokens,
                 text: chunk,

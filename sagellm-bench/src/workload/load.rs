@@ -4,8 +4,11 @@
 //! `<workload>_r<rate>` (the names `#[workload(concurrency = [..])]` gives), in order, so the
 //! results read as a curve.
 
+use crate::workload::session::Sessions;
 use crate::workload::setup::Prompts;
+use crate::workload::shard::Shard;
 use crate::workload::slo::Slo;
+use crate::workload::trace::Trace;
 use crate::workload::{Arrival, OpenLoop, Workload};
 
 /// What the command line sets over every selected workload; `None` or an empty list keeps the
@@ -24,6 +27,13 @@ pub struct LoadShape {
     pub goodput: Option<Slo>,
     /// Real prompts for every workload, in place of its synthetic ones (`--dataset`).
     pub prompts: Option<Prompts>,
+    /// Makes every workload multi-turn (`--sessions`); a `user_tokens` of 0 takes each
+    /// workload's `prompt_tokens` as its user message length.
+    pub sessions: Option<Sessions>,
+    /// A trace every workload replays instead of its own requests (`--trace`).
+    pub trace: Option<Trace>,
+    /// The part of every workload this process sends (`--shard K/N`).
+    pub shard: Option<Shard>,
 }
 
 impl LoadShape {
@@ -48,6 +58,28 @@ impl LoadShape {
                 "give --concurrency (closed loop) or --request-rate (open loop), not both".into(),
             );
         }
+        if self.trace.is_some() {
+            if self.sessions.is_some() {
+                return Err("give --trace (replay) or --sessions (multi-turn), not both".into());
+            }
+            if !self.concurrency.is_empty() || !self.request_rates.is_empty() {
+                return Err(
+                    "a --trace sets when each request starts; drop --concurrency and --request-rate (speed it up or slow it down with --trace-speed)"
+                        .into(),
+                );
+            }
+            if self.num_requests.is_some() || self.prompts.is_some() {
+                return Err(
+                    "a --trace sets its requests and their prompts; drop --num-requests and --dataset (take a part of it with --trace-window)"
+                        .into(),
+                );
+            }
+        }
+        if self.sessions.is_some() && self.num_requests.is_some() {
+            return Err(
+                "a multi-turn run sends --sessions × --turns requests; drop --num-requests".into(),
+            );
+        }
         let mut shaped = Vec::new();
         for mut w in workloads {
             if let Some(n) = self.num_requests {
@@ -62,6 +94,17 @@ impl LoadShape {
             if self.prompts.is_some() {
                 w.prompts = self.prompts.clone();
             }
+            if let Some(sessions) = &self.sessions {
+                let mut sessions = sessions.clone();
+                if sessions.user_tokens == 0 {
+                    sessions.user_tokens = w.prompt_tokens;
+                }
+                w.set_sessions(sessions);
+            }
+            if let Some(trace) = &self.trace {
+                w.set_trace(trace.clone());
+            }
+            w.shard = self.shard;
             let sweep = self.concurrency.len() > 1 || self.request_rates.len() > 1;
             let name = |suffix: String| {
                 if sweep {

@@ -3,8 +3,11 @@
 //! The bottom layer: it imports nothing else of the crate.
 
 pub mod load;
+pub mod session;
 pub mod setup;
+pub mod shard;
 pub mod slo;
+pub mod trace;
 
 use std::time::Duration;
 
@@ -12,8 +15,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::workload::session::Sessions;
 use crate::workload::setup::{Prompts, ResponseCheck};
+use crate::workload::shard::Shard;
 use crate::workload::slo::Slo;
+use crate::workload::trace::Trace;
 
 /// Whether `c` may appear in a name that becomes a file or folder name (a workload, a
 /// baseline, a compared run): letters, digits, `_`, `-` and `.`. The `#[workload]` macro checks
@@ -48,6 +54,15 @@ pub struct Workload {
     pub prompts: Option<Prompts>,
     /// A check of each successful response (set in code, see [`crate::Setup`]).
     pub check: Option<ResponseCheck>,
+    /// Multi-turn sessions: every measured request is a turn of one (see
+    /// [`session`]); `num_requests` is then their total of turns.
+    pub sessions: Option<Sessions>,
+    /// A trace to replay: its requests, lengths and times replace the synthetic ones, and the
+    /// arrival is [`Arrival::Trace`] (see [`trace`]).
+    pub trace: Option<Trace>,
+    /// The part of the workload this process sends when several send it together (see
+    /// [`shard`]); `None` sends it all.
+    pub shard: Option<Shard>,
 }
 
 /// How requests are sent to the backend.
@@ -72,6 +87,9 @@ pub enum Arrival {
         /// Requests per second.
         rate: f64,
     },
+    /// Replay: each request starts at its time in the workload's trace, whatever the backend
+    /// is doing.
+    Trace,
 }
 
 impl Arrival {
@@ -79,23 +97,24 @@ impl Arrival {
     pub fn concurrency(&self) -> Option<usize> {
         match self {
             Arrival::Closed { concurrency } => Some(*concurrency),
-            Arrival::Poisson { .. } | Arrival::Constant { .. } => None,
+            Arrival::Poisson { .. } | Arrival::Constant { .. } | Arrival::Trace => None,
         }
     }
 
     /// The open-loop rate in requests per second (`None` for a closed loop).
     pub fn rate(&self) -> Option<f64> {
         match self {
-            Arrival::Closed { .. } => None,
+            Arrival::Closed { .. } | Arrival::Trace => None,
             Arrival::Poisson { rate } | Arrival::Constant { rate } => Some(*rate),
         }
     }
 
     /// When each of `count` measured requests is meant to start, counted from the first, for an
-    /// open loop (`None` for a closed loop, whose requests start when others finish).
+    /// open loop (`None` for a closed loop, whose requests start when others finish, and for a
+    /// trace, whose times are its own: see [`Workload::schedule`]).
     pub fn schedule(&self, count: usize, seed: u64) -> Option<Vec<Duration>> {
         match *self {
-            Arrival::Closed { .. } => None,
+            Arrival::Closed { .. } | Arrival::Trace => None,
             Arrival::Poisson { rate } => Some(poisson_schedule(rate, count, seed)),
             Arrival::Constant { rate } => Some(constant_schedule(rate, count)),
         }
@@ -108,6 +127,7 @@ impl Arrival {
             Arrival::Closed { concurrency } => format!("{concurrency} concurrent"),
             Arrival::Poisson { rate } => format!("Poisson {rate} req/s"),
             Arrival::Constant { rate } => format!("constant {rate} req/s"),
+            Arrival::Trace => "trace replay".to_string(),
         }
     }
 }
@@ -199,6 +219,94 @@ impl Workload {
             goodput: None,
             prompts: None,
             check: None,
+            sessions: None,
+            trace: None,
+            shard: None,
+        }
+    }
+
+    /// A multi-turn workload: `sessions` interleaved sequentially (concurrency 1 until the
+    /// arrival is changed), every answer `output_tokens` long. Its `num_requests` is the
+    /// sessions' total of turns; `prompt_tokens` is the synthetic user message length, for
+    /// descriptions.
+    pub fn multi_turn(name: &str, sessions: Sessions, output_tokens: usize) -> Self {
+        let mut w = Self::preset(name, sessions.user_tokens.max(1), output_tokens, 1, 1);
+        w.num_requests = sessions.total_turns();
+        w.sessions = Some(sessions);
+        w
+    }
+
+    /// A workload that replays `trace`: its requests at its times, with its lengths.
+    /// `prompt_tokens` and `output_tokens` hold the trace's first request's lengths (what the
+    /// warm-up request asks for).
+    pub fn replay(name: &str, trace: Trace) -> Self {
+        let mut w = Self::preset(name, 1, 1, trace.len(), 1);
+        w.set_trace(trace);
+        w
+    }
+
+    /// Makes this workload replay `trace`, keeping its name, seed, warm-up and objectives.
+    pub fn set_trace(&mut self, trace: Trace) {
+        let (_, tokens) = trace.prompt(0, self.seed);
+        self.prompt_tokens = tokens.max(1);
+        self.output_tokens = trace.requests()[0].output_tokens;
+        self.num_requests = trace.len();
+        self.arrival = Arrival::Trace;
+        self.shared_prefix_tokens = 0;
+        self.trace = Some(trace);
+    }
+
+    /// Makes this workload multi-turn, keeping its name, arrival, seed, warm-up, answer length
+    /// and objectives.
+    pub fn set_sessions(&mut self, sessions: Sessions) {
+        if sessions.conversations.is_none() {
+            self.prompt_tokens = sessions.user_tokens.max(1);
+        }
+        self.shared_prefix_tokens = 0;
+        self.num_requests = sessions.total_turns();
+        self.sessions = Some(sessions);
+    }
+
+    /// When each measured request (each session, for a multi-turn workload) is meant to start,
+    /// counted from the first, for an open loop or a trace; `None` for a closed loop.
+    pub fn schedule(&self) -> Option<Vec<Duration>> {
+        if let Some(trace) = &self.trace {
+            return Some(trace.requests().iter().map(|r| r.at).collect());
+        }
+        let count = match &self.sessions {
+            Some(sessions) => sessions.count,
+            None => self.num_requests,
+        };
+        self.arrival.schedule(count, self.seed)
+    }
+
+    /// The measured requests this process sends: all of them, or its shard's part.
+    pub fn own_requests(&self) -> usize {
+        match (&self.shard, &self.sessions) {
+            (None, _) => self.num_requests,
+            (Some(shard), Some(sessions)) => (0..sessions.count)
+                .filter(|&s| shard.owns(s))
+                .map(|s| sessions.turns_of(s))
+                .sum(),
+            (Some(shard), None) => shard.owned_of(self.num_requests),
+        }
+    }
+
+    /// Whether its requests carry session ids (for `--session-header`): sessions, or a trace
+    /// that names them.
+    pub fn has_session_ids(&self) -> bool {
+        self.sessions.is_some()
+            || self
+                .trace
+                .as_ref()
+                .is_some_and(|t| t.requests().iter().any(|r| r.session_id.is_some()))
+    }
+
+    /// The output length measured request `index` asks for: the trace's, or the workload's.
+    pub fn output_tokens_of(&self, index: usize) -> usize {
+        match &self.trace {
+            Some(trace) => trace.requests()[index % trace.len()].output_tokens,
+            None => self.output_tokens,
         }
     }
 
@@ -267,6 +375,8 @@ impl Workload {
                 self.shared_prefix_tokens, self.prompt_tokens
             ));
         }
+        self.validate_sources()?;
+        self.validate_shard()?;
         match self.arrival {
             Arrival::Closed { concurrency: 0 } => Err("concurrency must be at least 1".into()),
             Arrival::Poisson { rate } | Arrival::Constant { rate }
@@ -280,9 +390,87 @@ impl Workload {
         }
     }
 
+    /// A shard must own something to send, and a closed loop at least one request in flight.
+    fn validate_shard(&self) -> Result<(), String> {
+        let Some(shard) = self.shard else {
+            return Ok(());
+        };
+        let (items, what) = match &self.sessions {
+            Some(sessions) => (sessions.count, "sessions"),
+            None => (self.num_requests, "requests"),
+        };
+        if items < shard.count {
+            return Err(format!(
+                "{items} {what} cannot be split among {} shards: each shard needs at least one; give at least {} {what}",
+                shard.count, shard.count
+            ));
+        }
+        if let Arrival::Closed { concurrency } = self.arrival {
+            if concurrency < shard.count {
+                return Err(format!(
+                    "concurrency {concurrency} cannot be divided among {} shards (each needs at least one {} in flight); give --concurrency of at least {}",
+                    shard.count,
+                    if self.sessions.is_some() { "session" } else { "request" },
+                    shard.count
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rules between sessions, a trace, prompts and the arrival.
+    fn validate_sources(&self) -> Result<(), String> {
+        if let Some(sessions) = &self.sessions {
+            sessions.validate()?;
+            if self.trace.is_some() {
+                return Err("a workload replays a trace or runs sessions, not both".into());
+            }
+            if self.prompts.is_some() {
+                return Err(
+                    "a multi-turn workload takes its user messages from its sessions (synthetic, or conversations from a file), not from a prompt list"
+                        .into(),
+                );
+            }
+            let turns = sessions.total_turns();
+            if self.num_requests != turns {
+                return Err(format!(
+                    "a multi-turn workload's num_requests is its sessions' turns ({turns}), not {}; set the number of sessions (--sessions) and turns (--turns) instead",
+                    self.num_requests
+                ));
+            }
+        }
+        match (&self.trace, self.arrival) {
+            (Some(trace), Arrival::Trace) => {
+                if self.num_requests != trace.len() {
+                    return Err(format!(
+                        "a trace replay's num_requests is the trace's requests ({}), not {}; take a part of the trace with --trace-window",
+                        trace.len(),
+                        self.num_requests
+                    ));
+                }
+                if self.prompts.is_some() {
+                    return Err("a trace replay takes its prompts from the trace, not from a prompt list".into());
+                }
+                Ok(())
+            }
+            (Some(_), _) => Err(
+                "a workload with a trace replays it at the trace's times: its arrival must be `trace`, not a concurrency or a rate"
+                    .into(),
+            ),
+            (None, Arrival::Trace) => {
+                Err("the arrival is `trace` but the workload has no trace to replay".into())
+            }
+            (None, _) => Ok(()),
+        }
+    }
+
     /// The prompt of measured request `index` (0-based), or of warm-up request `index` when
     /// `warmup` is true. Deterministic in (seed, index, warmup).
     pub fn prompt(&self, index: usize, warmup: bool) -> Prompt {
+        if let (Some(trace), false) = (&self.trace, warmup) {
+            let (text, tokens) = trace.prompt(index, self.seed);
+            return Prompt { text, tokens };
+        }
         if let Some(prompts) = &self.prompts {
             let text = prompts.get(index).to_string();
             // Without the backend's tokenizer, a word is the best count available; backends
@@ -324,7 +512,7 @@ pub struct Prompt {
 
 /// Synthetic prompts are made of these words, one token each for the mock's word tokenizer.
 /// Backends with a real tokenizer re-cut prompts to the exact token count.
-const VOCABULARY: &[&str] = &[
+pub(crate) const VOCABULARY: &[&str] = &[
     "the",
     "model",
     "server",

@@ -55,6 +55,24 @@ impl Setup {
         self
     }
 
+    /// Makes the workload multi-turn: every measured request is a turn of one of `sessions`
+    /// (see [`Sessions`](crate::workload::session::Sessions)); the attribute's `requests` is
+    /// replaced by the sessions' turns, its `prompt_tokens` is each synthetic user message's
+    /// length unless `sessions` sets one.
+    pub fn sessions(&mut self, mut sessions: crate::workload::session::Sessions) -> &mut Self {
+        if sessions.user_tokens == 0 {
+            sessions.user_tokens = self.workload.prompt_tokens;
+        }
+        self.workload.set_sessions(sessions);
+        self
+    }
+
+    /// Replays `trace` instead of the workload's own requests: its prompts, lengths and times.
+    pub fn trace(&mut self, trace: crate::workload::trace::Trace) -> &mut Self {
+        self.workload.set_trace(trace);
+        self
+    }
+
     /// Checks each successful response; an `Err` counts the request as failed, with the message
     /// as its reason.
     pub fn check(
@@ -128,6 +146,14 @@ pub enum PromptError {
         line: usize,
         #[source]
         source: serde_json::Error,
+    },
+    /// A line of a conversations JSON Lines file cannot be used; `message` names the field.
+    #[error("{file}:{line}: {message}")]
+    Conversation {
+        file: String,
+        /// 1-based.
+        line: usize,
+        message: String,
     },
     /// The file is not a ShareGPT JSON array of conversations.
     #[error("{file}: not a ShareGPT file: {source}")]

@@ -118,11 +118,14 @@ impl Engine {
             events.fail(ErrorKind::Engine, message);
             None
         };
-        let ids = match self
-            .loaded
-            .codec
-            .prompt_ids(&request.prompt, request.prompt_tokens.max(1))
-        {
+        // A synthetic prompt is cut to the workload's length in this model's tokens; a turn of
+        // a conversation is sent whole, so that it starts with the previous turn's prompt.
+        let codec = &self.loaded.codec;
+        let ids = match if request.messages.is_empty() {
+            codec.prompt_ids(&request.prompt, request.prompt_tokens.max(1))
+        } else {
+            codec.text_ids(&request.prompt)
+        } {
             Ok(ids) => ids,
             Err(e) => return fail(events, e),
         };
@@ -157,6 +160,9 @@ impl Engine {
         };
         let mut cache = reusable.unwrap_or_else(|| KvCache::new(self.loaded.model.num_layers()));
         let hit = cache.len();
+        if self.options.prefix_caching {
+            events.send(StreamEvent::PrefixCached { tokens: hit });
+        }
         if let Ok(mut s) = self.stats.lock() {
             s.kv.prefix_query_tokens += ids.len() as u64;
             s.kv.prefix_hit_tokens += hit as u64;

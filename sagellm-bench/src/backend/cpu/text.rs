@@ -56,6 +56,21 @@ impl TextCodec {
         Ok(out)
     }
 
+    /// Token ids of a text as it is, with the special tokens the tokenizer adds (a BOS): the
+    /// prompt of a conversation's turn, whose length is the conversation's, not the workload's.
+    pub fn text_ids(&self, prompt: &str) -> Result<Vec<u32>, String> {
+        let ids = self
+            .tokenizer
+            .encode(prompt, true)
+            .map_err(|e| format!("cannot tokenize the prompt: {e}"))?
+            .get_ids()
+            .to_vec();
+        if ids.is_empty() {
+            return Err("the prompt tokenizes to no token".to_string());
+        }
+        Ok(ids)
+    }
+
     /// Token ids of a text, without special tokens (for tests and references).
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, String> {
         self.tokenizer

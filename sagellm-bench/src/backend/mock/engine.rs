@@ -398,6 +398,10 @@ impl Engine {
             .as_mut()
             .expect("waiting slots hold live sequences");
         let hit_tokens = hits.len() * bs;
+        // The runner keeps the first report: a preempted sequence looks its prefix up again.
+        let _ = seq
+            .events
+            .send(StreamEvent::PrefixCached { tokens: hit_tokens });
         seq.prefix_checked = true;
         seq.blocks = hits;
         seq.computed = hit_tokens;

@@ -90,6 +90,10 @@ pub struct OpenAiConfig {
     /// Counts the output of responses without a `usage` block (`--tokenizer`); without it they
     /// count one token per streamed chunk.
     pub tokenizer: Option<Arc<TokenCounter>>,
+    /// The HTTP header that carries each request's session id (a multi-turn session, or a
+    /// trace's `session_id`) for routers that keep a session on one replica, e.g.
+    /// `X-Session-ID`; `None` sends none.
+    pub session_header: Option<String>,
 }
 
 impl Default for OpenAiConfig {
@@ -106,6 +110,7 @@ impl Default for OpenAiConfig {
             no_metrics: false,
             scrape_interval: Duration::from_millis(250),
             tokenizer: None,
+            session_header: None,
         }
     }
 }

@@ -44,7 +44,7 @@ struct Body<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    messages: Option<[Message<'a>; 1]>,
+    messages: Option<Vec<Message<'a>>>,
     max_tokens: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     min_tokens: Option<usize>,
@@ -236,10 +236,24 @@ async fn send(
     let body = Body {
         model: &shared.model,
         prompt: (shared.api == Api::Completions).then_some(request.prompt.as_str()),
-        messages: (shared.api == Api::Chat).then_some([Message {
-            role: "user",
-            content: &request.prompt,
-        }]),
+        // A conversation's turn sends its messages; a single prompt is one user message.
+        messages: (shared.api == Api::Chat).then(|| {
+            if request.messages.is_empty() {
+                vec![Message {
+                    role: "user",
+                    content: &request.prompt,
+                }]
+            } else {
+                request
+                    .messages
+                    .iter()
+                    .map(|m| Message {
+                        role: m.role.as_str(),
+                        content: &m.content,
+                    })
+                    .collect()
+            }
+        }),
         max_tokens: n,
         min_tokens: force.then_some(n),
         ignore_eos: force.then_some(true),
@@ -251,13 +265,27 @@ async fn send(
     let body: bytes::Bytes = serde_json::to_vec(&body)
         .map_err(|e| RequestError::new(ErrorKind::Protocol, format!("cannot encode request: {e}")))?
         .into();
+    let session = match (&shared.session_header, &request.session_id) {
+        (Some(name), Some(id)) => Some((
+            name.clone(),
+            reqwest::header::HeaderValue::from_str(id).map_err(|_| {
+                RequestError::new(
+                    ErrorKind::Client,
+                    format!("session id `{id}` cannot be sent in an HTTP header"),
+                )
+            })?,
+        )),
+        _ => None,
+    };
     let post = |client: &reqwest::Client| {
-        client
+        let mut post = client
             .post(&shared.endpoint)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .body(body.clone())
-            .send()
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some((name, value)) = &session {
+            post = post.header(name.clone(), value.clone());
+        }
+        post.body(body.clone()).send()
     };
     let (mut limit, mut stalled) = wait_limit(shared, deadline);
     let mut sent = tokio::time::timeout_at(limit, post(&shared.client)).await;

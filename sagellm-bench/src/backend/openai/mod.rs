@@ -88,6 +88,8 @@ struct Shared {
     model: String,
     api: Api,
     force_output_length: bool,
+    /// The header each request's session id goes in (`--session-header`), checked.
+    session_header: Option<reqwest::header::HeaderName>,
     request_timeout: Duration,
     stall_timeout: Duration,
     counts: Counts,
@@ -241,6 +243,17 @@ impl OpenAiBackend {
                 config.scrape_interval,
             )),
         };
+        let session_header = config
+            .session_header
+            .as_deref()
+            .map(|name| {
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    BackendError::Setup(format!(
+                        "--session-header `{name}` is not an HTTP header name (letters, digits and `-`, e.g. X-Session-ID)"
+                    ))
+                })
+            })
+            .transpose()?;
         let settings = serde_json::json!({
             "preset": preset.name,
             "base_url": shown(&with_query_of(v1.clone(), &base)),
@@ -251,6 +264,7 @@ impl OpenAiBackend {
             "request_timeout_s": config.request_timeout.as_secs_f64(),
             "stall_timeout_s": config.stall_timeout.as_secs_f64(),
             "force_output_length": config.force_output_length,
+            "session_header": config.session_header,
             "metrics_url": if config.no_metrics { None } else { Some(shown(&metrics_url)) },
             // The proxy requests go through, from the environment (HTTPS_PROXY, HTTP_PROXY,
             // ALL_PROXY), credentials removed; null when none, or bypassed for loopback.
@@ -275,6 +289,7 @@ impl OpenAiBackend {
                 model: model.clone(),
                 api: config.api,
                 force_output_length: config.force_output_length,
+                session_header,
                 request_timeout: config.request_timeout,
                 stall_timeout: config.stall_timeout,
                 counts: Counts::default(),
