@@ -180,6 +180,25 @@ fn bad_repeat_values_are_refused() {
         "{}",
         text(&out.stderr)
     );
+    let out = bin()
+        .args([
+            "run",
+            "--backend",
+            "mock",
+            "--num-runs",
+            "2",
+            "--shard",
+            "0/2",
+        ])
+        .args(["-o", dir.path().join("shard").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--num-runs and --shard do not go together"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

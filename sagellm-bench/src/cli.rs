@@ -790,6 +790,13 @@ fn run(mut args: RunArgs) -> Result<ExitCode, String> {
         .select(&args.workload)
         .map_err(|e| format!("--workload: {e}"))?;
     let shard = args.shard.shard()?;
+    if shard.is_some() && args.repeats.num_runs > 1 {
+        // Each repetition would need its own common start and its own merge.
+        return Err(
+            "--num-runs and --shard do not go together: run the sharded command once per repetition, each into its own folder, and merge each"
+                .into(),
+        );
+    }
     let mut shape = args.load.shape()?;
     shape.shard = shard;
     let workloads = shape.apply(workloads)?;

@@ -171,6 +171,12 @@ impl SearchSpec {
     /// Checks the settings against each other; the message names the flag and the fix.
     pub fn validate(&self) -> Result<(), String> {
         let o = &self.objective;
+        if matches!(self.workload.arrival, Arrival::Trace) {
+            return Err(format!(
+                "workload `{}` replays a trace at the trace's own times; a search varies the load, so give it a workload without a trace",
+                self.workload.name
+            ));
+        }
         if o.slo.is_empty() {
             return Err(
                 "the search needs objectives: give --goodput, e.g. --goodput ttft:200,e2el:5000"
