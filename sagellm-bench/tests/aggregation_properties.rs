@@ -55,8 +55,10 @@ fn record() -> impl Strategy<Value = RequestRecord> {
                     finish_ms: token_times_ms.last().copied().unwrap_or(ttft),
                     token_times_ms,
                     token_counts,
+                    reasoning_counts: Vec::new(),
                     usage_tokens: usage,
                     tokenizer_tokens: None,
+                    tokenizer_on_server: false,
                     error,
                 })
             },

@@ -57,7 +57,7 @@ fn is_final(event: &StreamEvent) -> bool {
     match event {
         StreamEvent::Done { .. } | StreamEvent::Error(_) => true,
         StreamEvent::Stamped { event, .. } => is_final(event),
-        StreamEvent::Tokens { .. } => false,
+        StreamEvent::Tokens { .. } | StreamEvent::Reasoning { .. } => false,
     }
 }
 

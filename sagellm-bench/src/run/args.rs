@@ -77,6 +77,11 @@ pub struct ServerArgs {
     #[arg(long)]
     pub no_metrics: bool,
 
+    /// Do not use the server's /tokenize endpoint (vLLM, SGLang, llama.cpp), which otherwise
+    /// cuts synthetic prompts to their exact token count and counts output sent without `usage`
+    #[arg(long)]
+    pub no_tokenize: bool,
+
     /// The model's tokenizer.json: counts the output of responses without a `usage` block by
     /// tokenizing the streamed text (else one token per chunk). The results say which count
     /// each request used
@@ -146,6 +151,7 @@ const SERVER_ONLY: &[&str] = &[
     "no_force_output_length",
     "metrics_url",
     "no_metrics",
+    "no_tokenize",
     "tokenizer",
 ];
 /// Read by the server backends and by registered ones.
@@ -301,6 +307,7 @@ impl ServerArgs {
             force_output_length: !self.no_force_output_length,
             metrics_url: self.metrics_url.clone(),
             no_metrics: self.no_metrics,
+            no_tokenize: self.no_tokenize,
             tokenizer: self.tokenizer.clone(),
             ..OpenAiConfig::default()
         })

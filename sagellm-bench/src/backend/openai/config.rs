@@ -90,6 +90,9 @@ pub struct OpenAiConfig {
     /// Counts the output of responses without a `usage` block (`--tokenizer`); without it they
     /// count one token per streamed chunk.
     pub tokenizer: Option<Arc<TokenCounter>>,
+    /// Do not use the server's `/tokenize` endpoint (`--no-tokenize`): prompts keep the
+    /// workload's word-based lengths, and output without `usage` is counted as without it.
+    pub no_tokenize: bool,
 }
 
 impl Default for OpenAiConfig {
@@ -106,6 +109,7 @@ impl Default for OpenAiConfig {
             no_metrics: false,
             scrape_interval: Duration::from_millis(250),
             tokenizer: None,
+            no_tokenize: false,
         }
     }
 }
