@@ -1,5 +1,5 @@
 //! Reasoning streams and the server's `/tokenize`, against the scripted test server on
-//! 127.0.0.1.
+//! 127.0.0.1; and reasoning from a backend of one's own, through its `TokenSink`.
 //!
 //! Reasoning: the server streams `R` reasoning chunks `reasoning_itl` apart from `ttft`, then
 //! the answer `itl` apart, so the first answer token is due at `ttft + R * reasoning_itl`. The
@@ -14,11 +14,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::BoxStream;
 use sagellm_bench::backend::openai::{Api, OpenAiBackend, OpenAiConfig};
 use sagellm_bench::report::Reports;
 use sagellm_bench::results::record::TokenCountSource;
 use sagellm_bench::results::summary::Provenance;
 use sagellm_bench::{Arrival, Workload};
+use sagellm_bench::{Backend, GenerationRequest, StreamEvent, TokenSink, Usage};
 use sagellm_test_server::{ReasoningField, Script, TestServer, Tokenize, UsagePlacement};
 
 mod support;
@@ -278,4 +280,62 @@ fn hostile_tokenize_answers_leave_the_run_as_without_one() {
         // Probed once in each shape, at the first workload, and never asked again.
         assert_eq!(server.tokenize_requests(), 2, "{answer:?}");
     }
+}
+
+/// An engine of one's own that thinks for 3 tokens 10 ms apart, waits 20 ms, then answers with
+/// 2 tokens 5 ms apart, pushing into its `TokenSink`.
+struct Thinker;
+
+#[async_trait::async_trait]
+impl Backend for Thinker {
+    fn name(&self) -> &str {
+        "thinker"
+    }
+
+    fn model(&self) -> &str {
+        "thinker"
+    }
+
+    fn generate(&self, request: GenerationRequest) -> BoxStream<'static, StreamEvent> {
+        let (mut sink, stream) = TokenSink::channel(&self.clock());
+        std::thread::spawn(move || {
+            for i in 0..3 {
+                std::thread::sleep(Duration::from_millis(if i == 0 { 5 } else { 10 }));
+                sink.push_reasoning("hmm ", 1);
+            }
+            for i in 0..2 {
+                std::thread::sleep(Duration::from_millis(if i == 0 { 20 } else { 5 }));
+                sink.push("yes ", 1);
+            }
+            sink.done(Some(Usage {
+                prompt_tokens: request.prompt_tokens,
+                completion_tokens: 5,
+            }));
+        });
+        stream
+    }
+}
+
+#[test]
+fn a_backend_of_ones_own_reports_reasoning_through_its_token_sink() {
+    let collected = Collect::default();
+    let mut reports = Reports::new(vec![Box::new(collected.clone())]);
+    let provenance = Provenance::now("thinker", "thinker", serde_json::Value::Null);
+    let w = workload("own", 4, 5, 3, 1);
+    sagellm_bench::run(Arc::new(Thinker), &[w], provenance, &mut reports).expect("run");
+    let results = collected.measured();
+    for r in &results[0].records {
+        assert_eq!((r.reasoning_tokens, r.answer_tokens()), (3, 2));
+        assert_eq!(r.reasoning_counts, [1, 1, 1, 0, 0]);
+        // The first answer token comes 20 ms after the third reasoning one, 40 ms after the
+        // first: stamped when pushed, within scheduling noise.
+        let gap = r.ttfo_ms.unwrap() - r.ttft_ms.unwrap();
+        assert!((40.0..60.0).contains(&gap), "TTFO - TTFT {gap}");
+        assert_eq!(r.answer_gaps().count(), 1);
+    }
+    let m = &results[0].metrics;
+    assert_eq!(
+        (m.total_reasoning_tokens, m.total_answer_tokens),
+        (Some(9), Some(6))
+    );
 }

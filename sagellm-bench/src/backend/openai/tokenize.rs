@@ -9,7 +9,8 @@
 //!
 //! The endpoint is probed once, at the first `start_workload`, before any clock runs: each
 //! shape in turn (the preset's own first) tokenizes a probe text, and the first answer that is
-//! sane is kept. An answer is sane when it is JSON with `count` or `tokens`, both agree when
+//! sane is kept (a shape that gets no answer within 5 s ends the probe: the server does not
+//! answer, whatever the shape). An answer is sane when it is JSON with `count` or `tokens`, both agree when
 //! both are given, and the count is possible for the text: at least one token for a text with a
 //! word in it, and at most one token per byte plus a few special ones. Anything else (404, an
 //! HTML page, another shape, absurd counts, a timeout) means no `/tokenize`, said once, and the
@@ -24,8 +25,12 @@ use super::body;
 /// Most of a `/tokenize` answer read: the token ids of the longest prompts, as JSON numbers.
 const TOKENIZE_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
-/// Longest wait for one `/tokenize` answer.
+/// Longest wait for one `/tokenize` answer once the endpoint answered the probe.
 const TOKENIZE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest wait for the probe's answer: a server that answers its requests at all answers a
+/// short text at once, and the wait delays the run's start (and an interrupt given then).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Special tokens a tokenizer may add to a text (BOS, EOS, a chat template's markers are not
 /// counted here), beyond one token per byte.
@@ -82,6 +87,15 @@ pub(crate) struct ServerTokenizer {
     shown_url: String,
     model: String,
     dialect: Dialect,
+    timeout: Duration,
+}
+
+/// Why one call of `/tokenize` gave no count.
+enum Failure {
+    /// No answer: the connection failed or the wait ran out. Trying another shape is no use.
+    Unreachable(String),
+    /// An answer that is no sane count.
+    Answer(String),
 }
 
 impl ServerTokenizer {
@@ -101,18 +115,27 @@ impl ServerTokenizer {
         let mut reasons = Vec::new();
         let mut absent = true;
         for dialect in [preferred, other] {
-            let tokenizer = ServerTokenizer {
+            let mut tokenizer = ServerTokenizer {
                 client: client.clone(),
                 url: url.clone(),
                 shown_url: shown_url.clone(),
                 model: model.clone(),
                 dialect,
+                timeout: PROBE_TIMEOUT,
             };
-            match tokenizer.count(PROBE).await {
-                Ok(_) => return Ok(tokenizer),
-                Err(e) => {
+            match tokenizer.ask(PROBE).await {
+                Ok(_) => {
+                    tokenizer.timeout = TOKENIZE_TIMEOUT;
+                    return Ok(tokenizer);
+                }
+                Err(Failure::Answer(e)) => {
                     absent &= e.starts_with("HTTP 404") || e.starts_with("HTTP 405");
                     reasons.push(format!("as {}: {e}", dialect.name()));
+                }
+                Err(Failure::Unreachable(e)) => {
+                    reasons.push(format!("as {}: {e}", dialect.name()));
+                    absent = false;
+                    break;
                 }
             }
         }
@@ -133,6 +156,12 @@ impl ServerTokenizer {
 
     /// The number of tokens the server counts in `text`, special tokens included.
     pub(crate) async fn count(&self, text: &str) -> Result<usize, String> {
+        self.ask(text).await.map_err(|f| match f {
+            Failure::Unreachable(e) | Failure::Answer(e) => e,
+        })
+    }
+
+    async fn ask(&self, text: &str) -> Result<usize, Failure> {
         let body = match self.dialect {
             Dialect::Vllm => serde_json::to_vec(&VllmBody {
                 model: &self.model,
@@ -144,31 +173,33 @@ impl ServerTokenizer {
                 add_special: true,
             }),
         }
-        .map_err(|e| format!("cannot encode the request: {e}"))?;
+        .map_err(|e| Failure::Answer(format!("cannot encode the request: {e}")))?;
         let request = self
             .client
             .post(&self.url)
-            .timeout(TOKENIZE_TIMEOUT)
+            .timeout(self.timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
-        let response = request
-            .send()
-            .await
-            .map_err(|e| super::error_chain(&e.without_url()))?;
+        let unreachable =
+            |e: reqwest::Error| Failure::Unreachable(super::error_chain(&e.without_url()));
+        let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         let (answer, cut) = body::read_capped(response, TOKENIZE_BODY_LIMIT)
             .await
-            .map_err(|e| super::error_chain(&e.without_url()))?;
+            .map_err(unreachable)?;
         if !status.is_success() {
-            return Err(format!("HTTP {status}: {}", super::clip(&answer)));
+            return Err(Failure::Answer(format!(
+                "HTTP {status}: {}",
+                super::clip(&answer)
+            )));
         }
         if cut {
-            return Err(format!(
+            return Err(Failure::Answer(format!(
                 "the answer is longer than {} MiB",
                 TOKENIZE_BODY_LIMIT / (1024 * 1024)
-            ));
+            )));
         }
-        read_count(&answer, text)
+        read_count(&answer, text).map_err(Failure::Answer)
     }
 }
 
