@@ -29,7 +29,7 @@ pub(crate) mod stream;
 pub mod token_counter;
 mod tokenize;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,7 +46,7 @@ use self::connections::{Connects, BODY_END_LIMIT};
 use self::exchange::{Exchange, Phase};
 use self::prometheus::Scraper;
 use self::token_counter::TokenCounter;
-use self::tokenize::{Dialect, ServerTokenizer};
+use self::tokenize::{Cuts, Dialect, ServerTokenizer};
 use super::secrets::{self, shown};
 use super::{
     Backend, BackendError, ConnectionFigures, EngineFigures, GenerationRequest, StreamEvent,
@@ -74,7 +74,7 @@ pub struct OpenAiBackend {
     tokenize_url: String,
     /// The current workload's prompts as the server's `/tokenize` cut or counted them: the text
     /// the workload built, to the text sent and its length in the server's tokens.
-    cuts: Mutex<Arc<HashMap<String, Cut>>>,
+    cuts: Mutex<Arc<Cuts>>,
 }
 
 /// A prompt as the server's `/tokenize` cut or counted it: the text sent, its tokens.
@@ -358,7 +358,7 @@ impl OpenAiBackend {
             }),
             tokenize_client: build_client()?,
             tokenize_url: with_query_of(format!("{root}/tokenize"), &base),
-            cuts: Mutex::new(Arc::new(HashMap::new())),
+            cuts: Mutex::new(Arc::new(Cuts::default())),
         })
     }
 
@@ -429,11 +429,7 @@ impl OpenAiBackend {
     /// The workload's prompts (warm-up and measured) as the server's tokenizer cuts them to
     /// their exact length (synthetic prompts) or counts them (given prompts, which are never
     /// changed), with a warning for given prompts whose count is off from the workload's.
-    async fn cut_prompts(
-        &self,
-        counter: &ServerCounter,
-        workload: &Workload,
-    ) -> HashMap<String, Cut> {
+    async fn cut_prompts(&self, counter: &ServerCounter, workload: &Workload) -> Cuts {
         let synthetic = workload.prompts.is_none();
         let mut prompts: Vec<crate::workload::Prompt> = (0..workload.warmup_requests)
             .map(|i| workload.prompt(i, true))
@@ -462,7 +458,7 @@ impl OpenAiBackend {
                 .collect()
                 .await;
         let (mut failed, mut off, mut example) = (0, 0, None);
-        let mut cuts = HashMap::with_capacity(results.len());
+        let mut cuts = Cuts::default();
         for (prompt, result) in results {
             match result {
                 Ok((text, n)) => {
@@ -474,7 +470,9 @@ impl OpenAiBackend {
                         off += 1;
                         example.get_or_insert((prompt.tokens, n));
                     }
-                    cuts.insert(prompt.text, (text, n));
+                    // A given prompt is only counted: it is sent as it is.
+                    let sent = synthetic.then_some(text);
+                    cuts.insert(prompt.text, sent, n);
                 }
                 Err(e) => {
                     failed += 1;
@@ -617,7 +615,7 @@ impl Backend for OpenAiBackend {
         // Before the workload's clock starts: no call of /tokenize lands in a latency.
         let cuts = match self.server_tokenizer().await {
             Some(counter) => self.cut_prompts(&counter, workload).await,
-            None => HashMap::new(),
+            None => Cuts::default(),
         };
         *self.cuts.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(cuts);
         let in_flight = workload
@@ -653,9 +651,11 @@ impl Backend for OpenAiBackend {
 
     fn generate(&self, mut request: GenerationRequest) -> BoxStream<'static, StreamEvent> {
         let cuts = self.cuts.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some((text, tokens)) = cuts.get(&request.prompt) {
-            request.prompt.clone_from(text);
-            request.prompt_tokens = *tokens;
+        if let Some((sent, tokens)) = cuts.get(&request.prompt) {
+            if let Some(text) = sent {
+                request.prompt = text.to_string();
+            }
+            request.prompt_tokens = tokens;
         }
         let exchange = Exchange {
             shared: self.shared.clone(),

@@ -16,6 +16,8 @@
 //! HTML page, another shape, absurd counts, a timeout) means no `/tokenize`, said once, and the
 //! run goes on as without one.
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -362,6 +364,65 @@ pub(crate) async fn cut(
     Ok((text, count))
 }
 
+/// Bytes of a prompt's end that its key hashes.
+const KEY_TAIL: usize = 256;
+
+/// One workload's prompts as `/tokenize` cut or counted them, looked up by the text the workload
+/// built. The look-up runs inside the request's latency (after `t0`), so it does not hash the
+/// whole prompt (SipHash over a 32k-token prompt costs a tenth of a millisecond): the key is
+/// the length and the last [`KEY_TAIL`] bytes (where synthetic prompts differ: their shared
+/// prefix leads), and a candidate is confirmed by comparing the texts, a `memcmp`.
+#[derive(Debug, Default)]
+pub(crate) struct Cuts {
+    by_key: HashMap<u64, Vec<CutPrompt>>,
+    len: usize,
+}
+
+#[derive(Debug)]
+struct CutPrompt {
+    original: String,
+    /// The text to send instead; `None` sends the original (a given prompt, only counted).
+    sent: Option<String>,
+    tokens: usize,
+}
+
+fn key(text: &str) -> u64 {
+    let bytes = text.as_bytes();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.len().hash(&mut hasher);
+    bytes[bytes.len().saturating_sub(KEY_TAIL)..].hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Cuts {
+    /// Keeps `original`'s cut: the text to send instead (`None`: itself) and its tokens.
+    pub(crate) fn insert(&mut self, original: String, sent: Option<String>, tokens: usize) {
+        let bucket = self.by_key.entry(key(&original)).or_default();
+        if !bucket.iter().any(|c| c.original == original) {
+            bucket.push(CutPrompt {
+                original,
+                sent,
+                tokens,
+            });
+            self.len += 1;
+        }
+    }
+
+    /// `text`'s cut, if it has one: the text to send instead (`None`: itself) and its tokens.
+    pub(crate) fn get(&self, text: &str) -> Option<(Option<&str>, usize)> {
+        let cut = self
+            .by_key
+            .get(&key(text))?
+            .iter()
+            .find(|c| c.original == text)?;
+        Some((cut.sent.as_deref(), cut.tokens))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,5 +455,22 @@ mod tests {
         assert!(error(r#"{"count":"3"}"#).contains("not a whole number"));
         // An empty text may have no token.
         assert_eq!(read_count(r#"{"tokens":[]}"#, ""), Ok(0));
+    }
+
+    #[test]
+    fn cuts_are_found_by_their_whole_text_even_when_their_keys_collide() {
+        // Same length and the same last 256 bytes: one key, two prompts.
+        let tail = "x".repeat(300);
+        let (a, b) = (format!("a{tail}"), format!("b{tail}"));
+        assert_eq!(key(&a), key(&b));
+        let mut cuts = Cuts::default();
+        cuts.insert(a.clone(), Some("cut a".into()), 3);
+        cuts.insert(b.clone(), None, 5);
+        cuts.insert(a.clone(), Some("again".into()), 9);
+        assert_eq!(cuts.len(), 2);
+        assert_eq!(cuts.get(&a), Some((Some("cut a"), 3)));
+        assert_eq!(cuts.get(&b), Some((None, 5)));
+        assert_eq!(cuts.get(&format!("c{tail}")), None);
+        assert_eq!(cuts.get("short"), None);
     }
 }
