@@ -129,6 +129,10 @@ pub(crate) fn prompt_mismatch(expected: usize, counted: usize) -> bool {
 /// Prompts cut or counted through `/tokenize` at once, before a workload.
 const TOKENIZE_IN_FLIGHT: usize = 8;
 
+/// Most prompts a workload has cut or counted through `/tokenize`: each is held in memory, as
+/// built and as cut, while the workload runs (the runner builds prompts as it sends them).
+const MOST_CUT_PROMPTS: usize = 100_000;
+
 /// What every request of the backend shares.
 struct Shared {
     /// The pooled client every request goes out on.
@@ -408,7 +412,10 @@ impl OpenAiBackend {
                 // A server without the endpoint is common (OpenAI's API, TGI); one that
                 // answers it wrongly is worth a warning.
                 if failure.absent {
-                    tracing::info!("{shown_url} is not there ({reasons}); prompt lengths are the workload's word counts");
+                    tracing::info!(
+                        "{shown_url} is not there ({}); prompt lengths are the workload's word counts",
+                        printable(&reasons)
+                    );
                 } else {
                     tracing::warn!(
                         "{shown_url} gives no usable token counts ({}); it is not used: prompt lengths are the workload's word counts, and output without a usage block is counted without it",
@@ -431,9 +438,30 @@ impl OpenAiBackend {
     /// changed), with a warning for given prompts whose count is off from the workload's.
     async fn cut_prompts(&self, counter: &ServerCounter, workload: &Workload) -> Cuts {
         let synthetic = workload.prompts.is_none();
-        let mut prompts: Vec<crate::workload::Prompt> = (0..workload.warmup_requests)
-            .map(|i| workload.prompt(i, true))
-            .chain((0..workload.num_requests).map(|i| workload.prompt(i, false)))
+        // Given prompts repeat after the last one (and warm-up takes them from the start).
+        let indices: Vec<(usize, bool)> = match &workload.prompts {
+            Some(given) => (0..given
+                .len()
+                .min(workload.num_requests.max(workload.warmup_requests)))
+                .map(|i| (i, false))
+                .collect(),
+            None => (0..workload.warmup_requests)
+                .map(|i| (i, true))
+                .chain((0..workload.num_requests).map(|i| (i, false)))
+                .collect(),
+        };
+        if indices.len() > MOST_CUT_PROMPTS {
+            tracing::warn!(
+                "workload {}: {} prompts are more than the {MOST_CUT_PROMPTS} cut through {} before a workload (they would all be held in memory); they are sent as the workload built them",
+                workload.name,
+                indices.len(),
+                counter.tokenizer.shown_url()
+            );
+            return Cuts::default();
+        }
+        let mut prompts: Vec<crate::workload::Prompt> = indices
+            .into_iter()
+            .map(|(i, warmup)| workload.prompt(i, warmup))
             .collect();
         prompts.sort_by(|a, b| a.text.cmp(&b.text));
         prompts.dedup_by(|a, b| a.text == b.text);
