@@ -86,6 +86,23 @@ fn a_prompt_the_server_counts_off_by_more_than_the_bounds_is_warned_about() {
 }
 
 #[test]
+fn a_tokenize_that_disagrees_with_the_servers_usage_is_caught_by_the_warning() {
+    // /tokenize counts each word twice, the usage blocks once: prompts cut to "128" tokens hold
+    // 64 words, and the usage says 64.
+    let lying = server(1, Tokenize::Doubled);
+    let run = run(&lying, 128, &[]);
+    let text = stderr(&run);
+    assert!(text.contains(WARNING), "{text}");
+    assert!(text.contains("e.g. 128 sent, 64 counted"), "{text}");
+    assert!(text.contains("counted the prompt differently"), "{text}");
+    assert_eq!(
+        prompt_lengths(&run),
+        [64; 4],
+        "the records take the server's usage count"
+    );
+}
+
+#[test]
 fn given_prompts_counted_off_from_their_word_count_are_warned_about() {
     // Dataset prompts are never cut; the server's /tokenize says their 60 words are 120
     // tokens, which the run says before sending them.
