@@ -385,7 +385,7 @@ fn shards_of_different_runs_or_the_same_shard_twice_are_refused() {
             assert!(stderr(&out).contains(e), "{}", stderr(&out));
         }
     }
-    let out = merge(&[a.clone()], &a);
+    let out = merge(std::slice::from_ref(&a), &a);
     assert!(
         stderr(&out).contains("folder of its own"),
         "{}",
