@@ -100,3 +100,30 @@ for path in sorted(glob.glob(f"{sys.argv[1]}/exact_*_requests.jsonl")):
     bad += not exact
 sys.exit(1 if bad else 0)
 PY
+
+# Multi-turn sessions on the chat endpoint: each turn resends the conversation so far, and
+# llama-server keeps a slot's tokens (prompt and answer), so from the second turn on it reports
+# (timings.cache_n, usage.prompt_tokens_details.cached_tokens) at least the previous turn's
+# prompt as cached, and the per-turn figures carry its hit rate.
+printf '[workloads.chat]\nprompt_tokens = 32\noutput_tokens = 16\nsessions = 2\nturns = 3\nconcurrency = 2\nsystem_prompt_tokens = 192\n' \
+    >"$exact/chat.toml"
+"$bin" run --backend llamacpp --base-url "http://127.0.0.1:$port" --api chat --quiet \
+    --workload chat --config "$exact/chat.toml" --output "$exact/chat"
+python3 - "$exact/chat" <<'PY'
+import json, sys
+records = sorted((json.loads(l) for l in open(f"{sys.argv[1]}/chat_requests.jsonl") if l.strip()),
+                 key=lambda r: r["index"])
+bad = 0
+for before, after in zip(records, records[1:]):
+    if before["session"] != after["session"]:
+        continue
+    ok = after["success"] and (after.get("cached_prompt_tokens") or 0) >= before["prompt_tokens"]
+    print(f"session {after['session']} turn {after['turn']}: prompt {after['prompt_tokens']}, "
+          f"cached {after.get('cached_prompt_tokens')} (previous prompt {before['prompt_tokens']}): "
+          f"{'ok' if ok else 'NOT REUSED'}")
+    bad += not ok
+turns = json.load(open(f"{sys.argv[1]}/chat_metrics.json"))["turns"]
+print("per-turn TTFT (ms) and prefix hit rate:",
+      [(t["turn"], round(t["avg_ttft_ms"], 1), round(t.get("prefix_hit_rate") or 0, 3)) for t in turns])
+sys.exit(1 if bad else 0)
+PY

@@ -40,6 +40,8 @@ pub(super) struct Exchange {
     /// The answer part of a chunk that carried reasoning and answer both, given right after
     /// its reasoning part (and so stamped at the same moment, give or take the runner's read).
     pub(super) pending: Option<StreamEvent>,
+    /// Prompt tokens the server said it served from its prefix cache.
+    pub(super) cached_prompt_tokens: Option<usize>,
 }
 
 /// The request body; the prompt is borrowed, the rest are small.
@@ -162,6 +164,9 @@ impl Exchange {
                             if chunk.usage.is_some() {
                                 self.usage = chunk.usage;
                             }
+                            if chunk.cached_prompt_tokens.is_some() {
+                                self.cached_prompt_tokens = chunk.cached_prompt_tokens;
+                            }
                             self.finish_seen |= chunk.finished;
                             let answer = (chunk.tokens > 0).then_some(StreamEvent::Tokens {
                                 text: chunk.text,
@@ -211,7 +216,15 @@ impl Exchange {
             }
             Some(_) => {}
         }
-        Some(StreamEvent::Done { usage: self.usage })
+        let done = StreamEvent::Done { usage: self.usage };
+        match self.cached_prompt_tokens.take() {
+            // What the server served from its prefix cache, just before the end.
+            Some(tokens) => {
+                self.pending = Some(done);
+                Some(StreamEvent::PrefixCached { tokens })
+            }
+            None => Some(done),
+        }
     }
 }
 

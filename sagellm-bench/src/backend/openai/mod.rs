@@ -710,6 +710,7 @@ impl Backend for OpenAiBackend {
             usage: None,
             finish_seen: false,
             pending: None,
+            cached_prompt_tokens: None,
         };
         futures::stream::unfold(exchange, |mut ex| async move {
             let event = match ex.next_event().await? {

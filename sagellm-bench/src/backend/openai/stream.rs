@@ -37,6 +37,11 @@ pub(crate) struct ChunkContent {
     /// Reasoning-bearing choices in the chunk (one token each).
     pub reasoning_tokens: usize,
     pub usage: Option<Usage>,
+    /// Prompt tokens the server served from its prefix cache, where it says:
+    /// `usage.prompt_tokens_details.cached_tokens` (OpenAI's field, which vLLM sends with
+    /// `--enable-prompt-tokens-details` and SGLang with `--enable-cache-report`) or llama.cpp's
+    /// `timings.cache_n`.
+    pub cached_prompt_tokens: Option<usize>,
     /// True when a choice carried a `finish_reason`.
     pub finished: bool,
     /// The server's error message, when the chunk is an error object.
@@ -48,9 +53,33 @@ struct Chunk<'a> {
     #[serde(default, borrow)]
     choices: Vec<Choice<'a>>,
     #[serde(default)]
-    usage: Option<Usage>,
+    usage: Option<UsageBlock>,
+    #[serde(default)]
+    timings: Option<Timings>,
     #[serde(default)]
     error: Option<serde_json::Value>,
+}
+
+/// A `usage` block: the counts, and the cached part of the prompt where the server says.
+#[derive(Deserialize)]
+struct UsageBlock {
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<usize>,
+}
+
+/// llama.cpp's per-request timings, sent in the last chunk.
+#[derive(Deserialize)]
+struct Timings {
+    #[serde(default)]
+    cache_n: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -119,7 +148,7 @@ pub(crate) fn parse_chunk(data: &str) -> Result<ChunkContent, String> {
         let shown: String = data.chars().take(120).collect();
         format!("malformed JSON in a stream chunk ({e}): {shown}")
     })?;
-    if let Some(u) = chunk.usage {
+    if let Some(u) = &chunk.usage {
         // Sums over a workload must not wrap: a count this large is a broken server's, not a
         // request's (the longest contexts are a few million tokens).
         if u.prompt_tokens.max(u.completion_tokens) as u64 > MAX_USAGE_TOKENS {
@@ -129,8 +158,20 @@ pub(crate) fn parse_chunk(data: &str) -> Result<ChunkContent, String> {
             ));
         }
     }
+    let cached = chunk
+        .usage
+        .as_ref()
+        .and_then(|u| u.prompt_tokens_details.as_ref()?.cached_tokens)
+        .or_else(|| chunk.timings.as_ref()?.cache_n);
+    // A cached count beyond the prompt's is a broken server's: dropped, not believed.
+    let prompt = chunk.usage.as_ref().map(|u| u.prompt_tokens);
+    let cached = cached.filter(|&c| prompt.map_or(c as u64 <= MAX_USAGE_TOKENS, |p| c <= p));
     let mut out = ChunkContent {
-        usage: chunk.usage,
+        usage: chunk.usage.as_ref().map(|u| Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+        }),
+        cached_prompt_tokens: cached,
         error: chunk.error.map(|e| error_message(&e)),
         ..ChunkContent::default()
     };
@@ -212,6 +253,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.tokens, 1);
+    }
+
+    #[test]
+    fn cached_prompt_tokens_from_usage_details_or_llama_cpp_timings() {
+        let c = parse_chunk(
+            r#"{"choices":[],"usage":{"prompt_tokens":50,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":32}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.cached_prompt_tokens, Some(32));
+        let c = parse_chunk(
+            r#"{"choices":[{"text":"x","finish_reason":"length"}],"timings":{"cache_n":12,"prompt_n":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.cached_prompt_tokens, Some(12));
+        // More cached than the prompt holds: a broken count, dropped.
+        let c = parse_chunk(
+            r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":9}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.cached_prompt_tokens, None);
+        let c = parse_chunk(r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"prompt_tokens_details":null}}"#).unwrap();
+        assert_eq!(c.cached_prompt_tokens, None);
     }
 
     #[test]
