@@ -189,11 +189,18 @@ fn kill_9_loses_only_the_requests_in_flight() {
 #[path = "common/raw_server.rs"]
 mod raw_server;
 
-/// Waits until `seen` (the raw server's log of request lines) holds a line starting `POST`.
+/// Waits until `seen` (the raw server's log of request lines) holds a generation request, a
+/// line starting `POST /v1/`.
 fn wait_for_post(seen: &std::sync::Mutex<Vec<String>>) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if seen.lock().unwrap().iter().any(|l| l.starts_with("POST")) {
+        // A generation request: the backend's probe of /tokenize goes first, before warm-up.
+        if seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("POST /v1/"))
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));

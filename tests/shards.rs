@@ -63,6 +63,37 @@ fn merge(dirs: &[PathBuf], out: &Path) -> Output {
         .unwrap()
 }
 
+/// A test server with this TTFT and gap between tokens, ms.
+fn server(ttft_ms: u64, itl_ms: u64) -> TestServer {
+    let script = Script {
+        ttft: Duration::from_millis(ttft_ms),
+        itl: Duration::from_millis(itl_ms),
+        ..Script::default()
+    };
+    TestServer::start(script, 2).unwrap()
+}
+
+/// `run` flags for `requests` requests of `short` at `concurrency` against `server`.
+fn server_args(server: &TestServer, requests: usize, concurrency: usize) -> Vec<String> {
+    let url = server.url();
+    let (requests, concurrency) = (requests.to_string(), concurrency.to_string());
+    [
+        "--workload",
+        "short",
+        "--backend",
+        "openai",
+        "--base-url",
+        &url,
+        "--no-metrics",
+        "--num-requests",
+        &requests,
+        "--concurrency",
+        &concurrency,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn by_index(path: &Path) -> Vec<serde_json::Value> {
     let mut r = records(path);
     r.sort_by_key(|r| r["index"].as_u64());
@@ -208,30 +239,10 @@ fn sessions_go_whole_to_one_shard() {
 
 #[test]
 fn four_shards_at_16_each_merge_to_one_run_at_64_against_a_server() {
-    let server = TestServer::start(
-        Script {
-            ttft: Duration::from_millis(30),
-            itl: Duration::from_millis(4),
-            ..Script::default()
-        },
-        2,
-    )
-    .unwrap();
-    let url = server.url();
+    let server = server(30, 4);
     let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "--workload",
-        "short",
-        "--backend",
-        "openai",
-        "--base-url",
-        &url,
-        "--no-metrics",
-        "--num-requests",
-        "256",
-        "--concurrency",
-        "64",
-    ];
+    let args = server_args(&server, 256, 64);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let whole = dir.path().join("whole");
     let out = run(&whole, &args);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -270,30 +281,10 @@ fn four_shards_at_16_each_merge_to_one_run_at_64_against_a_server() {
 
 #[test]
 fn a_killed_shard_is_named_and_the_others_are_merged_marked_incomplete() {
-    let server = TestServer::start(
-        Script {
-            ttft: Duration::from_millis(5),
-            itl: Duration::from_millis(20),
-            ..Script::default()
-        },
-        2,
-    )
-    .unwrap();
-    let url = server.url();
+    let server = server(5, 20);
     let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "--workload",
-        "short",
-        "--backend",
-        "openai",
-        "--base-url",
-        &url,
-        "--no-metrics",
-        "--num-requests",
-        "40",
-        "--concurrency",
-        "4",
-    ];
+    let args = server_args(&server, 40, 4);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // Shards 0 and 1 finish; shard 2 is killed once it has recorded a few requests; shard 3
     // never runs.
     let folder = |k: usize| dir.path().join(format!("shard-{k}"));

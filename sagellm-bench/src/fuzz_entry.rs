@@ -45,6 +45,7 @@ pub fn sse_stream(bytes: &[u8]) {
                             || !chunk.text.is_empty()
                             || data_has_tool_calls(&event.data)
                     );
+                    assert!(chunk.reasoning_tokens == 0 || !chunk.reasoning_text.is_empty());
                 }
             }
         }

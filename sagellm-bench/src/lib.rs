@@ -61,8 +61,8 @@ pub mod workload;
 pub use backend::clock::Clock;
 pub use backend::sink::TokenSink;
 pub use backend::{
-    Backend, BackendError, CountTokens, EngineFigures, ErrorKind, FigureSource, GenerationRequest,
-    KvFigures, MemoryFigures, RequestError, SpecFigures, StreamEvent, Usage,
+    Backend, BackendError, CountTokens, Counter, EngineFigures, ErrorKind, FigureSource,
+    GenerationRequest, KvFigures, MemoryFigures, RequestError, SpecFigures, StreamEvent, Usage,
 };
 pub use harness::main;
 pub use report::{Report, ReportError, Reports};

@@ -21,15 +21,15 @@ fn samples() -> impl Strategy<Value = Vec<f64>> {
     prop::collection::vec(0.0f64..1e6, 0..200)
 }
 
-/// One request: its gaps between content events, tokens per event, a usage report or not, and
-/// a failure or not.
+/// One request: its gaps between content events, tokens per event and whether they were
+/// reasoning, a usage report or not, and a failure or not.
 fn record() -> impl Strategy<Value = RequestRecord> {
     (
         0usize..1000,
         0.0f64..1e5,
         1usize..4096,
         0.0f64..5e3,
-        prop::collection::vec((0.0f64..500.0, 1usize..4), 0..40),
+        prop::collection::vec((0.0f64..500.0, 1usize..4, prop::bool::weighted(0.3)), 0..40),
         prop::option::of(0usize..200),
         prop::option::of(0u8..3),
     )
@@ -38,9 +38,11 @@ fn record() -> impl Strategy<Value = RequestRecord> {
                 let mut t = ttft;
                 let mut token_times_ms = Vec::new();
                 let mut token_counts = Vec::new();
-                for (gap, count) in events {
+                let mut reasoning_counts = Vec::new();
+                for (gap, count, reasoning) in events {
                     token_times_ms.push(t);
                     token_counts.push(count);
+                    reasoning_counts.push(if reasoning { count } else { 0 });
                     t += gap;
                 }
                 let error = failure.map(|k| {
@@ -55,8 +57,10 @@ fn record() -> impl Strategy<Value = RequestRecord> {
                     finish_ms: token_times_ms.last().copied().unwrap_or(ttft),
                     token_times_ms,
                     token_counts,
+                    reasoning_counts,
                     usage_tokens: usage,
                     tokenizer_tokens: None,
+                    tokenizer_on_server: false,
                     error,
                     ..RawRequest::default()
                 })
@@ -148,6 +152,43 @@ proptest! {
                 let slack = 1e-12 * max.abs().max(1.0);
                 prop_assert!(min - slack <= s.mean && s.mean <= max + slack, "{s:?}");
                 prop_assert!(min <= s.p50 && s.p99 <= max);
+            }
+        }
+    }
+
+    #[test]
+    fn reasoning_and_answer_figures_are_consistent(records in records()) {
+        let m = run(&records);
+        let ok: Vec<&RequestRecord> = records.iter().filter(|r| r.success).collect();
+        for r in &records {
+            prop_assert!(r.reasoning_tokens <= r.stream_tokens);
+            prop_assert_eq!(r.answer_tokens(), r.output_tokens.saturating_sub(r.reasoning_tokens));
+            // The first answer token never comes before the first token of either kind.
+            if let (Some(ttfo), Some(ttft)) = (r.ttfo_ms, r.ttft_ms) {
+                prop_assert!(ttfo >= ttft);
+            }
+            // The answer's gaps span no more than the request's.
+            let answer: f64 = r.answer_gaps().sum();
+            let all: f64 = r.inter_token_gaps().sum();
+            prop_assert!(answer <= all + 1e-9);
+        }
+        let reasoning: u64 = ok.iter().map(|r| r.reasoning_tokens as u64).sum();
+        if reasoning == 0 {
+            prop_assert_eq!(m.total_reasoning_tokens, None);
+            prop_assert_eq!(m.avg_ttfo_ms, None);
+        } else {
+            prop_assert_eq!(m.total_reasoning_tokens, Some(reasoning));
+            let answer: u64 = ok.iter().map(|r| r.answer_tokens() as u64).sum();
+            prop_assert_eq!(m.total_answer_tokens, Some(answer));
+            // Where usage counts at least the streamed reasoning, the two kinds add up to `n`.
+            if ok.iter().all(|r| r.output_tokens >= r.reasoning_tokens) {
+                prop_assert_eq!(reasoning + answer, m.total_output_tokens);
+            }
+            let ttfos: Vec<f64> = ok.iter().filter_map(|r| r.ttfo_ms).collect();
+            if let Some((lo, hi)) = min_max(&ttfos) {
+                let p50 = m.p50_ttfo_ms.unwrap();
+                prop_assert!(lo <= p50 && p50 <= hi);
+                prop_assert!(m.avg_ttfo_ms.unwrap() >= m.avg_ttft_ms - 1e-9 || ttfos.len() < ok.len());
             }
         }
     }

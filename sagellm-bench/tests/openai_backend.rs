@@ -277,8 +277,16 @@ fn without_usage_a_tokenizer_counts_the_streamed_text() {
     .expect("the test tokenizer loads");
     assert_eq!(counter.count("tok tok tok "), Some(3));
     let w = workload("counted", 3, 1, 32);
-    // Without a tokenizer: 8 chunks of 4 tokens count as 8.
-    let plain = run(config(&server), std::slice::from_ref(&w), out.path());
+    // Without a tokenizer (and without the server's /tokenize, which would count them: see
+    // openai_reasoning.rs): 8 chunks of 4 tokens count as 8.
+    let plain = run(
+        OpenAiConfig {
+            no_tokenize: true,
+            ..config(&server)
+        },
+        std::slice::from_ref(&w),
+        out.path(),
+    );
     for r in plain[0].records.iter() {
         assert_eq!(r.output_tokens_source, TokenCountSource::Stream);
         assert_eq!((r.output_tokens, r.usage_tokens), (8, None));

@@ -8,7 +8,8 @@
 //!
 //! It answers `POST /v1/completions` (and `/v1/chat/completions`, with the same text chunks)
 //! with `max_tokens` one-token chunks, chunk k at `received + ttft + k * itl`, then a usage
-//! chunk and `[DONE]`; `GET` of any path with a small JSON model list.
+//! chunk and `[DONE]`; `GET` of any path with a small JSON model list; any other `POST` (such as
+//! a client's probe of `/tokenize`) with 404, as a server without that endpoint.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -167,7 +168,15 @@ impl Drop for FramedServer {
 /// One request's head and body, as much as this server needs of them.
 struct Request {
     method: String,
+    path: String,
     max_tokens: usize,
+}
+
+impl Request {
+    /// A completion request, as opposed to a model list or an endpoint this server lacks.
+    fn is_generation(&self) -> bool {
+        self.method != "GET" && self.path.ends_with("/completions")
+    }
 }
 
 /// Reads one request; `None` when the client closed the connection or sent garbage.
@@ -184,7 +193,9 @@ async fn read_request(socket: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Re
         buffer.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
-    let method = head.split_whitespace().next()?.to_string();
+    let mut words = head.split_whitespace();
+    let method = words.next()?.to_string();
+    let path = words.next()?.split('?').next()?.to_string();
     let length: usize = head
         .lines()
         .find_map(|line| {
@@ -209,7 +220,11 @@ async fn read_request(socket: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Re
         .and_then(|v| v.as_u64())
         .unwrap_or(16)
         .max(1) as usize;
-    Some(Request { method, max_tokens })
+    Some(Request {
+        method,
+        path,
+        max_tokens,
+    })
 }
 
 /// One HTTP/1.1 chunk holding `data`.
@@ -223,7 +238,7 @@ async fn serve_connection(mut socket: TcpStream, framing: Framing, stats: Arc<St
     while let Some(request) = read_request(&mut socket, &mut buffer).await {
         let received = Instant::now();
         if answered > 0 && framing.after_answer == AfterAnswer::CloseOnNextRequest {
-            if request.method != "GET" {
+            if request.is_generation() {
                 stats.dropped_generations.fetch_add(1, Ordering::Relaxed);
             }
             return;
@@ -236,6 +251,13 @@ async fn serve_connection(mut socket: TcpStream, framing: Framing, stats: Arc<St
             let body = r#"{"object":"list","data":[{"id":"framed-model","object":"model"}]}"#;
             let head = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: keep-alive\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(head.as_bytes()).await.is_ok()
+        } else if !request.is_generation() {
+            let body = r#"{"error":{"message":"Not Found","code":404}}"#;
+            let head = format!(
+                "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: keep-alive\r\n\r\n{body}",
                 body.len()
             );
             socket.write_all(head.as_bytes()).await.is_ok()

@@ -6,6 +6,20 @@
 //! gap between chunks, the tokens per chunk, and faults for chosen requests. `/v1/models` names
 //! the served model, and `/metrics` exposes Prometheus text with vLLM's metric names.
 //!
+//! A reasoning phase ([`Script::reasoning_tokens`], chat only): the first tokens of each answer
+//! stream as `delta.reasoning_content` (or `delta.reasoning`, [`ReasoningField`]) chunks at
+//! their own pace, then the answer follows as `delta.content`, as vLLM and SGLang stream a
+//! reasoning model's output. Reasoning chunk k is due at `ttft + k * reasoning_itl`, answer
+//! chunk j at `ttft + R * reasoning_itl + j * itl` with `R` reasoning chunks: the first output
+//! (answer) token is due `ttft + R * reasoning_itl` after the request. Reasoning tokens are part
+//! of `max_tokens` and of `usage.completion_tokens`, as a real server counts them.
+//!
+//! Tokens: a prompt's tokens are its whitespace-separated words, each
+//! [`Script::tokens_per_word`] tokens; `POST /tokenize` counts the same way (vLLM's body
+//! `{"model", "prompt"}` answered `{"count", "tokens", "max_model_len"}`, llama.cpp's
+//! `{"content"}` answered `{"tokens"}`), so it agrees with the usage blocks, unless
+//! [`Script::tokenize`] makes it absent or lie.
+//!
 //! Timing: each chunk is sent at an absolute deadline counted from the moment the handler
 //! received the request (`ttft + k * itl`), so timer rounding never accumulates over a stream.
 //! tokio's timer rounds each deadline up to the next millisecond, so every scripted instant is
@@ -65,6 +79,56 @@ pub struct Script {
     /// arrival order, for one to end, and the wait is part of their TTFT (as in an engine whose
     /// batch is full). `None`: no limit.
     pub max_running: Option<usize>,
+    /// Of each chat answer's tokens, how many lead it as reasoning (at most all but one).
+    pub reasoning_tokens: usize,
+    /// Between consecutive reasoning chunks (the first is due at `ttft`).
+    pub reasoning_itl: Duration,
+    /// The delta field reasoning chunks use.
+    pub reasoning_field: ReasoningField,
+    /// Tokens each whitespace-separated word of a prompt counts as, in usage blocks and
+    /// `/tokenize` alike.
+    pub tokens_per_word: usize,
+    /// How `POST /tokenize` answers.
+    pub tokenize: Tokenize,
+}
+
+/// The delta field of reasoning chunks, as servers name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasoningField {
+    /// `delta.reasoning_content` (DeepSeek, vLLM, SGLang).
+    ReasoningContent,
+    /// `delta.reasoning` (newer vLLM, Ollama).
+    Reasoning,
+}
+
+impl ReasoningField {
+    fn name(self) -> &'static str {
+        match self {
+            ReasoningField::ReasoningContent => "reasoning_content",
+            ReasoningField::Reasoning => "reasoning",
+        }
+    }
+}
+
+/// How `POST /tokenize` answers: honestly, or as the broken servers a client must survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tokenize {
+    /// The prompt's tokens, counted as the usage blocks count them.
+    Words,
+    /// HTTP 404, as a server without the endpoint.
+    Missing,
+    /// HTTP 200 with a body that is not JSON.
+    NotJson,
+    /// HTTP 200 with JSON of another shape (no `count`, no `tokens`).
+    WrongShape,
+    /// HTTP 200 with a count no prompt has (2^40 tokens).
+    Absurd,
+    /// HTTP 200 saying every text has no token at all.
+    Zero,
+    /// The right count in `count` and a `tokens` list of another length.
+    Inconsistent,
+    /// A sane-looking answer that counts every word twice, against the usage blocks' once.
+    Doubled,
 }
 
 impl Default for Script {
@@ -83,6 +147,11 @@ impl Default for Script {
             spec_accept_fraction: 0.0,
             queue_time: Duration::ZERO,
             max_running: None,
+            reasoning_tokens: 0,
+            reasoning_itl: Duration::from_millis(5),
+            reasoning_field: ReasoningField::ReasoningContent,
+            tokens_per_word: 1,
+            tokenize: Tokenize::Words,
         }
     }
 }
@@ -141,6 +210,7 @@ impl TestServer {
             slots,
             script,
             requests: AtomicUsize::new(0),
+            tokenize_requests: AtomicUsize::new(0),
             counters: Counters::default(),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -196,6 +266,11 @@ impl TestServer {
         self.state.requests.load(Ordering::Relaxed)
     }
 
+    /// `POST /tokenize` requests received so far.
+    pub fn tokenize_requests(&self) -> usize {
+        self.state.tokenize_requests.load(Ordering::Relaxed)
+    }
+
     /// Mean time from receiving a request to handing its first content chunk to the connection,
     /// over the requests that got that far: the server's own TTFT.
     pub fn mean_server_ttft(&self) -> Option<Duration> {
@@ -229,6 +304,7 @@ struct ServerState {
     /// The streams that may run at once, when the script limits them.
     slots: Option<Arc<tokio::sync::Semaphore>>,
     requests: AtomicUsize,
+    tokenize_requests: AtomicUsize,
     counters: Counters,
 }
 
@@ -256,6 +332,7 @@ fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
         .route("/metrics", get(metrics))
+        .route("/tokenize", post(tokenize))
         .with_state(state)
 }
 
@@ -361,12 +438,13 @@ async fn generate(
         );
     }
     let prompt_tokens = match (&request.prompt, &request.messages) {
-        (Some(p), _) => p.split_whitespace().count(),
-        (None, Some(m)) => m.iter().map(|m| m.content.split_whitespace().count()).sum(),
+        (Some(p), _) => words(p),
+        (None, Some(m)) => m.iter().map(|m| words(&m.content)).sum(),
         (None, None) => {
             return error_response(StatusCode::BAD_REQUEST, "neither prompt nor messages given")
         }
-    } as u64;
+    } * script.tokens_per_word.max(1);
+    let prompt_tokens = prompt_tokens as u64;
     let output_tokens = script
         .completion_tokens
         .unwrap_or(request.max_tokens.unwrap_or(16))
@@ -375,6 +453,10 @@ async fn generate(
         .stream_options
         .as_ref()
         .is_some_and(|o| o.include_usage);
+    let reasoning_tokens = match chat {
+        true => script.reasoning_tokens.min(output_tokens - 1),
+        false => 0,
+    };
 
     let c = &state.counters;
     c.running.fetch_add(1, Ordering::Relaxed);
@@ -394,6 +476,7 @@ async fn generate(
         slot,
         prompt_tokens,
         output_tokens,
+        reasoning_tokens,
         include_usage,
         fault,
         step: Step::Start,
@@ -433,6 +516,8 @@ struct StreamPlan {
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
     prompt_tokens: u64,
     output_tokens: usize,
+    /// The leading output tokens sent as reasoning.
+    reasoning_tokens: usize,
     include_usage: bool,
     fault: Option<Fault>,
     step: Step,
@@ -462,10 +547,17 @@ impl StreamPlan {
             Step::Content => {
                 // Faults strike when the chunk they replace was due, so the chunks before
                 // them have left the server.
-                let deadline = self.admitted
-                    + script.queue_time
-                    + script.ttft
-                    + script.itl * self.chunks_sent as u32;
+                let per_chunk = script.tokens_per_chunk.max(1);
+                let reasoning_chunks = self.reasoning_tokens.div_ceil(per_chunk);
+                let thinking = self.tokens_sent < self.reasoning_tokens;
+                let due = match thinking {
+                    true => script.reasoning_itl * self.chunks_sent as u32,
+                    false => {
+                        script.reasoning_itl * reasoning_chunks as u32
+                            + script.itl * (self.chunks_sent - reasoning_chunks) as u32
+                    }
+                };
+                let deadline = self.admitted + script.queue_time + script.ttft + due;
                 if deadline > Instant::now() {
                     tokio::time::sleep_until(deadline).await;
                 }
@@ -492,9 +584,16 @@ impl StreamPlan {
                     }
                     _ => {}
                 }
-                let per_chunk = script.tokens_per_chunk.max(1);
-                let tokens = per_chunk.min(self.output_tokens - self.tokens_sent);
-                let text = "tok ".repeat(tokens);
+                // A chunk is all reasoning or all answer.
+                let left = match thinking {
+                    true => self.reasoning_tokens - self.tokens_sent,
+                    false => self.output_tokens - self.tokens_sent,
+                };
+                let tokens = per_chunk.min(left);
+                let text = match thinking {
+                    true => "think ".repeat(tokens),
+                    false => "tok ".repeat(tokens),
+                };
                 let last = self.tokens_sent + tokens == self.output_tokens;
                 let c = &self.state.counters;
                 if self.chunks_sent == 0 {
@@ -514,10 +613,14 @@ impl StreamPlan {
                 }
                 self.chunks_sent += 1;
                 self.tokens_sent += tokens;
-                let delta = if self.chat {
-                    format!(r#"{{"content":"{text}"}}"#)
-                } else {
-                    String::new()
+                let delta = match (self.chat, thinking) {
+                    // vLLM sends the other field as null beside the one that carries text.
+                    (true, true) => format!(
+                        r#"{{"content":null,"{}":"{text}"}}"#,
+                        script.reasoning_field.name()
+                    ),
+                    (true, false) => format!(r#"{{"content":"{text}"}}"#),
+                    (false, _) => String::new(),
                 };
                 let finish = last.then_some("length");
                 let mut frame = if self.chat {
@@ -624,6 +727,73 @@ impl Drop for StreamPlan {
     fn drop(&mut self) {
         // A client that hangs up mid-stream still frees its cache.
         self.release();
+    }
+}
+
+/// Whitespace-separated words: the server's tokens, before `tokens_per_word`.
+fn words(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+#[derive(Deserialize)]
+struct TokenizeBody {
+    /// vLLM and SGLang name the text `prompt`.
+    #[serde(default)]
+    prompt: Option<String>,
+    /// llama.cpp's server names it `content`.
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// `POST /tokenize`, as [`Script::tokenize`] says.
+async fn tokenize(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
+    state.tokenize_requests.fetch_add(1, Ordering::Relaxed);
+    let script = &state.script;
+    let json = |value: serde_json::Value| {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            value.to_string(),
+        )
+            .into_response()
+    };
+    let request: TokenizeBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("bad JSON: {e}")),
+    };
+    let (text, vllm) = match (request.prompt, request.content) {
+        (Some(p), _) => (p, true),
+        (None, Some(c)) => (c, false),
+        (None, None) => return error_response(StatusCode::BAD_REQUEST, "no prompt or content"),
+    };
+    // Token ids: each word's bytes summed, once per token it counts as.
+    let per_word = script.tokens_per_word.max(1);
+    let ids: Vec<u64> = text
+        .split_whitespace()
+        .flat_map(|w| {
+            let id = w.bytes().map(u64::from).sum::<u64>();
+            (0..per_word as u64).map(move |k| id * 4 + k)
+        })
+        .collect();
+    match script.tokenize {
+        Tokenize::Missing => error_response(StatusCode::NOT_FOUND, "Not Found"),
+        Tokenize::NotJson => "<html>tokens: many</html>".into_response(),
+        Tokenize::WrongShape => json(serde_json::json!({"ids": ids, "n": ids.len()})),
+        Tokenize::Absurd => json(serde_json::json!({"count": 1u64 << 40})),
+        Tokenize::Zero => json(serde_json::json!({"count": 0, "tokens": []})),
+        Tokenize::Inconsistent => json(serde_json::json!({
+            "count": ids.len(),
+            "tokens": &ids[..ids.len() / 2],
+        })),
+        Tokenize::Doubled => {
+            let doubled: Vec<u64> = ids.iter().flat_map(|&id| [id, id]).collect();
+            json(serde_json::json!({"count": doubled.len(), "tokens": doubled}))
+        }
+        Tokenize::Words if vllm => json(serde_json::json!({
+            "count": ids.len(),
+            "max_model_len": 32768,
+            "tokens": ids,
+        })),
+        Tokenize::Words => json(serde_json::json!({"tokens": ids})),
     }
 }
 

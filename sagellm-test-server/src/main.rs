@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use sagellm_test_server::{Script, TestServer};
+use sagellm_test_server::{ReasoningField, Script, TestServer};
 
-const USAGE: &str = "usage: sagellm-test-server [--port N] [--ttft-ms MS] [--itl-ms MS] [--tokens-per-chunk N] [--model NAME] [--threads N] [--max-running N]";
+const USAGE: &str = "usage: sagellm-test-server [--port N] [--ttft-ms MS] [--itl-ms MS] [--tokens-per-chunk N] [--model NAME] [--threads N] [--reasoning-tokens N] [--reasoning-itl-ms MS] [--reasoning-field reasoning_content|reasoning] [--tokens-per-word N] [--max-running N]";
 
 fn main() -> std::process::ExitCode {
     match run() {
@@ -49,6 +49,20 @@ fn run() -> Result<(), String> {
             // A scripted capacity: beyond N streams at once, requests queue and TTFT grows.
             "--max-running" => script.max_running = Some(number()?.max(1) as usize),
             "--model" => script.model = value,
+            "--reasoning-tokens" => script.reasoning_tokens = number()? as usize,
+            "--reasoning-itl-ms" => script.reasoning_itl = Duration::from_millis(number()?),
+            "--reasoning-field" => {
+                script.reasoning_field = match value.as_str() {
+                    "reasoning_content" => ReasoningField::ReasoningContent,
+                    "reasoning" => ReasoningField::Reasoning,
+                    _ => {
+                        return Err(format!(
+                            "--reasoning-field is reasoning_content or reasoning, not `{value}`"
+                        ))
+                    }
+                }
+            }
+            "--tokens-per-word" => script.tokens_per_word = number()? as usize,
             other => return Err(format!("unknown flag `{other}`")),
         }
     }

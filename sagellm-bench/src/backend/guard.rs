@@ -57,7 +57,9 @@ fn is_final(event: &StreamEvent) -> bool {
     match event {
         StreamEvent::Done { .. } | StreamEvent::Error(_) => true,
         StreamEvent::Stamped { event, .. } => is_final(event),
-        StreamEvent::Tokens { .. } | StreamEvent::PrefixCached { .. } => false,
+        StreamEvent::Tokens { .. }
+        | StreamEvent::Reasoning { .. }
+        | StreamEvent::PrefixCached { .. } => false,
     }
 }
 

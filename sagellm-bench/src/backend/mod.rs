@@ -55,6 +55,16 @@ pub enum StreamEvent {
         /// How many tokens it holds.
         tokens: usize,
     },
+    /// Reasoning content (a reasoning model's thinking, sent before its answer): `tokens` tokens
+    /// of `text`. Counted towards TTFT, the inter-token gaps and `n` like [`StreamEvent::Tokens`],
+    /// and apart from them in the reasoning figures: the time to first output token (TTFO) is
+    /// the first `Tokens` event's, not this one's. `tokens == 0` is not output.
+    Reasoning {
+        /// The text of the chunk.
+        text: String,
+        /// How many tokens it holds.
+        tokens: usize,
+    },
     /// The request finished successfully.
     Done {
         /// Token counts as the backend reports them, where it does.
@@ -315,4 +325,19 @@ pub trait Backend: Send + Sync {
 pub trait CountTokens: Send + Sync {
     /// The number of tokens `text` encodes to; `None` when it cannot be counted.
     fn count(&self, text: &str) -> Option<usize>;
+
+    /// Who counts: a tokenizer in this process (the default) or the server's own tokenizer,
+    /// asked over the network. Recorded as each request's `output_tokens_source`.
+    fn counter(&self) -> Counter {
+        Counter::Local
+    }
+}
+
+/// Who a [`CountTokens`] asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// A tokenizer loaded in this process (`--tokenizer`).
+    Local,
+    /// The server's tokenizer, through its `/tokenize` endpoint.
+    Server,
 }

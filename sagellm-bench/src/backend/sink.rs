@@ -72,6 +72,17 @@ impl TokenSink {
         self.stamp_and_send(event)
     }
 
+    /// Sends `tokens` tokens of reasoning `text` (a reasoning model's thinking before its
+    /// answer), stamped now; see [`StreamEvent::Reasoning`]. Returns `false` when nobody reads
+    /// the stream any more.
+    pub fn push_reasoning(&mut self, text: impl Into<String>, tokens: usize) -> bool {
+        let event = StreamEvent::Reasoning {
+            text: text.into(),
+            tokens,
+        };
+        self.stamp_and_send(event)
+    }
+
     /// Ends the stream successfully, with the token counts the engine knows.
     pub fn done(mut self, usage: Option<Usage>) {
         self.finished = true;

@@ -311,6 +311,20 @@ pub(crate) const METRICS: &[Metric] = &[
         .compared()
         .baseline(per_request(RequestSample::ttft_ms, Stat::P99))
         .panel("TTFT"),
+    // Present only in runs whose requests streamed reasoning (docs/METRICS.md, "Reasoning
+    // models"): the time to the first token of the answer, which the TTFT above does not wait
+    // for.
+    metric!(avg_ttfo_ms, "TTFO avg", Milliseconds, Lower)
+        .row("TTFO avg (ms)")
+        .compared(),
+    metric!(p50_ttfo_ms, "TTFO p50", Milliseconds, Lower)
+        .row("TTFO p50 / p95 / p99 (ms)")
+        .compared(),
+    metric!(p95_ttfo_ms, "TTFO p95", Milliseconds, Lower).same_row(),
+    metric!(p99_ttfo_ms, "TTFO p99", Milliseconds, Lower)
+        .same_row()
+        .compared(),
+    metric!(std_ttfo_ms, "TTFO std", Milliseconds, Lower),
     metric!(avg_tbt_ms, "TBT avg", Milliseconds, Lower)
         .row("TBT avg (ms)")
         .compared()
@@ -330,6 +344,24 @@ pub(crate) const METRICS: &[Metric] = &[
         .same_row()
         .compared()
         .panel("Inter-token gap"),
+    // Reasoning runs only: the tokens split by kind, and the answer-only pace.
+    metric!(total_reasoning_tokens, "Reasoning tokens", Count, Lower)
+        .row("Reasoning / answer tokens"),
+    metric!(total_answer_tokens, "Answer tokens", Count, Higher).same_row(),
+    metric!(avg_answer_tbt_ms, "Answer TBT avg", Milliseconds, Lower)
+        .row("Answer TBT avg (ms)")
+        .compared(),
+    metric!(avg_answer_tpot_ms, "Answer TPOT avg", Milliseconds, Lower)
+        .row("Answer TPOT avg / p99 (ms)")
+        .compared(),
+    metric!(p50_answer_tpot_ms, "Answer TPOT p50", Milliseconds, Lower),
+    metric!(p99_answer_tpot_ms, "Answer TPOT p99", Milliseconds, Lower).same_row(),
+    metric!(avg_answer_itl_ms, "Answer ITL avg", Milliseconds, Lower),
+    metric!(p50_answer_itl_ms, "Answer ITL p50", Milliseconds, Lower)
+        .row("Answer ITL p50 / p99 (ms)"),
+    metric!(p99_answer_itl_ms, "Answer ITL p99", Milliseconds, Lower)
+        .same_row()
+        .compared(),
     metric!(avg_e2el_ms, "E2E avg", Milliseconds, Lower)
         .row("E2E avg / p99 (ms)")
         .compared(),

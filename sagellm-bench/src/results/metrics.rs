@@ -54,6 +54,41 @@ pub struct WorkloadMetrics {
     pub p99_e2el_ms: f64,
     pub std_e2el_ms: f64,
 
+    /// Reasoning figures (see docs/METRICS.md, "Reasoning models"): present only when some
+    /// successful request streamed reasoning tokens. TTFO: time to first output (answer)
+    /// token, beside the TTFT, which counts the first token of either kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_ttfo_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_ttfo_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95_ttfo_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_ttfo_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std_ttfo_ms: Option<f64>,
+    /// Reasoning and answer tokens of the successful requests; they add up to
+    /// `total_output_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_reasoning_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_answer_tokens: Option<u64>,
+    /// The answer-only variants of TBT, TPOT and ITL, the thinking left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_answer_tbt_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_answer_tpot_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_answer_tpot_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_answer_tpot_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_answer_itl_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_answer_itl_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_answer_itl_ms: Option<f64>,
+
     pub avg_throughput_tps: f64,
     pub output_throughput_tps: f64,
     pub input_throughput_tps: f64,
@@ -238,6 +273,8 @@ pub enum OutputTokenSource {
     Stream,
     /// Counted by tokenizing the streamed text (`--tokenizer`).
     Tokenizer,
+    /// Counted by the server's tokenizer, through its `/tokenize` endpoint.
+    ServerTokenizer,
     Mixed,
     /// No request produced output.
     None,
@@ -361,6 +398,7 @@ pub fn aggregate_samples(
         }
     };
     let server = ServerMeans::of(engine.server_timings.as_ref(), successful);
+    let reasoning = Reasoning::of(&ok, samples);
     let output_tokens = {
         let mut sources = records
             .iter()
@@ -372,6 +410,7 @@ pub fn aggregate_samples(
                 TokenCountSource::Usage => OutputTokenSource::Usage,
                 TokenCountSource::Stream => OutputTokenSource::Stream,
                 TokenCountSource::Tokenizer => OutputTokenSource::Tokenizer,
+                TokenCountSource::ServerTokenizer => OutputTokenSource::ServerTokenizer,
             },
             Some(_) => OutputTokenSource::Mixed,
         }
@@ -403,6 +442,20 @@ pub fn aggregate_samples(
         p95_e2el_ms: e2el_s.p95,
         p99_e2el_ms: e2el_s.p99,
         std_e2el_ms: e2el_s.std,
+        avg_ttfo_ms: reasoning.as_ref().map(|r| r.ttfo.mean),
+        p50_ttfo_ms: reasoning.as_ref().map(|r| r.ttfo.p50),
+        p95_ttfo_ms: reasoning.as_ref().map(|r| r.ttfo.p95),
+        p99_ttfo_ms: reasoning.as_ref().map(|r| r.ttfo.p99),
+        std_ttfo_ms: reasoning.as_ref().map(|r| r.ttfo.std),
+        total_reasoning_tokens: reasoning.as_ref().map(|r| r.reasoning_tokens),
+        total_answer_tokens: reasoning.as_ref().map(|r| r.answer_tokens),
+        avg_answer_tbt_ms: reasoning.as_ref().map(|r| r.tbt_mean),
+        avg_answer_tpot_ms: reasoning.as_ref().map(|r| r.tpot.mean),
+        p50_answer_tpot_ms: reasoning.as_ref().map(|r| r.tpot.p50),
+        p99_answer_tpot_ms: reasoning.as_ref().map(|r| r.tpot.p99),
+        avg_answer_itl_ms: reasoning.as_ref().map(|r| r.itl_mean),
+        p50_answer_itl_ms: reasoning.as_ref().map(|r| r.itl_p50),
+        p99_answer_itl_ms: reasoning.as_ref().map(|r| r.itl_p99),
         avg_throughput_tps: Stats::of(&tput).mean,
         output_throughput_tps: ratio(total_output as f64, wall_s),
         input_throughput_tps: ratio(total_input as f64, wall_s),
@@ -485,6 +538,43 @@ pub fn schedule_lag_p99(samples: &WorkloadSamples) -> Option<f64> {
 /// the lag's p99 passed [`LAG_BEHIND_MS`].
 pub fn fell_behind(held_requests: u64, lag_p99_ms: Option<f64>) -> bool {
     held_requests > 0 || lag_p99_ms.is_some_and(|p| p > LAG_BEHIND_MS)
+}
+
+/// The reasoning figures of a workload's successful requests.
+struct Reasoning {
+    ttfo: Stats,
+    reasoning_tokens: u64,
+    answer_tokens: u64,
+    tbt_mean: f64,
+    tpot: Stats,
+    itl_mean: f64,
+    itl_p50: f64,
+    itl_p99: f64,
+}
+
+impl Reasoning {
+    /// `None` when no successful request streamed reasoning: the figures would repeat the
+    /// TTFT, TBT, TPOT and ITL and only lengthen every report. Requests without reasoning in a
+    /// workload that has some count with their TTFT as TTFO and all their tokens as answer.
+    fn of(ok: &[&RequestSample], samples: &WorkloadSamples) -> Option<Reasoning> {
+        if ok.iter().all(|r| r.reasoning_tokens() == 0) {
+            return None;
+        }
+        let of = |value: fn(&RequestSample) -> Option<f64>| -> Vec<f64> {
+            ok.iter().filter_map(|r| value(r)).collect()
+        };
+        let itl = samples.answer_itl();
+        Some(Reasoning {
+            ttfo: Stats::of(&of(RequestSample::ttfo_ms)),
+            reasoning_tokens: ok.iter().map(|r| r.reasoning_tokens() as u64).sum(),
+            answer_tokens: ok.iter().map(|r| r.answer_tokens() as u64).sum(),
+            tbt_mean: Stats::of(&of(RequestSample::answer_tbt_ms)).mean,
+            tpot: Stats::of(&of(RequestSample::answer_tpot_ms)),
+            itl_mean: itl.mean_ms(),
+            itl_p50: itl.percentile_ms(50.0),
+            itl_p99: itl.percentile_ms(99.0),
+        })
+    }
 }
 
 /// The server's per-request means, in milliseconds.
@@ -638,6 +728,58 @@ mod tests {
         assert_eq!(m.sources.kv_cache, FigureSource::Simulated);
         assert_eq!(m.sources.memory, FigureSource::Unavailable);
         assert_eq!(m.sources.output_tokens, OutputTokenSource::Stream);
+    }
+
+    #[test]
+    fn reasoning_figures_by_hand_and_absent_without_reasoning() {
+        // A: thinking at 10, 20, 30, the answer at 50, 55, 60 (n = 6): TTFO 50, answer TBT
+        // (60 - 50) / 2 = 5, answer TPOT 60 / 3 = 20, answer gaps 5 and 5.
+        // B: no reasoning, tokens at 20 and 30: TTFO = TTFT = 20, answer TBT 10, answer TPOT
+        // 30 / 2 = 15, answer gap 10.
+        let a = RequestRecord::new(RawRequest {
+            index: 0,
+            prompt_tokens: 8,
+            token_times_ms: vec![10.0, 20.0, 30.0, 50.0, 55.0, 60.0],
+            token_counts: vec![1; 6],
+            reasoning_counts: vec![1, 1, 1, 0, 0, 0],
+            finish_ms: 60.0,
+            ..RawRequest::default()
+        });
+        let b = ok(1, 60.0, &[20.0, 30.0]);
+        let wall = WallClock {
+            start_unix_s: 0.0,
+            total_time_s: 0.09,
+        };
+        let engine = EngineFigures::default();
+        let m = aggregate("w", "b", "m", &[a, b.clone()], wall, &engine);
+        // TTFT stays the first token of either kind: (10 + 20) / 2.
+        assert!(close(m.avg_ttft_ms, 15.0));
+        assert_eq!(m.avg_ttfo_ms, Some(35.0));
+        assert_eq!(m.p50_ttfo_ms, Some(35.0));
+        assert!(close(m.p99_ttfo_ms.unwrap(), 20.0 + 0.99 * 30.0));
+        assert_eq!(m.std_ttfo_ms, Some(15.0));
+        assert_eq!(
+            (m.total_reasoning_tokens, m.total_answer_tokens),
+            (Some(3), Some(5))
+        );
+        assert_eq!(m.total_output_tokens, 8);
+        assert_eq!(m.avg_answer_tbt_ms, Some(7.5));
+        assert_eq!(m.avg_answer_tpot_ms, Some(17.5));
+        assert!(close(m.avg_answer_itl_ms.unwrap(), 20.0 / 3.0));
+        // Pooled answer gaps 5, 5, 10: p50 5, p99 5 + 0.98 * 5 (within the histogram's 0.05 %).
+        assert!((m.p50_answer_itl_ms.unwrap() - 5.0).abs() < 5.0 * 5e-4);
+        assert!((m.p99_answer_itl_ms.unwrap() - 9.9).abs() < 9.9 * 5e-4);
+        // The all-token ITL still holds the thinking's gaps: 10, 10, 20, 5, 5 and 10.
+        assert!(close(m.avg_itl_ms, 60.0 / 6.0));
+
+        let plain = aggregate("w", "b", "m", &[b], wall, &engine);
+        assert_eq!(
+            (plain.avg_ttfo_ms, plain.total_reasoning_tokens),
+            (None, None)
+        );
+        assert_eq!(plain.avg_answer_itl_ms, None);
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("ttfo") && !json.contains("answer"), "{json}");
     }
 
     #[test]

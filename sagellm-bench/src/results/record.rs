@@ -30,12 +30,24 @@ pub struct RequestRecord {
     pub token_times_ms: Vec<f64>,
     /// Tokens carried by each content event (a chunk may carry several).
     pub token_counts: Vec<usize>,
+    /// Of each content event's tokens, those that were reasoning (a reasoning model's thinking
+    /// before its answer); empty when the request streamed no reasoning.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasoning_counts: Vec<usize>,
+    /// Reasoning tokens, as the stream's reasoning events counted them (the sum of
+    /// `reasoning_counts`); part of `output_tokens`.
+    #[serde(default)]
+    pub reasoning_tokens: usize,
     /// When the stream ended (finished or failed), after `t0`.
     pub finish_ms: f64,
     pub success: bool,
     pub error: Option<RequestError>,
     /// Per-request metrics, derived from the fields above (kept here for convenience).
     pub ttft_ms: Option<f64>,
+    /// Time to first output token: the first answer (not reasoning) token's time after `t0`;
+    /// equal to `ttft_ms` for a request that streamed no reasoning.
+    #[serde(default)]
+    pub ttfo_ms: Option<f64>,
     pub e2el_ms: Option<f64>,
     pub tbt_ms: Option<f64>,
     pub tpot_ms: Option<f64>,
@@ -70,12 +82,16 @@ pub enum TokenCountSource {
     Stream,
     /// The streamed text, tokenized with the tokenizer given by `--tokenizer`.
     Tokenizer,
+    /// The streamed text, counted by the server's own tokenizer through its `/tokenize`
+    /// endpoint, after the request finished.
+    ServerTokenizer,
 }
 
 impl RequestRecord {
     /// Builds a record from raw stamps and fills in the per-request metrics:
     ///
-    /// - TTFT = `first_token_at - t0`
+    /// - TTFT = `first_token_at - t0`, the first token of either kind (reasoning or answer)
+    /// - TTFO = `first_answer_token_at - t0`
     /// - E2E latency = `done_at - t0`, where `done_at` is the last content event
     /// - TBT = `(done_at - first_token_at) / (n - 1)`, only for `n >= 2`
     /// - TPOT = `e2el / n`
@@ -88,19 +104,36 @@ impl RequestRecord {
             prompt_tokens,
             token_times_ms,
             token_counts,
+            reasoning_counts,
             finish_ms,
             usage_tokens,
             tokenizer_tokens,
+            tokenizer_on_server,
             error,
             cached_prompt_tokens,
             turn,
         } = raw;
         let stream_tokens: usize = token_counts.iter().sum();
-        let (output_tokens, output_tokens_source) = match (usage_tokens, tokenizer_tokens) {
+        // No reasoning is written as no list at all; a list is one entry per event.
+        let reasoning_counts = match reasoning_counts.iter().any(|&r| r > 0) {
+            true => reasoning_counts,
+            false => Vec::new(),
+        };
+        let reasoning_tokens: usize = reasoning_counts.iter().sum();
+        // A tokenizer counts the answer's text; the reasoning tokens are the stream's count.
+        let counted = tokenizer_tokens.map(|n| n + reasoning_tokens);
+        let (output_tokens, output_tokens_source) = match (usage_tokens, counted) {
             (Some(n), _) => (n, TokenCountSource::Usage),
+            (None, Some(n)) if tokenizer_on_server => (n, TokenCountSource::ServerTokenizer),
             (None, Some(n)) => (n, TokenCountSource::Tokenizer),
             (None, None) => (stream_tokens, TokenCountSource::Stream),
         };
+        let ttfo_ms = token_times_ms
+            .iter()
+            .zip(&token_counts)
+            .enumerate()
+            .find(|&(i, (_, &count))| count > reasoning_counts.get(i).copied().unwrap_or(0))
+            .map(|(_, (&at, _))| at);
         let success = error.is_none();
         let mut record = RequestRecord {
             index,
@@ -113,10 +146,13 @@ impl RequestRecord {
             usage_tokens,
             token_times_ms,
             token_counts,
+            reasoning_counts,
+            reasoning_tokens,
             finish_ms,
             success,
             error,
             ttft_ms: None,
+            ttfo_ms,
             e2el_ms: None,
             tbt_ms: None,
             tpot_ms: None,
@@ -140,6 +176,28 @@ impl RequestRecord {
     /// The gaps between consecutive content events, in milliseconds.
     pub fn inter_token_gaps(&self) -> impl Iterator<Item = f64> + '_ {
         self.token_times_ms.windows(2).map(|w| w[1] - w[0])
+    }
+
+    /// The gaps between consecutive events carrying answer tokens, leaving reasoning events
+    /// and the gap from the last of them to the answer out; the same as
+    /// [`inter_token_gaps`](Self::inter_token_gaps) for a request without reasoning.
+    pub fn answer_gaps(&self) -> impl Iterator<Item = f64> + '_ {
+        let answers = self
+            .token_times_ms
+            .iter()
+            .zip(&self.token_counts)
+            .enumerate()
+            .filter(|&(i, (_, &count))| count > self.reasoning_counts.get(i).copied().unwrap_or(0))
+            .map(|(_, (&at, _))| at);
+        answers
+            .clone()
+            .zip(answers.skip(1))
+            .map(|(before, after)| after - before)
+    }
+
+    /// Output tokens that were the answer: `output_tokens - reasoning_tokens`.
+    pub fn answer_tokens(&self) -> usize {
+        self.output_tokens.saturating_sub(self.reasoning_tokens)
     }
 
     /// When the request's stream ended, from the workload's start.
@@ -171,11 +229,15 @@ pub struct RawRequest {
     pub prompt_tokens: usize,
     pub token_times_ms: Vec<f64>,
     pub token_counts: Vec<usize>,
+    /// Of each event's tokens, the reasoning ones (one entry per event, or empty: none).
+    pub reasoning_counts: Vec<usize>,
     pub finish_ms: f64,
     pub usage_tokens: Option<usize>,
-    /// Output tokens as a local tokenizer counted the streamed text, when there was no usage
-    /// report and a tokenizer was given.
+    /// Output tokens as a tokenizer counted the streamed answer text, when there was no usage
+    /// report and a tokenizer was given (`n` is this plus the reasoning tokens).
     pub tokenizer_tokens: Option<usize>,
+    /// The tokenizer of `tokenizer_tokens` was the server's (`/tokenize`), not a local one.
+    pub tokenizer_on_server: bool,
     pub error: Option<RequestError>,
     /// Prompt tokens the engine served from its prefix cache, where the backend said.
     pub cached_prompt_tokens: Option<usize>,
@@ -282,6 +344,84 @@ mod tests {
         let r = RequestRecord::new(raw);
         assert_eq!(r.output_tokens_source, TokenCountSource::Usage);
         assert_eq!(r.output_tokens, 5);
+    }
+
+    fn reasoning(times: &[f64], counts: &[usize], reasoning: &[usize]) -> RequestRecord {
+        RequestRecord::new(RawRequest {
+            token_times_ms: times.to_vec(),
+            token_counts: counts.to_vec(),
+            reasoning_counts: reasoning.to_vec(),
+            finish_ms: times.last().copied().unwrap_or(0.0),
+            ..RawRequest::default()
+        })
+    }
+
+    #[test]
+    fn reasoning_then_answer_by_hand() {
+        // Thinking at 10, 20, 30 ms, the answer at 50, 55, 60: TTFT is the first token of
+        // either kind (10), TTFO the first answer token (50). n = 6, 3 of them reasoning.
+        let r = reasoning(
+            &[10.0, 20.0, 30.0, 50.0, 55.0, 60.0],
+            &[1; 6],
+            &[1, 1, 1, 0, 0, 0],
+        );
+        assert_eq!((r.ttft_ms, r.ttfo_ms), (Some(10.0), Some(50.0)));
+        assert_eq!(
+            (r.output_tokens, r.reasoning_tokens, r.answer_tokens()),
+            (6, 3, 3)
+        );
+        // All gaps: 10, 10, 20, 5, 5; the answer's: 5, 5 (the 20 ms to the answer is neither).
+        assert_eq!(
+            r.inter_token_gaps().collect::<Vec<_>>(),
+            [10.0, 10.0, 20.0, 5.0, 5.0]
+        );
+        assert_eq!(r.answer_gaps().collect::<Vec<_>>(), [5.0, 5.0]);
+        // TBT and TPOT stay over all tokens: (60 - 10) / 5 = 10, 60 / 6 = 10.
+        assert_eq!((r.tbt_ms, r.tpot_ms), (Some(10.0), Some(10.0)));
+    }
+
+    #[test]
+    fn without_reasoning_ttfo_is_ttft_and_no_list_is_written() {
+        let r = reasoning(&[20.0, 60.0], &[1, 1], &[0, 0]);
+        assert_eq!((r.ttfo_ms, r.reasoning_tokens), (Some(20.0), 0));
+        assert!(r.reasoning_counts.is_empty());
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(!json.contains("reasoning_counts"), "{json}");
+        // An older file without the reasoning fields still reads.
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let object = old.as_object_mut().unwrap();
+        object.remove("reasoning_tokens");
+        object.remove("ttfo_ms");
+        let back: RequestRecord = serde_json::from_value(old).unwrap();
+        assert_eq!((back.reasoning_tokens, back.ttfo_ms), (0, None));
+    }
+
+    #[test]
+    fn reasoning_between_answer_events_and_a_tokenizer_count() {
+        // Answer at 5, a reasoning event at 10, answer at 20: TTFO 5, the answer's gap 15.
+        let mut raw = RawRequest {
+            token_times_ms: vec![5.0, 10.0, 20.0],
+            token_counts: vec![1, 2, 1],
+            reasoning_counts: vec![0, 2, 0],
+            finish_ms: 20.0,
+            tokenizer_tokens: Some(4),
+            ..RawRequest::default()
+        };
+        let r = RequestRecord::new(raw.clone());
+        assert_eq!((r.ttft_ms, r.ttfo_ms), (Some(5.0), Some(5.0)));
+        assert_eq!(r.answer_gaps().collect::<Vec<_>>(), [15.0]);
+        // The tokenizer counted the answer text (4); the 2 reasoning tokens are added.
+        assert_eq!((r.output_tokens, r.answer_tokens()), (6, 4));
+        assert_eq!(r.output_tokens_source, TokenCountSource::Tokenizer);
+        raw.tokenizer_on_server = true;
+        let r = RequestRecord::new(raw);
+        assert_eq!(r.output_tokens_source, TokenCountSource::ServerTokenizer);
+        // Only reasoning: no TTFO.
+        let r = reasoning(&[5.0, 9.0], &[1, 1], &[1, 1]);
+        assert_eq!(
+            (r.ttft_ms, r.ttfo_ms, r.answer_tokens()),
+            (Some(5.0), None, 0)
+        );
     }
 
     #[test]

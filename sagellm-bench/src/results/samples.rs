@@ -4,7 +4,7 @@
 //! The full [`RequestRecord`] (every token's time) is written to `<workload>_requests.jsonl`
 //! as the request finishes and then dropped; [`WorkloadSamples::add`] takes from it all that
 //! the metrics, the charts, the HTML report and the baseline comparison need. Memory then grows
-//! by one [`RequestSample`] (80 bytes) a request, not by the request's tokens.
+//! by one [`RequestSample`] (96 bytes) a request, not by the request's tokens.
 
 use std::sync::Arc;
 
@@ -32,7 +32,10 @@ pub struct RequestSample {
     /// NaN when absent: an `Option<f64>` would take 16 bytes instead of 8.
     scheduled_ms: f64,
     ttft_ms: f64,
+    /// NaN when no answer token came.
+    ttfo_ms: f64,
     e2el_ms: f64,
+    reasoning_tokens: usize,
     output_tokens_source: TokenCountSource,
     error_kind: Option<ErrorKind>,
     /// The turn within its multi-turn session, 0-based; `NO_TURN` for a single-turn request
@@ -66,6 +69,7 @@ impl PartialEq for RequestSample {
                 s.prompt_tokens,
                 s.output_tokens,
                 s.stream_tokens,
+                s.reasoning_tokens,
                 s.output_tokens_source,
                 s.error_kind,
                 s.turn,
@@ -79,6 +83,7 @@ impl PartialEq for RequestSample {
                 s.finish_ms,
                 s.scheduled_ms(),
                 s.ttft_ms(),
+                s.ttfo_ms(),
                 s.e2el_ms(),
             )
         };
@@ -99,7 +104,9 @@ impl RequestSample {
             finish_ms: record.finish_ms,
             scheduled_ms: record.scheduled_ms.unwrap_or(f64::NAN),
             ttft_ms: record.ttft_ms.unwrap_or(f64::NAN),
+            ttfo_ms: record.ttfo_ms.unwrap_or(f64::NAN),
             e2el_ms: record.e2el_ms.unwrap_or(f64::NAN),
+            reasoning_tokens: record.reasoning_tokens,
             output_tokens_source: record.output_tokens_source,
             error_kind: match (&record.error, record.success) {
                 (Some(e), _) => Some(e.kind),
@@ -170,6 +177,32 @@ impl RequestSample {
     pub fn e2el_ms(&self) -> Option<f64> {
         present(self.e2el_ms)
     }
+    /// Time to first output (answer) token; see [`RequestRecord::ttfo_ms`].
+    pub fn ttfo_ms(&self) -> Option<f64> {
+        present(self.ttfo_ms)
+    }
+    /// Reasoning tokens among the output tokens (see [`RequestRecord::reasoning_tokens`]).
+    pub fn reasoning_tokens(&self) -> usize {
+        self.reasoning_tokens
+    }
+    /// Output tokens that were the answer: `n` minus the reasoning tokens.
+    pub fn answer_tokens(&self) -> usize {
+        self.output_tokens.saturating_sub(self.reasoning_tokens)
+    }
+    /// The answer's TBT, `(e2el - ttfo) / (answer_tokens - 1)`: its decode pace, leaving the
+    /// thinking out. `None` under two answer tokens.
+    pub fn answer_tbt_ms(&self) -> Option<f64> {
+        let (ttfo, e2el) = (self.ttfo_ms()?, self.e2el_ms()?);
+        let n = self.answer_tokens();
+        (n >= 2).then(|| (e2el - ttfo) / (n - 1) as f64)
+    }
+    /// The answer's TPOT, `e2el / answer_tokens`: the time the user waited per token of the
+    /// answer they read. `None` without an answer token.
+    pub fn answer_tpot_ms(&self) -> Option<f64> {
+        let e2el = self.e2el_ms()?;
+        let n = self.answer_tokens();
+        (n >= 1 && self.ttfo_ms().is_some()).then(|| e2el / n as f64)
+    }
     pub fn tbt_ms(&self) -> Option<f64> {
         self.per_token().0
     }
@@ -211,6 +244,8 @@ pub struct WorkloadSamples {
     requests: Vec<RequestSample>,
     /// Gaps between consecutive content events of successful requests.
     itl: ItlStats,
+    /// Gaps between consecutive answer events of successful requests (reasoning left out).
+    answer_itl: ItlStats,
     /// Output tokens streamed, by event time from the workload's start (failed requests too).
     streamed_tokens: TimeBins,
     /// Changes of the tokens held by requests in flight (prompt plus tokens streamed so far),
@@ -245,6 +280,9 @@ impl WorkloadSamples {
             record
                 .inter_token_gaps()
                 .for_each(|g| self.itl.record_ms(g));
+            record
+                .answer_gaps()
+                .for_each(|g| self.answer_itl.record_ms(g));
         }
         let events = || {
             record
@@ -299,6 +337,12 @@ impl WorkloadSamples {
         &self.itl
     }
 
+    /// The pooled gaps between answer events of successful requests (see
+    /// [`RequestRecord::answer_gaps`]).
+    pub fn answer_itl(&self) -> &ItlStats {
+        &self.answer_itl
+    }
+
     /// Output tokens streamed per time bin, from the workload's start (failed requests too).
     pub fn streamed_tokens(&self) -> &TimeBins {
         &self.streamed_tokens
@@ -341,7 +385,7 @@ mod tests {
         );
         assert_eq!((s.scheduled_ms(), s.end_ms()), (Some(2.0), r.end_ms()));
         assert!(s.success());
-        assert_eq!(std::mem::size_of::<RequestSample>(), 80);
+        assert_eq!(std::mem::size_of::<RequestSample>(), 96);
     }
 
     #[test]

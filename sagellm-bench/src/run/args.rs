@@ -83,6 +83,11 @@ pub struct ServerArgs {
     #[arg(long, value_name = "NAME")]
     pub session_header: Option<String>,
 
+    /// Do not use the server's /tokenize endpoint (vLLM, SGLang, llama.cpp), which otherwise
+    /// cuts synthetic prompts to their exact token count and counts output sent without `usage`
+    #[arg(long)]
+    pub no_tokenize: bool,
+
     /// The model's tokenizer.json: counts the output of responses without a `usage` block by
     /// tokenizing the streamed text (else one token per chunk). The results say which count
     /// each request used
@@ -152,6 +157,7 @@ const SERVER_ONLY: &[&str] = &[
     "no_force_output_length",
     "metrics_url",
     "no_metrics",
+    "no_tokenize",
     "tokenizer",
     "session_header",
 ];
@@ -308,6 +314,7 @@ impl ServerArgs {
             force_output_length: !self.no_force_output_length,
             metrics_url: self.metrics_url.clone(),
             no_metrics: self.no_metrics,
+            no_tokenize: self.no_tokenize,
             tokenizer: self.tokenizer.clone(),
             session_header: self.session_header.clone(),
             ..OpenAiConfig::default()

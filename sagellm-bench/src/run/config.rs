@@ -579,6 +579,72 @@ mod tests {
     }
 
     #[test]
+    fn sessions_and_traces_from_a_config_file() {
+        let c = Config::parse(
+            "[workloads.chat]\nprompt_tokens = 16\noutput_tokens = 8\nsessions = 3\nturns = 2\n\
+             think_time = \"exp:250\"\nsystem_prompt_tokens = 40\nshared_system_prompt = true\nconcurrency = 3\n",
+            "c.toml",
+        )
+        .unwrap();
+        let w = &c.select("chat").unwrap()[0];
+        let s = w.sessions.as_ref().unwrap();
+        assert_eq!(
+            (s.count, s.turns, s.user_tokens, s.system_prompt_tokens),
+            (3, 2, 16, 40)
+        );
+        assert!(s.system_prompt_shared);
+        assert_eq!(
+            s.think_time,
+            crate::workload::session::ThinkTime::Exponential(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(w.num_requests, 6);
+        // A trace's path is relative to the config file's folder.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("t.jsonl"),
+            "{\"timestamp_ms\": 0, \"prompt_tokens\": 4, \"output_tokens\": 2}\n{\"timestamp_ms\": 500, \"prompt_tokens\": 6, \"output_tokens\": 2}\n",
+        )
+        .unwrap();
+        let file = dir.path().join("c.toml");
+        let text =
+            "[workloads.replay]\ntrace = \"t.jsonl\"\ntrace_format = \"jsonl\"\ntrace_speed = 2\n";
+        let c = Config::parse(text, &file.display().to_string()).unwrap();
+        let w = &c.select("replay").unwrap()[0];
+        assert_eq!((w.num_requests, w.arrival), (2, Arrival::Trace));
+        assert_eq!(
+            w.schedule().unwrap(),
+            [
+                std::time::Duration::ZERO,
+                std::time::Duration::from_millis(250)
+            ]
+        );
+        for (text, expected) in [
+            ("[workloads.x]\nturns = 2\n", "need `sessions`"),
+            ("[workloads.x]\ntrace_speed = 2\n", "need a `trace` file"),
+            ("[workloads.x]\ntrace_format = \"csv\"\n", "trace_format"),
+            ("[workloads.x]\nthink_time = \"soon\"\n", "think_time"),
+        ] {
+            let err = Config::parse(text, "c.toml").unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        let err = Config::parse(
+            "[workloads.short_input]\nsessions = 2\nnum_requests = 4\n",
+            "c.toml",
+        )
+        .unwrap()
+        .select("short")
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("drop `num_requests`"), "{err}");
+        let err = Config::parse("[workloads.r]\ntrace = \"missing.jsonl\"\n", "c.toml")
+            .unwrap()
+            .select("r")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing.jsonl"), "{err}");
+    }
+
+    #[test]
     fn arrival_chooses_the_open_loop_spacing() {
         let c = Config::parse(
             "[workloads.a]\nprompt_tokens = 4\noutput_tokens = 4\nnum_requests = 2\nrate = 4\narrival = \"constant\"\n\

@@ -631,6 +631,9 @@ async fn send(
         prompt_tokens: request.prompt_tokens,
         ..RawRequest::default()
     };
+    sent.tokenizer_on_server = backend
+        .output_token_counter()
+        .is_some_and(|c| c.counter() == crate::backend::Counter::Server);
     let t0 = clock.now();
     let mut stream = backend.generate(request);
     loop {
@@ -643,7 +646,8 @@ async fn send(
         };
         let at = ms(at - t0);
         match event {
-            Some(StreamEvent::Tokens { tokens: 0, .. }) => {} // role-only or empty: not output
+            Some(StreamEvent::Tokens { tokens: 0, .. })
+            | Some(StreamEvent::Reasoning { tokens: 0, .. }) => {} // role-only or empty
             Some(StreamEvent::PrefixCached { tokens }) => {
                 sent.cached_prompt_tokens.get_or_insert(tokens);
             }
@@ -653,9 +657,21 @@ async fn send(
             }) => {
                 sent.token_times_ms.push(at);
                 sent.token_counts.push(tokens);
+                if !sent.reasoning_counts.is_empty() {
+                    sent.reasoning_counts.push(0);
+                }
+                // The answer only: what a response check reads and a tokenizer counts (the
+                // reasoning tokens are the stream's count, added to it).
                 if capture_text {
                     text.push_str(&chunk);
                 }
+            }
+            Some(StreamEvent::Reasoning { tokens, .. }) => {
+                // One entry per event once the request has reasoning; none before.
+                sent.reasoning_counts.resize(sent.token_counts.len(), 0);
+                sent.token_times_ms.push(at);
+                sent.token_counts.push(tokens);
+                sent.reasoning_counts.push(tokens);
             }
             Some(StreamEvent::Done { usage }) => {
                 sent.finish_ms = at;

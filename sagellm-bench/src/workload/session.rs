@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
-use crate::workload::setup::PromptError;
+use crate::workload::setup::{non_empty, read, sharegpt_turns, PromptError};
 
 /// Who speaks a message of a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,34 +153,20 @@ impl Conversations {
 
     /// Parses the text of a ShareGPT file; `name` names it in errors.
     pub fn parse_sharegpt(text: &str, name: &str) -> Result<Self, PromptError> {
-        #[derive(Deserialize)]
-        struct Entry {
-            conversations: Vec<ShareGptTurn>,
-        }
-        #[derive(Deserialize)]
-        struct ShareGptTurn {
-            from: String,
-            value: String,
-        }
-        let entries: Vec<Entry> =
-            serde_json::from_str(text).map_err(|source| PromptError::NotShareGpt {
-                file: name.to_string(),
-                source,
-            })?;
-        let conversations = entries
+        let conversations = sharegpt_turns(text, name)?
             .into_iter()
-            .map(|entry| {
+            .map(|turns| {
                 let mut conversation = Conversation {
                     system: None,
                     user_turns: Vec::new(),
                 };
-                for turn in entry.conversations {
-                    if turn.value.trim().is_empty() {
+                for (from, value) in turns {
+                    if value.trim().is_empty() {
                         continue;
                     }
-                    match turn.from.as_str() {
-                        "system" => conversation.system = Some(turn.value),
-                        "human" | "user" => conversation.user_turns.push(turn.value),
+                    match from.as_str() {
+                        "system" => conversation.system = Some(value),
+                        "human" | "user" => conversation.user_turns.push(value),
                         _ => {}
                     }
                 }
@@ -188,7 +174,7 @@ impl Conversations {
             })
             .filter(|c| !c.user_turns.is_empty())
             .collect::<Vec<_>>();
-        Self::non_empty(conversations, name)
+        Ok(Conversations(non_empty(conversations, name)?))
     }
 
     /// Reads JSON Lines of conversations, one per line:
@@ -256,16 +242,7 @@ impl Conversations {
             }
             conversations.push(conversation);
         }
-        Self::non_empty(conversations, name)
-    }
-
-    fn non_empty(conversations: Vec<Conversation>, name: &str) -> Result<Self, PromptError> {
-        if conversations.is_empty() {
-            return Err(PromptError::Empty {
-                file: name.to_string(),
-            });
-        }
-        Ok(Conversations(Arc::new(conversations)))
+        Ok(Conversations(non_empty(conversations, name)?))
     }
 
     /// How many conversations there are.
@@ -282,13 +259,6 @@ impl Conversations {
     pub fn get(&self, index: usize) -> &Conversation {
         &self.0[index % self.0.len()]
     }
-}
-
-fn read(path: &Path) -> Result<String, PromptError> {
-    std::fs::read_to_string(path).map_err(|source| PromptError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// A multi-turn workload's sessions. Every measured request is one turn; the workload's

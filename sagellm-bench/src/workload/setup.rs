@@ -202,7 +202,7 @@ impl Prompts {
             })?;
             prompts.push(line.prompt);
         }
-        Self::non_empty(prompts, name)
+        Ok(Prompts(non_empty(prompts, name)?))
     }
 
     /// Reads a ShareGPT file (a JSON array of `{"conversations": [{"from": "human", "value":
@@ -214,36 +214,13 @@ impl Prompts {
 
     /// Parses the text of a ShareGPT file; `name` names it in errors.
     pub fn parse_sharegpt(text: &str, name: &str) -> Result<Self, PromptError> {
-        #[derive(Deserialize)]
-        struct Conversation {
-            conversations: Vec<Turn>,
-        }
-        #[derive(Deserialize)]
-        struct Turn {
-            from: String,
-            value: String,
-        }
-        let conversations: Vec<Conversation> =
-            serde_json::from_str(text).map_err(|source| PromptError::NotShareGpt {
-                file: name.to_string(),
-                source,
-            })?;
-        let prompts = conversations
+        let prompts = sharegpt_turns(text, name)?
             .into_iter()
-            .filter_map(|c| c.conversations.into_iter().find(|t| t.from == "human"))
-            .map(|t| t.value)
+            .filter_map(|turns| turns.into_iter().find(|(from, _)| from == "human"))
+            .map(|(_, value)| value)
             .filter(|v| !v.trim().is_empty())
             .collect();
-        Self::non_empty(prompts, name)
-    }
-
-    fn non_empty(prompts: Vec<String>, name: &str) -> Result<Self, PromptError> {
-        if prompts.is_empty() {
-            return Err(PromptError::Empty {
-                file: name.to_string(),
-            });
-        }
-        Ok(Prompts(Arc::new(prompts)))
+        Ok(Prompts(non_empty(prompts, name)?))
     }
 
     /// How many prompts there are.
@@ -266,7 +243,50 @@ impl Prompts {
     }
 }
 
-fn read(path: &Path) -> Result<String, PromptError> {
+/// The turns of every conversation of a ShareGPT file (a JSON array of `{"conversations":
+/// [{"from": "human", "value": "..."}, ...]}`), as (from, value) pairs; `name` names it in
+/// errors.
+pub(crate) fn sharegpt_turns(
+    text: &str,
+    name: &str,
+) -> Result<Vec<Vec<(String, String)>>, PromptError> {
+    #[derive(Deserialize)]
+    struct Conversation {
+        conversations: Vec<Turn>,
+    }
+    #[derive(Deserialize)]
+    struct Turn {
+        from: String,
+        value: String,
+    }
+    let conversations: Vec<Conversation> =
+        serde_json::from_str(text).map_err(|source| PromptError::NotShareGpt {
+            file: name.to_string(),
+            source,
+        })?;
+    Ok(conversations
+        .into_iter()
+        .map(|c| {
+            c.conversations
+                .into_iter()
+                .map(|t| (t.from, t.value))
+                .collect()
+        })
+        .collect())
+}
+
+/// `items`, shared, unless the file `name` gave none.
+pub(crate) fn non_empty<T>(items: Vec<T>, name: &str) -> Result<Arc<Vec<T>>, PromptError> {
+    if items.is_empty() {
+        return Err(PromptError::Empty {
+            file: name.to_string(),
+        });
+    }
+    Ok(Arc::new(items))
+}
+
+/// The text of a prompt or conversation file.
+pub(crate) fn read(path: &Path) -> Result<String, PromptError> {
     std::fs::read_to_string(path).map_err(|source| PromptError::Read {
         path: path.to_path_buf(),
         source,

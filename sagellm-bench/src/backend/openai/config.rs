@@ -94,6 +94,9 @@ pub struct OpenAiConfig {
     /// trace's `session_id`) for routers that keep a session on one replica, e.g.
     /// `X-Session-ID`; `None` sends none.
     pub session_header: Option<String>,
+    /// Do not use the server's `/tokenize` endpoint (`--no-tokenize`): prompts keep the
+    /// workload's word-based lengths, and output without `usage` is counted as without it.
+    pub no_tokenize: bool,
 }
 
 impl Default for OpenAiConfig {
@@ -111,6 +114,7 @@ impl Default for OpenAiConfig {
             scrape_interval: Duration::from_millis(250),
             tokenizer: None,
             session_header: None,
+            no_tokenize: false,
         }
     }
 }

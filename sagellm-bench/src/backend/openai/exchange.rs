@@ -31,10 +31,17 @@ pub(super) struct Exchange {
     /// a whole event.
     pub(super) received: Arc<AtomicUsize>,
     pub(super) asked: usize,
+    /// The prompt's length as sent, for the check of the server's `usage.prompt_tokens`.
+    pub(super) prompt_tokens: usize,
     pub(super) deadline: Instant,
     pub(super) phase: Phase,
     pub(super) usage: Option<Usage>,
     pub(super) finish_seen: bool,
+    /// The answer part of a chunk that carried reasoning and answer both, given right after
+    /// its reasoning part (and so stamped at the same moment, give or take the runner's read).
+    pub(super) pending: Option<StreamEvent>,
+    /// Prompt tokens the server said it served from its prefix cache.
+    pub(super) cached_prompt_tokens: Option<usize>,
 }
 
 /// The request body; the prompt is borrowed, the rest are small.
@@ -80,6 +87,9 @@ impl Exchange {
     }
 
     pub(super) async fn next_event(&mut self) -> Option<StreamEvent> {
+        if let Some(event) = self.pending.take() {
+            return Some(event);
+        }
         loop {
             match std::mem::replace(&mut self.phase, Phase::Finished) {
                 Phase::Finished => return None,
@@ -154,12 +164,25 @@ impl Exchange {
                             if chunk.usage.is_some() {
                                 self.usage = chunk.usage;
                             }
+                            if chunk.cached_prompt_tokens.is_some() {
+                                self.cached_prompt_tokens = chunk.cached_prompt_tokens;
+                            }
                             self.finish_seen |= chunk.finished;
-                            if chunk.tokens > 0 {
-                                return Some(StreamEvent::Tokens {
-                                    text: chunk.text,
-                                    tokens: chunk.tokens,
+                            let answer = (chunk.tokens > 0).then_some(StreamEvent::Tokens {
+                                text: chunk.text,
+                                tokens: chunk.tokens,
+                            });
+                            if chunk.reasoning_tokens > 0 {
+                                // Thinking first: a chunk where it ends and the answer starts
+                                // keeps that order.
+                                self.pending = answer;
+                                return Some(StreamEvent::Reasoning {
+                                    text: chunk.reasoning_text,
+                                    tokens: chunk.reasoning_tokens,
                                 });
+                            }
+                            if answer.is_some() {
+                                return answer;
                             }
                         }
                     }
@@ -175,6 +198,15 @@ impl Exchange {
         }
         let c = &self.shared.counts;
         c.finished.fetch_add(1, Ordering::Relaxed);
+        if let Some(u) = self.usage {
+            if super::prompt_mismatch(self.prompt_tokens, u.prompt_tokens) {
+                c.prompt_mismatch.fetch_add(1, Ordering::Relaxed);
+                c.prompt_mismatch_example
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert((self.prompt_tokens, u.prompt_tokens));
+            }
+        }
         match self.usage {
             None => {
                 c.without_usage.fetch_add(1, Ordering::Relaxed);
@@ -184,7 +216,15 @@ impl Exchange {
             }
             Some(_) => {}
         }
-        Some(StreamEvent::Done { usage: self.usage })
+        let done = StreamEvent::Done { usage: self.usage };
+        match self.cached_prompt_tokens.take() {
+            // What the server served from its prefix cache, just before the end.
+            Some(tokens) => {
+                self.pending = Some(done);
+                Some(StreamEvent::PrefixCached { tokens })
+            }
+            None => Some(done),
+        }
     }
 }
 

@@ -27,6 +27,7 @@ pub mod prometheus;
 mod proxy;
 pub(crate) mod stream;
 pub mod token_counter;
+mod tokenize;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -45,6 +46,7 @@ use self::connections::{Connects, BODY_END_LIMIT};
 use self::exchange::{Exchange, Phase};
 use self::prometheus::Scraper;
 use self::token_counter::TokenCounter;
+use self::tokenize::{Cuts, Dialect, ServerTokenizer};
 use super::secrets::{self, shown};
 use super::{
     Backend, BackendError, ConnectionFigures, EngineFigures, GenerationRequest, StreamEvent,
@@ -64,7 +66,72 @@ pub struct OpenAiBackend {
     /// loop): the connections opened before its measured requests.
     in_flight_target: AtomicUsize,
     tokenizer: Option<Arc<TokenCounter>>,
+    /// The server's `/tokenize`, probed at the first workload.
+    server_tokenizer: Mutex<Probe>,
+    /// A client of its own for `/tokenize`: its calls must neither take the requests' pooled
+    /// connections nor count among them.
+    tokenize_client: reqwest::Client,
+    tokenize_url: String,
+    /// The current workload's prompts as the server's `/tokenize` cut or counted them: the text
+    /// the workload built, to the text sent and its length in the server's tokens.
+    cuts: Mutex<Arc<Cuts>>,
 }
+
+/// A prompt as the server's `/tokenize` cut or counted it: the text sent, its tokens.
+type Cut = (String, usize);
+
+/// What the probe of `/tokenize` found.
+enum Probe {
+    /// Not probed yet (or `--no-tokenize`, which never probes).
+    NotYet,
+    /// No usable endpoint; said once.
+    Absent,
+    Present(Arc<ServerCounter>),
+}
+
+/// Counts output through the server's `/tokenize`, for requests that ended without `usage`.
+struct ServerCounter {
+    tokenizer: ServerTokenizer,
+    /// The run's runtime, which the tokenizer's client belongs to.
+    runtime: tokio::runtime::Handle,
+}
+
+impl super::CountTokens for ServerCounter {
+    /// Called off the runtime's workers, after the request's last stamp (see the runner): the
+    /// call to the server runs on a thread of its own, which may block on the run's runtime.
+    fn count(&self, text: &str) -> Option<usize> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| self.runtime.block_on(self.tokenizer.count(text)))
+                .join()
+        })
+        .ok()?
+        .ok()
+    }
+
+    fn counter(&self) -> super::Counter {
+        super::Counter::Server
+    }
+}
+
+/// A prompt's length as the server counts it differs from the workload's by more than both
+/// this share of the workload's and [`PROMPT_MISMATCH_TOKENS`] (AIPerf's bounds).
+const PROMPT_MISMATCH_FRACTION: f64 = 0.05;
+const PROMPT_MISMATCH_TOKENS: usize = 50;
+
+/// Whether `counted` (the server's) is off from `expected` (the workload's) by more than both
+/// bounds.
+pub(crate) fn prompt_mismatch(expected: usize, counted: usize) -> bool {
+    let off = expected.abs_diff(counted);
+    off > PROMPT_MISMATCH_TOKENS && off as f64 > PROMPT_MISMATCH_FRACTION * expected as f64
+}
+
+/// Prompts cut or counted through `/tokenize` at once, before a workload.
+const TOKENIZE_IN_FLIGHT: usize = 8;
+
+/// Most prompts a workload has cut or counted through `/tokenize`: each is held in memory, as
+/// built and as cut, while the workload runs (the runner builds prompts as it sends them).
+const MOST_CUT_PROMPTS: usize = 100_000;
 
 /// What every request of the backend shares.
 struct Shared {
@@ -102,6 +169,10 @@ struct Counts {
     without_usage: AtomicUsize,
     length_mismatch: AtomicUsize,
     retried: AtomicUsize,
+    /// Requests whose `usage.prompt_tokens` is off from the prompt's length as sent by more
+    /// than the bounds of [`prompt_mismatch`]; the first one's (sent, counted).
+    prompt_mismatch: AtomicUsize,
+    prompt_mismatch_example: Mutex<Option<(usize, usize)>>,
     /// Answers whose body had not ended `BODY_END_LIMIT` after `[DONE]`; their connections
     /// were closed.
     unended_bodies: AtomicUsize,
@@ -300,7 +371,185 @@ impl OpenAiBackend {
             asked: Mutex::new(0),
             in_flight_target: AtomicUsize::new(0),
             tokenizer: config.tokenizer.clone(),
+            server_tokenizer: Mutex::new(match config.no_tokenize {
+                true => Probe::Absent,
+                false => Probe::NotYet,
+            }),
+            tokenize_client: build_client()?,
+            tokenize_url: with_query_of(format!("{root}/tokenize"), &base),
+            cuts: Mutex::new(Arc::new(Cuts::default())),
         })
+    }
+
+    /// The server's `/tokenize`, probed on the first call (outside any measured time: from
+    /// `start_workload`); `None` when it has none that answers sanely, or `--no-tokenize`.
+    async fn server_tokenizer(&self) -> Option<Arc<ServerCounter>> {
+        let state = |s: &Probe| match s {
+            Probe::NotYet => None,
+            Probe::Absent => Some(None),
+            Probe::Present(c) => Some(Some(c.clone())),
+        };
+        if let Some(known) = state(
+            &self
+                .server_tokenizer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        ) {
+            return known;
+        }
+        let preferred = match self.preset.name {
+            "llamacpp" => Dialect::LlamaCpp,
+            _ => Dialect::Vllm,
+        };
+        let shown_url = shown(&self.tokenize_url);
+        let probed = ServerTokenizer::probe(
+            self.tokenize_client.clone(),
+            self.tokenize_url.clone(),
+            shown_url.clone(),
+            self.model.clone(),
+            preferred,
+        )
+        .await;
+        let found = match probed {
+            Ok(tokenizer) => {
+                tracing::info!(
+                    "{} answers in the {} shape: synthetic prompts are cut to their exact token count through it, and output without a usage block is counted by it",
+                    tokenizer.shown_url(),
+                    tokenizer.dialect().name()
+                );
+                Probe::Present(Arc::new(ServerCounter {
+                    tokenizer,
+                    runtime: tokio::runtime::Handle::current(),
+                }))
+            }
+            Err(failure) => {
+                let reasons = self.shared.secrets.redact(&failure.reasons);
+                // A server without the endpoint is common (OpenAI's API, TGI); one that
+                // answers it wrongly is worth a warning.
+                if failure.absent {
+                    tracing::info!(
+                        "{shown_url} is not there ({}); prompt lengths are the workload's word counts",
+                        printable(&reasons)
+                    );
+                } else {
+                    tracing::warn!(
+                        "{shown_url} gives no usable token counts ({}); it is not used: prompt lengths are the workload's word counts, and output without a usage block is counted without it",
+                        printable(&reasons)
+                    );
+                }
+                Probe::Absent
+            }
+        };
+        let mut slot = self
+            .server_tokenizer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *slot = found;
+        state(&slot).flatten()
+    }
+
+    /// The workload's prompts (warm-up and measured) as the server's tokenizer cuts them to
+    /// their exact length (synthetic prompts) or counts them (given prompts, which are never
+    /// changed), with a warning for given prompts whose count is off from the workload's.
+    async fn cut_prompts(&self, counter: &ServerCounter, workload: &Workload) -> Cuts {
+        let synthetic = workload.prompts.is_none();
+        // Given prompts repeat after the last one (and warm-up takes them from the start).
+        let indices: Vec<(usize, bool)> = match &workload.prompts {
+            Some(given) => (0..given
+                .len()
+                .min(workload.num_requests.max(workload.warmup_requests)))
+                .map(|i| (i, false))
+                .collect(),
+            None => (0..workload.warmup_requests)
+                .map(|i| (i, true))
+                .chain((0..workload.num_requests).map(|i| (i, false)))
+                .collect(),
+        };
+        if indices.len() > MOST_CUT_PROMPTS {
+            tracing::warn!(
+                "workload {}: {} prompts are more than the {MOST_CUT_PROMPTS} cut through {} before a workload (they would all be held in memory); they are sent as the workload built them",
+                workload.name,
+                indices.len(),
+                counter.tokenizer.shown_url()
+            );
+            return Cuts::default();
+        }
+        let mut prompts: Vec<crate::workload::Prompt> = indices
+            .into_iter()
+            .map(|(i, warmup)| workload.prompt(i, warmup))
+            .collect();
+        prompts.sort_by(|a, b| a.text.cmp(&b.text));
+        prompts.dedup_by(|a, b| a.text == b.text);
+        let started = std::time::Instant::now();
+        let tokenizer = &counter.tokenizer;
+        let results: Vec<(crate::workload::Prompt, Result<Cut, String>)> =
+            futures::stream::iter(prompts)
+                .map(|prompt| async move {
+                    let result = match synthetic {
+                        true => {
+                            let words: Vec<&str> = prompt.text.split(' ').collect();
+                            tokenize::cut(tokenizer, &words, prompt.tokens).await
+                        }
+                        false => tokenizer
+                            .count(&prompt.text)
+                            .await
+                            .map(|n| (prompt.text.clone(), n)),
+                    };
+                    (prompt, result)
+                })
+                .buffer_unordered(TOKENIZE_IN_FLIGHT)
+                .collect()
+                .await;
+        let (mut failed, mut off, mut example) = (0, 0, None);
+        let mut cuts = Cuts::default();
+        for (prompt, result) in results {
+            match result {
+                Ok((text, n)) => {
+                    let wrong = match synthetic {
+                        true => n != prompt.tokens,
+                        false => prompt_mismatch(prompt.tokens, n),
+                    };
+                    if wrong {
+                        off += 1;
+                        example.get_or_insert((prompt.tokens, n));
+                    }
+                    // A given prompt is only counted: it is sent as it is.
+                    let sent = synthetic.then_some(text);
+                    cuts.insert(prompt.text, sent, n);
+                }
+                Err(e) => {
+                    failed += 1;
+                    if failed == 1 {
+                        tracing::warn!(
+                            "{} failed for a prompt of workload {}: {}; such prompts are sent as the workload built them",
+                            tokenizer.shown_url(),
+                            workload.name,
+                            printable(&self.shared.secrets.redact(&e))
+                        );
+                    }
+                }
+            }
+        }
+        let total = cuts.len() + failed;
+        tracing::debug!(
+            "workload {}: {total} prompts through /tokenize in {:.2} s",
+            workload.name,
+            started.elapsed().as_secs_f64()
+        );
+        if let Some((workload_count, server_count)) = example {
+            match synthetic {
+                true => tracing::warn!(
+                    "workload {}: {off} of {total} prompts could not be cut to exactly their length through {} (e.g. {workload_count} asked, {server_count} reached); they are sent with the length reached",
+                    workload.name,
+                    tokenizer.shown_url()
+                ),
+                false => tracing::warn!(
+                    "workload {}: for {off} of {total} prompts the server's tokenizer counts a length off from the workload's word count by more than 5 % and {PROMPT_MISMATCH_TOKENS} tokens (e.g. {workload_count} words, {server_count} tokens); the records take the server's usage counts where it sends them",
+                    workload.name,
+                ),
+            }
+        }
+        cuts
     }
 }
 
@@ -406,6 +655,12 @@ impl Backend for OpenAiBackend {
 
     async fn start_workload(&self, workload: &Workload) -> Result<(), BackendError> {
         *self.asked.lock().unwrap_or_else(|e| e.into_inner()) = workload.output_tokens;
+        // Before the workload's clock starts: no call of /tokenize lands in a latency.
+        let cuts = match self.server_tokenizer().await {
+            Some(counter) => self.cut_prompts(&counter, workload).await,
+            None => Cuts::default(),
+        };
+        *self.cuts.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(cuts);
         let in_flight = workload
             .arrival
             .concurrency()
@@ -423,6 +678,10 @@ impl Backend for OpenAiBackend {
         c.without_usage.store(0, Ordering::Relaxed);
         c.length_mismatch.store(0, Ordering::Relaxed);
         c.retried.store(0, Ordering::Relaxed);
+        c.prompt_mismatch.store(0, Ordering::Relaxed);
+        *c.prompt_mismatch_example
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
         c.unended_bodies.store(0, Ordering::Relaxed);
         c.connections_at_start.store(
             self.shared.connections.opened.load(Ordering::Relaxed),
@@ -433,15 +692,25 @@ impl Backend for OpenAiBackend {
         }
     }
 
-    fn generate(&self, request: GenerationRequest) -> BoxStream<'static, StreamEvent> {
+    fn generate(&self, mut request: GenerationRequest) -> BoxStream<'static, StreamEvent> {
+        let cuts = self.cuts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some((sent, tokens)) = cuts.get(&request.prompt) {
+            if let Some(text) = sent {
+                request.prompt = text.to_string();
+            }
+            request.prompt_tokens = tokens;
+        }
         let exchange = Exchange {
             shared: self.shared.clone(),
             asked: request.max_output_tokens,
+            prompt_tokens: request.prompt_tokens,
             deadline: Instant::now() + self.shared.request_timeout,
             received: Arc::new(AtomicUsize::new(0)),
             phase: Phase::NotSent(request),
             usage: None,
             finish_seen: false,
+            pending: None,
+            cached_prompt_tokens: None,
         };
         futures::stream::unfold(exchange, |mut ex| async move {
             let event = match ex.next_event().await? {
@@ -459,9 +728,18 @@ impl Backend for OpenAiBackend {
     }
 
     fn output_token_counter(&self) -> Option<Arc<dyn super::CountTokens>> {
-        self.tokenizer
-            .clone()
-            .map(|t| t as Arc<dyn super::CountTokens>)
+        // A local tokenizer first: it asks no server.
+        if let Some(t) = &self.tokenizer {
+            return Some(t.clone() as Arc<dyn super::CountTokens>);
+        }
+        match &*self
+            .server_tokenizer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            Probe::Present(counter) => Some(counter.clone() as Arc<dyn super::CountTokens>),
+            Probe::NotYet | Probe::Absent => None,
+        }
     }
 
     async fn finish_workload(&self) -> Result<EngineFigures, BackendError> {
@@ -470,8 +748,12 @@ impl Backend for OpenAiBackend {
         let without = c.without_usage.load(Ordering::Relaxed);
         let mismatch = c.length_mismatch.load(Ordering::Relaxed);
         let asked = *self.asked.lock().unwrap_or_else(|e| e.into_inner());
+        let server = self.output_token_counter().is_some() && self.tokenizer.is_none();
         match (&self.tokenizer, without) {
             (_, 0) => {}
+            (None, _) if server => tracing::warn!(
+                "{without} of {finished} requests ended without a usage block; their output length was counted by the server's /tokenize"
+            ),
             (Some(tokenizer), _) => tracing::warn!(
                 "{without} of {finished} requests ended without a usage block; their output length was counted by tokenizing the streamed text with {}",
                 tokenizer.path().display()
@@ -479,6 +761,21 @@ impl Backend for OpenAiBackend {
             (None, _) => tracing::warn!(
                 "{without} of {finished} requests ended without a usage block; their output length is one token per streamed chunk, which undercounts chunks holding several tokens (give --tokenizer PATH to count them with the model's tokenizer.json)"
             ),
+        }
+        let prompt_off = c.prompt_mismatch.load(Ordering::Relaxed);
+        let example = *c
+            .prompt_mismatch_example
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let (true, Some((sent, counted))) = (prompt_off > 0, example) {
+            let why = match (self.shared.api, self.output_token_counter().is_some()) {
+                (Api::Chat, _) => "the chat template adds tokens around the message",
+                (Api::Completions, true) => "the server's tokenizer counted the prompt differently when it was cut",
+                (Api::Completions, false) => "without the server's /tokenize, a prompt's length is the workload's word count, not the model's tokens",
+            };
+            tracing::warn!(
+                "{prompt_off} of {finished} requests: the server's usage.prompt_tokens is off from the prompt's length as sent by more than 5 % and {PROMPT_MISMATCH_TOKENS} tokens (e.g. {sent} sent, {counted} counted): {why}. The records take the server's count"
+            );
         }
         if mismatch > 0 {
             tracing::warn!(

@@ -1,14 +1,17 @@
 //! One streamed chunk of an OpenAI-compatible server, read as the servers really send it.
 //!
-//! What counts as output: completion `text`, chat `delta.content`, reasoning deltas
-//! (`delta.reasoning_content` as DeepSeek, vLLM and SGLang name it, `delta.reasoning` as newer
-//! vLLM and Ollama do) and tool-call deltas. A role-only or empty delta is not output.
+//! What counts as output: completion `text`, chat `delta.content` and tool-call deltas (the
+//! answer), and reasoning deltas (`delta.reasoning_content` as DeepSeek, vLLM and SGLang name
+//! it, `delta.reasoning` as newer vLLM and Ollama do), kept apart from the answer so that the
+//! time to first output token and the answer-only figures can leave the thinking out. A
+//! role-only or empty delta is not output.
 //! `choices[].index` is not trusted (some servers send 1 for the only choice): every choice of a
 //! chunk is read. `usage` may ride in a chunk with empty `choices` or in the last one with
 //! choices; an `error` object may arrive in place of a chunk.
 //!
 //! Token count per chunk: the OpenAI streaming format does not say how many tokens a chunk
-//! holds. Each content-bearing choice counts as one token; a chunk carrying several tokens (vLLM
+//! holds. Each content-bearing choice counts as one token (one answer token, one reasoning
+//! token, or one of each when its delta carries both); a chunk carrying several tokens (vLLM
 //! under load, speculative decoding) is therefore undercounted in `stream_tokens`, and the
 //! request's `n` comes from the server's `usage.completion_tokens`, which the backend always
 //! asks for. The per-chunk timestamps (ITL) are exact either way.
@@ -25,11 +28,20 @@ const MAX_USAGE_TOKENS: u64 = 1 << 32;
 /// What one chunk tells.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct ChunkContent {
-    /// The output text of every choice, concatenated.
+    /// The answer text of every choice, concatenated.
     pub text: String,
-    /// Content-bearing choices in the chunk (one token each, see the module documentation).
+    /// Answer-bearing choices in the chunk (one token each, see the module documentation).
     pub tokens: usize,
+    /// The reasoning text of every choice, concatenated.
+    pub reasoning_text: String,
+    /// Reasoning-bearing choices in the chunk (one token each).
+    pub reasoning_tokens: usize,
     pub usage: Option<Usage>,
+    /// Prompt tokens the server served from its prefix cache, where it says:
+    /// `usage.prompt_tokens_details.cached_tokens` (OpenAI's field, which vLLM sends with
+    /// `--enable-prompt-tokens-details` and SGLang with `--enable-cache-report`) or llama.cpp's
+    /// `timings.cache_n`.
+    pub cached_prompt_tokens: Option<usize>,
     /// True when a choice carried a `finish_reason`.
     pub finished: bool,
     /// The server's error message, when the chunk is an error object.
@@ -41,9 +53,33 @@ struct Chunk<'a> {
     #[serde(default, borrow)]
     choices: Vec<Choice<'a>>,
     #[serde(default)]
-    usage: Option<Usage>,
+    usage: Option<UsageBlock>,
+    #[serde(default)]
+    timings: Option<Timings>,
     #[serde(default)]
     error: Option<serde_json::Value>,
+}
+
+/// A `usage` block: the counts, and the cached part of the prompt where the server says.
+#[derive(Deserialize)]
+struct UsageBlock {
+    prompt_tokens: usize,
+    completion_tokens: usize,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<usize>,
+}
+
+/// llama.cpp's per-request timings, sent in the last chunk.
+#[derive(Deserialize)]
+struct Timings {
+    #[serde(default)]
+    cache_n: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -112,7 +148,7 @@ pub(crate) fn parse_chunk(data: &str) -> Result<ChunkContent, String> {
         let shown: String = data.chars().take(120).collect();
         format!("malformed JSON in a stream chunk ({e}): {shown}")
     })?;
-    if let Some(u) = chunk.usage {
+    if let Some(u) = &chunk.usage {
         // Sums over a workload must not wrap: a count this large is a broken server's, not a
         // request's (the longest contexts are a few million tokens).
         if u.prompt_tokens.max(u.completion_tokens) as u64 > MAX_USAGE_TOKENS {
@@ -122,31 +158,43 @@ pub(crate) fn parse_chunk(data: &str) -> Result<ChunkContent, String> {
             ));
         }
     }
+    let cached = chunk
+        .usage
+        .as_ref()
+        .and_then(|u| u.prompt_tokens_details.as_ref()?.cached_tokens)
+        .or_else(|| chunk.timings.as_ref()?.cache_n);
+    // A cached count beyond the prompt's is a broken server's: dropped, not believed.
+    let prompt = chunk.usage.as_ref().map(|u| u.prompt_tokens);
+    let cached = cached.filter(|&c| prompt.map_or(c as u64 <= MAX_USAGE_TOKENS, |p| c <= p));
     let mut out = ChunkContent {
-        usage: chunk.usage,
+        usage: chunk.usage.as_ref().map(|u| Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+        }),
+        cached_prompt_tokens: cached,
         error: chunk.error.map(|e| error_message(&e)),
         ..ChunkContent::default()
     };
     for choice in &chunk.choices {
-        let mut content = false;
-        let mut push = |s: &Option<Cow<'_, str>>| {
-            if let Some(s) = s.as_deref().filter(|s| !s.is_empty()) {
-                out.text.push_str(s);
-                content = true;
+        let (mut answer, mut reasoning) = (false, false);
+        let push = |into: &mut String, s: &Option<Cow<'_, str>>| match s.as_deref() {
+            Some(s) if !s.is_empty() => {
+                into.push_str(s);
+                true
             }
+            _ => false,
         };
-        push(&choice.text);
+        answer |= push(&mut out.text, &choice.text);
         if let Some(delta) = &choice.delta {
-            push(&delta.content);
-            push(&delta.reasoning_content);
-            push(&delta.reasoning);
+            answer |= push(&mut out.text, &delta.content);
+            reasoning |= push(&mut out.reasoning_text, &delta.reasoning_content);
+            reasoning |= push(&mut out.reasoning_text, &delta.reasoning);
             if delta.tool_calls.as_ref().is_some_and(|t| !t.is_empty()) {
-                content = true;
+                answer = true;
             }
         }
-        if content {
-            out.tokens += 1;
-        }
+        out.tokens += usize::from(answer);
+        out.reasoning_tokens += usize::from(reasoning);
         if choice.finish_reason.is_some() {
             out.finished = true;
         }
@@ -182,14 +230,51 @@ mod tests {
     #[test]
     fn reasoning_and_tool_call_deltas_are_output() {
         let c = parse_chunk(r#"{"choices":[{"delta":{"reasoning_content":"hmm"}}]}"#).unwrap();
-        assert_eq!((c.tokens, c.text.as_str()), (1, "hmm"));
+        assert_eq!((c.tokens, c.text.as_str()), (0, ""));
+        assert_eq!((c.reasoning_tokens, c.reasoning_text.as_str()), (1, "hmm"));
         let c = parse_chunk(r#"{"choices":[{"delta":{"reasoning":"so"}}]}"#).unwrap();
-        assert_eq!(c.tokens, 1);
+        assert_eq!((c.tokens, c.reasoning_tokens), (0, 1));
+        // The chunk where the thinking ends and the answer begins holds one of each.
+        let c =
+            parse_chunk(r#"{"choices":[{"delta":{"reasoning_content":"done.","content":"Yes"}}]}"#)
+                .unwrap();
+        assert_eq!((c.tokens, c.text.as_str()), (1, "Yes"));
+        assert_eq!(
+            (c.reasoning_tokens, c.reasoning_text.as_str()),
+            (1, "done.")
+        );
+        // An empty reasoning field beside the answer (as vLLM sends `"reasoning_content": null`
+        // or "") is no reasoning token.
+        let c = parse_chunk(r#"{"choices":[{"delta":{"reasoning_content":"","content":"a"}}]}"#)
+            .unwrap();
+        assert_eq!((c.tokens, c.reasoning_tokens), (1, 0));
         let c = parse_chunk(
             r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}]}"#,
         )
         .unwrap();
         assert_eq!(c.tokens, 1);
+    }
+
+    #[test]
+    fn cached_prompt_tokens_from_usage_details_or_llama_cpp_timings() {
+        let c = parse_chunk(
+            r#"{"choices":[],"usage":{"prompt_tokens":50,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":32}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.cached_prompt_tokens, Some(32));
+        let c = parse_chunk(
+            r#"{"choices":[{"text":"x","finish_reason":"length"}],"timings":{"cache_n":12,"prompt_n":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.cached_prompt_tokens, Some(12));
+        // More cached than the prompt holds: a broken count, dropped.
+        let c = parse_chunk(
+            r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":9}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.cached_prompt_tokens, None);
+        let c = parse_chunk(r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"prompt_tokens_details":null}}"#).unwrap();
+        assert_eq!(c.cached_prompt_tokens, None);
     }
 
     #[test]
