@@ -143,7 +143,7 @@ fn with_function(error: TokenStream2, function: &ItemFn) -> TokenStream {
 
 /// Every option `#[workload(...)]` accepts; the error for an unknown one lists them.
 const OPTIONS: &str = "name, prompt_tokens, output_tokens, requests, warmup, concurrency, rate, \
-                       arrival, seed, shared_prefix, ignore, backend, crate";
+                       arrival, seed, shared_prefix, goodput, num_runs, ignore, backend, crate";
 
 #[derive(Default)]
 struct Options {
@@ -158,6 +158,10 @@ struct Options {
     arrival: Option<LitStr>,
     seed: Option<Expr>,
     shared_prefix: Option<Expr>,
+    /// Latency objectives, `"ttft:200,e2el:5000"` (checked when the harness starts).
+    goodput: Option<Expr>,
+    /// Repetitions of the bench run (`--num-runs`).
+    num_runs: Option<Expr>,
     ignore: Option<(Span, bool)>,
     /// The backend the workload is for, by its `--backend` name.
     backend: Option<LitStr>,
@@ -215,6 +219,8 @@ impl Options {
                 self.backend = Some(meta.value()?.parse::<LitStr>()?);
             }
             "shared_prefix" => expr_option!(shared_prefix),
+            "goodput" => expr_option!(goodput),
+            "num_runs" => expr_option!(num_runs),
             "concurrency" | "rate" => {
                 let key: &'static str = if key == "rate" { "rate" } else { "concurrency" };
                 match self.arrival_set_by {
@@ -380,6 +386,8 @@ fn expand(options: &Options, function: &ItemFn) -> syn::Result<TokenStream2> {
     setter("rate", &options.rate);
     setter("seed", &options.seed);
     setter("shared_prefix", &options.shared_prefix);
+    setter("goodput", &options.goodput);
+    setter("num_runs", &options.num_runs);
     if let Some(arrival) = &options.arrival {
         if options.rate.is_none() {
             return Err(syn::Error::new_spanned(

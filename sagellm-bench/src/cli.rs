@@ -29,7 +29,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
     version,
     about = "Benchmark LLM inference engines: time to first token, time between tokens, throughput, memory and KV-cache figures",
     long_about = None,
-    after_help = "Examples:\n  sagellm-benchmark run --workload year1 --backend mock\n  sagellm-benchmark run --workload stress --backend mock -v -o ./my_results\n  sagellm-benchmark report --format markdown > REPORT.md\n  sagellm-benchmark report --format html"
+    after_help = "Examples:\n  sagellm-benchmark run --workload year1 --backend mock\n  sagellm-benchmark run --workload stress --backend mock -v -o ./my_results\n  sagellm-benchmark run --workload short --backend mock --num-runs 5\n  sagellm-benchmark search --backend vllm --workload short --num-requests 200 --concurrency 1..256 --goodput ttft:500,tbt:50\n  sagellm-benchmark report --format markdown > REPORT.md\n  sagellm-benchmark report --format html"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,9 +42,23 @@ struct Cli {
 enum Command {
     /// Run benchmark workloads and write the JSON results
     #[command(
-        after_help = "Files written to the output directory:\n  <workload>_metrics.json    every aggregate of one workload\n  <workload>_requests.jsonl  one raw record per request\n  benchmark_summary.json     all workloads, overall counts, provenance\n  *.svg                      charts of each workload and of the run\n  index.html                 the report: tables, charts, provenance (opens from disk)\n\nWorkloads (Year 1):\n  short   short_input: 128 prompt / 128 output tokens, 5 sequential requests\n  long    long_input:  200 prompt / 200 output tokens, 3 sequential requests\n  stress  stress_test: 256 prompt / 256 output tokens, 10 concurrent requests\n\nLoad shapes and sweeps (one run, one folder, one table):\n  sagellm-benchmark run --backend vllm --workload short --concurrency 1,4,16 --num-requests 64\n  sagellm-benchmark run --backend vllm --workload short --request-rate 1,2,4,8 --arrival constant\n\nMulti-turn sessions and trace replay:\n  sagellm-benchmark run --backend mock --workload short --sessions 8 --turns 4 --concurrency 4 --think-time exp:500\n  sagellm-benchmark run --backend mock --workload short --trace mooncake examples/traces/mooncake_small.jsonl"
+        after_help = "Files written to the output directory:\n  <workload>_metrics.json    every aggregate of one workload\n  <workload>_requests.jsonl  one raw record per request\n  benchmark_summary.json     all workloads, overall counts, provenance\n  *.svg                      charts of each workload and of the run\n  index.html                 the report: tables, charts, provenance (opens from disk)\n\nWorkloads (Year 1):\n  short   short_input: 128 prompt / 128 output tokens, 5 sequential requests\n  long    long_input:  200 prompt / 200 output tokens, 3 sequential requests\n  stress  stress_test: 256 prompt / 256 output tokens, 10 concurrent requests\n\nLoad shapes and sweeps (one run, one folder, one table):\n  sagellm-benchmark run --backend vllm --workload short --concurrency 1,4,16 --num-requests 64\n  sagellm-benchmark run --backend vllm --workload short --request-rate 1,2,4,8 --arrival constant\n\nMulti-turn sessions and trace replay:\n  sagellm-benchmark run --backend mock --workload short --sessions 8 --turns 4 --concurrency 4 --think-time exp:500\n  sagellm-benchmark run --backend mock --workload short --trace mooncake examples/traces/mooncake_small.jsonl\n\nRepeated runs (each in <output>/run_<i>/; repeats.json: mean, 95% CI (Student t) and CV per figure):\n  sagellm-benchmark run --backend vllm --workload short --num-runs 5\n\nSteady state: the steady_* figures cover only the window in which the load is at its target\n(closed loop: 95% of the workers in flight; open loop: first completion to last send)"
     )]
     Run(RunArgs),
+    /// Find the largest load (concurrency or request rate) that meets latency objectives
+    #[command(
+        after_help = "Every probe is a whole run, kept in <output>/probes/<workload>_c<N>/ (or _r<RATE>/); \
+<output>/search.json holds the answer and every probe, <output>/search_capacity.svg the chart.\n\n\
+A probe passes when at least --slo-fraction of its requests succeed and meet every --goodput objective \
+and its error rate is at most --max-error-rate; it stops early once it can no longer pass. The search \
+probes the range's low end, doubles until a probe fails, then bisects until the largest passing and the \
+first failing load are --search-step apart.\n\n\
+Examples:\n  sagellm-benchmark search --backend vllm --workload short --num-requests 200 \\\n      --concurrency 1..256 --goodput ttft:500,tbt:50 --slo-fraction 0.95\n  \
+sagellm-benchmark search --backend mock --workload short --num-requests 100 \\\n      --request-rate 1..64 --arrival constant --goodput e2el:3000 --search-step 10%\n\n\
+Exit status: 0 the capacity was found (or the whole range passed), 1 no load in the range passed or \
+an error, 130 interrupted (search.json says where it stopped)."
+    )]
+    Search(SearchArgs),
     /// Print a report from saved results
     Report(ReportArgs),
     /// Run the same workloads against several servers (or load saved results) and write
@@ -157,6 +171,9 @@ struct RunArgs {
     load: LoadArgs,
 
     #[command(flatten)]
+    repeats: RepeatArgs,
+
+    #[command(flatten)]
     shard: ShardArgs,
 }
 
@@ -220,6 +237,125 @@ impl ShardArgs {
             }
         }
     }
+}
+
+/// Repetitions of the whole run.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Repeated runs")]
+struct RepeatArgs {
+    /// Run everything N times, each run in <output>/run_<i>/, and write repeats.json: per
+    /// workload and figure, the mean over runs, its 95% confidence interval (Student t) and the
+    /// coefficient of variation, flagging figures whose CV is above --cv-bound
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=crate::run::repeat::MAX_RUNS as u64))]
+    num_runs: u64,
+
+    /// With --num-runs: the CV above which a figure is flagged as noisy
+    #[arg(long, default_value_t = crate::results::repeats::DEFAULT_CV_BOUND, value_name = "FRACTION", value_parser = cv_bound)]
+    cv_bound: f64,
+}
+
+fn cv_bound(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "`{text}` is not a CV bound; give a positive fraction, e.g. 0.05 for 5%"
+        )),
+    }
+}
+
+#[derive(clap::Args)]
+struct SearchArgs {
+    /// The one workload to search with: short, long, stress or a workload name from --config
+    #[arg(long, default_value = "short", value_name = "WORKLOAD")]
+    workload: String,
+
+    #[command(flatten)]
+    backend: BackendArgs,
+
+    /// Output directory: search.json, the chart, and probes/<probe>/ for every probe
+    #[arg(short, long, default_value = "./search_results")]
+    output: PathBuf,
+
+    /// Workload config file (TOML), as for `run`
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Enable verbose (debug) logging on stderr
+    #[arg(short, long)]
+    verbose: bool,
+
+    /// Print only the answer, not a line per probe or the progress bars
+    #[arg(short, long)]
+    quiet: bool,
+
+    /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish; the probes so
+    /// far are kept and search.json says where the search stopped
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = non_negative_seconds)]
+    grace_period: f64,
+
+    #[command(flatten)]
+    search: SearchRange,
+}
+
+/// What the search varies and what a probe must meet.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Search")]
+struct SearchRange {
+    /// Search a closed loop's concurrency over LOW..HIGH, e.g. 1..256
+    #[arg(long, value_name = "LOW..HIGH", value_parser = search_range, required_unless_present = "request_rate", conflicts_with = "request_rate")]
+    concurrency: Option<(f64, f64)>,
+
+    /// Search an open loop's rate (requests per second) over LOW..HIGH, e.g. 0.5..64
+    #[arg(long, value_name = "LOW..HIGH", value_parser = search_range)]
+    request_rate: Option<(f64, f64)>,
+
+    /// How --request-rate spaces requests: poisson or constant [default: poisson]
+    #[arg(long, value_enum, requires = "request_rate")]
+    arrival: Option<ArrivalArg>,
+
+    /// Latency objectives in ms, e.g. ttft:200,tbt:50,e2el:5000 (any subset; as for `run`)
+    #[arg(long, value_name = "SLOS", value_parser = crate::workload::slo::Slo::parse, required = true)]
+    goodput: Option<crate::workload::slo::Slo>,
+
+    /// The share of requests that must succeed and meet every objective for a load to pass
+    /// (0.95: 95% of them, so each objective's p95 is within its limit)
+    #[arg(long, default_value_t = 0.95, value_name = "FRACTION")]
+    slo_fraction: f64,
+
+    /// The highest error rate a passing load may have
+    #[arg(long, default_value_t = 0.05, value_name = "FRACTION")]
+    max_error_rate: f64,
+
+    /// Stop when the largest passing and the first failing load are this close: a number in
+    /// the load's unit, or a percentage of the passing load [default: 1 for --concurrency, 5%
+    /// for --request-rate]
+    #[arg(long, value_name = "STEP", value_parser = crate::run::search::Step::parse)]
+    search_step: Option<crate::run::search::Step>,
+
+    /// The most probes to run
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    max_probes: usize,
+
+    /// The longest the whole search may take; a probe running then is stopped, and the answer
+    /// is what the probes so far show
+    #[arg(long, value_name = "SECS", value_parser = non_negative_seconds)]
+    max_search_time: Option<f64>,
+
+    /// Measured requests per probe (more make each verdict surer)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=crate::workload::MAX_REQUESTS as u64))]
+    num_requests: Option<u64>,
+
+    /// Seed of the prompts and of the Poisson schedule
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
+    /// Real prompts instead of synthetic ones, as for `run`: sharegpt FILE or jsonl FILE
+    #[arg(long, num_args = 2, value_names = ["KIND", "FILE"])]
+    dataset: Option<Vec<String>>,
+}
+
+fn search_range(text: &str) -> Result<(f64, f64), String> {
+    crate::run::search::parse_range(text)
 }
 
 /// Load shape over every selected workload (overrides the presets and --config).
@@ -583,6 +719,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let backend = match &cli.command {
         Command::Run(args) => Some(&args.backend),
+        Command::Search(args) => Some(&args.backend),
         Command::Compare(args) => Some(&args.backend),
         Command::Report(_) | Command::Merge(_) => None,
     };
@@ -606,6 +743,7 @@ pub fn main() -> ExitCode {
     crate::run::limits::raise_open_files_limit();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Search(args) => search(args),
         Command::Merge(args) => merge(args),
         Command::Report(args) => report(args).map(|()| ExitCode::SUCCESS),
         Command::Compare(args) => compare(args),
@@ -652,6 +790,13 @@ fn run(mut args: RunArgs) -> Result<ExitCode, String> {
         .select(&args.workload)
         .map_err(|e| format!("--workload: {e}"))?;
     let shard = args.shard.shard()?;
+    if shard.is_some() && args.repeats.num_runs > 1 {
+        // Each repetition would need its own common start and its own merge.
+        return Err(
+            "--num-runs and --shard do not go together: run the sharded command once per repetition, each into its own folder, and merge each"
+                .into(),
+        );
+    }
     let mut shape = args.load.shape()?;
     shape.shard = shard;
     let workloads = shape.apply(workloads)?;
@@ -687,6 +832,9 @@ fn run(mut args: RunArgs) -> Result<ExitCode, String> {
     let backend = spec.build().map_err(|e| e.to_string())?;
     let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
     tracing::debug!(?workloads, "running");
+    if args.repeats.num_runs > 1 {
+        return run_repeated(&args, backend, &workloads, provenance);
+    }
 
     let mut reports = Reports::files(&args.output);
     if !args.quiet {
@@ -760,6 +908,193 @@ fn run(mut args: RunArgs) -> Result<ExitCode, String> {
             first_failure(&args.output, first)
         );
         return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn search(args: SearchArgs) -> Result<ExitCode, String> {
+    use crate::run::search::{Dimension, Objective, SearchSpec, Step};
+    init_logging(args.verbose);
+    let config = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    let selected = config
+        .select(&args.workload)
+        .map_err(|e| format!("--workload: {e}"))?;
+    let r = &args.search;
+    let shape = crate::workload::load::LoadShape {
+        num_requests: r.num_requests.map(|n| n as usize),
+        seed: r.seed,
+        prompts: r.dataset.as_deref().map(dataset).transpose()?,
+        ..Default::default()
+    };
+    let mut selected = shape.apply(selected)?;
+    if selected.len() != 1 {
+        return Err(format!(
+            "--workload {} selects {} workloads; a search runs one (e.g. --workload short)",
+            args.workload,
+            selected.len()
+        ));
+    }
+    let workload = selected.remove(0);
+    let (dimension, (low, high)) = match (r.concurrency, r.request_rate) {
+        (Some(range), _) => (Dimension::Concurrency, range),
+        (None, Some(range)) => (
+            Dimension::rate(match r.arrival {
+                None | Some(ArrivalArg::Poisson) => crate::OpenLoop::Poisson,
+                Some(ArrivalArg::Constant) => crate::OpenLoop::Constant,
+            }),
+            range,
+        ),
+        (None, None) => {
+            return Err("give --concurrency LOW..HIGH or --request-rate LOW..HIGH".into())
+        }
+    };
+    let spec = SearchSpec {
+        workload,
+        dimension,
+        low,
+        high,
+        objective: Objective {
+            slo: r.goodput.unwrap_or_default(),
+            fraction: r.slo_fraction,
+            max_error_rate: r.max_error_rate,
+        },
+        step: r
+            .search_step
+            .unwrap_or_else(|| Step::default_for(dimension)),
+        max_probes: r.max_probes,
+        max_time: r.max_search_time.map(std::time::Duration::from_secs_f64),
+    };
+    spec.validate()?;
+    if args.backend.backend.is_server() {
+        crate::run::limits::check_connections(&[spec.probe_workload(spec.high)])?;
+    }
+    let _folder = crate::report::files::claim(&args.output).map_err(|e| e.to_string())?;
+    let backend = args
+        .backend
+        .spec(&config)
+        .map_err(|e| e.to_string())?
+        .build()
+        .map_err(|e| e.to_string())?;
+    let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
+    let control = RunControl {
+        interrupt: Interrupt::on_signals()
+            .map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?,
+        grace: std::time::Duration::from_secs_f64(args.grace_period),
+    };
+    let mut files = crate::report::search::SearchFiles::new(
+        &args.output,
+        !args.quiet,
+        !args.quiet && !args.verbose,
+    );
+    if let Some(aside) = files.move_earlier_aside().map_err(|e| e.to_string())? {
+        eprintln!(
+            "The earlier search in {} was moved to {}",
+            args.output.display(),
+            aside.display()
+        );
+    }
+    let outcome = crate::run::search::search(backend, &spec, provenance, &mut files, &control)
+        .map_err(|e| e.to_string())?;
+    files.finish(&outcome).map_err(|e| e.to_string())?;
+    println!("{}", outcome.verdict);
+    println!(
+        "Search written to {} ({} probes)",
+        args.output.join(names::SEARCH_FILE).display(),
+        outcome.probes.len()
+    );
+    if control.interrupt.is_requested() {
+        return Ok(ExitCode::from(130));
+    }
+    if outcome.largest_passing.is_none() {
+        eprintln!("Error: {}", no_capacity_advice(&outcome));
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What to do when no load in the range passed: objectives no request met even at the lowest
+/// load can never be met on this backend; otherwise the range starts too high.
+fn no_capacity_advice(outcome: &crate::run::search::SearchOutcome) -> String {
+    use crate::run::search::Dimension;
+    let label = |load| outcome.dimension.label(load);
+    match outcome.probes.iter().find(|p| !p.cut_short) {
+        None => "no probe finished, so there is no answer".to_string(),
+        // One request at a time is the least load there is: objectives it misses every time
+        // no load can meet.
+        Some(lowest)
+            if lowest.goodput_fraction == 0.0
+                && lowest.requests > 0
+                && outcome.dimension == Dimension::Concurrency
+                && lowest.load == 1.0 =>
+        {
+            format!(
+                "no request met the objectives ({}) even one at a time (c1): they cannot be met on this backend; loosen --goodput",
+                crate::run::search::slo_words(&outcome.objective.slo)
+            )
+        }
+        Some(lowest) => format!(
+            "the lowest load of the range, {}, already fails: start the range lower, or loosen --goodput or --slo-fraction",
+            label(lowest.load)
+        ),
+    }
+}
+
+/// `run --num-runs N` with N > 1: every run in its own folder, then `repeats.json` and the
+/// table of means, intervals and CVs.
+fn run_repeated(
+    args: &RunArgs,
+    backend: std::sync::Arc<dyn crate::backend::Backend>,
+    workloads: &[crate::Workload],
+    provenance: Provenance,
+) -> Result<ExitCode, String> {
+    use crate::results::repeats::RepeatSummary;
+    let runs = args.repeats.num_runs as usize;
+    let control = RunControl {
+        interrupt: Interrupt::on_signals()
+            .map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?,
+        grace: std::time::Duration::from_secs_f64(args.grace_period),
+    };
+    let bars = !args.quiet && !args.verbose;
+    let mut reporter = |i: usize| -> Result<Box<dyn crate::Report>, crate::ReportError> {
+        if !args.quiet {
+            eprintln!("Run {i} of {runs}");
+        }
+        let mut reports = Reports::files(names::repeat_dir(&args.output, i));
+        if bars {
+            reports.push(Box::new(ProgressBars::on_stderr()));
+        }
+        Ok(Box::new(reports))
+    };
+    let repeated = crate::run::repeat::repeat(
+        backend,
+        workloads,
+        provenance,
+        runs,
+        &mut reporter,
+        &control,
+    )
+    .map_err(|e| e.to_string())?;
+    let completed: Vec<(String, Summary)> = repeated
+        .completed()
+        .map(|(i, s)| (format!("run_{i}"), s.clone()))
+        .collect();
+    let mut summary = RepeatSummary::of(&completed, runs, args.repeats.cv_bound);
+    summary.stopped = repeated.stopped.clone();
+    crate::report::repeats::write(&args.output, &summary).map_err(|e| e.to_string())?;
+    if !args.quiet {
+        print!("{}", crate::report::repeats::render(&summary));
+    }
+    println!(
+        "Repeated runs written to {} ({} of {runs} runs)",
+        args.output.join(names::REPEATS_FILE).display(),
+        summary.runs
+    );
+    if let Some(stopped) = &repeated.stopped {
+        eprintln!("Repeated run incomplete: {stopped}");
+        return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -853,6 +1188,9 @@ fn merge(args: MergeArgs) -> Result<ExitCode, String> {
 fn report(args: ReportArgs) -> Result<(), String> {
     init_logging(false);
     let input = std::path::Path::new(&args.input);
+    if let Some(repeats) = repeats_file(input) {
+        return report_repeats(&repeats, &args);
+    }
     let load = || Summary::load(input).map_err(|e| e.to_string());
     let text = match args.format {
         Format::Table => table::render(&load()?),
@@ -899,6 +1237,99 @@ fn report(args: ReportArgs) -> Result<(), String> {
                 return Err(format!("regressed: {}", regressed.join(", ")));
             }
         }
+    }
+    Ok(())
+}
+
+/// The `repeats.json` that `path` names, itself or in its folder, when it names one.
+fn repeats_file(path: &std::path::Path) -> Option<PathBuf> {
+    let file = if path.is_dir() {
+        path.join(names::REPEATS_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    (file.file_name().is_some_and(|n| n == names::REPEATS_FILE) && file.is_file()).then_some(file)
+}
+
+/// Each completed run's metrics of every workload, in run order, read from the folders a
+/// repeated run's `repeats.json` lists.
+fn runs_of(
+    repeats: &std::path::Path,
+) -> Result<indexmap::IndexMap<String, Vec<crate::results::metrics::WorkloadMetrics>>, String> {
+    let summary = crate::report::repeats::load(repeats).map_err(|e| e.to_string())?;
+    let dir = repeats.parent().unwrap_or(std::path::Path::new("."));
+    let mut runs: indexmap::IndexMap<String, Vec<_>> = indexmap::IndexMap::new();
+    for folder in &summary.run_folders {
+        let file = dir.join(folder).join(SUMMARY_FILE);
+        let run = Summary::load(&file).map_err(|e| format!("{}: {e}", repeats.display()))?;
+        for (name, metrics) in run.workloads {
+            runs.entry(name).or_default().push(metrics);
+        }
+    }
+    Ok(runs)
+}
+
+/// `report --input <repeated run>`: its table of means, intervals and CVs, or its JSON; with
+/// `--baseline` another repeated run, compared run by run (`compare::baseline::compare_runs`).
+fn report_repeats(repeats: &std::path::Path, args: &ReportArgs) -> Result<(), String> {
+    let summary = crate::report::repeats::load(repeats).map_err(|e| e.to_string())?;
+    match args.format {
+        Format::Table => print!("{}", crate::report::repeats::render(&summary)),
+        Format::Json => print!("{}", pretty(&summary)?),
+        _ => {
+            return Err(format!(
+                "{} is a repeated run's summary, which prints as --format table or json; give one run's summary for the other formats, e.g. --input {}",
+                repeats.display(),
+                repeats
+                    .with_file_name(summary.run_folders.first().map_or("run_1", |f| f.as_str()))
+                    .join(SUMMARY_FILE)
+                    .display()
+            ))
+        }
+    }
+    let Some(old) = &args.baseline else {
+        return Ok(());
+    };
+    let old_repeats = repeats_file(old).ok_or_else(|| {
+        format!(
+            "--baseline {}: a repeated run (--num-runs) is compared with another repeated run; give its folder or its {}",
+            old.display(),
+            names::REPEATS_FILE
+        )
+    })?;
+    if !(args.noise_threshold.is_finite() && args.noise_threshold >= 0.0) {
+        return Err(format!(
+            "--noise-threshold must be a non-negative fraction (0.02 = 2%), not {}",
+            args.noise_threshold
+        ));
+    }
+    let settings = baseline::CompareSettings {
+        noise_threshold: args.noise_threshold,
+        ..Default::default()
+    };
+    let (new_runs, old_runs) = (runs_of(repeats)?, runs_of(&old_repeats)?);
+    let comparisons: Vec<baseline::Comparison> = new_runs
+        .iter()
+        .filter_map(|(name, new)| {
+            let base = old_runs.get(name)?;
+            Some(baseline::compare_runs(name, base, new, &settings))
+        })
+        .collect();
+    if comparisons.is_empty() {
+        return Err(format!(
+            "--baseline {} shares no workload with {}",
+            old.display(),
+            repeats.display()
+        ));
+    }
+    let base_name = old.display().to_string();
+    print!(
+        "Compared run by run (the mean over each side's runs; 95% Welch intervals)\n{}",
+        baseline::render(&comparisons, &base_name)
+    );
+    let regressed = baseline::regressed(&comparisons);
+    if args.fail_on_regression && !regressed.is_empty() {
+        return Err(format!("regressed: {}", regressed.join(", ")));
     }
     Ok(())
 }

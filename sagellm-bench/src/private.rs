@@ -47,6 +47,8 @@ pub struct Options {
     arrival: OpenLoop,
     seed: Option<u64>,
     shared_prefix: Option<usize>,
+    goodput: Option<String>,
+    num_runs: Option<usize>,
 }
 
 /// Defaults for options a `#[workload]` does not set.
@@ -89,9 +91,23 @@ impl Options {
     pub fn shared_prefix(&mut self, tokens: usize) {
         self.shared_prefix = Some(tokens);
     }
+    /// `"ttft:200,tbt:50,e2el:5000"`, as `--goodput` takes it (read when the harness starts).
+    pub fn goodput(&mut self, objectives: &str) {
+        self.goodput = Some(objectives.to_string());
+    }
+    pub fn num_runs(&mut self, runs: usize) {
+        self.num_runs = Some(runs);
+    }
 }
 
 impl Entry {
+    /// The repetitions this entry asks for (`num_runs = N`), if it does.
+    pub fn num_runs(&self) -> Option<usize> {
+        let mut o = Options::default();
+        (self.options)(&mut o);
+        o.num_runs
+    }
+
     /// The workloads this entry declares: one, or one per value of a concurrency sweep (named
     /// `<name>_c<concurrency>`).
     pub fn workloads(&self) -> Result<Vec<Workload>, String> {
@@ -115,6 +131,15 @@ impl Entry {
         }
         if let Some(rate) = o.rate {
             base.arrival = o.arrival.at(rate);
+        }
+        if let Some(objectives) = &o.goodput {
+            let slo = crate::workload::slo::Slo::parse(objectives).map_err(|e| {
+                format!(
+                    "#[workload] {name} at {}:{}: goodput = {objectives:?}: {e}",
+                    self.file, self.line
+                )
+            })?;
+            base.goodput = Some(slo);
         }
         let sweep = LoadShape {
             concurrency: o.concurrency.clone().unwrap_or_default(),

@@ -75,6 +75,10 @@ pub struct Script {
     /// Time each request waits, as in a server's queue, before its stream is planned; it is
     /// part of the TTFT, and `/metrics` reports it in `vllm:request_queue_time_seconds`.
     pub queue_time: Duration,
+    /// A scripted capacity: at most this many requests stream at once; the others wait, in
+    /// arrival order, for one to end, and the wait is part of their TTFT (as in an engine whose
+    /// batch is full). `None`: no limit.
+    pub max_running: Option<usize>,
     /// Of each chat answer's tokens, how many lead it as reasoning (at most all but one).
     pub reasoning_tokens: usize,
     /// Between consecutive reasoning chunks (the first is due at `ttft`).
@@ -142,6 +146,7 @@ impl Default for Script {
             prefix_hit_fraction: 0.25,
             spec_accept_fraction: 0.0,
             queue_time: Duration::ZERO,
+            max_running: None,
             reasoning_tokens: 0,
             reasoning_itl: Duration::from_millis(5),
             reasoning_field: ReasoningField::ReasoningContent,
@@ -198,7 +203,11 @@ impl TestServer {
         let std_listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
+        let slots = script
+            .max_running
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
         let state = Arc::new(ServerState {
+            slots,
             script,
             requests: AtomicUsize::new(0),
             tokenize_requests: AtomicUsize::new(0),
@@ -292,6 +301,8 @@ impl Drop for TestServer {
 
 struct ServerState {
     script: Script,
+    /// The streams that may run at once, when the script limits them.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
     requests: AtomicUsize,
     tokenize_requests: AtomicUsize,
     counters: Counters,
@@ -399,6 +410,13 @@ async fn generate(
         Ok(r) => r,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("bad JSON: {e}")),
     };
+    // A full server: wait for a stream to end (the semaphore is fair: first come, first
+    // served). The stream's schedule starts once admitted.
+    let slot = match &state.slots {
+        Some(slots) => slots.clone().acquire_owned().await.ok(),
+        None => None,
+    };
+    let admitted = Instant::now();
     if !script.queue_time.is_zero() {
         tokio::time::sleep(script.queue_time).await;
     }
@@ -454,6 +472,8 @@ async fn generate(
         state: state.clone(),
         chat,
         received,
+        admitted,
+        slot,
         prompt_tokens,
         output_tokens,
         reasoning_tokens,
@@ -490,6 +510,10 @@ struct StreamPlan {
     state: Arc<ServerState>,
     chat: bool,
     received: Instant,
+    /// When the stream got its slot (`received` without a capacity limit).
+    admitted: Instant,
+    /// The slot this stream holds while it runs, under a capacity limit.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
     prompt_tokens: u64,
     output_tokens: usize,
     /// The leading output tokens sent as reasoning.
@@ -533,7 +557,7 @@ impl StreamPlan {
                             + script.itl * (self.chunks_sent - reasoning_chunks) as u32
                     }
                 };
-                let deadline = self.received + script.queue_time + script.ttft + due;
+                let deadline = self.admitted + script.queue_time + script.ttft + due;
                 if deadline > Instant::now() {
                     tokio::time::sleep_until(deadline).await;
                 }
@@ -689,6 +713,7 @@ impl StreamPlan {
             return;
         }
         self.finished = true;
+        self.slot = None;
         let c = &self.state.counters;
         c.running.fetch_sub(1, Ordering::Relaxed);
         c.kv_tokens.fetch_sub(

@@ -3,13 +3,14 @@
 //!
 //! ```text
 //! sagellm-test-server --port 8000 --ttft-ms 20 --itl-ms 5 --tokens-per-chunk 1 --model test-model
+//! sagellm-test-server --port 8000 --max-running 4   # a capacity of 4 streams; more queue
 //! ```
 
 use std::time::Duration;
 
 use sagellm_test_server::{ReasoningField, Script, TestServer};
 
-const USAGE: &str = "usage: sagellm-test-server [--port N] [--ttft-ms MS] [--itl-ms MS] [--tokens-per-chunk N] [--model NAME] [--threads N] [--reasoning-tokens N] [--reasoning-itl-ms MS] [--reasoning-field reasoning_content|reasoning] [--tokens-per-word N]";
+const USAGE: &str = "usage: sagellm-test-server [--port N] [--ttft-ms MS] [--itl-ms MS] [--tokens-per-chunk N] [--model NAME] [--threads N] [--reasoning-tokens N] [--reasoning-itl-ms MS] [--reasoning-field reasoning_content|reasoning] [--tokens-per-word N] [--max-running N]";
 
 fn main() -> std::process::ExitCode {
     match run() {
@@ -45,6 +46,8 @@ fn run() -> Result<(), String> {
             "--itl-ms" => script.itl = Duration::from_millis(number()?),
             "--tokens-per-chunk" => script.tokens_per_chunk = number()? as usize,
             "--threads" => threads = number()? as usize,
+            // A scripted capacity: beyond N streams at once, requests queue and TTFT grows.
+            "--max-running" => script.max_running = Some(number()?.max(1) as usize),
             "--model" => script.model = value,
             "--reasoning-tokens" => script.reasoning_tokens = number()? as usize,
             "--reasoning-itl-ms" => script.reasoning_itl = Duration::from_millis(number()?),

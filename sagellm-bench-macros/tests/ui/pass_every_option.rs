@@ -10,6 +10,8 @@ use sagellm_bench::{workload, Prompts, Setup};
     concurrency = [1, 2],
     seed = 7,
     shared_prefix = 32,
+    goodput = "ttft:200,e2el:5000",
+    num_runs = 3,
 )]
 fn chat(setup: &mut Setup) {
     setup.prompts(Prompts::from_texts(["hello there"]));

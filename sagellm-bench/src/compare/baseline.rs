@@ -288,6 +288,20 @@ fn compare_one(
             },
         };
     };
+    MetricChange {
+        metric: key.label_with_unit(),
+        base: base_value,
+        new: new_value,
+        change,
+        ci,
+        verdict: judge(key, change, ci, noise),
+    }
+}
+
+/// The verdict on a change of `key` and its interval: a regression (an improvement) only when
+/// the whole interval lies beyond the noise threshold on the worse (better) side; without an
+/// interval, the change itself against the threshold.
+fn judge(key: &Metric, change: f64, ci: Option<(f64, f64)>, noise: f64) -> Verdict {
     // Orient so that "worse" is positive.
     let worse = |x: f64| {
         if key.better == Better::Higher {
@@ -296,7 +310,7 @@ fn compare_one(
             x
         }
     };
-    let verdict = match ci {
+    match ci {
         Some((lo, hi)) => {
             let (lo, hi) = if key.better == Better::Higher {
                 (worse(hi), worse(lo))
@@ -314,15 +328,90 @@ fn compare_one(
         None if worse(change) > noise => Verdict::Regressed,
         None if worse(change) < -noise => Verdict::Improved,
         None => Verdict::NoSignificantChange,
-    };
-    MetricChange {
-        metric: key.label_with_unit(),
-        base: base_value,
-        new: new_value,
-        change,
-        ci,
-        verdict,
     }
+}
+
+/// Compares a repeated run of one workload with a repeated baseline, one value per run
+/// (`--num-runs`): for every key figure, the change of its mean over the runs, and a 95%
+/// Welch interval for the difference of the two means (Student t with the Welch-Satterthwaite
+/// degrees of freedom, rounded down), divided by the baseline's mean for a relative change
+/// (the error rate's stays a difference). What varies between runs is then in the interval,
+/// which a bootstrap over the pooled requests of one run cannot see. A side with a single run
+/// gives no interval; the change itself is judged against the noise threshold.
+pub fn compare_runs(
+    workload: &str,
+    base: &[WorkloadMetrics],
+    new: &[WorkloadMetrics],
+    settings: &CompareSettings,
+) -> Comparison {
+    let changes = key_metrics()
+        .map(|(key, basis)| {
+            let values = |runs: &[WorkloadMetrics]| -> Vec<f64> {
+                runs.iter().filter_map(|m| key.measured(m)).collect()
+            };
+            let (b, n) = (values(base), values(new));
+            if b.is_empty() || n.is_empty() {
+                return not_comparable(key, &b, &n, mean);
+            }
+            let (bm, nm) = (mean(&mut b.clone()), mean(&mut n.clone()));
+            let absolute = matches!(basis, Basis::Failures);
+            let scale = if absolute {
+                Some(1.0)
+            } else {
+                (bm != 0.0).then_some(bm)
+            };
+            let Some(scale) = scale else {
+                return MetricChange {
+                    metric: key.label_with_unit(),
+                    base: bm,
+                    new: nm,
+                    change: 0.0,
+                    ci: None,
+                    verdict: if bm == nm {
+                        Verdict::NoSignificantChange
+                    } else {
+                        Verdict::NotComparable
+                    },
+                };
+            };
+            let change = if absolute { nm - bm } else { nm / bm - 1.0 };
+            let ci = welch_half_width(&b, &n).map(|half| {
+                let difference = nm - bm;
+                ((difference - half) / scale, (difference + half) / scale)
+            });
+            MetricChange {
+                metric: key.label_with_unit(),
+                base: bm,
+                new: nm,
+                change,
+                ci,
+                verdict: judge(key, change, ci, settings.noise_threshold),
+            }
+        })
+        .collect();
+    Comparison {
+        workload: workload.to_string(),
+        changes,
+    }
+}
+
+/// The half-width of the 95% Welch interval of `mean(new) - mean(base)`; `None` when a side
+/// has fewer than two values.
+fn welch_half_width(base: &[f64], new: &[f64]) -> Option<f64> {
+    if base.len() < 2 || new.len() < 2 {
+        return None;
+    }
+    let var = |v: &[f64]| {
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() as f64 - 1.0)
+    };
+    let (vb, vn) = (var(base) / base.len() as f64, var(new) / new.len() as f64);
+    let se2 = vb + vn;
+    if se2 == 0.0 {
+        return Some(0.0);
+    }
+    let df = se2 * se2 / (vb * vb / (base.len() as f64 - 1.0) + vn * vn / (new.len() as f64 - 1.0));
+    Some(crate::results::repeats::t_975(df.floor().max(1.0) as usize) * se2.sqrt())
 }
 
 fn not_comparable(
@@ -599,5 +688,69 @@ mod tests {
             std::fs::read_to_string(dir.path().join("base").join(BASELINE_REQUESTS_FILE)).unwrap();
         assert_eq!(parse_records(&text, "requests.jsonl").unwrap(), records);
         assert!(load(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn repeated_runs_are_compared_with_a_welch_interval_by_hand() {
+        use crate::backend::EngineFigures;
+        use crate::results::metrics::{aggregate, WallClock};
+        let runs = |values: &[f64]| -> Vec<WorkloadMetrics> {
+            values
+                .iter()
+                .map(|&v| {
+                    let wall = WallClock {
+                        start_unix_s: 0.0,
+                        total_time_s: 1.0,
+                    };
+                    let mut m = aggregate("w", "b", "m", &[], wall, &EngineFigures::default());
+                    m.p50_ttft_ms = v;
+                    m
+                })
+                .collect()
+        };
+        // Base TTFT p50 over 3 runs: 100, 102, 104 (mean 102, variance 4); new: 110, 112, 114
+        // (mean 112, variance 4). Difference 10; standard error sqrt(4/3 + 4/3) = 1.63299316;
+        // Welch df = (8/3)^2 / (2 (4/3)^2 / 2) = 4, t(0.975, 4) = 2.776445105: half-width
+        // 4.53391587. Relative to the base mean 102: change 10/102 = 9.8%, interval
+        // [(10 - 4.53391587) / 102, (10 + 4.53391587) / 102] = [5.36%, 14.25%]: regressed.
+        let settings = CompareSettings::default();
+        let c = compare_runs(
+            "w",
+            &runs(&[100.0, 102.0, 104.0]),
+            &runs(&[110.0, 112.0, 114.0]),
+            &settings,
+        );
+        let ttft = c
+            .changes
+            .iter()
+            .find(|m| m.metric == "TTFT p50 (ms)")
+            .unwrap();
+        assert_eq!((ttft.base, ttft.new), (102.0, 112.0));
+        assert!((ttft.change - 10.0 / 102.0).abs() < 1e-12);
+        let (lo, hi) = ttft.ci.unwrap();
+        assert!((lo - (10.0 - 4.53391587) / 102.0).abs() < 1e-8, "{lo}");
+        assert!((hi - (10.0 + 4.53391587) / 102.0).abs() < 1e-8, "{hi}");
+        assert_eq!(ttft.verdict, Verdict::Regressed);
+        // Overlapping runs: 100, 110, 120 against 105, 115, 125: the interval holds 0.
+        let c = compare_runs(
+            "w",
+            &runs(&[100.0, 110.0, 120.0]),
+            &runs(&[105.0, 115.0, 125.0]),
+            &settings,
+        );
+        let ttft = c
+            .changes
+            .iter()
+            .find(|m| m.metric == "TTFT p50 (ms)")
+            .unwrap();
+        assert_eq!(ttft.verdict, Verdict::NoSignificantChange);
+        // One run a side: no interval.
+        let c = compare_runs("w", &runs(&[100.0]), &runs(&[150.0]), &settings);
+        let ttft = c
+            .changes
+            .iter()
+            .find(|m| m.metric == "TTFT p50 (ms)")
+            .unwrap();
+        assert_eq!((ttft.ci, ttft.verdict), (None, Verdict::Regressed));
     }
 }

@@ -79,6 +79,62 @@ pub(super) struct Args {
     /// Changes smaller than this fraction are noise
     #[arg(long, env = "SAGELLM_BENCH_NOISE_THRESHOLD", default_value_t = 0.02)]
     pub(super) noise_threshold: f64,
+    /// Run the selected workloads N times, each run in <output>/runs/run_<i>/, and write
+    /// runs/repeats.json: each figure's mean, 95% interval and CV (as `sagellm-benchmark run
+    /// --num-runs`); overrides the workloads' `num_runs`. Saves and compares no baseline
+    #[arg(long, env = "SAGELLM_BENCH_NUM_RUNS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=crate::run::repeat::MAX_RUNS as u64))]
+    pub(super) num_runs: Option<u64>,
+
+    /// With several runs: the CV above which a figure is flagged as noisy
+    #[arg(long, env = "SAGELLM_BENCH_CV_BOUND", default_value_t = crate::results::repeats::DEFAULT_CV_BOUND, value_name = "FRACTION")]
+    pub(super) cv_bound: f64,
+
+    /// Instead of one run: search each selected workload's largest concurrency in LOW..HIGH
+    /// meeting its objectives (`--goodput` or the workload's `goodput`), as `sagellm-benchmark
+    /// search` does, into <output>/search/<workload>/
+    #[arg(long, env = "SAGELLM_BENCH_SEARCH_CONCURRENCY", value_name = "LOW..HIGH", value_parser = crate::run::search::parse_range, conflicts_with = "search_rate")]
+    pub(super) search_concurrency: Option<(f64, f64)>,
+
+    /// As --search-concurrency, over an open loop's rate (the workload's arrival spacing, or
+    /// Poisson)
+    #[arg(long, env = "SAGELLM_BENCH_SEARCH_RATE", value_name = "LOW..HIGH", value_parser = crate::run::search::parse_range)]
+    pub(super) search_rate: Option<(f64, f64)>,
+
+    /// The search's objectives, e.g. ttft:200,e2el:5000 (overrides the workloads' `goodput`)
+    #[arg(long, env = "SAGELLM_BENCH_GOODPUT", value_name = "SLOS", value_parser = crate::workload::slo::Slo::parse)]
+    pub(super) goodput: Option<crate::workload::slo::Slo>,
+
+    /// The share of requests that must meet every objective for a load to pass
+    #[arg(
+        long,
+        env = "SAGELLM_BENCH_SLO_FRACTION",
+        default_value_t = 0.95,
+        value_name = "FRACTION"
+    )]
+    pub(super) slo_fraction: f64,
+
+    /// The highest error rate a passing load may have
+    #[arg(
+        long,
+        env = "SAGELLM_BENCH_MAX_ERROR_RATE",
+        default_value_t = 0.05,
+        value_name = "FRACTION"
+    )]
+    pub(super) max_error_rate: f64,
+
+    /// How close the search's answer must come (a number, or a percentage such as 5%)
+    #[arg(long, env = "SAGELLM_BENCH_SEARCH_STEP", value_name = "STEP", value_parser = crate::run::search::Step::parse)]
+    pub(super) search_step: Option<crate::run::search::Step>,
+
+    /// The most probes per search
+    #[arg(
+        long,
+        env = "SAGELLM_BENCH_MAX_PROBES",
+        default_value_t = 16,
+        value_name = "N"
+    )]
+    pub(super) max_probes: usize,
+
     /// Do not print the results table
     #[arg(long, short)]
     pub(super) quiet: bool,

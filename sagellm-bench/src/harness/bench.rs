@@ -72,6 +72,7 @@ pub(super) fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
+    let asked_runs = chosen.iter().filter_map(|d| d.entry.num_runs()).max();
     let workloads = set_up(chosen)?;
     if workloads.is_empty() {
         println!("no workload matches; `cargo bench -- --list` lists them");
@@ -79,6 +80,25 @@ pub(super) fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
     }
     let backend = create_backend(args, config)?;
     let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
+    let runs = args
+        .num_runs
+        .map(|n| n as usize)
+        .or(asked_runs)
+        .unwrap_or(1);
+    if args.search_concurrency.is_some() || args.search_rate.is_some() || runs > 1 {
+        let control = RunControl {
+            interrupt: Interrupt::on_signals()
+                .map_err(|e| format!("cannot listen for SIGINT and SIGTERM: {e}"))?,
+            ..RunControl::default()
+        };
+        return if runs > 1 && args.search_concurrency.is_none() && args.search_rate.is_none() {
+            super::capacity::repeat_runs(
+                args, &root, backend, provenance, &workloads, runs, &control,
+            )
+        } else {
+            super::capacity::search_each(args, &root, backend, provenance, &workloads, &control)
+        };
+    }
     let collect = Collect::default();
     let mut reports = Reports::files(&root);
     if !args.quiet {

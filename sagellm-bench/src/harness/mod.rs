@@ -10,6 +10,7 @@
 mod args;
 mod baselines;
 mod bench;
+mod capacity;
 mod libtest;
 mod registry;
 

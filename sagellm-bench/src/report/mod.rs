@@ -14,6 +14,8 @@ pub mod markdown;
 pub mod merge;
 pub mod names;
 pub mod progress;
+pub mod repeats;
+pub mod search;
 #[cfg(feature = "charts")]
 pub mod svg;
 pub mod table;
@@ -146,9 +148,22 @@ pub(crate) fn rows_for(summary: &Summary) -> Vec<(&'static str, Vec<String>)> {
         if !row.shown_for(summary.workloads.values()) {
             continue;
         }
+        // The table says when a steady window is too short for its figures to be trusted.
+        let steady = row.metrics.iter().any(|m| m.key == "steady_requests");
         rows.push((
             row.label,
-            summary.workloads.values().map(|m| row.format(m)).collect(),
+            summary
+                .workloads
+                .values()
+                .map(|m| {
+                    let cell = row.format(m);
+                    if steady && m.steady_too_short == Some(true) {
+                        format!("{cell} (too short to trust)")
+                    } else {
+                        cell
+                    }
+                })
+                .collect(),
         ));
         if row.metrics.iter().any(|m| m.key == "request_goodput_rps") {
             rows.push((

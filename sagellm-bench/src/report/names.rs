@@ -14,6 +14,26 @@ pub const COMPARISON_JSON: &str = "comparison.json";
 /// See [`COMPARISON_JSON`].
 pub const COMPARISON_MD: &str = "comparison.md";
 
+/// A capacity search's answer and every probe (`sagellm-benchmark search`).
+pub const SEARCH_FILE: &str = "search.json";
+/// A capacity search's chart (`report::svg::SearchChart::Capacity`).
+pub const SEARCH_CHART_FILE: &str = "search_capacity.svg";
+/// The folder under a search's output folder holding one run folder per probe.
+pub const PROBES_DIR: &str = "probes";
+
+/// The run folder of one probe of a search: `<dir>/probes/<probe workload>/`.
+pub fn probe_dir(dir: &Path, probe_workload: &str) -> PathBuf {
+    dir.join(PROBES_DIR).join(file_stem(probe_workload))
+}
+
+/// A repeated run's summary over its repetitions (`--num-runs`).
+pub const REPEATS_FILE: &str = "repeats.json";
+
+/// The run folder of repetition `i` (1-based) of a repeated run: `<dir>/run_<i>/`.
+pub fn repeat_dir(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("run_{i}"))
+}
+
 /// A `cargo bench` baseline folder's metrics file.
 pub const BASELINE_METRICS_FILE: &str = "metrics.json";
 /// A `cargo bench` baseline folder's request records.

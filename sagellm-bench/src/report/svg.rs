@@ -29,6 +29,8 @@ use crate::results::metrics::{percentile, WorkloadMetrics};
 use crate::results::samples::{RequestSample, Samples, WorkloadSamples};
 use crate::results::summary::{Provenance, Summary};
 use crate::results::time_bins::TimeBins;
+use crate::run::search::SearchOutcome;
+use crate::workload::load::rate_label;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 type Drawn = Result<(), Box<dyn Error>>;
@@ -250,6 +252,213 @@ pub fn workload_charts(
             })
         })
         .collect()
+}
+
+/// The charts of a capacity search (`sagellm-benchmark search`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchChart {
+    /// Goodput and each objective's percentile against the load, the answer marked.
+    Capacity,
+}
+
+impl SearchChart {
+    pub const ALL: [SearchChart; 1] = [SearchChart::Capacity];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            SearchChart::Capacity => "Capacity search: goodput and objectives against load",
+        }
+    }
+
+    /// Its file name, e.g. `search_capacity.svg`.
+    pub fn file_name(self) -> String {
+        match self {
+            SearchChart::Capacity => names::SEARCH_CHART_FILE.to_string(),
+        }
+    }
+}
+
+/// Draws the charts of a capacity search.
+pub fn search_charts(outcome: &SearchOutcome) -> Result<Vec<Chart>, ReportError> {
+    SearchChart::ALL
+        .iter()
+        .map(|&kind| {
+            let note = format!(
+                "{}: {}; {}",
+                outcome.workload,
+                crate::run::search::slo_words(&outcome.objective.slo),
+                match (outcome.largest_passing, outcome.first_failing) {
+                    (Some(p), Some(f)) => format!(
+                        "largest passing {}, first failing {}",
+                        rate_label(p),
+                        rate_label(f)
+                    ),
+                    (Some(p), None) => format!("every probe passed, up to {}", rate_label(p)),
+                    (None, Some(f)) => format!("no passing point; {} fails", rate_label(f)),
+                    (None, None) => "no probe finished".to_string(),
+                }
+            );
+            let svg = match kind {
+                SearchChart::Capacity => {
+                    render(kind.title(), &note, |area| capacity(area, outcome))
+                }
+            }?;
+            Ok(Chart {
+                file_name: kind.file_name(),
+                workload: Some(outcome.workload.clone()),
+                title: kind.title().to_string(),
+                svg,
+            })
+        })
+        .collect()
+}
+
+/// Two panels over the probed loads: the goodput fraction with the required fraction dashed,
+/// and each objective's percentile as a share of its limit with 100 % dashed; passing probes
+/// as dots, failing ones as crosses, the largest passing and the first failing load as
+/// vertical lines.
+fn capacity(area: &Area, outcome: &SearchOutcome) -> Drawn {
+    let mut probes: Vec<&crate::run::search::Probe> =
+        outcome.probes.iter().filter(|p| !p.cut_short).collect();
+    probes.sort_by(|a, b| a.load.total_cmp(&b.load));
+    if probes.is_empty() {
+        return notice(area, "no probe finished");
+    }
+    let (legend, area) = area.split_vertically(LEGEND_ROW);
+    let (top, bottom) = area.split_vertically(area.dim_in_pixel().1 / 2);
+    let (x_lo, x_hi) = padded(outcome.low, outcome.high, 0.0);
+    let q = rate_label((outcome.objective.fraction * 1000.0).round() / 10.0);
+    let marks = [
+        (outcome.largest_passing, PALETTE[2]),
+        (outcome.first_failing, FAILED),
+    ];
+    // Passing probes as dots of the series' colour, failing ones as red crosses.
+    let passed = |x: f64| probes.iter().any(|p| p.load == x && p.passed);
+
+    // Goodput fraction, %.
+    let mut chart = ChartBuilder::on(&top)
+        .x_label_area_size(10)
+        .y_label_area_size(86)
+        .build_cartesian_2d(x_lo..x_hi, 0f64..105.0)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.y_desc("goodput (% of requests)");
+    mesh_styles(&mut mesh);
+    mesh.draw()?;
+    let required = outcome.objective.fraction * 100.0;
+    chart.draw_series(DashedLineSeries::new(
+        [(x_lo, required), (x_hi, required)],
+        8,
+        6,
+        MUTED.stroke_width(2),
+    ))?;
+    let goodput: Vec<(f64, f64)> = probes
+        .iter()
+        .map(|p| (p.load, p.goodput_fraction * 100.0))
+        .collect();
+    chart.draw_series(LineSeries::new(goodput.clone(), PALETTE[0].stroke_width(2)))?;
+    chart.draw_series(
+        goodput
+            .iter()
+            .filter(|(x, _)| passed(*x))
+            .map(|&p| Circle::new(p, 5, PALETTE[0].filled())),
+    )?;
+    chart.draw_series(
+        goodput
+            .iter()
+            .filter(|(x, _)| !passed(*x))
+            .map(|&p| Cross::new(p, 6, FAILED.stroke_width(3))),
+    )?;
+    for (at, color) in marks {
+        if let Some(x) = at {
+            chart.draw_series(LineSeries::new(
+                [(x, 0.0), (x, 105.0)],
+                color.stroke_width(2),
+            ))?;
+        }
+    }
+
+    // Each objective's percentile at the required fraction, as % of its limit.
+    let slo = outcome.objective.slo;
+    type Figure = fn(&crate::run::search::ObjectiveFigures) -> Option<f64>;
+    let series: [(&str, Option<f64>, Figure); 3] = [
+        ("TTFT", slo.ttft_ms, |f| f.ttft_ms),
+        ("TBT", slo.tbt_ms, |f| f.tbt_ms),
+        ("E2E", slo.e2el_ms, |f| f.e2el_ms),
+    ];
+    /// A legend label, the points, the colour.
+    type Line = (String, Vec<(f64, f64)>, RGBColor);
+    let lines: Vec<Line> = series
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, (name, limit, value))| {
+            let limit = limit?;
+            let points = probes
+                .iter()
+                .filter_map(|p| value(&p.figures).map(|v| (p.load, 100.0 * v / limit)))
+                .collect();
+            Some((
+                format!("p{q} {name} / {} ms", rate_label(limit)),
+                points,
+                PALETTE[(i + 3) % PALETTE.len()],
+            ))
+        })
+        .collect();
+    let top_y = lines
+        .iter()
+        .flat_map(|(_, p, _)| p.iter().map(|(_, y)| *y))
+        .fold(150.0, f64::max)
+        * 1.08;
+    let mut chart = ChartBuilder::on(&bottom)
+        .x_label_area_size(56)
+        .y_label_area_size(86)
+        .build_cartesian_2d(x_lo..x_hi, 0f64..top_y)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(outcome.dimension.unit())
+        .y_desc("percentile / limit (%)");
+    mesh_styles(&mut mesh);
+    mesh.draw()?;
+    chart.draw_series(DashedLineSeries::new(
+        [(x_lo, 100.0), (x_hi, 100.0)],
+        8,
+        6,
+        MUTED.stroke_width(2),
+    ))?;
+    for (_, points, color) in &lines {
+        chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?;
+        chart.draw_series(
+            points
+                .iter()
+                .filter(|(x, _)| passed(*x))
+                .map(|&p| Circle::new(p, 5, color.filled())),
+        )?;
+        chart.draw_series(
+            points
+                .iter()
+                .filter(|(x, _)| !passed(*x))
+                .map(|&p| Cross::new(p, 6, FAILED.stroke_width(3))),
+        )?;
+    }
+    for (at, color) in marks {
+        if let Some(x) = at {
+            chart.draw_series(LineSeries::new(
+                [(x, 0.0), (x, top_y)],
+                color.stroke_width(2),
+            ))?;
+        }
+    }
+    let mut items: Vec<LegendItem> = vec![(
+        format!("goodput (dashed: {q}% required)"),
+        PALETTE[0],
+        Swatch::Line,
+    )];
+    items.extend(
+        lines
+            .iter()
+            .map(|(name, _, c)| (name.clone(), *c, Swatch::Line)),
+    );
+    items.push(("largest passing".into(), PALETTE[2], Swatch::Line));
+    items.push(("first failing".into(), FAILED, Swatch::Cross));
+    legend_row(&legend, &items)
 }
 
 /// Draws the charts of the whole run: key metrics across workloads, memory and KV figures.

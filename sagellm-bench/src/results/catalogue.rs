@@ -464,6 +464,40 @@ pub(crate) const METRICS: &[Metric] = &[
         .compared(),
     metric!(retried_requests, "Retried requests", Count, Lower).same_row(),
     metric!(total_time_s, "Wall time", Seconds, Lower).row("Wall time (s)"),
+    // Over the steady window only (results/steady.rs): the load at its target, without the
+    // ramp and the drain.
+    metric!(steady_start_ms, "Steady window start", Milliseconds, Lower)
+        .row("Steady window (ms from start to end / requests)"),
+    metric!(steady_end_ms, "Steady window end", Milliseconds, Higher).same_row(),
+    metric!(steady_requests, "Steady requests", Count, Higher).same_row(),
+    metric!(
+        steady_output_throughput_tps,
+        "Steady output throughput",
+        TokensPerSecond,
+        Higher
+    )
+    .row("Steady output throughput (tok/s)")
+    .compared(),
+    metric!(
+        steady_request_throughput_rps,
+        "Steady request throughput",
+        RequestsPerSecond,
+        Higher
+    )
+    .row("Steady request throughput (req/s)")
+    .compared(),
+    metric!(steady_avg_ttft_ms, "Steady TTFT avg", Milliseconds, Lower)
+        .row("Steady TTFT avg / p99 (ms)")
+        .compared(),
+    metric!(steady_p99_ttft_ms, "Steady TTFT p99", Milliseconds, Lower)
+        .same_row()
+        .compared(),
+    metric!(steady_avg_tpot_ms, "Steady TPOT avg", Milliseconds, Lower)
+        .row("Steady TPOT avg / E2E p99 (ms)")
+        .compared(),
+    metric!(steady_p99_e2el_ms, "Steady E2E p99", Milliseconds, Lower)
+        .same_row()
+        .compared(),
 ];
 
 /// One row of the summary table: its label and the figures it joins.

@@ -184,6 +184,34 @@ pub struct WorkloadMetrics {
     /// Multi-turn workloads only: the sessions as a whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<SessionFigures>,
+
+    /// The steady window (see `results::steady` and docs/METRICS.md, "Steady state"): its
+    /// bounds in ms from the workload's start; absent when the load never reached its target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_start_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_end_ms: Option<f64>,
+    /// Successful requests that started and ended inside the steady window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_requests: Option<u64>,
+    /// Their output tokens, and their count, over the window's length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_output_throughput_tps: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_request_throughput_rps: Option<f64>,
+    /// Their latencies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_avg_ttft_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_p99_ttft_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_avg_tpot_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_p99_e2el_ms: Option<f64>,
+    /// True when the window holds fewer than 10 requests or under half the wall time: its
+    /// figures are too few to trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_too_short: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -198,6 +226,29 @@ impl WorkloadMetrics {
         self.request_goodput_rps = Some(g.request_goodput_rps);
         self.goodput_fraction = Some(g.goodput_fraction);
         self.goodput_slo = Some(*slo);
+    }
+
+    /// Fills the steady-state fields from a workload run with `arrival` whose requests gave
+    /// `samples`; leaves them absent when the load never reached its target.
+    pub fn set_steady_state(
+        &mut self,
+        arrival: &crate::workload::Arrival,
+        samples: &[RequestSample],
+    ) {
+        let Some(s) = crate::results::steady::steady_state(arrival, samples, self.total_time_s)
+        else {
+            return;
+        };
+        self.steady_start_ms = Some(s.start_ms);
+        self.steady_end_ms = Some(s.end_ms);
+        self.steady_requests = Some(s.requests);
+        self.steady_output_throughput_tps = Some(s.output_throughput_tps);
+        self.steady_request_throughput_rps = Some(s.request_throughput_rps);
+        self.steady_avg_ttft_ms = Some(s.avg_ttft_ms);
+        self.steady_p99_ttft_ms = Some(s.p99_ttft_ms);
+        self.steady_avg_tpot_ms = Some(s.avg_tpot_ms);
+        self.steady_p99_e2el_ms = Some(s.p99_e2el_ms);
+        self.steady_too_short = Some(s.too_short);
     }
 }
 
@@ -454,6 +505,16 @@ pub fn aggregate_samples(
         client_overloaded: None,
         turns: turns::per_turn(records),
         sessions: turns::sessions(records),
+        steady_start_ms: None,
+        steady_end_ms: None,
+        steady_requests: None,
+        steady_output_throughput_tps: None,
+        steady_request_throughput_rps: None,
+        steady_avg_ttft_ms: None,
+        steady_p99_ttft_ms: None,
+        steady_avg_tpot_ms: None,
+        steady_p99_e2el_ms: None,
+        steady_too_short: None,
     }
 }
 

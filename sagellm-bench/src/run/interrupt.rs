@@ -19,6 +19,8 @@ struct State {
     requested: AtomicBool,
     reason: Mutex<Option<String>>,
     notify: Notify,
+    /// Switches thrown with this one (see [`Interrupt::child`]).
+    children: Mutex<Vec<std::sync::Weak<State>>>,
 }
 
 /// The exit status after a second signal: 128 + SIGINT, as shells report an interrupted command.
@@ -86,16 +88,44 @@ impl Interrupt {
         self.request(format!("interrupted by {name}"));
     }
 
-    /// Throws the switch; the first reason given is kept.
+    /// Throws the switch, and every child's; the first reason given is kept.
     pub fn request(&self, reason: impl Into<String>) {
+        let reason = reason.into();
         {
             let mut slot = self.0.reason.lock().unwrap_or_else(|e| e.into_inner());
             if slot.is_none() {
-                *slot = Some(reason.into());
+                *slot = Some(reason.clone());
             }
         }
         self.0.requested.store(true, Ordering::SeqCst);
         self.0.notify.notify_waiters();
+        let children: Vec<Interrupt> = {
+            let mut children = self.0.children.lock().unwrap_or_else(|e| e.into_inner());
+            children.retain(|c| c.strong_count() > 0);
+            children
+                .iter()
+                .filter_map(|c| c.upgrade().map(Interrupt))
+                .collect()
+        };
+        for child in children {
+            child.request(reason.clone());
+        }
+    }
+
+    /// A new switch that this one's throw also throws (at once, with its reason), but that can
+    /// be thrown alone: one part of a run (a search's probe) stopped without stopping the rest.
+    pub fn child(&self) -> Interrupt {
+        let child = Interrupt::new();
+        self.0
+            .children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&child.0));
+        // Thrown between the check and the registration is caught by this check.
+        if let Some(reason) = self.reason() {
+            child.request(reason);
+        }
+        child
     }
 
     /// Whether a stop was asked for.
@@ -149,5 +179,23 @@ mod tests {
         assert_eq!(interrupt.reason().as_deref(), Some("first"));
         // Already thrown: completes at once.
         rt.block_on(interrupt.requested());
+    }
+
+    #[test]
+    fn a_child_is_thrown_with_its_parent_but_not_the_other_way() {
+        let parent = Interrupt::new();
+        let child = parent.child();
+        child.request("probe done");
+        assert!(!parent.is_requested());
+        let other = parent.child();
+        parent.request("SIGINT");
+        assert_eq!(other.reason().as_deref(), Some("SIGINT"));
+        assert_eq!(
+            child.reason().as_deref(),
+            Some("probe done"),
+            "the first reason stays"
+        );
+        // A child made after the throw is thrown already.
+        assert_eq!(parent.child().reason().as_deref(), Some("SIGINT"));
     }
 }

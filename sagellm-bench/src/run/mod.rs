@@ -9,5 +9,7 @@ pub mod hooks;
 pub mod interrupt;
 pub mod limits;
 mod memory;
+pub mod repeat;
 pub mod runner;
+pub mod search;
 pub mod shard;

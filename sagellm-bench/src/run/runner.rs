@@ -279,6 +279,7 @@ async fn run_workload_with(
     if let Some(slo) = &workload.goodput {
         metrics.set_goodput(slo, samples.requests().iter().map(RequestSample::latency));
     }
+    metrics.set_steady_state(&workload.arrival, samples.requests());
     if !matches!(workload.arrival, Arrival::Closed { .. }) {
         falling_behind(
             &mut metrics,
