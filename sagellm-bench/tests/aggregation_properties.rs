@@ -164,7 +164,7 @@ proptest! {
             prop_assert!(r.reasoning_tokens <= r.stream_tokens);
             prop_assert_eq!(r.answer_tokens(), r.output_tokens.saturating_sub(r.reasoning_tokens));
             // The first answer token never comes before the first token of either kind.
-            if let (Some(ttfo), Some(ttft)) = (r.ttfo_ms, r.ttft_ms) {
+            if let (Some(ttfo), Some(ttft)) = (r.ttfo(), r.ttft_ms) {
                 prop_assert!(ttfo >= ttft);
             }
             // The answer's gaps span no more than the request's.
@@ -184,7 +184,7 @@ proptest! {
             if ok.iter().all(|r| r.output_tokens >= r.reasoning_tokens) {
                 prop_assert_eq!(reasoning + answer, m.total_output_tokens);
             }
-            let ttfos: Vec<f64> = ok.iter().filter_map(|r| r.ttfo_ms).collect();
+            let ttfos: Vec<f64> = ok.iter().filter_map(|r| r.ttfo()).collect();
             if let Some((lo, hi)) = min_max(&ttfos) {
                 let p50 = m.p50_ttfo_ms.unwrap();
                 prop_assert!(lo <= p50 && p50 <= hi);

@@ -158,7 +158,10 @@ fn a_stream_without_reasoning_has_no_reasoning_figures() {
     assert_eq!(m.failed_requests, 0);
     assert_eq!((m.avg_ttfo_ms, m.total_reasoning_tokens), (None, None));
     let r = &results[0].records[0];
-    assert_eq!((r.reasoning_tokens, r.ttfo_ms), (0, r.ttft_ms));
+    assert_eq!(
+        (r.reasoning_tokens, r.ttfo_ms, r.ttfo()),
+        (0, None, r.ttft_ms)
+    );
     let json = serde_json::to_string(m).unwrap();
     assert!(
         !json.contains("ttfo") && !json.contains("answer_"),
@@ -329,7 +332,7 @@ fn a_backend_of_ones_own_reports_reasoning_through_its_token_sink() {
         assert_eq!(r.reasoning_counts, [1, 1, 1, 0, 0]);
         // The first answer token comes 20 ms after the third reasoning one, 40 ms after the
         // first: stamped when pushed, within scheduling noise.
-        let gap = r.ttfo_ms.unwrap() - r.ttft_ms.unwrap();
+        let gap = r.ttfo().unwrap() - r.ttft_ms.unwrap();
         assert!((40.0..60.0).contains(&gap), "TTFO - TTFT {gap}");
         assert_eq!(r.answer_gaps().count(), 1);
     }

@@ -35,8 +35,9 @@ pub struct RequestRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasoning_counts: Vec<usize>,
     /// Reasoning tokens, as the stream's reasoning events counted them (the sum of
-    /// `reasoning_counts`); part of `output_tokens`.
-    #[serde(default)]
+    /// `reasoning_counts`); part of `output_tokens`. Not written when 0, so a request without
+    /// reasoning is written as before reasoning was counted.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub reasoning_tokens: usize,
     /// When the stream ended (finished or failed), after `t0`.
     pub finish_ms: f64,
@@ -44,9 +45,11 @@ pub struct RequestRecord {
     pub error: Option<RequestError>,
     /// Per-request metrics, derived from the fields above (kept here for convenience).
     pub ttft_ms: Option<f64>,
-    /// Time to first output token: the first answer (not reasoning) token's time after `t0`;
-    /// equal to `ttft_ms` for a request that streamed no reasoning.
-    #[serde(default)]
+    /// Time to first output token for a request that streamed reasoning: the first answer
+    /// (not reasoning) token's time after `t0`, `None` when no answer token came. `None` (and
+    /// not written) for a request without reasoning, whose TTFO is its TTFT: see
+    /// [`RequestRecord::ttfo`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttfo_ms: Option<f64>,
     pub e2el_ms: Option<f64>,
     pub tbt_ms: Option<f64>,
@@ -133,7 +136,8 @@ impl RequestRecord {
             .zip(&token_counts)
             .enumerate()
             .find(|&(i, (_, &count))| count > reasoning_counts.get(i).copied().unwrap_or(0))
-            .map(|(_, (&at, _))| at);
+            .map(|(_, (&at, _))| at)
+            .filter(|_| reasoning_tokens > 0);
         let success = error.is_none();
         let mut record = RequestRecord {
             index,
@@ -195,6 +199,15 @@ impl RequestRecord {
             .map(|(before, after)| after - before)
     }
 
+    /// Time to first output (answer) token: `ttfo_ms` for a request that streamed reasoning,
+    /// its TTFT otherwise.
+    pub fn ttfo(&self) -> Option<f64> {
+        match self.reasoning_tokens {
+            0 => self.ttft_ms,
+            _ => self.ttfo_ms,
+        }
+    }
+
     /// Output tokens that were the answer: `output_tokens - reasoning_tokens`.
     pub fn answer_tokens(&self) -> usize {
         self.output_tokens.saturating_sub(self.reasoning_tokens)
@@ -204,6 +217,10 @@ impl RequestRecord {
     pub fn end_ms(&self) -> f64 {
         self.start_ms + self.finish_ms
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// TBT, TPOT and throughput of a request whose first and last content events came `ttft_ms` and
@@ -366,6 +383,7 @@ mod tests {
             &[1, 1, 1, 0, 0, 0],
         );
         assert_eq!((r.ttft_ms, r.ttfo_ms), (Some(10.0), Some(50.0)));
+        assert_eq!(r.ttfo(), Some(50.0));
         assert_eq!(
             (r.output_tokens, r.reasoning_tokens, r.answer_tokens()),
             (6, 3, 3)
@@ -381,19 +399,27 @@ mod tests {
     }
 
     #[test]
-    fn without_reasoning_ttfo_is_ttft_and_no_list_is_written() {
+    fn without_reasoning_ttfo_is_ttft_and_the_line_is_written_as_before() {
         let r = reasoning(&[20.0, 60.0], &[1, 1], &[0, 0]);
-        assert_eq!((r.ttfo_ms, r.reasoning_tokens), (Some(20.0), 0));
+        assert_eq!(
+            (r.ttfo(), r.ttfo_ms, r.reasoning_tokens),
+            (Some(20.0), None, 0)
+        );
         assert!(r.reasoning_counts.is_empty());
+        // No reasoning field at all: the line of a request without reasoning is unchanged.
         let json = serde_json::to_string(&r).unwrap();
-        assert!(!json.contains("reasoning_counts"), "{json}");
-        // An older file without the reasoning fields still reads.
-        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
-        let object = old.as_object_mut().unwrap();
-        object.remove("reasoning_tokens");
-        object.remove("ttfo_ms");
-        let back: RequestRecord = serde_json::from_value(old).unwrap();
-        assert_eq!((back.reasoning_tokens, back.ttfo_ms), (0, None));
+        assert!(
+            !json.contains("reasoning") && !json.contains("ttfo"),
+            "{json}"
+        );
+        let back: RequestRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.ttfo(), Some(20.0));
+        // A request with reasoning reads back with its TTFO.
+        let r = reasoning(&[5.0, 20.0], &[1, 1], &[1, 0]);
+        let back: RequestRecord =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!((back.ttfo(), back.reasoning_tokens), (Some(20.0), 1));
     }
 
     #[test]
@@ -408,7 +434,7 @@ mod tests {
             ..RawRequest::default()
         };
         let r = RequestRecord::new(raw.clone());
-        assert_eq!((r.ttft_ms, r.ttfo_ms), (Some(5.0), Some(5.0)));
+        assert_eq!((r.ttft_ms, r.ttfo()), (Some(5.0), Some(5.0)));
         assert_eq!(r.answer_gaps().collect::<Vec<_>>(), [15.0]);
         // The tokenizer counted the answer text (4); the 2 reasoning tokens are added.
         assert_eq!((r.output_tokens, r.answer_tokens()), (6, 4));

@@ -104,7 +104,7 @@ impl RequestSample {
             finish_ms: record.finish_ms,
             scheduled_ms: record.scheduled_ms.unwrap_or(f64::NAN),
             ttft_ms: record.ttft_ms.unwrap_or(f64::NAN),
-            ttfo_ms: record.ttfo_ms.unwrap_or(f64::NAN),
+            ttfo_ms: record.ttfo().unwrap_or(f64::NAN),
             e2el_ms: record.e2el_ms.unwrap_or(f64::NAN),
             reasoning_tokens: record.reasoning_tokens,
             output_tokens_source: record.output_tokens_source,
@@ -177,7 +177,7 @@ impl RequestSample {
     pub fn e2el_ms(&self) -> Option<f64> {
         present(self.e2el_ms)
     }
-    /// Time to first output (answer) token; see [`RequestRecord::ttfo_ms`].
+    /// Time to first output (answer) token; see [`RequestRecord::ttfo`].
     pub fn ttfo_ms(&self) -> Option<f64> {
         present(self.ttfo_ms)
     }

@@ -452,6 +452,15 @@ impl OpenAiBackend {
     /// their exact length (synthetic prompts) or counts them (given prompts, which are never
     /// changed), with a warning for given prompts whose count is off from the workload's.
     async fn cut_prompts(&self, counter: &ServerCounter, workload: &Workload) -> Cuts {
+        // The turns of sessions and the requests of a trace are built as the run goes (each
+        // turn on the answers before it), not from `Workload::prompt`: nothing to cut ahead.
+        if workload.sessions.is_some() || workload.trace.is_some() {
+            tracing::debug!(
+                "workload {}: multi-turn and trace prompts are not cut through /tokenize",
+                workload.name
+            );
+            return Cuts::default();
+        }
         let synthetic = workload.prompts.is_none();
         // Given prompts repeat after the last one (and warm-up takes them from the start).
         let indices: Vec<(usize, bool)> = match &workload.prompts {
@@ -694,7 +703,12 @@ impl Backend for OpenAiBackend {
 
     fn generate(&self, mut request: GenerationRequest) -> BoxStream<'static, StreamEvent> {
         let cuts = self.cuts.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some((sent, tokens)) = cuts.get(&request.prompt) {
+        let cut = match request.messages.is_empty() {
+            true => cuts.get(&request.prompt),
+            // A turn of a session goes out as its messages: it is never one of the cut prompts.
+            false => None,
+        };
+        if let Some((sent, tokens)) = cut {
             if let Some(text) = sent {
                 request.prompt = text.to_string();
             }
