@@ -147,6 +147,13 @@ fn multi_turn_runs_write_per_turn_figures_and_print_them() {
         table.contains("Per turn of the multi-turn sessions"),
         "{table}"
     );
+    // The HTML report has the same table, a row per turn (turns counted from 1).
+    let html = std::fs::read_to_string(dir.path().join("out/index.html")).unwrap();
+    assert!(html.contains("<h3>Per turn of the multi-turn sessions</h3>"));
+    assert!(
+        html.contains("<td>short_input</td><td>3</td>"),
+        "no third turn's row"
+    );
     let m = json(&dir.path().join("out/short_input_metrics.json"));
     let turns = m["turns"].as_array().unwrap();
     assert_eq!(turns.len(), 3);

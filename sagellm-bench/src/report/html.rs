@@ -17,7 +17,7 @@ use tinytemplate::TinyTemplate;
 use super::files::{prepare_dir, write_atomically};
 use super::names::{self, file_stem};
 use super::svg::{self, Chart, RunLabel};
-use super::{rows_for, sources_note, Report, ReportError};
+use super::{rows_for, sources_note, turn_rows, Report, ReportError, TURN_COLUMNS};
 use crate::results::metrics::WorkloadMetrics;
 use crate::results::samples::{Samples, WorkloadSamples, KEPT_FAILURES};
 use crate::results::summary::{Provenance, Summary};
@@ -56,7 +56,14 @@ const TEMPLATE: &str = r##"<!DOCTYPE html>
 {{ endfor }}</tbody>
 </table></div>
 <p class="note">Figures: {sources}. Percentiles: {percentile_method}.</p>
-{{ for chart in run_charts }}<figure>{chart.svg | unescaped}<figcaption>{chart.title}</figcaption></figure>
+{{ if turns }}<h3>Per turn of the multi-turn sessions</h3>
+<div class="scroll"><table class="summary">
+<thead><tr>{{ for c in turn_columns }}<th>{c}</th>{{ endfor }}</tr></thead>
+<tbody>
+{{ for row in turns }}<tr>{{ for v in row }}<td>{v}</td>{{ endfor }}</tr>
+{{ endfor }}</tbody>
+</table></div>
+{{ endif }}{{ for chart in run_charts }}<figure>{chart.svg | unescaped}<figcaption>{chart.title}</figcaption></figure>
 {{ endfor }}</section>
 {{ for w in workloads }}<section id="{w.anchor}">
 <h2>Workload <code>{w.name}</code></h2>
@@ -148,6 +155,9 @@ struct Page {
     failed_class: &'static str,
     rows: Vec<Row>,
     run_charts: Vec<ChartView>,
+    turn_columns: [&'static str; 8],
+    /// The per-turn table, a row per workload and turn (empty without sessions).
+    turns: Vec<Vec<String>>,
     workloads: Vec<WorkloadView>,
 }
 
@@ -261,6 +271,8 @@ pub fn render(summary: &Summary, samples: &IndexMap<String, Samples>, charts: &[
             .filter(|c| c.workload.is_none())
             .map(view)
             .collect(),
+        turn_columns: TURN_COLUMNS,
+        turns: turn_rows(summary).into_iter().map(Vec::from).collect(),
         workloads,
     };
     let mut tt = TinyTemplate::new();
