@@ -2,17 +2,11 @@
 //! and the same comparison can be rebuilt from the saved results.
 
 use std::process::Command;
-use std::time::Duration;
 
 use sagellm_test_server::{Script, TestServer};
 
 fn server(ttft_ms: u64, itl_ms: u64) -> TestServer {
-    let script = Script {
-        ttft: Duration::from_millis(ttft_ms),
-        itl: Duration::from_millis(itl_ms),
-        ..Script::default()
-    };
-    TestServer::start(script, 1).unwrap()
+    TestServer::start(Script::paced(ttft_ms, itl_ms), 1).unwrap()
 }
 
 fn fastest(dir: &std::path::Path) -> serde_json::Value {

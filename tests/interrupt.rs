@@ -9,11 +9,7 @@ use sagellm_test_server::{Script, TestServer};
 
 /// A server slow enough to interrupt: each request streams 10 chunks 100 ms apart (about 1 s).
 fn slow_server() -> TestServer {
-    let script = Script {
-        ttft: Duration::from_millis(100),
-        itl: Duration::from_millis(100),
-        ..Script::default()
-    };
+    let script = Script::paced(100, 100);
     TestServer::start(script, 1).unwrap()
 }
 

@@ -204,15 +204,7 @@ fn bad_repeat_values_are_refused() {
 #[test]
 fn sigint_keeps_the_completed_runs_and_says_where_it_stopped() {
     // Each run: 4 requests of 10 chunks 50 ms apart, one at a time: about 2.2 s.
-    let server = TestServer::start(
-        Script {
-            ttft: Duration::from_millis(50),
-            itl: Duration::from_millis(50),
-            ..Script::default()
-        },
-        1,
-    )
-    .unwrap();
+    let server = TestServer::start(Script::paced(50, 50), 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("slow.toml");
     std::fs::write(

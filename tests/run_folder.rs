@@ -14,11 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_sagellm-benchmark");
 
 /// Each request streams 10 chunks 100 ms apart: about a second.
 fn slow_server() -> TestServer {
-    let script = Script {
-        ttft: Duration::from_millis(100),
-        itl: Duration::from_millis(100),
-        ..Script::default()
-    };
+    let script = Script::paced(100, 100);
     TestServer::start(script, 1).unwrap()
 }
 

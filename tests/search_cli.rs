@@ -199,15 +199,7 @@ fn help_teaches_the_search() {
 fn sigint_mid_probe_keeps_the_probes_and_says_where_the_search_stopped() {
     // Every request takes about 1 s (10 chunks 100 ms apart); TTFT <= 500 ms passes at every
     // concurrency, so the search keeps probing until the signal.
-    let server = TestServer::start(
-        Script {
-            ttft: Duration::from_millis(100),
-            itl: Duration::from_millis(100),
-            ..Script::default()
-        },
-        1,
-    )
-    .unwrap();
+    let server = TestServer::start(Script::paced(100, 100), 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("slow.toml");
     std::fs::write(

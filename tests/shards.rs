@@ -65,12 +65,7 @@ fn merge(dirs: &[PathBuf], out: &Path) -> Output {
 
 /// A test server with this TTFT and gap between tokens, ms.
 fn server(ttft_ms: u64, itl_ms: u64) -> TestServer {
-    let script = Script {
-        ttft: Duration::from_millis(ttft_ms),
-        itl: Duration::from_millis(itl_ms),
-        ..Script::default()
-    };
-    TestServer::start(script, 2).unwrap()
+    TestServer::start(Script::paced(ttft_ms, itl_ms), 2).unwrap()
 }
 
 /// `run` flags for `requests` requests of `short` at `concurrency` against `server`.

@@ -385,15 +385,7 @@ fn a_search_is_bounded_in_probes() {
 fn the_time_bound_cuts_the_probe_running_at_the_deadline() {
     // Requests of about 1 s (10 chunks 100 ms apart), 8 a probe at concurrency 1: the first
     // probe would take 8 s; the search may take 1.5 s.
-    let server = TestServer::start(
-        Script {
-            ttft: Duration::from_millis(100),
-            itl: Duration::from_millis(100),
-            ..Script::default()
-        },
-        1,
-    )
-    .unwrap();
+    let server = TestServer::start(Script::paced(100, 100), 1).unwrap();
     let config = OpenAiConfig {
         base_url: Some(server.url()),
         ..OpenAiConfig::default()

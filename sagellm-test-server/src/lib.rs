@@ -131,6 +131,18 @@ pub enum Tokenize {
     Doubled,
 }
 
+impl Script {
+    /// The default script with this time to the first chunk and between chunks, in ms: what
+    /// most tests need of a server.
+    pub fn paced(ttft_ms: u64, itl_ms: u64) -> Self {
+        Script {
+            ttft: Duration::from_millis(ttft_ms),
+            itl: Duration::from_millis(itl_ms),
+            ..Script::default()
+        }
+    }
+}
+
 impl Default for Script {
     fn default() -> Self {
         Script {
