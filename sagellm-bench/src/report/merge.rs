@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::files::{parse_requests, write_json, JsonFiles};
 use super::{Report, ReportError};
 use crate::backend::EngineFigures;
-use crate::results::metrics::{self, WallClock};
+use crate::results::metrics::{self, WallClock, WorkloadMetrics};
 use crate::results::record::RequestRecord;
 use crate::results::samples::{RequestSample, WorkloadSamples};
 use crate::results::summary::{Provenance, Summary};
@@ -273,6 +273,16 @@ pub fn merge(
 /// The file `merge` writes its findings to, beside the merged results.
 pub const MERGE_FILE: &str = "merge.json";
 
+/// What one shard recorded of a workload.
+struct Part<'a> {
+    records: Vec<RequestRecord>,
+    /// The workload's start on the common clock, when the shard finished it (and the clock
+    /// is real).
+    origin: Option<f64>,
+    /// Its metrics, when it finished the workload.
+    metrics: Option<&'a WorkloadMetrics>,
+}
+
 /// One workload over every shard that recorded some of it, its records on one time line;
 /// `None` when no shard did.
 fn merge_workload(
@@ -281,7 +291,9 @@ fn merge_workload(
     provenance: &Provenance,
 ) -> Result<Option<(WorkloadResult, Vec<RequestRecord>)>, MergeError> {
     let name = &workload.name;
-    // (shard, its records, its workload's start on the common clock if it finished it)
+    // On a virtual clock (the mock) every shard's time line starts at zero together, whatever
+    // the real moments the shards started at.
+    let virtual_clock = shards.iter().any(|s| s.info.virtual_clock);
     let mut parts = Vec::new();
     for s in shards {
         let path = JsonFiles::new(&s.dir).requests_path(name);
@@ -294,35 +306,35 @@ fn merge_workload(
         })?;
         let records = parse_requests(&text, &path.display().to_string())?;
         let metrics = s.summary.as_ref().and_then(|m| m.workloads.get(name));
-        // The workload's start: its first send's Unix time less that send's offset.
-        let origin = metrics.map(|m| {
-            let first = records
-                .iter()
-                .map(|r| r.start_ms)
-                .fold(f64::INFINITY, f64::min);
-            m.start_time
-                - if first.is_finite() {
-                    first / 1000.0
-                } else {
-                    0.0
-                }
-                - s.info.clock_offset_s
+        // The workload's start on the common clock: its first send's Unix time less that
+        // send's offset in the records, less the shard's clock offset.
+        let first = records
+            .iter()
+            .map(|r| r.start_ms)
+            .fold(f64::INFINITY, f64::min);
+        let first_s = if first.is_finite() {
+            first / 1000.0
+        } else {
+            0.0
+        };
+        let origin = metrics
+            .filter(|_| !virtual_clock)
+            .map(|m| m.start_time - first_s - s.info.clock_offset_s);
+        parts.push(Part {
+            records,
+            origin,
+            metrics,
         });
-        parts.push((s, records, origin, metrics));
     }
     if parts.is_empty() {
         return Ok(None);
     }
-    // On a virtual clock (the mock) every shard's time line starts at zero together. A shard
-    // killed mid-workload wrote no metrics, so no start: it started with the others (a common
-    // start), so it takes theirs.
-    if shards.iter().any(|s| s.info.virtual_clock) {
-        for part in &mut parts {
-            part.2 = None;
-        }
-    }
-    let known: Vec<f64> = parts.iter().filter_map(|p| p.2).collect();
-    let common = known.iter().cloned().fold(f64::INFINITY, f64::min);
+    // A shard killed mid-workload wrote no metrics, so no start: it started with the others
+    // (a common start), so it takes theirs.
+    let common = parts
+        .iter()
+        .filter_map(|p| p.origin)
+        .fold(f64::INFINITY, f64::min);
     let base = if common.is_finite() {
         common
     } else {
@@ -332,14 +344,18 @@ fn merge_workload(
             .map(|s| s.info.started_unix - s.info.clock_offset_s)
             .fold(f64::INFINITY, f64::min)
     };
+    let shard_metrics: Vec<&WorkloadMetrics> = parts.iter().filter_map(|p| p.metrics).collect();
+    let complete = parts.len() == shards.len()
+        && shard_metrics.len() == parts.len()
+        && shard_metrics.iter().all(|s| s.complete);
     let mut records = Vec::new();
-    for (_, shard_records, origin, _) in &parts {
-        let shift_ms = (origin.unwrap_or(base) - base) * 1000.0;
-        for mut r in shard_records.iter().cloned() {
+    for part in parts {
+        let shift_ms = (part.origin.unwrap_or(base) - base) * 1000.0;
+        records.extend(part.records.into_iter().map(|mut r| {
             r.start_ms += shift_ms;
             r.scheduled_ms = r.scheduled_ms.map(|s| s + shift_ms);
-            records.push(r);
-        }
+            r
+        }));
     }
     records.sort_by_key(|r| r.index);
     let samples = WorkloadSamples::from_records(&records);
@@ -365,10 +381,7 @@ fn merge_workload(
         wall,
         &EngineFigures::default(),
     );
-    let shard_metrics: Vec<_> = parts.iter().filter_map(|p| p.3).collect();
-    m.complete = parts.len() == shards.len()
-        && shard_metrics.len() == parts.len()
-        && shard_metrics.iter().all(|s| s.complete);
+    m.complete = complete;
     if let Some(slo) = shard_metrics.iter().find_map(|s| s.goodput_slo) {
         m.set_goodput(&slo, requests.iter().map(RequestSample::latency));
     }
