@@ -76,7 +76,12 @@ where
         matches.value_source("backend"),
         Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
     );
-    match run(args, backend_given) {
+    // The baselines copied after the run, and its charts, reach the disk before the exit.
+    let result = run(args, backend_given).and_then(|code| {
+        crate::report::files::flush_to_disk().map_err(|e| e.to_string())?;
+        Ok(code)
+    });
+    match result {
         Ok(code) => code,
         Err(message) => {
             eprintln!("Error: {message}");
