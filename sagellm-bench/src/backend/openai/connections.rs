@@ -12,17 +12,37 @@ use hyper_util::client::legacy::connect::HttpInfo;
 use super::exchange::Events;
 use super::{body, Shared};
 
-/// Connects of the clients' connectors, counted as they start and end.
-#[derive(Default)]
+/// Connects of the clients' connectors, counted as they start and end, and ramped.
 pub(super) struct Connects {
     pub(super) started: AtomicU64,
     pub(super) ended: AtomicU64,
     /// Connects that gave a connection.
     pub(super) opened: AtomicU64,
+    /// At most [`CONNECTS_AT_ONCE`] connects under way.
+    ramp: tokio::sync::Semaphore,
 }
 
+impl Default for Connects {
+    fn default() -> Self {
+        Connects {
+            started: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            ramp: tokio::sync::Semaphore::new(CONNECTS_AT_ONCE),
+        }
+    }
+}
+
+/// Connects under way at once: a ramp, so that a thousand workers starting together do not
+/// send a thousand SYNs at once and overflow the server's accept queue, whose dropped SYNs
+/// come back only after the kernel's 1 s retransmission timeout, inside a TTFT. Measured on
+/// loopback against the test server (one thread): 244 connects at once gave a p99 TTFT of
+/// 1,067 ms where the server answered in 50 (docs/PERFORMANCE.md).
+pub(super) const CONNECTS_AT_ONCE: usize = 128;
+
 impl Connects {
-    /// Counts one connect of a connector, as it starts and as it ends.
+    /// Counts one connect of a connector, as it starts and as it ends; it waits its turn in
+    /// the ramp first.
     pub(super) fn count<C, E>(
         self: &Arc<Self>,
         connecting: impl std::future::Future<Output = Result<C, E>>,
@@ -30,7 +50,10 @@ impl Connects {
         let connects = self.clone();
         connects.started.fetch_add(1, Ordering::Relaxed);
         async move {
+            // Never closed, so the permit always comes.
+            let permit = connects.ramp.acquire().await;
             let connected = connecting.await;
+            drop(permit);
             if connected.is_ok() {
                 connects.opened.fetch_add(1, Ordering::Relaxed);
             }
@@ -43,8 +66,10 @@ impl Connects {
 /// Longest wait for the end of a body after `[DONE]`.
 pub(super) const BODY_END_LIMIT: Duration = Duration::from_millis(500);
 
-/// Most connections opened ahead of a workload's measured requests.
-pub(super) const MAX_PREOPENED: usize = 512;
+/// Most connections opened ahead of a workload's measured requests: as many as an open loop
+/// may keep in flight (`run::limits::MAX_OPEN_LOOP_IN_FLIGHT`); the runner has already checked
+/// that the workload's concurrency fits the open-files limit.
+pub(super) const MAX_PREOPENED: usize = 16_384;
 
 /// Longest wait for each answer that opens a connection ahead of the measured requests.
 pub(super) const PREOPEN_LIMIT: Duration = Duration::from_secs(10);
@@ -65,8 +90,9 @@ impl Shared {
 
     /// Makes sure `n` connections are open and idle in the pool, so the first `n` measured
     /// requests do not each pay for a handshake: `n` concurrent `GET /v1/models`, which reuse
-    /// idle connections and open only the missing ones. Their answers are not used, and a
-    /// server without that route still answers (404) on a kept connection.
+    /// idle connections and open only the missing ones (through the connects' ramp). Their
+    /// answers are not used, and a server without that route still answers (404) on a kept
+    /// connection.
     pub(super) async fn open_connections(&self, n: usize) {
         let asks = (0..n.min(MAX_PREOPENED)).map(|_| async {
             let Ok(response) = self
