@@ -382,3 +382,73 @@ fn report_baseline_names_the_workloads_it_could_not_compare() {
     );
     assert!(text(&out.stdout).contains("short_input"));
 }
+
+/// Every `](target)` link of a markdown file, resolved from the file's folder.
+fn broken_links(markdown_file: &Path) -> (usize, Vec<String>) {
+    let text = std::fs::read_to_string(markdown_file).unwrap();
+    let dir = markdown_file.parent().unwrap();
+    let links: Vec<String> = text
+        .split("](")
+        .skip(1)
+        .map(|rest| rest.split(')').next().unwrap().replace("%20", " "))
+        .collect();
+    let broken = links
+        .iter()
+        .filter(|l| !dir.join(l).is_file())
+        .cloned()
+        .collect();
+    (links.len(), broken)
+}
+
+#[test]
+fn every_chart_link_of_a_generated_report_resolves_from_where_it_is_written() {
+    let root = tempfile::tempdir().unwrap();
+    let results = root.path().join("results");
+    mock_run(&results, "short", &[]);
+    let summary = results.join("benchmark_summary.json");
+    // REPORT.md beside the results, in a sibling folder, and in the results folder itself,
+    // each written from a working directory elsewhere (the broken sample output).
+    let elsewhere = root.path().join("cwd");
+    let sibling = root.path().join("reports/ci");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::create_dir_all(&sibling).unwrap();
+    for target in [
+        root.path().join("REPORT.md"),
+        sibling.join("REPORT.md"),
+        results.join("REPORT.md"),
+    ] {
+        let file = std::fs::File::create(&target).unwrap();
+        let status = bin()
+            .current_dir(&elsewhere)
+            .args(["report", "--format", "markdown", "--input"])
+            .arg(&summary)
+            .stdout(file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let (links, broken) = broken_links(&target);
+        // The short workload's five charts and the run's two.
+        assert_eq!(links, 7, "{}", target.display());
+        assert!(broken.is_empty(), "{}: {broken:?}", target.display());
+    }
+    // Through a pipe there is no file to be relative to: the links are the results folder's
+    // own, right for a REPORT.md kept with its results.
+    let piped = run_ok(&[
+        "report",
+        "--format",
+        "markdown",
+        "--input",
+        summary.to_str().unwrap(),
+    ]);
+    std::fs::write(results.join("PIPED.md"), &piped.stdout).unwrap();
+    let (links, broken) = broken_links(&results.join("PIPED.md"));
+    assert_eq!((links, broken.len()), (7, 0), "{broken:?}");
+}
+
+#[test]
+fn the_committed_sample_reports_links_resolve() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sample_output/REPORT.md");
+    let (links, broken) = broken_links(&sample);
+    assert!(links >= 17, "{links} links");
+    assert!(broken.is_empty(), "{broken:?}");
+}

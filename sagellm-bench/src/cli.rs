@@ -683,7 +683,9 @@ enum Format {
     Table,
     /// The summary JSON
     Json,
-    /// GitHub-flavoured markdown (for REPORT.md or a CI job summary), linking the SVG charts
+    /// GitHub-flavoured markdown (for REPORT.md or a CI job summary), linking the SVG charts:
+    /// relative to the file stdout is redirected to (`> DIR/REPORT.md`), else to the results
+    /// folder
     Markdown,
     /// index.html and the SVG charts, redrawn from the saved JSON files; prints the page's path
     Html,
@@ -1221,7 +1223,14 @@ fn report(args: ReportArgs) -> Result<(), String> {
     let load = || Summary::load(input).map_err(|e| e.to_string());
     let text = match args.format {
         Format::Table => table::render(&load()?),
-        Format::Markdown => markdown::render_with_charts(&load()?, input.parent()),
+        Format::Markdown => {
+            let results = match input.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => std::path::Path::new("."),
+            };
+            let written_in = stdout_file_dir().unwrap_or_else(|| results.to_path_buf());
+            markdown::render_linked(&load()?, results, &written_in)
+        }
         Format::Json => serde_json::to_string_pretty(&load()?).map_err(|e| e.to_string())? + "\n",
         Format::Bencher => pretty(&export::bencher(&load()?))?,
         Format::GithubSmaller => pretty(&export::github_benchmark(&load()?, Better::Lower))?,
@@ -1266,6 +1275,22 @@ fn report(args: ReportArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The folder of the file stdout is redirected to (`report --format markdown > DIR/REPORT.md`),
+/// so the markdown's chart links resolve from where it is written; `None` for a terminal, a
+/// pipe, or where the platform does not say (Linux's /proc does).
+fn stdout_file_dir() -> Option<PathBuf> {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() || !cfg!(target_os = "linux") {
+        return None;
+    }
+    // A pipe reads as `pipe:[N]` and a deleted file as `... (deleted)`: neither is a file.
+    let file = std::fs::read_link("/proc/self/fd/1").ok()?;
+    if !std::fs::metadata(&file).ok()?.is_file() {
+        return None;
+    }
+    file.parent().map(std::path::Path::to_path_buf)
 }
 
 /// The summary in a run's output folder, for `report --input DIR`.
