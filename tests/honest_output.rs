@@ -452,3 +452,50 @@ fn the_committed_sample_reports_links_resolve() {
     assert!(links >= 17, "{links} links");
     assert!(broken.is_empty(), "{broken:?}");
 }
+
+#[test]
+fn a_sweep_run_writes_its_latency_against_throughput_chart_into_the_report() {
+    for sweep in [
+        &["--concurrency", "1,2,4,8"][..],
+        &["--request-rate", "1,2,4,8", "--arrival", "constant"][..],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut extra = sweep.to_vec();
+        extra.extend(["--num-requests", "16"]);
+        mock_run(dir.path(), "short", &extra);
+        let chart = std::fs::read_to_string(dir.path().join("run_sweep_latency.svg")).unwrap();
+        let letter = if sweep[0] == "--concurrency" {
+            "c"
+        } else {
+            "r"
+        };
+        for load in ["1", "2", "4", "8"] {
+            assert!(
+                chart.contains(&format!("\n{letter}{load}\n")),
+                "{sweep:?}: {letter}{load}"
+            );
+        }
+        let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+        assert!(
+            html.contains("Latency against throughput, by load"),
+            "{sweep:?}"
+        );
+        let report = dir.path().join("REPORT.md");
+        let status = bin()
+            .args(["report", "--format", "markdown", "--input"])
+            .arg(dir.path())
+            .stdout(std::fs::File::create(&report).unwrap())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let text = std::fs::read_to_string(&report).unwrap();
+        assert!(
+            text.contains("[Latency against throughput, by load](run_sweep_latency.svg)"),
+            "{text}"
+        );
+    }
+    // One load is no sweep: no such chart.
+    let dir = tempfile::tempdir().unwrap();
+    mock_run(dir.path(), "short", &["--concurrency", "4"]);
+    assert!(!dir.path().join("run_sweep_latency.svg").exists());
+}
