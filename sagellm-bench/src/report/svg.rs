@@ -790,7 +790,7 @@ fn legend_row(area: &Area, items: &[LegendItem]) -> Drawn {
     let mut size = 17.0;
     if x + width(&items, size) > room {
         let names: Vec<String> = items.iter().map(|i| i.0.clone()).collect();
-        let (_, prefix, _) = fit_labels(&names, f64::INFINITY, size);
+        let prefix = fit_labels(&names, f64::INFINITY, size).prefix;
         if !prefix.is_empty() {
             for item in &mut items {
                 item.0 = item.0[prefix.len()..].to_string();
@@ -1279,12 +1279,27 @@ fn text_width(text: &str, size: f64) -> f64 {
 /// Horizontal room kept between two labels, in pixels.
 const LABEL_GAP: f64 = 8.0;
 
-/// The x labels of groups `slot` pixels apart, in a font of `size`: the names less the prefix
-/// they all share up to an `_` (a sweep's `short_input_c1`, `short_input_c2`, ... read `c1`,
-/// `c2`; the prefix is returned, for the axis), then, if the widest still does not fit its slot,
-/// every k-th label alone (the others blank, and k returned), so that no two labels overlap
-/// whatever the number of groups.
-fn fit_labels(names: &[String], slot: f64, size: f64) -> (Vec<String>, String, usize) {
+/// The x labels of groups, as [`fit_labels`] fits them.
+struct Fitted {
+    /// A label per group, blank for those left out.
+    labels: Vec<String>,
+    /// What every name began with and no label repeats, for the axis ("" for none).
+    prefix: String,
+    /// Every `step`-th group is labelled.
+    step: usize,
+    /// The font size the labels fit in.
+    size: f64,
+}
+
+/// The smallest font x labels are shrunk to before some are left out.
+const MIN_LABEL_SIZE: f64 = 12.0;
+
+/// The x labels of groups `slot` pixels apart, in a font of at most `size`: the names less the
+/// prefix they all share up to an `_` (a sweep's `short_input_c1`, `short_input_c2`, ... read
+/// `c1`, `c2`), in the largest font down to [`MIN_LABEL_SIZE`] in which the widest fits its
+/// slot; failing that, every k-th label alone (the others blank), so that no two labels
+/// overlap whatever the number of groups.
+fn fit_labels(names: &[String], slot: f64, size: f64) -> Fitted {
     let mut prefix = String::new();
     if names.len() >= 2 {
         let first = &names[0];
@@ -1306,12 +1321,18 @@ fn fit_labels(names: &[String], slot: f64, size: f64) -> (Vec<String>, String, u
         .iter()
         .map(|n| n[prefix.len()..].to_string())
         .collect();
-    let widest = labels
-        .iter()
-        .map(|l| text_width(l, size))
-        .fold(0.0, f64::max);
+    let widest = |size: f64| {
+        labels
+            .iter()
+            .map(|l| text_width(l, size))
+            .fold(0.0, f64::max)
+    };
+    let mut size = size;
+    while size > MIN_LABEL_SIZE && widest(size) + LABEL_GAP > slot {
+        size -= 1.0;
+    }
     let step = if slot > 0.0 {
-        (((widest + LABEL_GAP) / slot).ceil() as usize).max(1)
+        (((widest(size) + LABEL_GAP) / slot).ceil() as usize).max(1)
     } else {
         1
     };
@@ -1320,7 +1341,12 @@ fn fit_labels(names: &[String], slot: f64, size: f64) -> (Vec<String>, String, u
         .enumerate()
         .map(|(i, l)| if i % step == 0 { l } else { String::new() })
         .collect();
-    (labels, prefix, step)
+    Fitted {
+        labels,
+        prefix,
+        step,
+        size,
+    }
 }
 
 /// What the x axis of thinned or shortened labels says about them, e.g. `short_input_… (every
@@ -1355,8 +1381,9 @@ fn bar_panel(
     let n = groups.len().max(1);
     let plot_width = f64::from(area.dim_in_pixel().0.saturating_sub(Y_LABELS));
     let slot = plot_width / n as f64;
-    let (labels, prefix, step) = fit_labels(group_names, slot, LABEL_SIZE);
-    let note = labels_note(&prefix, step);
+    let fitted = fit_labels(group_names, slot, LABEL_SIZE);
+    let note = labels_note(&fitted.prefix, fitted.step);
+    let labels = &fitted.labels;
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT, 21).into_font().color(&TEXT))
         .x_label_area_size(if note.is_empty() { 34 } else { 54 })
@@ -1379,7 +1406,7 @@ fn bar_panel(
         })
         .y_labels(5)
         .axis_desc_style((FONT, 15).into_font().color(&MUTED))
-        .label_style((FONT, LABEL_SIZE).into_font().color(&TEXT))
+        .label_style((FONT, fitted.size).into_font().color(&TEXT))
         .light_line_style(TRANSPARENT)
         .bold_line_style(GRID)
         .draw()?;
@@ -1784,16 +1811,28 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         // 57 px a group: what each of 4 groups gets in a key-metrics panel.
-        let (labels, prefix, step) = fit_labels(&names, 57.0, 16.0);
-        assert_eq!(labels, ["c1", "c2", "c4", "c8"]);
-        assert_eq!((prefix.as_str(), step), ("short_input_", 1));
-        assert_eq!(labels_note(&prefix, step), "short_input_…");
+        let f = fit_labels(&names, 57.0, 16.0);
+        assert_eq!(f.labels, ["c1", "c2", "c4", "c8"]);
+        assert_eq!(
+            (f.prefix.as_str(), f.step, f.size),
+            ("short_input_", 1, 16.0)
+        );
+        assert_eq!(labels_note(&f.prefix, f.step), "short_input_…");
+        // The Year-1 run in a 77 px slot: "short_input" (11 characters) and the 8 px gap take
+        // 11 * 15 / 1.24 * 0.53 + 8 = 78.5 px at 15, 73.8 px at 14.
+        let year1: Vec<String> = ["short_input", "long_input", "stress_test"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let f = fit_labels(&year1, 77.0, 16.0);
+        assert_eq!((f.labels.clone(), f.step, f.size), (year1, 1, 14.0));
         // Nothing shared: whole names, every 3rd where a name is 3 slots wide.
         let names: Vec<String> = ["alpha", "beta", "gamma"]
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let (labels, prefix, _) = fit_labels(&names, 100.0, 16.0);
+        let f = fit_labels(&names, 100.0, 16.0);
+        let (labels, prefix) = (f.labels, f.prefix);
         assert_eq!(
             (labels, prefix),
             (
@@ -1802,11 +1841,11 @@ mod tests {
             )
         );
         let names: Vec<String> = (0..7).map(|i| format!("workload{i}")).collect();
-        // 9 characters at 16 / 1.24 * 0.53 px = 61.5 px, plus the gap: 3 slots of 25 px.
-        let (labels, _, step) = fit_labels(&names, 25.0, 16.0);
-        assert_eq!(step, 3);
+        // 9 characters at 12 / 1.24 * 0.53 px = 46.2 px, plus the gap: 3 slots of 20 px.
+        let f = fit_labels(&names, 20.0, 16.0);
+        assert_eq!((f.step, f.size), (3, 12.0));
         assert_eq!(
-            labels,
+            f.labels,
             ["workload0", "", "", "workload3", "", "", "workload6"]
         );
         assert_eq!(labels_note("", 3), "workloads (every 3rd labelled)");
