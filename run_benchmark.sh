@@ -19,15 +19,19 @@ fi
 
 echo "==> Building sagellm-benchmark (release)"
 cargo build --release --quiet
-bin=./target/release/sagellm-benchmark
+# Through cargo, not ./target/release/...: the binary is wherever CARGO_TARGET_DIR (or a
+# config's build.target-dir) puts it, and cargo run never starts a stale one.
+bin() {
+    cargo run --release --quiet --bin sagellm-benchmark -- "$@"
+}
 
 args=(run --workload year1 --backend "$BACKEND" --output "$OUTPUT")
 if [[ -n "${MODEL:-}" ]]; then
     args+=(--model "$MODEL")
 fi
 echo "==> Running the Year-1 workloads on the $BACKEND backend"
-"$bin" "${args[@]}"
+bin "${args[@]}"
 
 echo "==> Writing $REPORT"
-"$bin" report --input "$OUTPUT/benchmark_summary.json" --format markdown > "$REPORT"
+bin report --input "$OUTPUT/benchmark_summary.json" --format markdown > "$REPORT"
 echo "Done: JSON files in $OUTPUT, markdown report in $REPORT"

@@ -75,6 +75,14 @@ an error, 130 interrupted (search.json says where it stopped)."
     Merge(MergeArgs),
 }
 
+// Help headings: every flag of a command under one of these (or its flattened group's own), so
+// that none lands under the heading of the group flattened before it.
+const RUN: &str = "Run";
+const OUTPUT: &str = "Output";
+const TARGETS: &str = "Targets";
+const INPUT: &str = "Input";
+const BASELINE: &str = "Baseline (report --baseline)";
+
 #[derive(clap::Args)]
 struct MergeArgs {
     /// The shards' result folders
@@ -93,15 +101,15 @@ struct MergeArgs {
 #[derive(clap::Args)]
 struct CompareArgs {
     /// A server to benchmark, as NAME=URL (repeat; the first is the reference)
-    #[arg(long = "target", value_name = "NAME=URL")]
+    #[arg(long = "target", value_name = "NAME=URL", help_heading = TARGETS)]
     targets: Vec<String>,
 
     /// Saved results to compare without re-running, as NAME=DIR (a run's output folder)
-    #[arg(long = "result", value_name = "NAME=DIR")]
+    #[arg(long = "result", value_name = "NAME=DIR", help_heading = TARGETS)]
     results: Vec<String>,
 
     /// Workloads to run against each target (as for `run`)
-    #[arg(long, default_value = "year1", value_name = "WORKLOAD")]
+    #[arg(long, default_value = "year1", value_name = "WORKLOAD", help_heading = RUN)]
     workload: String,
 
     /// The server preset and its settings: the flags of `run`, with --backend defaulting to
@@ -110,28 +118,28 @@ struct CompareArgs {
     backend: BackendArgs,
 
     /// Output directory
-    #[arg(short, long, default_value = "./comparison_results")]
+    #[arg(short, long, default_value = "./comparison_results", help_heading = OUTPUT)]
     output: PathBuf,
 
     /// Workload config file (TOML), as for `run`
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = RUN)]
     config: Option<PathBuf>,
 
     /// Latency objectives for goodput, as for `run` (e.g. ttft:200,tbt:50,e2el:5000)
-    #[arg(long, value_name = "SLOS", value_parser = crate::workload::slo::Slo::parse)]
+    #[arg(long, value_name = "SLOS", value_parser = crate::workload::slo::Slo::parse, help_heading = RUN)]
     goodput: Option<crate::workload::slo::Slo>,
 
     /// Enable verbose (debug) logging on stderr
-    #[arg(short, long)]
+    #[arg(short, long, help_heading = OUTPUT)]
     verbose: bool,
 
     /// Do not print the comparison
-    #[arg(short, long)]
+    #[arg(short, long, help_heading = OUTPUT)]
     quiet: bool,
 
     /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish; then the
     /// targets measured so far are compared and written (a second signal stops at once)
-    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = non_negative_seconds)]
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = non_negative_seconds, help_heading = RUN)]
     grace_period: f64,
 }
 
@@ -139,32 +147,32 @@ struct CompareArgs {
 struct RunArgs {
     /// Workloads to run: year1 (short, long and stress), short, long, stress, all (year1 plus
     /// every workload in --config), or a comma-separated list of workload names
-    #[arg(long, default_value = "year1", value_name = "WORKLOAD")]
+    #[arg(long, default_value = "year1", value_name = "WORKLOAD", help_heading = RUN)]
     workload: String,
 
     #[command(flatten)]
     backend: BackendArgs,
 
     /// Output directory
-    #[arg(short, long, default_value = "./benchmark_results")]
+    #[arg(short, long, default_value = "./benchmark_results", help_heading = OUTPUT)]
     output: PathBuf,
 
     /// Workload config file (TOML): override preset fields, define workloads, set the mock
     /// engine's parameters. See docs/CONFIG.md
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = RUN)]
     config: Option<PathBuf>,
 
     /// Enable verbose (debug) logging on stderr
-    #[arg(short, long)]
+    #[arg(short, long, help_heading = OUTPUT)]
     verbose: bool,
 
     /// Do not print the results table or the progress bars
-    #[arg(short, long)]
+    #[arg(short, long, help_heading = OUTPUT)]
     quiet: bool,
 
     /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish before the
     /// results are written without them (a second signal stops at once)
-    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = non_negative_seconds)]
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = non_negative_seconds, help_heading = RUN)]
     grace_period: f64,
 
     #[command(flatten)]
@@ -266,31 +274,31 @@ fn cv_bound(text: &str) -> Result<f64, String> {
 #[derive(clap::Args)]
 struct SearchArgs {
     /// The one workload to search with: short, long, stress or a workload name from --config
-    #[arg(long, default_value = "short", value_name = "WORKLOAD")]
+    #[arg(long, default_value = "short", value_name = "WORKLOAD", help_heading = RUN)]
     workload: String,
 
     #[command(flatten)]
     backend: BackendArgs,
 
     /// Output directory: search.json, the chart, and probes/<probe>/ for every probe
-    #[arg(short, long, default_value = "./search_results")]
+    #[arg(short, long, default_value = "./search_results", help_heading = OUTPUT)]
     output: PathBuf,
 
     /// Workload config file (TOML), as for `run`
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = RUN)]
     config: Option<PathBuf>,
 
     /// Enable verbose (debug) logging on stderr
-    #[arg(short, long)]
+    #[arg(short, long, help_heading = OUTPUT)]
     verbose: bool,
 
     /// Print only the answer, not a line per probe or the progress bars
-    #[arg(short, long)]
+    #[arg(short, long, help_heading = OUTPUT)]
     quiet: bool,
 
     /// After Ctrl-C or SIGTERM, how long requests in flight may take to finish; the probes so
     /// far are kept and search.json says where the search stopped
-    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = non_negative_seconds)]
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = non_negative_seconds, help_heading = RUN)]
     grace_period: f64,
 
     #[command(flatten)]
@@ -643,29 +651,29 @@ fn conversations(given: &[String]) -> Result<crate::workload::session::Conversat
 #[derive(clap::Args)]
 struct ReportArgs {
     /// Input summary JSON file
-    #[arg(short, long, default_value_t = format!("./benchmark_results/{SUMMARY_FILE}"))]
+    #[arg(short, long, default_value_t = format!("./benchmark_results/{SUMMARY_FILE}"), help_heading = INPUT)]
     input: String,
 
     /// Output format
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    #[arg(long, value_enum, default_value_t = Format::Table, help_heading = OUTPUT)]
     format: Format,
 
     /// Folder to write the HTML report into (--format html only; default: the folder of --input)
-    #[arg(short, long, value_name = "DIR")]
+    #[arg(short, long, value_name = "DIR", help_heading = OUTPUT)]
     output: Option<PathBuf>,
 
     /// Compare with an earlier run: its benchmark_summary.json or its folder (the request
     /// records must lie beside it). Prints each key metric's change, a 95% confidence interval
     /// and a verdict
-    #[arg(long, value_name = "OLD")]
+    #[arg(long, value_name = "OLD", help_heading = BASELINE)]
     baseline: Option<PathBuf>,
 
     /// With --baseline: exit with status 1 when any metric regressed
-    #[arg(long, requires = "baseline")]
+    #[arg(long, requires = "baseline", help_heading = BASELINE)]
     fail_on_regression: bool,
 
     /// With --baseline: changes smaller than this fraction are noise
-    #[arg(long, default_value_t = 0.02, value_name = "FRACTION")]
+    #[arg(long, default_value_t = 0.02, value_name = "FRACTION", help_heading = BASELINE)]
     noise_threshold: f64,
 }
 
@@ -675,7 +683,9 @@ enum Format {
     Table,
     /// The summary JSON
     Json,
-    /// GitHub-flavoured markdown (for REPORT.md or a CI job summary), linking the SVG charts
+    /// GitHub-flavoured markdown (for REPORT.md or a CI job summary), linking the SVG charts:
+    /// relative to the file stdout is redirected to (`> DIR/REPORT.md`), else to the results
+    /// folder
     Markdown,
     /// index.html and the SVG charts, redrawn from the saved JSON files; prints the page's path
     Html,
@@ -697,6 +707,7 @@ fn command() -> clap::Command {
         compare
             .mut_arg("backend", |arg| {
                 arg.default_value("openai")
+                    .value_parser(crate::backend::spec::BackendName::server_parser())
                     .help("Backend preset for the targets")
             })
             .mut_arg("model", |arg| {
@@ -772,6 +783,13 @@ fn non_negative_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Colour codes only for a person: stderr is a terminal and NO_COLOR (https://no-color.org) is
+/// unset or empty, so a redirected `-v` log holds plain text.
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty())
+}
+
 fn init_logging(verbose: bool) {
     let default = if verbose {
         "sagellm_bench=debug,sagellm_benchmark=debug"
@@ -783,6 +801,7 @@ fn init_logging(verbose: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
         .init();
 }
 
@@ -837,7 +856,10 @@ fn run(mut args: RunArgs) -> Result<ExitCode, String> {
     let spec = args.backend.spec(&config).map_err(|e| e.to_string())?;
     let backend = spec.build().map_err(|e| e.to_string())?;
     let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
-    tracing::debug!(?workloads, "running");
+    tracing::debug!(
+        workloads = %workloads.iter().map(|w| w.name.as_str()).collect::<Vec<_>>().join(","),
+        "running"
+    );
     if args.repeats.num_runs > 1 {
         return run_repeated(&args, backend, &workloads, provenance);
     }
@@ -1197,10 +1219,24 @@ fn report(args: ReportArgs) -> Result<(), String> {
     if let Some(repeats) = repeats_file(input) {
         return report_repeats(&repeats, &args);
     }
+    let folder_summary;
+    let input = if input.is_dir() {
+        folder_summary = summary_in(input)?;
+        folder_summary.as_path()
+    } else {
+        input
+    };
     let load = || Summary::load(input).map_err(|e| e.to_string());
     let text = match args.format {
         Format::Table => table::render(&load()?),
-        Format::Markdown => markdown::render_with_charts(&load()?, input.parent()),
+        Format::Markdown => {
+            let results = match input.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => std::path::Path::new("."),
+            };
+            let written_in = stdout_file_dir().unwrap_or_else(|| results.to_path_buf());
+            markdown::render_linked(&load()?, results, &written_in)
+        }
         Format::Json => serde_json::to_string_pretty(&load()?).map_err(|e| e.to_string())? + "\n",
         Format::Bencher => pretty(&export::bencher(&load()?))?,
         Format::GithubSmaller => pretty(&export::github_benchmark(&load()?, Better::Lower))?,
@@ -1245,6 +1281,35 @@ fn report(args: ReportArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The folder of the file stdout is redirected to (`report --format markdown > DIR/REPORT.md`),
+/// so the markdown's chart links resolve from where it is written; `None` for a terminal, a
+/// pipe, or where the platform does not say (Linux's /proc does).
+fn stdout_file_dir() -> Option<PathBuf> {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() || !cfg!(target_os = "linux") {
+        return None;
+    }
+    // A pipe reads as `pipe:[N]` and a deleted file as `... (deleted)`: neither is a file.
+    let file = std::fs::read_link("/proc/self/fd/1").ok()?;
+    if !std::fs::metadata(&file).ok()?.is_file() {
+        return None;
+    }
+    file.parent().map(std::path::Path::to_path_buf)
+}
+
+/// The summary in a run's output folder, for `report --input DIR`.
+fn summary_in(dir: &std::path::Path) -> Result<PathBuf, String> {
+    let file = dir.join(SUMMARY_FILE);
+    if file.is_file() {
+        Ok(file)
+    } else {
+        Err(format!(
+            "{} is a folder without {SUMMARY_FILE}; give a run's output folder (sagellm-benchmark run -o DIR) or the summary file itself",
+            dir.display()
+        ))
+    }
 }
 
 /// The `repeats.json` that `path` names, itself or in its folder, when it names one.
@@ -1416,11 +1481,13 @@ fn compare_with_baseline(
         ..Default::default()
     };
     let mut comparisons = Vec::new();
+    let mut not_in_baseline = Vec::new();
     for (name, metrics) in &new_run.summary.workloads {
         let (Some(old_metrics), Some(old_samples)) = (
             old_run.summary.workloads.get(name),
             old_run.samples.get(name),
         ) else {
+            not_in_baseline.push(name.as_str());
             continue;
         };
         let base = baseline::Saved {
@@ -1439,6 +1506,28 @@ fn compare_with_baseline(
             old.display(),
             input.display()
         ));
+    }
+    // A workload compared with nothing must not pass for one that held steady.
+    if !not_in_baseline.is_empty() {
+        eprintln!(
+            "note: not compared, the baseline {} has no workload {}",
+            old.display(),
+            not_in_baseline.join(", ")
+        );
+    }
+    let only_in_baseline: Vec<&str> = old_run
+        .summary
+        .workloads
+        .keys()
+        .filter(|name| !new_run.summary.workloads.contains_key(*name))
+        .map(String::as_str)
+        .collect();
+    if !only_in_baseline.is_empty() {
+        eprintln!(
+            "note: not compared, {} has no workload {} of the baseline",
+            input.display(),
+            only_in_baseline.join(", ")
+        );
     }
     Ok(comparisons)
 }

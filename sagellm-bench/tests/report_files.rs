@@ -70,7 +70,10 @@ const AXES: &[(&str, &[&str])] = &[
     ),
     (
         "_itl_histogram.svg",
-        &["gap between consecutive tokens (ms)", "gaps (count)"],
+        &[
+            "gap between consecutive tokens (ms)",
+            "gaps (count, log scale)",
+        ],
     ),
     (
         "_timeline.svg",

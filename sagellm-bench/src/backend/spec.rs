@@ -126,6 +126,20 @@ impl BackendName {
         PossibleValuesParser::new(values)
             .map(|name| BackendName::find(&name).expect("the parser offers only names it can find"))
     }
+
+    /// The parser of `compare`'s `--backend`: the server presets only, the one kind a
+    /// `--target NAME=URL` can be, so `--help` offers nothing that `compare` then refuses.
+    pub fn server_parser() -> impl clap::builder::TypedValueParser<Value = BackendName> {
+        use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+        use clap::ValueEnum;
+        let values: Vec<PossibleValue> = BackendKind::value_variants()
+            .iter()
+            .filter(|kind| kind.is_server())
+            .filter_map(ValueEnum::to_possible_value)
+            .collect();
+        PossibleValuesParser::new(values)
+            .map(|name| BackendName::find(&name).expect("the parser offers only names it can find"))
+    }
 }
 
 impl PartialEq for BackendName {

@@ -195,6 +195,16 @@ fn rebuild_unfinished(path: &Path, summary: &mut Summary) -> Vec<String> {
             &Default::default(),
         );
         metrics.complete = false;
+        // The records do not say which clock stamped them; the run's other workloads and its
+        // backend do.
+        let simulated = summary.provenance.backend == "mock"
+            || summary
+                .workloads
+                .values()
+                .any(|m| m.sources.latency == crate::backend::FigureSource::Simulated);
+        if simulated {
+            metrics.sources.latency = crate::backend::FigureSource::Simulated;
+        }
         notes.push(format!(
             "{}: the run was stopped during workload {workload}; its figures are rebuilt from the {} request records in {} (no engine or server figures)",
             path.display(),

@@ -94,6 +94,13 @@ pub fn render(summary: &Summary) -> String {
 /// is written to when `charts_dir` is relative to it (as `--input` is to the working directory).
 /// Charts missing on disk are not linked.
 pub fn render_with_charts(summary: &Summary, charts_dir: Option<&Path>) -> String {
+    let charts = charts_dir
+        .map(|d| chart_groups(summary, d, d))
+        .unwrap_or_default();
+    render_groups(summary, charts)
+}
+
+fn render_groups(summary: &Summary, charts: Vec<ChartGroup>) -> String {
     let p = &summary.provenance;
     let o = &summary.overall;
     let context = Context {
@@ -123,9 +130,7 @@ pub fn render_with_charts(summary: &Summary, charts_dir: Option<&Path>) -> Strin
         percentile_method: p.percentile_method.clone(),
         tool_version: cell(&p.tool_version),
         command: cell(&p.command),
-        charts: charts_dir
-            .map(|d| chart_groups(summary, d))
-            .unwrap_or_default(),
+        charts,
     };
     let mut tt = TinyTemplate::new();
     // Markdown, not HTML: cells are escaped for markdown by `cell` above.
@@ -136,11 +141,41 @@ pub fn render_with_charts(summary: &Summary, charts_dir: Option<&Path>) -> Strin
         .expect("the built-in template renders its own context")
 }
 
-/// The charts present in `dir`, grouped: the run's first, then each workload's.
-fn chart_groups(summary: &Summary, dir: &Path) -> Vec<ChartGroup> {
+/// Renders the summary as markdown to be written into the folder `written_in`, with links to
+/// the SVG charts found in `charts_dir`, each relative to `written_in` (so the links of
+/// `report --format markdown > examples/sample_output/REPORT.md` resolve, whatever the
+/// working directory was). Charts missing on disk are not linked.
+pub fn render_linked(summary: &Summary, charts_dir: &Path, written_in: &Path) -> String {
+    let prefix = relative_to(written_in, charts_dir).unwrap_or_else(|| charts_dir.to_path_buf());
+    render_groups(summary, chart_groups(summary, charts_dir, &prefix))
+}
+
+/// `to` as a path from the folder `from`, both resolved on disk (`..` where they part);
+/// `None` when either does not exist or they share no root.
+fn relative_to(from: &Path, to: &Path) -> Option<std::path::PathBuf> {
+    let from = from.canonicalize().ok()?;
+    let to = to.canonicalize().ok()?;
+    let (f, t): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    if common == 0 {
+        return None;
+    }
+    let mut path = std::path::PathBuf::new();
+    for _ in common..f.len() {
+        path.push("..");
+    }
+    for c in &t[common..] {
+        path.push(c);
+    }
+    Some(path)
+}
+
+/// The charts present in `dir`, grouped: the run's first, then each workload's; each linked as
+/// `prefix` joined with its file name.
+fn chart_groups(summary: &Summary, dir: &Path, prefix: &Path) -> Vec<ChartGroup> {
     let link = |(file, title): (String, &str)| {
-        let path = dir.join(&file);
-        path.is_file().then(|| ChartLink {
+        let path = prefix.join(&file);
+        dir.join(&file).is_file().then(|| ChartLink {
             title: title.to_string(),
             // Markdown links use `/` whatever the platform, and a space would end the link.
             path: path
@@ -168,4 +203,30 @@ fn chart_groups(summary: &Summary, dir: &Path) -> Vec<ChartGroup> {
     }
     groups.retain(|g| !g.links.is_empty());
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_to;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_folder_is_reached_from_its_sibling_its_parent_and_itself() {
+        let root = tempfile::tempdir().unwrap();
+        let results = root.path().join("a/results");
+        let beside = root.path().join("a/reports/ci");
+        std::fs::create_dir_all(&results).unwrap();
+        std::fs::create_dir_all(&beside).unwrap();
+        assert_eq!(
+            relative_to(&beside, &results),
+            Some(PathBuf::from("../../results"))
+        );
+        assert_eq!(
+            relative_to(&root.path().join("a"), &results),
+            Some(PathBuf::from("results"))
+        );
+        assert_eq!(relative_to(&results, &results), Some(PathBuf::new()));
+        // A folder that is not there has no path to it.
+        assert_eq!(relative_to(&root.path().join("gone"), &results), None);
+    }
 }

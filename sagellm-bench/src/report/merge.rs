@@ -382,6 +382,9 @@ fn merge_workload(
         &EngineFigures::default(),
     );
     m.complete = complete;
+    if virtual_clock {
+        m.sources.latency = crate::backend::FigureSource::Simulated;
+    }
     if let Some(slo) = shard_metrics.iter().find_map(|s| s.goodput_slo) {
         m.set_goodput(&slo, requests.iter().map(RequestSample::latency));
     }

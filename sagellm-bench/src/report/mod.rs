@@ -22,6 +22,7 @@ pub mod table;
 
 pub use crate::run::hooks::{Report, ReportError};
 
+use crate::backend::FigureSource;
 use crate::results::catalogue;
 use crate::results::record::RequestRecord;
 use crate::results::summary::{Provenance, Summary};
@@ -154,6 +155,8 @@ pub(crate) fn rows_for(summary: &Summary) -> Vec<(&'static str, Vec<String>)> {
         }
         // The table says when a steady window is too short for its figures to be trusted.
         let steady = row.metrics.iter().any(|m| m.key == "steady_requests");
+        // and when a wall time is the simulation's (the mock's virtual clock), not the machine's.
+        let wall = row.metrics.iter().any(|m| m.key == "total_time_s");
         rows.push((
             row.label,
             summary
@@ -163,6 +166,8 @@ pub(crate) fn rows_for(summary: &Summary) -> Vec<(&'static str, Vec<String>)> {
                     let cell = row.format(m);
                     if steady && m.steady_too_short == Some(true) {
                         format!("{cell} (too short to trust)")
+                    } else if wall && m.sources.latency == FigureSource::Simulated {
+                        format!("{cell} (simulated)")
                     } else {
                         cell
                     }
@@ -220,7 +225,14 @@ pub(crate) fn sources_note(summary: &Summary) -> String {
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_default()
         };
-        parts.push(format!("latency: {}", name(m.sources.latency)));
+        if m.sources.latency == FigureSource::Simulated {
+            parts.push(
+                "latency and wall time: simulated (a virtual clock: the simulated engine's time, not this machine's)"
+                    .to_string(),
+            );
+        } else {
+            parts.push(format!("latency: {}", name(m.sources.latency)));
+        }
         parts.push(format!("memory: {}", name(m.sources.memory)));
         parts.push(format!("KV cache: {}", name(m.sources.kv_cache)));
         parts.push(format!("speculation: {}", name(m.sources.speculative)));

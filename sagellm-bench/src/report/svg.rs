@@ -184,15 +184,19 @@ impl WorkloadChart {
 pub enum RunChart {
     KeyMetrics,
     MemoryKv,
+    /// Latency against output throughput, a point per load of a sweep; drawn only for a run
+    /// that holds a sweep (see [`sweeps`]).
+    Sweep,
 }
 
 impl RunChart {
-    pub const ALL: [RunChart; 2] = [RunChart::KeyMetrics, RunChart::MemoryKv];
+    pub const ALL: [RunChart; 3] = [RunChart::KeyMetrics, RunChart::MemoryKv, RunChart::Sweep];
 
     pub fn title(self) -> &'static str {
         match self {
             RunChart::KeyMetrics => "Key metrics across workloads",
             RunChart::MemoryKv => "Memory and KV cache",
+            RunChart::Sweep => "Latency against throughput, by load",
         }
     }
 
@@ -201,8 +205,59 @@ impl RunChart {
         names::run_chart_file(match self {
             RunChart::KeyMetrics => "run_key_metrics",
             RunChart::MemoryKv => "run_memory_kv",
+            RunChart::Sweep => "run_sweep_latency",
         })
     }
+}
+
+/// One sweep of a run: the workloads `run --concurrency 1,2,4` (or `--request-rate`) made of
+/// one workload, `<base>_c<N>` (or `_r<RATE>`), in load order.
+pub struct Sweep<'a> {
+    /// The swept workload's own name, e.g. `short_input`.
+    pub base: &'a str,
+    /// `c` for concurrency, `r` for request rate.
+    pub kind: char,
+    /// (load, the name's suffix, e.g. `c4`, the metrics), by increasing load.
+    pub points: Vec<(f64, &'a str, &'a WorkloadMetrics)>,
+}
+
+/// The sweeps in a summary, in the order their workloads ran: each base workload with two or
+/// more loads of one kind. Read from the names, which `workload::load` gives every swept
+/// workload, because the summary keeps no load shape.
+pub fn sweeps(summary: &Summary) -> Vec<Sweep<'_>> {
+    let mut found: Vec<Sweep<'_>> = Vec::new();
+    for (name, metrics) in &summary.workloads {
+        let Some((base, suffix)) = name.rsplit_once('_') else {
+            continue;
+        };
+        let mut chars = suffix.chars();
+        let kind = chars.next().unwrap_or(' ');
+        let value = chars.as_str();
+        let load = match kind {
+            'c' if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                value.parse::<f64>().ok()
+            }
+            'r' => value
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v > 0.0),
+            _ => None,
+        };
+        let Some(load) = load else { continue };
+        match found.iter_mut().find(|s| s.base == base && s.kind == kind) {
+            Some(sweep) => sweep.points.push((load, suffix, metrics)),
+            None => found.push(Sweep {
+                base,
+                kind,
+                points: vec![(load, suffix, metrics)],
+            }),
+        }
+    }
+    found.retain(|s| s.points.len() >= 2);
+    for sweep in &mut found {
+        sweep.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    found
 }
 
 /// Draws every chart of one workload.
@@ -467,12 +522,19 @@ pub fn run_charts(
     samples: &IndexMap<String, Samples>,
 ) -> Result<Vec<Chart>, ReportError> {
     let run = RunLabel::of(&summary.provenance);
+    let sweeps = sweeps(summary);
     RunChart::ALL
         .iter()
+        .filter(|&&kind| kind != RunChart::Sweep || !sweeps.is_empty())
         .map(|&kind| {
             let title = kind.title();
             let svg = match kind {
                 RunChart::KeyMetrics => render(title, &run.0, |area| key_metrics(area, summary)),
+                RunChart::Sweep => render(
+                    title,
+                    &format!("{}; a point per load, joined in load order", run.0),
+                    |area| sweep_latency(area, &sweeps),
+                ),
                 RunChart::MemoryKv => {
                     let sources = summary
                         .workloads
@@ -711,7 +773,56 @@ const LEGEND_ROW: u32 = 30;
 fn legend_row(area: &Area, items: &[LegendItem]) -> Drawn {
     let y = LEGEND_ROW as i32 / 2;
     let mut x = 70;
-    for (label, color, swatch) in items {
+    let room = area.dim_in_pixel().0 as i32;
+    // plotters cannot measure text without a font file; 0.53 em per character (7.3 px at the
+    // legend's 17) leaves room for the average sans-serif face.
+    let char_px = |size: f64| 7.3 * size / 17.0;
+    // One entry's width: swatch, label, gap.
+    let width = |items: &[LegendItem], size: f64| {
+        items
+            .iter()
+            .map(|i| 28 + (i.0.chars().count() as f64 * char_px(size)) as i32 + 26)
+            .sum::<i32>()
+    };
+    // A sweep's series share their name's start (`short_input_c1`, `short_input_c2`, ...):
+    // written once in front, the row holds each series by its own part.
+    let mut items = items.to_vec();
+    let mut size = 17.0;
+    if x + width(&items, size) > room {
+        let names: Vec<String> = items.iter().map(|i| i.0.clone()).collect();
+        let prefix = fit_labels(&names, f64::INFINITY, size).prefix;
+        if !prefix.is_empty() {
+            for item in &mut items {
+                item.0 = item.0[prefix.len()..].to_string();
+            }
+            let head = format!("{prefix}…:");
+            area.draw(&Text::new(
+                head.clone(),
+                (x, y),
+                label_style().pos(Pos::new(HPos::Left, VPos::Center)),
+            ))?;
+            x += (head.chars().count() as f64 * char_px(size)) as i32 + 12;
+        }
+    }
+    // Then a smaller font, down to 12; what still does not fit is counted ("+3 more", 90 px
+    // kept for it), never drawn over the edge.
+    while size > 12.0 && x + width(&items, size) > room {
+        size -= 1.0;
+    }
+    let mut shown = items.len();
+    if x + width(&items, size) > room {
+        while shown > 0 && x + width(&items[..shown], size) + 90 > room {
+            shown -= 1;
+        }
+    }
+    let more = items.len() - shown;
+    let style = || {
+        (FONT, size)
+            .into_font()
+            .color(&TEXT)
+            .pos(Pos::new(HPos::Left, VPos::Center))
+    };
+    for (label, color, swatch) in &items[..shown] {
         match swatch {
             Swatch::Bar => area.draw(&Rectangle::new(
                 [(x, y - 7), (x + 18, y + 7)],
@@ -731,14 +842,15 @@ fn legend_row(area: &Area, items: &[LegendItem]) -> Drawn {
             }
             Swatch::Cross => area.draw(&Cross::new((x + 9, y), 6, color.stroke_width(3)))?,
         }
+        area.draw(&Text::new(label.clone(), (x + 28, y), style()))?;
+        x += 28 + (label.chars().count() as f64 * char_px(size)) as i32 + 26;
+    }
+    if more > 0 {
         area.draw(&Text::new(
-            label.clone(),
-            (x + 28, y),
-            label_style().pos(Pos::new(HPos::Left, VPos::Center)),
+            format!("+{more} more"),
+            (x, y),
+            style().color(&MUTED),
         ))?;
-        // plotters cannot measure text without a font file; 0.53 em per character (about
-        // 7.3 px) leaves room for the average sans-serif face.
-        x += 28 + (label.chars().count() as f64 * 7.3) as i32 + 26;
     }
     Ok(())
 }
@@ -830,7 +942,7 @@ fn cdf(
     legend_row(&legend, &items)
 }
 
-/// Histogram of the pooled inter-token gaps, with p50 and p99 marked. Drawn from the HDR
+/// Histogram of the pooled inter-token gaps, with p50 and p99 marked, the counts on a log axis. Drawn from the HDR
 /// histogram: each of its buckets (at most 0.1 % of its value wide) falls whole into the chart
 /// bin holding the bucket's middle.
 fn histogram(area: &Area, itl: &ItlStats) -> Drawn {
@@ -862,23 +974,40 @@ fn histogram(area: &Area, itl: &ItlStats) -> Drawn {
         let i = (((v - b0) / width) as usize).min(bins - 1);
         counts[i] += count;
     }
-    let top = *counts.iter().max().unwrap_or(&1) as f64 * 1.08;
+    // Counts on a log axis: the bulk of the gaps holds thousands and the tail a handful, which
+    // on a linear axis is a bar under a pixel high. Bars rise from ITL_FLOOR, so a bin of one
+    // gap still shows (an empty bin draws nothing).
+    let top = *counts.iter().max().unwrap_or(&1) as f64 * 2.0;
     let (x0, x1) = padded(b0, b1, 0.0);
     let mut chart = ChartBuilder::on(&area)
         .x_label_area_size(56)
         .y_label_area_size(76)
-        .build_cartesian_2d(x0.min(b0)..x1, 0f64..top)?;
+        .build_cartesian_2d(x0.min(b0)..x1, (ITL_FLOOR..top).log_scale())?;
     let mut mesh = chart.configure_mesh();
-    mesh.x_desc(Distribution::Itl.axis()).y_desc("gaps (count)");
+    mesh.x_desc(Distribution::Itl.axis())
+        .y_desc("gaps (count, log scale)")
+        .y_label_formatter(&|v| {
+            if *v >= 1.0 {
+                format!("{v:.0}")
+            } else {
+                String::new()
+            }
+        });
     mesh_styles(&mut mesh);
     mesh.draw()?;
-    chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
-        let left = b0 + i as f64 * width;
-        Rectangle::new(
-            [(left, 0.0), (left + width, c as f64)],
-            PALETTE[0].mix(0.85).filled(),
-        )
-    }))?;
+    chart.draw_series(
+        counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(|(i, &c)| {
+                let left = b0 + i as f64 * width;
+                Rectangle::new(
+                    [(left, ITL_FLOOR), (left + width, c as f64)],
+                    PALETTE[0].mix(0.85).filled(),
+                )
+            }),
+    )?;
     let mut items = vec![(
         format!("{} gaps in {bins} bins of {width:.3} ms", itl.count()),
         PALETTE[0],
@@ -887,7 +1016,7 @@ fn histogram(area: &Area, itl: &ItlStats) -> Drawn {
     for (p, color) in [(50.0, PALETTE[1]), (99.0, PALETTE[5])] {
         let v = itl.percentile_ms(p);
         chart.draw_series(DashedLineSeries::new(
-            [(v, 0.0), (v, top)],
+            [(v, ITL_FLOOR), (v, top)],
             8,
             6,
             color.stroke_width(2),
@@ -896,6 +1025,10 @@ fn histogram(area: &Area, itl: &ItlStats) -> Drawn {
     }
     legend_row(&legend, &items)
 }
+
+/// Where the bars of the gap histogram's log count axis start: below one, so a single gap
+/// is a bar.
+const ITL_FLOOR: f64 = 0.5;
 
 /// One row per request: a thin line for scheduling lag (open loop), a bar from send to first
 /// token (queueing and prefill), a bar from first to last token (decoding); failures in red.
@@ -1136,7 +1269,104 @@ fn key_metrics(area: &Area, summary: &Summary) -> Drawn {
     Ok(())
 }
 
-/// Grouped bars: one group per workload, one bar per value, each value printed above its bar.
+/// The width in pixels of `text` in a font of `size`, as this module estimates it without a
+/// font file: plotters writes `size / 1.24` px into the SVG, and a sans-serif character
+/// averages 0.53 em.
+fn text_width(text: &str, size: f64) -> f64 {
+    text.chars().count() as f64 * size / 1.24 * 0.53
+}
+
+/// Horizontal room kept between two labels, in pixels.
+const LABEL_GAP: f64 = 8.0;
+
+/// The x labels of groups, as [`fit_labels`] fits them.
+struct Fitted {
+    /// A label per group, blank for those left out.
+    labels: Vec<String>,
+    /// What every name began with and no label repeats, for the axis ("" for none).
+    prefix: String,
+    /// Every `step`-th group is labelled.
+    step: usize,
+    /// The font size the labels fit in.
+    size: f64,
+}
+
+/// The smallest font x labels are shrunk to before some are left out.
+const MIN_LABEL_SIZE: f64 = 12.0;
+
+/// The x labels of groups `slot` pixels apart, in a font of at most `size`: the names less the
+/// prefix they all share up to an `_` (a sweep's `short_input_c1`, `short_input_c2`, ... read
+/// `c1`, `c2`), in the largest font down to [`MIN_LABEL_SIZE`] in which the widest fits its
+/// slot; failing that, every k-th label alone (the others blank), so that no two labels
+/// overlap whatever the number of groups.
+fn fit_labels(names: &[String], slot: f64, size: f64) -> Fitted {
+    let mut prefix = String::new();
+    if names.len() >= 2 {
+        let first = &names[0];
+        let shared = names[1..].iter().fold(first.len(), |len, n| {
+            first
+                .bytes()
+                .zip(n.bytes())
+                .take(len)
+                .take_while(|(a, b)| a == b)
+                .count()
+        });
+        if let Some(cut) = first.get(..shared).and_then(|p| p.rfind('_')) {
+            if names.iter().all(|n| n.len() > cut + 1) {
+                prefix = first[..=cut].to_string();
+            }
+        }
+    }
+    let labels: Vec<String> = names
+        .iter()
+        .map(|n| n[prefix.len()..].to_string())
+        .collect();
+    let widest = |size: f64| {
+        labels
+            .iter()
+            .map(|l| text_width(l, size))
+            .fold(0.0, f64::max)
+    };
+    let mut size = size;
+    while size > MIN_LABEL_SIZE && widest(size) + LABEL_GAP > slot {
+        size -= 1.0;
+    }
+    let step = if slot > 0.0 {
+        (((widest(size) + LABEL_GAP) / slot).ceil() as usize).max(1)
+    } else {
+        1
+    };
+    let labels = labels
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| if i % step == 0 { l } else { String::new() })
+        .collect();
+    Fitted {
+        labels,
+        prefix,
+        step,
+        size,
+    }
+}
+
+/// What the x axis of thinned or shortened labels says about them, e.g. `short_input_… (every
+/// 2nd labelled)`; empty when every label is whole.
+fn labels_note(prefix: &str, step: usize) -> String {
+    let every = match step {
+        1 => String::new(),
+        2 => " (every 2nd labelled)".to_string(),
+        3 => " (every 3rd labelled)".to_string(),
+        k => format!(" (every {k}th labelled)"),
+    };
+    match (prefix.is_empty(), every.is_empty()) {
+        (true, true) => String::new(),
+        (true, false) => format!("workloads{every}"),
+        _ => format!("{prefix}…{every}"),
+    }
+}
+
+/// Grouped bars: one group per workload, one bar per value, each value printed above its bar
+/// where it fits. The x labels are fitted to the groups' width ([`fit_labels`]).
 fn bar_panel(
     area: &Area,
     title: &str,
@@ -1144,17 +1374,26 @@ fn bar_panel(
     group_names: &[String],
     groups: &[Vec<f64>],
 ) -> Drawn {
+    const Y_LABELS: u32 = 70;
+    const LABEL_SIZE: f64 = 16.0;
     let top = groups.iter().flatten().copied().fold(0.0, f64::max);
     let top = if top > 0.0 { top * 1.18 } else { 1.0 };
     let n = groups.len().max(1);
+    let plot_width = f64::from(area.dim_in_pixel().0.saturating_sub(Y_LABELS));
+    let slot = plot_width / n as f64;
+    let fitted = fit_labels(group_names, slot, LABEL_SIZE);
+    let note = labels_note(&fitted.prefix, fitted.step);
+    let labels = &fitted.labels;
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT, 21).into_font().color(&TEXT))
-        .x_label_area_size(34)
-        .y_label_area_size(70)
+        .x_label_area_size(if note.is_empty() { 34 } else { 54 })
+        .y_label_area_size(Y_LABELS)
         .build_cartesian_2d(-0.5f64..n as f64 - 0.5, 0f64..top)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
+    let mut mesh = chart.configure_mesh();
+    if !note.is_empty() {
+        mesh.x_desc(note);
+    }
+    mesh.disable_x_mesh()
         .y_desc(unit)
         // With one unit per workload, plotters puts its x labels on the integers.
         .x_labels(n)
@@ -1163,31 +1402,38 @@ fn bar_panel(
             if (x - i).abs() > 1e-6 || i < 0.0 {
                 return String::new();
             }
-            group_names.get(i as usize).cloned().unwrap_or_default()
+            labels.get(i as usize).cloned().unwrap_or_default()
         })
         .y_labels(5)
-        .axis_desc_style((FONT, 17).into_font().color(&TEXT))
-        .label_style((FONT, 16).into_font().color(&TEXT))
+        .axis_desc_style((FONT, 15).into_font().color(&MUTED))
+        .label_style((FONT, fitted.size).into_font().color(&TEXT))
         .light_line_style(TRANSPARENT)
         .bold_line_style(GRID)
         .draw()?;
     for (g, bars) in groups.iter().enumerate() {
         let k = bars.len().max(1);
-        let slot = 0.72 / k as f64;
+        let width = 0.72 / k as f64;
         for (b, value) in bars.iter().enumerate() {
-            let left = g as f64 - 0.36 + b as f64 * slot;
+            let left = g as f64 - 0.36 + b as f64 * width;
             chart.draw_series(std::iter::once(Rectangle::new(
-                [(left + 0.015, 0.0), (left + slot - 0.015, *value)],
+                [(left + 0.015, 0.0), (left + width - 0.015, *value)],
                 bar_color(b, k).filled(),
             )))?;
-            chart.draw_series(std::iter::once(Text::new(
-                format_figure(*value),
-                (left + slot / 2.0, *value),
-                (FONT, 14)
-                    .into_font()
-                    .color(&TEXT)
-                    .pos(Pos::new(HPos::Center, VPos::Bottom)),
-            )))?;
+            // The figure above its bar in the largest font (at most 14) in which it stays
+            // within the bar's width; none below 9, where it would not be read anyway.
+            let text = format_figure(*value);
+            let room = slot * width - 4.0;
+            let size = (14.0 * room / text_width(&text, 14.0).max(1.0)).min(14.0);
+            if size >= 9.0 {
+                chart.draw_series(std::iter::once(Text::new(
+                    text,
+                    (left + width / 2.0, *value),
+                    (FONT, size)
+                        .into_font()
+                        .color(&TEXT)
+                        .pos(Pos::new(HPos::Center, VPos::Bottom)),
+                )))?;
+            }
         }
     }
     Ok(())
@@ -1206,8 +1452,8 @@ fn format_figure(v: f64) -> String {
     }
 }
 
-/// Top: peak and average memory and peak KV per workload, as the backend reported them (no
-/// backend records a per-step series, so none is drawn). Bottom: tokens held by the requests in
+/// Top: peak and average memory per workload, and beside it on its own axis peak KV, as the
+/// backend reported them (no backend records a per-step series, so none is drawn). Bottom: tokens held by the requests in
 /// flight over time, derived from the request records: prompt plus tokens streamed so far, for
 /// every request between its send and its end. That is the KV demand the workload placed on the
 /// engine before any prefix sharing, not a measurement of the cache.
@@ -1217,25 +1463,36 @@ fn memory_and_kv(area: &Area, summary: &Summary, samples: &IndexMap<String, Samp
     legend_row(
         &legend,
         &[
-            ("peak memory".to_string(), bar_color(0, 3), Swatch::Bar),
-            ("average memory".to_string(), bar_color(1, 3), Swatch::Bar),
-            ("peak KV cache".to_string(), bar_color(2, 3), Swatch::Bar),
+            ("peak memory".to_string(), bar_color(0, 2), Swatch::Bar),
+            ("average memory".to_string(), bar_color(1, 2), Swatch::Bar),
+            ("peak KV cache".to_string(), bar_color(0, 1), Swatch::Bar),
         ],
     )?;
     let names: Vec<String> = summary.workloads.keys().cloned().collect();
     let mb = 1024.0 * 1024.0;
-    let groups: Vec<Vec<f64>> = summary
+    // Memory holds the weights (GBs) and the KV cache a few MB of them: on one axis the KV
+    // bar is a line on the floor, so each has its own panel and axis.
+    let (memory, kv) = upper
+        .margin(0, 8, 0, 0)
+        .split_horizontally(upper.dim_in_pixel().0 * 3 / 5);
+    let memory_groups: Vec<Vec<f64>> = summary
         .workloads
         .values()
-        .map(|m| vec![m.peak_mem_mb, m.avg_mem_mb, m.kv_used_bytes as f64 / mb])
+        .map(|m| vec![m.peak_mem_mb, m.avg_mem_mb])
         .collect();
     bar_panel(
-        &upper.margin(0, 8, 0, 0),
-        "Per workload, as the backend reported them (no per-step series is recorded)",
+        &memory,
+        "Memory, as the backend reported it",
         "MB",
         &names,
-        &groups,
+        &memory_groups,
     )?;
+    let kv_groups: Vec<Vec<f64>> = summary
+        .workloads
+        .values()
+        .map(|m| vec![m.kv_used_bytes as f64 / mb])
+        .collect();
+    bar_panel(&kv, "Peak KV cache (own axis)", "MB", &names, &kv_groups)?;
 
     let series: Vec<(String, Vec<(f64, f64)>)> = summary
         .workloads
@@ -1291,6 +1548,105 @@ fn memory_and_kv(area: &Area, summary: &Summary, samples: &IndexMap<String, Samp
     legend_row(&legend, &items)
 }
 
+/// The font size of a sweep's point labels.
+const POINT_LABEL: f64 = 15.0;
+
+/// A sweep's latency against its output throughput: TTFT on the left, TPOT on the right, p50
+/// solid and p99 dashed, a point per load labelled with it (`c4`, `r2.5`) and joined in load
+/// order, one colour per swept workload. Where the line turns up is where more load buys
+/// latency instead of throughput.
+fn sweep_latency(area: &Area, sweeps: &[Sweep<'_>]) -> Drawn {
+    let (legend, area) = area.split_vertically(LEGEND_ROW);
+    let mut items = Vec::new();
+    for (i, sweep) in sweeps.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let by = if sweep.kind == 'c' {
+            "concurrency"
+        } else {
+            "request rate"
+        };
+        items.push((format!("{} by {by}: p50", sweep.base), color, Swatch::Line));
+        items.push(("p99".to_string(), color, Swatch::Dashed));
+    }
+    legend_row(&legend, &items)?;
+    type Figure = fn(&WorkloadMetrics) -> f64;
+    let panels: [(&str, Figure, Figure); 2] = [
+        ("TTFT (ms)", |m| m.p50_ttft_ms, |m| m.p99_ttft_ms),
+        ("TPOT (ms)", |m| m.p50_tpot_ms, |m| m.p99_tpot_ms),
+    ];
+    let (w, _) = area.dim_in_pixel();
+    let (left, right) = area.split_horizontally(w / 2);
+    for (cell, (name, p50, p99)) in [left, right].iter().zip(panels) {
+        let cell = cell.margin(4, 8, 4, 8);
+        let points = sweeps.iter().flat_map(|s| s.points.iter());
+        let (x_top, y_top) = points.fold((0.0f64, 0.0f64), |(x, y), (_, _, m)| {
+            (x.max(m.output_throughput_tps), y.max(p99(m)).max(p50(m)))
+        });
+        let x_top = if x_top > 0.0 { x_top * 1.15 } else { 1.0 };
+        let y_top = if y_top > 0.0 { y_top * 1.2 } else { 1.0 };
+        let mut chart = ChartBuilder::on(&cell)
+            .caption(name, (FONT, 21).into_font().color(&TEXT))
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..x_top, 0f64..y_top)?;
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc("output throughput (tok/s)")
+            .y_desc(name)
+            .x_labels(5)
+            .y_labels(5);
+        mesh_styles(&mut mesh);
+        mesh.draw()?;
+        let mut placed: Vec<(f64, f64, f64)> = Vec::new();
+        for (i, sweep) in sweeps.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let at = |f: Figure| -> Vec<(f64, f64)> {
+                sweep
+                    .points
+                    .iter()
+                    .map(|(_, _, m)| (m.output_throughput_tps, f(m)))
+                    .collect()
+            };
+            chart.draw_series(LineSeries::new(at(p50), color.stroke_width(3)))?;
+            chart.draw_series(DashedLineSeries::new(at(p99), 8, 6, color.stroke_width(2)))?;
+            for (points, size) in [(at(p50), 5), (at(p99), 4)] {
+                chart.draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, size, color.filled())),
+                )?;
+            }
+            // Each load's name above its p99 point (the higher of its two), unless it would
+            // cover a name already written: close points keep the first's.
+            let mut shown = Vec::new();
+            for (_, label, m) in &sweep.points {
+                let at = (m.output_throughput_tps, p99(m).max(p50(m)));
+                let (x, y) = chart.backend_coord(&at);
+                let half = text_width(label, POINT_LABEL) / 2.0 + 2.0;
+                let rect = (f64::from(x) - half, f64::from(x) + half, f64::from(y));
+                let clear = placed.iter().all(|(l, r, py): &(f64, f64, f64)| {
+                    rect.1 < *l || *r < rect.0 || (rect.2 - py).abs() >= POINT_LABEL
+                });
+                if clear {
+                    placed.push(rect);
+                    shown.push((at, label.to_string()));
+                }
+            }
+            chart.draw_series(shown.into_iter().map(|(at, label)| {
+                EmptyElement::at(at)
+                    + Text::new(
+                        label,
+                        (0, -8),
+                        (FONT, POINT_LABEL)
+                            .into_font()
+                            .color(&TEXT)
+                            .pos(Pos::new(HPos::Center, VPos::Bottom)),
+                    )
+            }))?;
+        }
+    }
+    Ok(())
+}
+
 /// A step function (time in ms from the workload's start, tokens) of prompt plus streamed
 /// tokens summed over the requests in flight, from the changes binned as requests finished:
 /// the changes within a bin are applied together at its start (at most [`MAX_BINS`] steps, so
@@ -1333,6 +1689,277 @@ mod tests {
         // stream their last token and end at once.
         assert_eq!(peak, 8.0 + 8.0 + 1.0);
         assert_eq!(points.last().unwrap().1, 0.0);
+    }
+
+    /// A summary of workloads named `names`, each of two requests whose decode gaps grow with
+    /// its position (so the sweep's points differ), and the mock's memory and KV figures.
+    fn summary_of(names: &[&str]) -> (Summary, IndexMap<String, Samples>) {
+        let mut workloads = IndexMap::new();
+        let mut samples = IndexMap::new();
+        for (i, name) in names.iter().enumerate() {
+            let gap = 1.0 + i as f64;
+            let records = [
+                record(0, 0.0, &[10.0, 10.0 + gap, 10.0 + 2.0 * gap], false),
+                record(1, 1.0, &[12.0, 12.0 + gap], false),
+            ];
+            let mut m = crate::results::metrics::aggregate(
+                name,
+                "mock",
+                "m",
+                &records,
+                crate::results::metrics::WallClock {
+                    start_unix_s: 0.0,
+                    total_time_s: 0.02 + 0.01 * i as f64,
+                },
+                &Default::default(),
+            );
+            // Weights of GBs and a KV cache of a few MB, as the mock reports them.
+            m.peak_mem_mb = 2100.0;
+            m.avg_mem_mb = 2090.0;
+            m.kv_used_bytes = 5 * 1024 * 1024;
+            workloads.insert(name.to_string(), m);
+            samples.insert(
+                name.to_string(),
+                std::sync::Arc::new(WorkloadSamples::from_records(&records)),
+            );
+        }
+        let provenance = Provenance::now("mock", "m", serde_json::json!({}));
+        (Summary::from_metrics(provenance, workloads), samples)
+    }
+
+    /// The drawn text elements: (content, left and right edge as this module estimates them,
+    /// baseline y).
+    fn texts(svg: &str) -> Vec<(String, f64, f64, f64)> {
+        let doc = roxmltree::Document::parse(svg).unwrap();
+        doc.descendants()
+            // Rotated texts (the y axes' descriptions) run along their axis, clear of the rest.
+            .filter(|n| n.has_tag_name("text") && n.attribute("transform").is_none())
+            .filter_map(|n| {
+                let content = n.text()?.trim().to_string();
+                if content.is_empty() {
+                    return None;
+                }
+                let x: f64 = n.attribute("x")?.parse().ok()?;
+                let y: f64 = n.attribute("y")?.parse().ok()?;
+                let px: f64 = n.attribute("font-size")?.parse().ok()?;
+                // font-size is already the written size: 0.53 em a character.
+                let w = content.chars().count() as f64 * px * 0.53;
+                let (l, r) = match n.attribute("text-anchor") {
+                    Some("middle") => (x - w / 2.0, x + w / 2.0),
+                    Some("end") => (x - w, x),
+                    _ => (x, x + w),
+                };
+                Some((content, l, r, y))
+            })
+            .collect()
+    }
+
+    /// The pairs of texts that overlap: on one line (the same y), or within a line's height
+    /// of each other for `labels` (placed freely, as a sweep's point labels are).
+    fn overlaps(texts: &[(String, f64, f64, f64)], labels: &[&str]) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        for (i, a) in texts.iter().enumerate() {
+            for b in &texts[i + 1..] {
+                let free = labels.contains(&a.0.as_str()) && labels.contains(&b.0.as_str());
+                let height = if free { 12.0 } else { 1.0 };
+                if (a.3 - b.3).abs() < height && a.1 < b.2 && b.1 < a.2 {
+                    found.push((a.0.clone(), b.0.clone()));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn bar_labels_never_overlap_whatever_the_number_of_workloads() {
+        for n in [1, 2, 3, 4, 6, 8, 12, 20, 40] {
+            // A sweep (names sharing `short_input_`) and workloads with nothing in common.
+            let sweep: Vec<String> = (0..n)
+                .map(|i| format!("short_input_c{}", 1 << (i % 12)))
+                .collect();
+            let distinct: Vec<String> = (0..n)
+                .map(|i| format!("w{i}_{}", "x".repeat(i % 9 + 6)))
+                .collect();
+            for names in [sweep, distinct] {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let (summary, samples) = summary_of(&names);
+                for chart in run_charts(&summary, &samples).unwrap() {
+                    let drawn = texts(&chart.svg);
+                    // A sweep's point labels are the names' suffixes.
+                    let points: Vec<&str> =
+                        names.iter().filter_map(|n| n.rsplit('_').next()).collect();
+                    let clashes = overlaps(&drawn, &points);
+                    assert!(
+                        clashes.is_empty(),
+                        "{n} workloads, {}: {clashes:?}",
+                        chart.file_name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_sweeps_labels_drop_the_prefix_they_share() {
+        let names: Vec<String> = [
+            "short_input_c1",
+            "short_input_c2",
+            "short_input_c4",
+            "short_input_c8",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // 57 px a group: what each of 4 groups gets in a key-metrics panel.
+        let f = fit_labels(&names, 57.0, 16.0);
+        assert_eq!(f.labels, ["c1", "c2", "c4", "c8"]);
+        assert_eq!(
+            (f.prefix.as_str(), f.step, f.size),
+            ("short_input_", 1, 16.0)
+        );
+        assert_eq!(labels_note(&f.prefix, f.step), "short_input_…");
+        // The Year-1 run in a 77 px slot: "short_input" (11 characters) and the 8 px gap take
+        // 11 * 15 / 1.24 * 0.53 + 8 = 78.5 px at 15, 73.8 px at 14.
+        let year1: Vec<String> = ["short_input", "long_input", "stress_test"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let f = fit_labels(&year1, 77.0, 16.0);
+        assert_eq!((f.labels.clone(), f.step, f.size), (year1, 1, 14.0));
+        // Nothing shared: whole names, every 3rd where a name is 3 slots wide.
+        let names: Vec<String> = ["alpha", "beta", "gamma"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let f = fit_labels(&names, 100.0, 16.0);
+        let (labels, prefix) = (f.labels, f.prefix);
+        assert_eq!(
+            (labels, prefix),
+            (
+                vec!["alpha".to_string(), "beta".into(), "gamma".into()],
+                String::new()
+            )
+        );
+        let names: Vec<String> = (0..7).map(|i| format!("workload{i}")).collect();
+        // 9 characters at 12 / 1.24 * 0.53 px = 46.2 px, plus the gap: 3 slots of 20 px.
+        let f = fit_labels(&names, 20.0, 16.0);
+        assert_eq!((f.step, f.size), (3, 12.0));
+        assert_eq!(
+            f.labels,
+            ["workload0", "", "", "workload3", "", "", "workload6"]
+        );
+        assert_eq!(labels_note("", 3), "workloads (every 3rd labelled)");
+    }
+
+    #[test]
+    fn sweeps_are_found_by_name_and_ordered_by_load() {
+        let (summary, _) = summary_of(&[
+            "short_input_c4",
+            "short_input_c1",
+            "stress_test",
+            "long_input_c2",
+            "short_input_r2.5",
+            "short_input_r10",
+            "lonely_c3",
+            "odd_cx",
+        ]);
+        let found: Vec<(&str, char, Vec<&str>)> = sweeps(&summary)
+            .iter()
+            .map(|s| (s.base, s.kind, s.points.iter().map(|p| p.1).collect()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("short_input", 'c', vec!["c1", "c4"]),
+                ("short_input", 'r', vec!["r2.5", "r10"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_sweep_chart_is_drawn_for_a_sweep_only_with_a_labelled_point_per_load() {
+        let (plain, samples) = summary_of(&["short_input", "long_input"]);
+        let files: Vec<String> = run_charts(&plain, &samples)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.file_name)
+            .collect();
+        assert_eq!(files, ["run_key_metrics.svg", "run_memory_kv.svg"]);
+        let names = [
+            "short_input_c1",
+            "short_input_c2",
+            "short_input_c4",
+            "short_input_c8",
+        ];
+        let (sweep, samples) = summary_of(&names);
+        let charts = run_charts(&sweep, &samples).unwrap();
+        let chart = charts
+            .iter()
+            .find(|c| c.file_name == "run_sweep_latency.svg")
+            .expect("a sweep's chart");
+        let drawn: Vec<String> = texts(&chart.svg).into_iter().map(|t| t.0).collect();
+        for label in ["c1", "c2", "c4", "c8"] {
+            // One label per panel (TTFT and TPOT).
+            assert_eq!(drawn.iter().filter(|t| *t == label).count(), 2, "{label}");
+        }
+        assert!(drawn.iter().any(|t| t == "output throughput (tok/s)"));
+        // Four points per line, two lines (p50, p99) per panel: 16 dots.
+        let doc = roxmltree::Document::parse(&chart.svg).unwrap();
+        let dots = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("circle"))
+            .count();
+        assert_eq!(dots, 16);
+    }
+
+    /// Heights of the rects filled with `color`, in pixels.
+    fn bar_heights(svg: &str, color: RGBColor) -> Vec<f64> {
+        let fill = format!("#{:02X}{:02X}{:02X}", color.0, color.1, color.2);
+        let doc = roxmltree::Document::parse(svg).unwrap();
+        doc.descendants()
+            .filter(|n| n.has_tag_name("rect") && n.attribute("fill") == Some(fill.as_str()))
+            .filter_map(|n| n.attribute("height")?.parse().ok())
+            .collect()
+    }
+
+    #[test]
+    fn the_kv_bar_has_its_own_axis_beside_gigabytes_of_memory() {
+        let (summary, samples) = summary_of(&["short_input", "long_input"]);
+        let charts = run_charts(&summary, &samples).unwrap();
+        let memory = charts
+            .iter()
+            .find(|c| c.file_name == "run_memory_kv.svg")
+            .unwrap();
+        // The legend swatch (14 px) and one KV bar per workload. 5 MB beside 2100 MB on one
+        // axis was 0.3 px; on its own axis it is the tallest thing there.
+        let heights = bar_heights(&memory.svg, PALETTE[2]);
+        assert_eq!(heights.len(), 3, "{heights:?}");
+        let kv = heights.iter().copied().fold(0.0, f64::max);
+        assert!(kv > 100.0, "KV bar {kv} px high");
+    }
+
+    #[test]
+    fn the_gap_histograms_tail_shows_on_its_log_axis() {
+        // 2,000 gaps of 10 ms and 2 of 300 ms.
+        let mut times = Vec::new();
+        let mut t = 0.0;
+        for i in 0..2_002 {
+            t += if i % 1_000 == 999 { 300.0 } else { 10.0 };
+            times.push(t);
+        }
+        let records = [record(0, 0.0, &times, false)];
+        let samples = WorkloadSamples::from_records(&records);
+        let svg = render("itl", "note", |area| histogram(area, samples.itl())).unwrap();
+        let bars = bar_heights(&svg, PALETTE[0]);
+        // The legend swatch, the bulk's bin and the tail's: on a linear axis the tail's two
+        // gaps were 0.4 px of a 400 px plot.
+        assert_eq!(bars.len(), 3, "{bars:?}");
+        let mut bars = bars;
+        bars.sort_by(f64::total_cmp);
+        // Below it the legend's 14 px swatch, above it the bulk.
+        let tail = bars[1];
+        assert!(tail > 20.0, "tail bar {tail} px high: {bars:?}");
+        assert!(svg.contains("gaps (count, log scale)"));
     }
 
     #[test]

@@ -19,9 +19,9 @@ pub fn render(summary: &Summary) -> String {
     // On a terminal, its width, so a wide table wraps inside its cells rather than across the
     // lines (what comfy-table's own tty feature does).
     if std::io::stdout().is_terminal() {
-        if let Some((terminal_size::Width(width), _)) = terminal_size::terminal_size() {
-            table.set_width(width);
-        }
+        let reported = terminal_size::terminal_size().map(|(terminal_size::Width(w), _)| w);
+        let columns = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok());
+        table.set_width(table_width(reported, columns));
     }
     let mut header = vec![Cell::new("Metric")];
     header.extend(summary.workloads.keys().map(Cell::new));
@@ -71,6 +71,23 @@ pub fn render(summary: &Summary) -> String {
     )
 }
 
+/// Narrower than this, a terminal's width is taken as unknown: a pseudo-terminal nobody sized
+/// (`stty cols 0`, a container's 0x0 pty) reports 0, and a table squeezed into a few columns
+/// breaks every word onto its own line (hundreds of lines for a run).
+const MIN_WIDTH: u16 = 40;
+/// The width used when the terminal's is unknown: the classic terminal's.
+const DEFAULT_WIDTH: u16 = 80;
+
+/// The width to lay the table out in: the terminal's, else `$COLUMNS`, else [`DEFAULT_WIDTH`],
+/// each only when it is at least [`MIN_WIDTH`].
+fn table_width(reported: Option<u16>, columns: Option<u16>) -> u16 {
+    [reported, columns]
+        .into_iter()
+        .flatten()
+        .find(|w| *w >= MIN_WIDTH)
+        .unwrap_or(DEFAULT_WIDTH)
+}
+
 /// Prints the table on stdout when the run ends.
 pub struct TablePrinter;
 
@@ -78,5 +95,21 @@ impl Report for TablePrinter {
     fn run_finished(&mut self, summary: &Summary) -> Result<(), ReportError> {
         print!("{}", render(summary));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::table_width;
+
+    #[test]
+    fn an_unknown_or_absurd_terminal_width_falls_back() {
+        assert_eq!(table_width(Some(132), Some(90)), 132);
+        // A 0x0 pty, then $COLUMNS, then the default.
+        assert_eq!(table_width(Some(0), Some(100)), 100);
+        assert_eq!(table_width(Some(0), None), 80);
+        assert_eq!(table_width(Some(12), Some(3)), 80);
+        assert_eq!(table_width(None, None), 80);
+        assert_eq!(table_width(Some(40), None), 40);
     }
 }

@@ -287,7 +287,8 @@ impl WorkloadMetrics {
 /// Where each group of figures in a [`WorkloadMetrics`] came from.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FigureSources {
-    /// TTFT, TBT, TPOT, ITL, E2E and throughput: always stamped by the runner.
+    /// TTFT, TBT, TPOT, ITL, E2E, wall time and throughput, always stamped by the runner:
+    /// `measured` on the machine's clock, `simulated` on a virtual clock (the mock's).
     pub latency: FigureSource,
     /// `output_tokens`: the backend's usage report, a local tokenizer, the stream's token
     /// counts, or a mix of them.

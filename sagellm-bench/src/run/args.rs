@@ -9,16 +9,21 @@ use crate::backend::guard::{Limits, MAX_TIMEOUT};
 use crate::backend::spec::{BackendKind, BackendName, BackendSpec};
 use crate::run::config::Config;
 
+/// The help heading of the cpu backend's flags. Every flag here names its heading: a flattened
+/// group's `next_help_heading` (the server flags') would otherwise carry over to the flags after
+/// it, here and in the commands that flatten this.
+const CPU: &str = "CPU backend";
+
 /// Which backend, and its settings.
 #[derive(clap::Args, Clone, Debug)]
 pub struct BackendArgs {
     /// Backend engine to use
-    #[arg(long, default_value = "mock", value_parser = BackendName::parser())]
+    #[arg(long, default_value = "mock", value_parser = BackendName::parser(), help_heading = "Backend")]
     pub backend: BackendName,
 
     /// Model path or name (required for the cpu backend), e.g. gpt2, facebook/opt-125m; for
     /// server backends the served model name (asked from /v1/models when omitted)
-    #[arg(long)]
+    #[arg(long, help_heading = "Backend")]
     pub model: Option<String>,
 
     /// Settings of the server backends.
@@ -27,11 +32,11 @@ pub struct BackendArgs {
 
     /// cpu backend: weight format (auto, keep, f32, q8_0, q4_0, q4k, q6k); auto keeps fast GGUF
     /// formats and converts slow ones (Q4_1, Q5_x) to q8_0
-    #[arg(long, value_name = "DTYPE")]
+    #[arg(long, value_name = "DTYPE", help_heading = CPU)]
     pub dtype: Option<String>,
 
     /// cpu backend: inference threads (default 1, leaving a core to the harness)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = CPU)]
     pub threads: Option<usize>,
 }
 
