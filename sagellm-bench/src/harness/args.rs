@@ -41,10 +41,6 @@ pub(super) struct Args {
     #[arg(long)]
     pub(super) bench: bool,
 
-    /// Which backend, and its settings: the same flags as `sagellm-benchmark run`, each also
-    /// read from `SAGELLM_BENCH_<FLAG>` (see [`command`]).
-    #[command(flatten)]
-    pub(super) backend: BackendArgs,
     /// Where to write results [default: <target>/sagellm-bench]
     #[arg(long, short = 'o', env = "SAGELLM_BENCH_OUTPUT")]
     pub(super) output: Option<PathBuf>,
@@ -143,6 +139,12 @@ pub(super) struct Args {
     /// per workload
     #[arg(long, short, conflicts_with = "quiet")]
     pub(super) verbose: bool,
+
+    /// Which backend, and its settings: the same flags as `sagellm-benchmark run`, each also
+    /// read from `SAGELLM_BENCH_<FLAG>` (see [`command`]). Last of the shown flags: its help
+    /// headings would otherwise hold every flag after it.
+    #[command(flatten)]
+    pub(super) backend: BackendArgs,
 
     // Accepted for libtest compatibility (cargo test, nextest, IDEs pass them); no effect.
     #[arg(long, hide = true)]
