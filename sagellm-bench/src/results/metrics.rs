@@ -177,6 +177,13 @@ pub struct WorkloadMetrics {
     /// p99 passed 10 ms), so the server saw a lower rate than asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_overloaded: Option<bool>,
+    /// Open loop with a cap only (`--max-concurrency`): the cap on requests in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<usize>,
+    /// Open loop with a cap only: requests whose scheduled time came while the cap was full,
+    /// so that they waited for a slot (and were sent, and timed, from then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capped_requests: Option<u64>,
 
     /// Multi-turn workloads only: the figures of each turn index over all sessions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -501,6 +508,8 @@ pub fn aggregate_samples(
         },
         complete: true,
         schedule_lag_p99_ms: None,
+        max_concurrency: None,
+        capped_requests: None,
         client_held_requests: None,
         client_overloaded: None,
         turns: turns::per_turn(records),
