@@ -434,9 +434,11 @@ fn parse_patch(name: &str, fields: toml::Value, folder: &Path) -> Result<Workloa
                 patch.burstiness = Some(match value {
                     toml::Value::Float(f) => f,
                     toml::Value::Integer(i) => i as f64,
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "field `burstiness` must be a number above 0 (1 is Poisson), not {value}"
-                    )),
+                    ))
+                    }
                 })
             }
             "shared_prefix_tokens" => patch.shared_prefix_tokens = Some(count()?),

@@ -280,6 +280,7 @@ async fn run_workload_with(
         &engine,
     );
     metrics.complete = complete;
+    metrics.set_percentiles(&workload.percentiles, &samples);
     if let Some(slo) = &workload.goodput {
         metrics.set_goodput(slo, samples.requests().iter().map(RequestSample::latency));
     }
