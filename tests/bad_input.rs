@@ -613,6 +613,12 @@ fn cases() -> Vec<Case> {
             &["--concurrency", "--max-concurrency", "not both"],
         ),
         case(
+            "max concurrency below the shard count",
+            &["run", "--request-rate", "10", "--max-concurrency", "1", "--shard", "1/2"],
+            1,
+            &["max_concurrency 1 cannot be divided among 2 shards", "--max-concurrency of at least 2"],
+        ),
+        case(
             "burstiness without a rate",
             &["run", "--burstiness", "0.5"],
             1,

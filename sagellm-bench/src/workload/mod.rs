@@ -541,7 +541,7 @@ impl Workload {
             ),
             (Some(cap), _) => match self.shard {
                 Some(shard) if cap < shard.count => Err(format!(
-                    "max_concurrency {cap} cannot be divided among {} shards; give at least {}",
+                    "max_concurrency {cap} cannot be divided among {} shards (each needs at least one request in flight); give --max-concurrency of at least {}",
                     shard.count, shard.count
                 )),
                 _ => Ok(()),
