@@ -288,6 +288,8 @@ async fn run_workload_with(
     if !matches!(workload.arrival, Arrival::Closed { .. }) {
         let mut schedule = workload.arrival.describe();
         if let Some(cap) = workload.max_concurrency {
+            // A shard keeps its share of the cap in flight; a merge adds the shares up.
+            let cap = workload.shard.map_or(cap, |s| s.concurrency(cap));
             schedule.push_str(&format!(", at most {cap} in flight"));
             metrics.max_concurrency = Some(cap);
             metrics.capped_requests = Some(capped.load(Ordering::Relaxed));
@@ -434,7 +436,11 @@ async fn send_all(
                 });
             }
         }
-        _ => {
+        Arrival::Poisson { .. }
+        | Arrival::Constant { .. }
+        | Arrival::Gamma { .. }
+        | Arrival::Ramp { .. }
+        | Arrival::Trace => {
             let schedule = context.workload.schedule().unwrap_or_default();
             // The user's cap (`--max-concurrency`, this shard's share of it) and the client's
             // own bound are one semaphore of the smaller size; a wait counts against the
