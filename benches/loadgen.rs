@@ -25,6 +25,10 @@ use sagellm_bench::WorkloadResult;
 use sagellm_bench::{Arrival, Workload};
 use sagellm_test_server::{Script, TestServer};
 
+// Not every bench target uses every shared helper.
+#[allow(dead_code)]
+mod common;
+
 #[derive(Default)]
 struct Collect(Arc<Mutex<Vec<WorkloadResult>>>);
 
@@ -39,6 +43,9 @@ impl Report for Collect {
 }
 
 fn main() {
+    if common::only_listing("loadgen") {
+        return;
+    }
     // `cargo bench` passes --bench; under `cargo test --benches` this is a quick smoke run.
     let bench_mode = std::env::args().any(|a| a == "--bench");
     let requests: usize = std::env::var("LOADGEN_REQUESTS")

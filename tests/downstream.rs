@@ -68,3 +68,51 @@ fn downstream_crate_runs_its_own_workloads_under_cargo_bench() {
     // The crate turns sagellm-bench's default features off: JSON files, no charts.
     assert!(!dir.path().join("index.html").exists());
 }
+
+/// The first trap of a new `cargo bench` user: a `[[bench]]` without `harness = false` runs
+/// under libtest, which never calls `sagellm_bench::main()` and would print `running 0 tests`.
+/// `#[workload]` makes that a build error that names the fix. A crate set up that way, in a
+/// temporary folder, sharing the downstream example's target dir (so only it compiles).
+#[test]
+fn a_bench_target_without_harness_false_fails_to_build_and_names_the_fix() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let krate = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        "[package]\nname = \"forgot-harness\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+         [workspace]\n\n[dev-dependencies]\n\
+         sagellm-bench = {{ path = {:?}, default-features = false }}\n\n\
+         [[bench]]\nname = \"inference\"\n",
+        root.join("sagellm-bench")
+    );
+    std::fs::write(krate.path().join("Cargo.toml"), manifest).unwrap();
+    // The example's lock pins the same dependencies, so `--offline` resolves.
+    std::fs::copy(
+        root.join("examples/downstream/Cargo.lock"),
+        krate.path().join("Cargo.lock"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(krate.path().join("benches")).unwrap();
+    std::fs::create_dir_all(krate.path().join("src")).unwrap();
+    std::fs::write(krate.path().join("src/lib.rs"), "").unwrap();
+    std::fs::write(
+        krate.path().join("benches/inference.rs"),
+        "#[sagellm_bench::workload(requests = 2)]\nfn short_input() {}\n\n\
+         fn main() -> std::process::ExitCode {\n    sagellm_bench::main()\n}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO"))
+        .current_dir(krate.path())
+        .env("CARGO_TARGET_DIR", root.join("target").join("downstream"))
+        .args(["bench", "--offline", "--bench", "inference", "--no-run"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it built:\n{stderr}");
+    for expected in [
+        "`#[workload] fn short_input` is in a bench target that libtest runs",
+        "add `harness = false`",
+        "name = \"inference\"",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");
+    }
+}

@@ -182,6 +182,106 @@ fn kill_9_loses_only_the_requests_in_flight() {
     assert!(String::from_utf8_lossy(&report.stdout).contains("INCOMPLETE RUN"));
 }
 
+/// Whether every file a run left in `dir` is whole: JSON that parses, JSON lines of which only
+/// the last may be cut short (the requests log is appended a line at a time), SVG and HTML that
+/// end. A killed writer's hidden temporary file (`.<name>.<random>.tmp`, or the folder's write
+/// probe) is allowed here; the next run into the folder removes it.
+fn assert_whole_files(dir: &Path, killed_after: Duration) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            // `previous-<time>/`: an earlier run's files, moved aside whole.
+            assert_whole_files(&path, killed_after);
+            continue;
+        }
+        if name.starts_with('.') {
+            let leftover = name.ends_with(".tmp") || name.starts_with(".sagellm-write-probe-");
+            assert!(
+                leftover || name == ".sagellm-bench.lock",
+                "{name} after a kill at {killed_after:?}"
+            );
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let context = format!("{name}, killed after {killed_after:?}:\n{text}");
+        if name.ends_with(".json") {
+            serde_json::from_str::<serde_json::Value>(&text).expect(&context);
+        } else if name.ends_with(".jsonl") {
+            let lines: Vec<&str> = text.lines().collect();
+            let whole = lines.len().saturating_sub(1);
+            for line in &lines[..whole] {
+                serde_json::from_str::<serde_json::Value>(line).expect(&context);
+            }
+        } else if name.ends_with(".svg") {
+            assert!(text.trim_end().ends_with("</svg>"), "{context}");
+        } else if name.ends_with(".html") {
+            assert!(text.trim_end().ends_with("</html>"), "{context}");
+        } else {
+            panic!("an unexpected file: {context}");
+        }
+    }
+}
+
+/// Files are written without a flush each (one flush ends the run), so this checks that a kill
+/// at any moment of a whole Year-1 mock run, its finishing included, still leaves each file old
+/// or new, never half-written.
+#[test]
+fn kill_9_at_any_moment_of_a_run_leaves_only_whole_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for step in 0..24u64 {
+        let out = dir.path().join(format!("out{step}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
+            .args([
+                "run",
+                "--workload",
+                "year1",
+                "--backend",
+                "mock",
+                "-q",
+                "-o",
+            ])
+            .arg(&out)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The run takes some tens of milliseconds: from before it starts to after it ends.
+        let after = Duration::from_millis(step * 3);
+        std::thread::sleep(after);
+        let _ = child.kill();
+        child.wait().unwrap();
+        if out.is_dir() {
+            assert_whole_files(&out, after);
+        }
+    }
+
+    // A killed writer's temporary file is removed by the next run into the folder.
+    let out = dir.path().join("out0");
+    std::fs::create_dir_all(&out).unwrap();
+    let leftover = out.join(".index.html.a1B2c3.tmp");
+    std::fs::write(&leftover, "<!DOCTYPE html><html><bo").unwrap();
+    let probe = out.join(".sagellm-write-probe-X5kw5x");
+    std::fs::write(&probe, "").unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
+        .args([
+            "run",
+            "--workload",
+            "short",
+            "--backend",
+            "mock",
+            "-q",
+            "-o",
+        ])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(!leftover.exists(), "the temporary file was left");
+    assert!(!probe.exists(), "the write probe was left");
+    assert_whole_files(&out, Duration::MAX);
+}
+
 #[path = "common/raw_server.rs"]
 mod raw_server;
 

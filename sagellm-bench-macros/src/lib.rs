@@ -4,7 +4,8 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
-use quote::{quote, quote_spanned, ToTokens};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
 use syn::parse::Parser;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprArray, FnArg, ItemFn, LitBool, LitStr, ReturnType};
@@ -470,9 +471,40 @@ fn expand(options: &Options, function: &ItemFn) -> syn::Result<TokenStream2> {
         quote!(::std::boxed::Box::pin(::std::future::ready(#result(#call))))
     };
     let unused_setup = matches!(signature, Signature::NoArgs).then(|| quote!(let _ = __setup;));
+    let probe = format_ident!("__sagellm_bench_libtest_probe_{}", ident.unraw());
+    let harness_missing = format!(
+        "`#[workload] fn {fn_name}` is in a bench target that libtest runs, so `cargo bench` would \
+         measure nothing (`running 0 tests`): add `harness = false` to this target's [[bench]] \
+         section in Cargo.toml, e.g.\n\n[[bench]]\nname = \"{target}\"\nharness = false\n",
+        target = std::env::var("CARGO_CRATE_NAME").unwrap_or_else(|_| "NAME".into()),
+    );
 
     Ok(quote! {
         #function
+
+        // A `#[test]` function exists only where libtest builds the target (rustc `--test`;
+        // cargo gives `cfg(test)` to `harness = false` targets too, so that cannot tell). The
+        // glob-imported constant of the same name stands in for it everywhere else.
+        #[doc(hidden)]
+        #[allow(non_snake_case)]
+        mod #probe {
+            #[allow(non_upper_case_globals)]
+            mod not_libtest {
+                pub const harness_check: bool = false;
+            }
+            // The parent's names, for a relative `crate = ...` path.
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(unused_imports)]
+            use self::not_libtest::*;
+            #[test]
+            fn harness_check() {}
+            const _: () = if #private::built_by_libtest(&harness_check)
+                && #private::in_benches_folder(::core::file!())
+            {
+                ::core::panic!(#harness_missing)
+            };
+        }
 
         const _: () = {
             fn __sagellm_bench_options(__options: &mut #private::Options) {

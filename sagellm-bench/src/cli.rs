@@ -870,6 +870,12 @@ pub fn main() -> ExitCode {
         Command::Report(args) => report(args).map(|()| ExitCode::SUCCESS),
         Command::Compare(args) => compare(args),
     };
+    // Whatever the command wrote after its run's reporters flushed (baselines, charts, an
+    // interrupted run's files) reaches the disk before the process says it is done.
+    let result = match crate::report::files::flush_to_disk() {
+        Ok(()) => result,
+        Err(e) => result.and(Err(e.to_string())),
+    };
     match result {
         Ok(code) => code,
         Err(message) => {

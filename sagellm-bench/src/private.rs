@@ -208,6 +208,53 @@ impl<E: Display> IntoSetupResult for Result<(), E> {
     }
 }
 
+/// What `#[workload]`'s probe finds under its name: a `#[test]` function where libtest builds
+/// the target, its fallback `bool` constant everywhere else.
+pub trait LibtestProbe {
+    const BUILT_BY_LIBTEST: bool;
+}
+
+impl LibtestProbe for bool {
+    const BUILT_BY_LIBTEST: bool = false;
+}
+
+impl<F: Fn()> LibtestProbe for F {
+    const BUILT_BY_LIBTEST: bool = true;
+}
+
+/// Whether this target is built by libtest (rustc `--test`), judged by the probe.
+pub const fn built_by_libtest<T: LibtestProbe>(_probe: &T) -> bool {
+    T::BUILT_BY_LIBTEST
+}
+
+/// Whether `file` (a `file!()`) lies in a `benches` folder: a bench target's source.
+///
+/// `#[workload]` refuses to build in such a file when libtest builds it: a `[[bench]]` without
+/// `harness = false` never calls `sagellm_bench::main()`, so `cargo bench` would print
+/// `running 0 tests` and measure nothing. Integration tests (under `tests/`) and a library's
+/// unit tests may use libtest freely.
+pub const fn in_benches_folder(file: &str) -> bool {
+    const DIR: &[u8] = b"benches";
+    let path = file.as_bytes();
+    let mut start = 0;
+    while start + DIR.len() < path.len() {
+        let at_component_start = start == 0 || matches!(path[start - 1], b'/' | b'\\');
+        if at_component_start && matches!(path[start + DIR.len()], b'/' | b'\\') {
+            let mut same = true;
+            let mut i = 0;
+            while i < DIR.len() {
+                same &= path[start + i] == DIR[i];
+                i += 1;
+            }
+            if same {
+                return true;
+            }
+        }
+        start += 1;
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,5 +314,29 @@ mod tests {
             err.contains("benches/x.rs:7") && err.contains("max_concurrency"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bench_sources_are_told_from_tests_and_libraries() {
+        for bench in [
+            "benches/inference.rs",
+            "benches/inference/main.rs",
+            "crates/app/benches/x.rs",
+            "/home/me/app/benches/x.rs",
+            r"crates\app\benches\x.rs",
+        ] {
+            assert!(in_benches_folder(bench), "{bench}");
+        }
+        for other in [
+            "tests/harness.rs",
+            "src/lib.rs",
+            "benches.rs",
+            "mybenches/x.rs",
+            "src/benches_helpers/x.rs",
+            "benches",
+            "",
+        ] {
+            assert!(!in_benches_folder(other), "{other}");
+        }
     }
 }

@@ -511,6 +511,43 @@ pub fn render(comparisons: &[Comparison], base_name: &str) -> String {
     out
 }
 
+/// Renders comparisons a line per workload, as criterion reports a change: the figures that
+/// changed beyond the noise, each with its interval, and how many did not.
+pub fn render_brief(comparisons: &[Comparison], base_name: &str) -> String {
+    let width = comparisons
+        .iter()
+        .map(|c| c.workload.len())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for c in comparisons {
+        let mut changed = Vec::new();
+        let mut unchanged = 0;
+        for m in &c.changes {
+            match m.verdict {
+                Verdict::Improved | Verdict::Regressed => {
+                    let (change, ci) = formatted_change(m);
+                    let ci = m.ci.map(|_| format!(" {ci}")).unwrap_or_default();
+                    changed.push(format!("{} {} {change}{ci}", m.verdict, m.metric));
+                }
+                Verdict::NotComparable => changed.push(format!("{}: not comparable", m.metric)),
+                Verdict::NoSignificantChange => unchanged += 1,
+            }
+        }
+        let rest = match (changed.is_empty(), unchanged) {
+            (true, n) => format!("no significant change in {n} figures"),
+            (false, 0) => String::new(),
+            (false, n) => format!("; {n} unchanged"),
+        };
+        out.push_str(&format!(
+            "{:<width$}  vs `{base_name}`: {}{rest}\n",
+            c.workload,
+            changed.join("; ")
+        ));
+    }
+    out
+}
+
 /// Renders comparisons as one compact markdown table, fit for a CI job summary.
 pub fn render_markdown(comparisons: &[Comparison], base_name: &str) -> String {
     let mut out = format!(
@@ -752,5 +789,50 @@ mod tests {
             .find(|m| m.metric == "TTFT p50 (ms)")
             .unwrap();
         assert_eq!((ttft.ci, ttft.verdict), (None, Verdict::Regressed));
+    }
+
+    #[test]
+    fn the_brief_verdict_is_a_line_per_workload_naming_only_what_changed() {
+        let change = |metric: &str, change: f64, ci: Option<(f64, f64)>, verdict| MetricChange {
+            metric: metric.to_string(),
+            base: 1.0,
+            new: 1.0 + change,
+            change,
+            ci,
+            verdict,
+        };
+        let comparisons = [
+            Comparison {
+                workload: "short".into(),
+                changes: vec![
+                    change(
+                        "TTFT p50 (ms)",
+                        0.001,
+                        Some((-0.01, 0.01)),
+                        Verdict::NoSignificantChange,
+                    ),
+                    change("TPOT avg (ms)", 0.0, None, Verdict::NoSignificantChange),
+                ],
+            },
+            Comparison {
+                workload: "stress_test".into(),
+                changes: vec![
+                    change(
+                        "TTFT p99 (ms)",
+                        0.3523,
+                        Some((0.2, 0.5)),
+                        Verdict::Regressed,
+                    ),
+                    change("Output throughput (tok/s)", 0.1, None, Verdict::Improved),
+                    change("TPOT avg (ms)", 0.0, None, Verdict::NoSignificantChange),
+                ],
+            },
+        ];
+        assert_eq!(
+            render_brief(&comparisons, "main"),
+            "short        vs `main`: no significant change in 2 figures\n\
+             stress_test  vs `main`: regressed TTFT p99 (ms) +35.23% [+20.00%, +50.00%]; \
+             improved Output throughput (tok/s) +10.00%; 1 unchanged\n"
+        );
     }
 }

@@ -135,9 +135,14 @@ pub(super) struct Args {
     )]
     pub(super) max_probes: usize,
 
-    /// Do not print the results table
+    /// Do not print the results
     #[arg(long, short)]
     pub(super) quiet: bool,
+
+    /// Print the full results table and every baseline comparison in full, instead of a line
+    /// per workload
+    #[arg(long, short, conflicts_with = "quiet")]
+    pub(super) verbose: bool,
 
     // Accepted for libtest compatibility (cargo test, nextest, IDEs pass them); no effect.
     #[arg(long, hide = true)]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::args::Args;
 use super::baselines::{load_baseline, BaselineWriter};
+use super::brief::BriefPrinter;
 use super::registry::{set_up, Declared};
 use crate::backend::Backend;
 use crate::compare::baseline::{self, CompareSettings, Saved};
@@ -103,7 +104,11 @@ pub(super) fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
     let mut reports = Reports::files(&root);
     if !args.quiet {
         reports.push(Box::new(ProgressBars::on_stderr()));
-        reports.push(Box::new(TablePrinter));
+        if args.verbose {
+            reports.push(Box::new(TablePrinter));
+        } else {
+            reports.push(Box::new(BriefPrinter));
+        }
     }
     reports.push(Box::new(BaselineWriter::new(root.clone())));
     reports.push(Box::new(collect.clone()));
@@ -196,7 +201,11 @@ pub(super) fn write_overlays(
 }
 
 pub(super) fn verdict(args: &Args, comparisons: &[baseline::Comparison], base_name: &str) -> u8 {
-    print!("{}", baseline::render(comparisons, base_name));
+    if args.verbose {
+        print!("{}", baseline::render(comparisons, base_name));
+    } else {
+        print!("{}", baseline::render_brief(comparisons, base_name));
+    }
     let regressed = baseline::regressed(comparisons);
     if regressed.is_empty() {
         return 0;

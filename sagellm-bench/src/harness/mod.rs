@@ -1,5 +1,6 @@
 //! The `cargo bench` entry: args.rs (its flags), registry.rs (the `#[workload]` functions),
-//! libtest.rs (test mode), bench.rs (bench mode), baselines.rs (the baseline folders).
+//! libtest.rs (test mode), bench.rs (bench mode), brief.rs (its one line per workload),
+//! baselines.rs (the baseline folders).
 //!
 //! `cargo bench` runs a bench target with `--bench`; then every selected workload runs on the
 //! chosen backend and writes the same files as `sagellm-benchmark run`, into
@@ -10,6 +11,7 @@
 mod args;
 mod baselines;
 mod bench;
+mod brief;
 mod capacity;
 mod libtest;
 mod registry;
@@ -74,7 +76,12 @@ where
         matches.value_source("backend"),
         Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
     );
-    match run(args, backend_given) {
+    // The baselines copied after the run, and its charts, reach the disk before the exit.
+    let result = run(args, backend_given).and_then(|code| {
+        crate::report::files::flush_to_disk().map_err(|e| e.to_string())?;
+        Ok(code)
+    });
+    match result {
         Ok(code) => code,
         Err(message) => {
             eprintln!("Error: {message}");

@@ -20,7 +20,9 @@ use crate::results::summary::{Provenance, Summary};
 use crate::results::WorkloadResult;
 use crate::workload::Workload;
 
+mod durable;
 mod folder;
+pub use durable::flush_to_disk;
 pub use folder::{claim, Claim, LOCK_FILE, PREVIOUS_PREFIX};
 
 // Reading a summary is a file concern, so it lives beside the file's name.
@@ -508,6 +510,7 @@ impl RequestsLog {
             &path,
         )
         .map_err(fail)?;
+        durable::remember(&path);
         Ok(RequestsLog {
             path,
             file,
@@ -556,6 +559,9 @@ impl RequestsLog {
     }
 }
 
+/// The start of the name of the empty file that checks a folder takes files.
+pub(crate) const WRITE_PROBE_PREFIX: &str = ".sagellm-write-probe-";
+
 /// Creates the output folder, or says clearly why it cannot be used.
 pub fn prepare_dir(dir: &Path) -> Result<(), ReportError> {
     if dir.exists() && !dir.is_dir() {
@@ -573,9 +579,13 @@ pub fn prepare_dir(dir: &Path) -> Result<(), ReportError> {
     // A folder can exist and still refuse files (permissions, a read-only mount); find out now,
     // not after the first workload has run for an hour.
     tempfile::Builder::new()
-        .prefix(".sagellm-write-probe-")
+        .prefix(WRITE_PROBE_PREFIX)
         .tempfile_in(dir)
-        .and_then(|probe| probe.close())
+        .and_then(|probe| match probe.close() {
+            // Removed already, by a run that claimed the folder meanwhile (see `claim`).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        })
         .map_err(|e| {
             ReportError::Other(format!(
                 "cannot write in output directory {}: {e}; choose another with --output",
@@ -592,12 +602,15 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), Rep
     write_atomically(path, &bytes)
 }
 
-/// Writes `bytes` to a temporary file beside `path`, flushes it, then renames it over `path`.
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`; it reaches
+/// the disk with the next [`flush_to_disk`].
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     write_atomically_with(path, |w| w.write_all(bytes))
 }
 
-/// Lets `write` fill a temporary file beside `path`, flushes it, then renames it over `path`.
+/// Lets `write` fill a temporary file beside `path`, then renames it over `path`; it reaches
+/// the disk with the next [`flush_to_disk`] (a killed process leaves the old file or the new
+/// one whole either way: see `files/durable.rs`).
 ///
 /// The temporary file is created new under an unpredictable name (`.<name>.<random>.tmp`), so
 /// no planted link is followed; the rename replaces whatever is at `path`, a link included,
@@ -631,9 +644,10 @@ pub fn write_atomically_with(
     let mut writer = std::io::BufWriter::new(file);
     write(&mut writer).map_err(fail)?;
     let file = writer.into_inner().map_err(|e| fail(e.into_error()))?;
-    file.sync_all().map_err(fail)?;
     drop(file);
-    temp_path.persist(path).map_err(|e| fail(e.error))
+    temp_path.persist(path).map_err(|e| fail(e.error))?;
+    durable::remember(path);
+    Ok(())
 }
 
 /// Opens `path` with `options`, refusing to follow a symlink at its last component (unix).

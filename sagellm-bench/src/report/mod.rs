@@ -61,8 +61,12 @@ impl Report for Reports {
             .iter_mut()
             .try_for_each(|r| r.workload_finished(result))
     }
+    /// Every reporter's last word, then one flush of every file they wrote.
     fn run_finished(&mut self, summary: &Summary) -> Result<(), ReportError> {
-        self.0.iter_mut().try_for_each(|r| r.run_finished(summary))
+        self.0
+            .iter_mut()
+            .try_for_each(|r| r.run_finished(summary))?;
+        files::flush_to_disk()
     }
 }
 

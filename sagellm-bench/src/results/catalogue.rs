@@ -385,6 +385,7 @@ pub(crate) const METRICS: &[Metric] = &[
         Higher
     )
     .row("Output throughput (tok/s)")
+    .baseline(Basis::Single)
     .compared()
     .panel("Output throughput"),
     metric!(

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::super::names::SUMMARY_FILE;
 use super::super::ReportError;
-use super::{open_nofollow, prepare_dir};
+use super::{open_nofollow, prepare_dir, WRITE_PROBE_PREFIX};
 
 /// The lock file a run holds in its output folder while it writes there.
 pub const LOCK_FILE: &str = ".sagellm-bench.lock";
@@ -169,7 +169,19 @@ fn is_run_file(name: &str) -> bool {
         || (name.ends_with(".svg") && !name.starts_with('.'))
 }
 
-/// Moves every file an earlier run left in `dir` into a new `dir/previous-<UTC time>/`.
+/// Whether `name` is the temporary file of a run file being written atomically
+/// (`.<run file>.<random>.tmp`, see `write_atomically_with`), or the probe of `prepare_dir`.
+fn is_leftover_temporary(name: &str) -> bool {
+    name.starts_with(WRITE_PROBE_PREFIX)
+        || name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .and_then(|n| n.rsplit_once('.'))
+            .is_some_and(|(file, _random)| is_run_file(file))
+}
+
+/// Moves every file an earlier run left in `dir` into a new `dir/previous-<UTC time>/`, and
+/// removes the temporary files of a writer that was killed.
 fn move_earlier_run_aside(dir: &Path) -> Result<Option<(PathBuf, usize)>, ReportError> {
     let cannot = |what: &str, path: &Path, e: std::io::Error| {
         ReportError::Other(format!(
@@ -188,8 +200,20 @@ fn move_earlier_run_aside(dir: &Path) -> Result<Option<(PathBuf, usize)>, Report
         if kind.is_dir() {
             continue;
         }
-        if entry.file_name().to_str().is_some_and(is_run_file) {
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if is_run_file(&name) {
             earlier.push(entry.file_name());
+        } else if is_leftover_temporary(&name) {
+            // A writer killed before its rename; the lock says none is writing now.
+            let path = dir.join(&name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(cannot("remove", &path, e))
+                }
+                _ => {}
+            }
         }
     }
     if earlier.is_empty() {
@@ -220,6 +244,26 @@ fn move_earlier_run_aside(dir: &Path) -> Result<Option<(PathBuf, usize)>, Report
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_temporaries_of_run_files_count_as_leftovers() {
+        for leftover in [
+            ".index.html.a1B2c3.tmp",
+            ".short_input_metrics.json.xyz.tmp",
+            ".sagellm-write-probe-X5kw5x",
+        ] {
+            assert!(is_leftover_temporary(leftover), "{leftover}");
+        }
+        for other in [
+            ".sagellm-bench.lock",
+            "index.html.a1.tmp",
+            ".notes.txt.a1.tmp",
+            ".index.html.tmp",
+            ".index.html.a1",
+        ] {
+            assert!(!is_leftover_temporary(other), "{other}");
+        }
+    }
 
     #[test]
     fn a_second_claim_in_this_process_shares_the_first() {
