@@ -76,6 +76,14 @@ fn the_window_of_a_closed_loop_at_64_starts_after_the_ramp_and_ends_before_the_d
     ));
     // 64 requests over 839.68 of 1368 ms (more than half): long enough to trust.
     assert_eq!(m.steady_too_short, Some(false));
+
+    // Delivered load: the 64 workers are all in flight at 0 (no ramp) and each sends its
+    // next request at the instant the last one ends, on the virtual clock; the sending phase
+    // ends at the last send, 839.68 ms, with 64 in flight all along.
+    assert_eq!(m.concurrency_ramp_ms, Some(0.0));
+    assert_eq!(m.below_target_ms, Some(0.0));
+    assert_eq!(m.below_target_dips, Some(0));
+    assert!(close(m.delivered_concurrency.unwrap(), 64.0));
 }
 
 #[test]

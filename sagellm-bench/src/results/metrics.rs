@@ -224,6 +224,21 @@ pub struct WorkloadMetrics {
     /// figures are too few to trust.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steady_too_short: Option<bool>,
+
+    /// Closed loop only (not multi-turn): the time-weighted mean number of requests in flight
+    /// while the loop was sending, from when all its workers were first in flight to the last
+    /// send (`results::delivery`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_concurrency: Option<f64>,
+    /// Closed loop only: time in that phase with fewer requests in flight than the loop's
+    /// workers, ms, and how many times their number fell below.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below_target_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below_target_dips: Option<u64>,
+    /// Closed loop only: from the first send to all workers in flight, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_ramp_ms: Option<f64>,
 }
 
 fn yes() -> bool {
@@ -261,6 +276,23 @@ impl WorkloadMetrics {
         self.steady_avg_tpot_ms = Some(s.avg_tpot_ms);
         self.steady_p99_e2el_ms = Some(s.p99_e2el_ms);
         self.steady_too_short = Some(s.too_short);
+    }
+}
+
+impl WorkloadMetrics {
+    /// Fills the delivered-load fields of a closed loop of `concurrency` whose requests gave
+    /// `samples`, and returns what they were computed from.
+    pub fn set_delivery(
+        &mut self,
+        concurrency: usize,
+        samples: &[RequestSample],
+    ) -> Option<crate::results::delivery::Delivery> {
+        let d = crate::results::delivery::closed_loop(concurrency, samples)?;
+        self.delivered_concurrency = Some(d.mean_in_flight);
+        self.below_target_ms = Some(d.below_target_ms);
+        self.below_target_dips = Some(d.dips);
+        self.concurrency_ramp_ms = Some(d.ramp_ms);
+        Some(d)
     }
 }
 
@@ -530,6 +562,10 @@ pub fn aggregate_samples(
         steady_avg_tpot_ms: None,
         steady_p99_e2el_ms: None,
         steady_too_short: None,
+        delivered_concurrency: None,
+        below_target_ms: None,
+        below_target_dips: None,
+        concurrency_ramp_ms: None,
     }
 }
 

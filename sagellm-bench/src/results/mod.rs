@@ -1,9 +1,11 @@
 //! What a run measured: raw per-request records, the compact samples kept of them, the
-//! inter-token histogram and time bins, the aggregates, goodput and the run's summary.
+//! inter-token histogram and time bins, the aggregates, goodput, steady state, delivered load
+//! and the run's summary.
 //!
 //! Imports from `backend/` and `workload/`, never from the layers above.
 
 pub(crate) mod catalogue;
+pub mod delivery;
 pub mod goodput;
 pub mod itl;
 pub mod metrics;

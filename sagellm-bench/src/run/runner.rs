@@ -285,6 +285,21 @@ async fn run_workload_with(
         metrics.set_goodput(slo, samples.requests().iter().map(RequestSample::latency));
     }
     metrics.set_steady_state(&workload.arrival, samples.requests());
+    // A multi-turn loop keeps sessions in flight, not requests: its think times are no dips.
+    if let (Arrival::Closed { concurrency }, None) = (&workload.arrival, &workload.sessions) {
+        if let Some(d) = metrics.set_delivery(*concurrency, samples.requests()) {
+            if d.fell_short() {
+                tracing::warn!(
+                    "workload {}: the client kept {:.2} of {} requests in flight on average ({:.0}% of the time fewer, in {} dips between a request's end and the next send): the server saw less load than asked",
+                    workload.name,
+                    d.mean_in_flight,
+                    d.target,
+                    100.0 * d.below_target_share(),
+                    d.dips
+                );
+            }
+        }
+    }
     if !matches!(workload.arrival, Arrival::Closed { .. }) {
         let mut schedule = workload.arrival.describe();
         if let Some(cap) = workload.max_concurrency {
