@@ -198,6 +198,51 @@ fn an_open_loop_keeps_every_request_at_its_global_time() {
 }
 
 #[test]
+fn capped_shards_merge_to_the_whole_cap_and_keep_the_extra_percentiles() {
+    // 12 requests due 10 ms apart, each taking over a second on the mock: under a cap of 4
+    // split over two shards (2 each), most wait for a slot. The merge adds the shares back
+    // to 4, adds up the waits, does not call the cap's waits the client's falling behind,
+    // and computes the asked p90 again over all 12 requests.
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--workload",
+        "short",
+        "--backend",
+        "mock",
+        "--num-requests",
+        "12",
+        "--request-rate",
+        "100",
+        "--arrival",
+        "constant",
+        "--max-concurrency",
+        "4",
+        "--percentiles",
+        "90",
+    ];
+    let folders = shards(dir.path(), 2, &args);
+    let shard_waits: u64 = folders
+        .iter()
+        .map(|f| {
+            let m = json(&f.join("short_input_metrics.json"));
+            assert_eq!(m["max_concurrency"], 2);
+            m["capped_requests"].as_u64().unwrap()
+        })
+        .sum();
+    assert!(shard_waits >= 4, "{shard_waits}");
+    let merged = dir.path().join("merged");
+    let out = merge(&folders, &merged);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m = json(&merged.join("short_input_metrics.json"));
+    assert_eq!(m["max_concurrency"], 4);
+    assert_eq!(m["capped_requests"], shard_waits);
+    assert_eq!(m["client_overloaded"], false);
+    assert!(m["schedule_lag_p99_ms"].as_f64().unwrap() > 1000.0);
+    assert_eq!(m["total_requests"], 12);
+    assert!(m["p90_ttft_ms"].as_f64().is_some() && m["p90_e2el_ms"].as_f64().is_some());
+}
+
+#[test]
 fn sessions_go_whole_to_one_shard() {
     let dir = tempfile::tempdir().unwrap();
     let args = [

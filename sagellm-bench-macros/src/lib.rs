@@ -144,7 +144,8 @@ fn with_function(error: TokenStream2, function: &ItemFn) -> TokenStream {
 
 /// Every option `#[workload(...)]` accepts; the error for an unknown one lists them.
 const OPTIONS: &str = "name, prompt_tokens, output_tokens, requests, warmup, concurrency, rate, \
-                       arrival, seed, shared_prefix, goodput, num_runs, ignore, backend, crate";
+                       arrival, burstiness, max_concurrency, seed, shared_prefix, goodput, \
+                       num_runs, ignore, backend, crate";
 
 #[derive(Default)]
 struct Options {
@@ -157,6 +158,10 @@ struct Options {
     rate: Option<Expr>,
     /// `"poisson"` or `"constant"`: how a `rate` spaces requests.
     arrival: Option<LitStr>,
+    /// Gamma gaps of this shape for the `rate` (1: Poisson).
+    burstiness: Option<Expr>,
+    /// The open loop's cap on requests in flight.
+    max_concurrency: Option<Expr>,
     seed: Option<Expr>,
     shared_prefix: Option<Expr>,
     /// Latency objectives, `"ttft:200,e2el:5000"` (checked when the harness starts).
@@ -213,6 +218,8 @@ impl Options {
             "requests" => expr_option!(requests),
             "warmup" => expr_option!(warmup),
             "seed" => expr_option!(seed),
+            "burstiness" => expr_option!(burstiness),
+            "max_concurrency" => expr_option!(max_concurrency),
             "backend" => {
                 if self.backend.is_some() {
                     return Err(repeated());
@@ -389,6 +396,35 @@ fn expand(options: &Options, function: &ItemFn) -> syn::Result<TokenStream2> {
     setter("shared_prefix", &options.shared_prefix);
     setter("goodput", &options.goodput);
     setter("num_runs", &options.num_runs);
+    for (key, value, what) in [
+        (
+            "burstiness",
+            &options.burstiness,
+            "`burstiness` shapes the gaps of an open loop; set `rate` with it",
+        ),
+        (
+            "max_concurrency",
+            &options.max_concurrency,
+            "`max_concurrency` caps an open loop; set `rate` with it (a closed loop's cap is \
+             its `concurrency`)",
+        ),
+    ] {
+        if let Some(value) = value {
+            if options.rate.is_none() {
+                return Err(syn::Error::new_spanned(value, what));
+            }
+            let method = syn::Ident::new(key, value.span());
+            calls.push(quote_spanned!(value.span()=> __options.#method(#value);));
+        }
+    }
+    if let (Some(burstiness), Some(arrival)) = (&options.burstiness, &options.arrival) {
+        if arrival.value() == "constant" {
+            return Err(syn::Error::new_spanned(
+                burstiness,
+                "`burstiness` shapes random gaps, and `arrival = \"constant\"` has none; drop one",
+            ));
+        }
+    }
     if let Some(arrival) = &options.arrival {
         if options.rate.is_none() {
             return Err(syn::Error::new_spanned(

@@ -369,9 +369,10 @@ fn search_range(text: &str) -> Result<(f64, f64), String> {
 /// Load shape over every selected workload (overrides the presets and --config).
 #[derive(clap::Args)]
 #[command(next_help_heading = "Load shape (overrides the workloads' own values)")]
+#[command(group = clap::ArgGroup::new("open_rate").args(["request_rate", "ramp_up_strategy"]).multiple(false))]
 struct LoadArgs {
-    /// Measured requests per workload
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=crate::workload::MAX_REQUESTS as u64))]
+    /// Measured requests per workload (vLLM's --num-prompts)
+    #[arg(long, visible_alias = "num-prompts", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=crate::workload::MAX_REQUESTS as u64))]
     num_requests: Option<u64>,
 
     /// Closed loop: keep this many requests in flight. A list (1,4,16) is a sweep: each
@@ -387,8 +388,53 @@ struct LoadArgs {
 
     /// How --request-rate spaces requests: poisson (random gaps averaging 1/rate, as vLLM's
     /// --request-rate) or constant (one every 1/rate seconds) [default: poisson]
-    #[arg(long, value_enum, requires = "request_rate")]
+    #[arg(long, value_enum, requires = "open_rate")]
     arrival: Option<ArrivalArg>,
+
+    /// At most C requests in flight (vLLM's --max-concurrency). With --request-rate, a ramp
+    /// or a --trace: an open loop whose request, when its time comes with C in flight, waits
+    /// for one to finish and is sent then (its TTFT and start count from then, as vLLM's; the
+    /// wait is in its scheduling lag, and capped_requests counts such requests). Alone: C in
+    /// flight all the time, the same as --concurrency C (vLLM's default rate is infinite)
+    #[arg(long, value_name = "C", value_parser = clap::value_parser!(u64).range(1..=crate::workload::MAX_REQUESTS as u64))]
+    max_concurrency: Option<u64>,
+
+    /// Gamma-distributed gaps for --request-rate or a ramp (vLLM's --burstiness): shape B,
+    /// mean 1/rate, seeded by --seed. 1 is Poisson, below 1 burstier, above 1 steadier
+    #[arg(long, value_name = "B")]
+    burstiness: Option<f64>,
+
+    /// Ramp the open loop's rate from --ramp-up-start-rps to --ramp-up-end-rps over each
+    /// workload's requests: linear or exponential (vLLM's flags; see docs/WORKLOADS.md). The
+    /// gaps are Poisson unless --arrival constant or --burstiness
+    #[arg(long, value_enum, value_name = "STRATEGY", requires_all = ["ramp_up_start_rps", "ramp_up_end_rps"])]
+    ramp_up_strategy: Option<RampArg>,
+
+    /// The ramp's first rate, requests per second
+    #[arg(long, value_name = "RPS", requires = "ramp_up_strategy")]
+    ramp_up_start_rps: Option<f64>,
+
+    /// The ramp's last rate, requests per second
+    #[arg(long, value_name = "RPS", requires = "ramp_up_strategy")]
+    ramp_up_end_rps: Option<f64>,
+
+    /// More percentiles of TTFT, TPOT, ITL and E2E latency, e.g. 50,90,99.9 (vLLM's
+    /// --metric-percentiles): each one p<P>_<metric>_ms in the metrics JSON (p90_ttft_ms), and
+    /// a row in the table and reports. p50, p95 and p99 are always there
+    #[arg(long, visible_alias = "metric-percentiles", value_name = "LIST", value_parser = percentile_list)]
+    percentiles: Option<Sweep<f64>>,
+
+    // vLLM's names of what this tool does its own way: each gives the flag to type instead.
+    #[arg(long, hide = true)]
+    save_result: bool,
+    #[arg(long, hide = true, value_name = "DIR")]
+    result_dir: Option<String>,
+    #[arg(long, hide = true, value_name = "FILE")]
+    result_filename: Option<String>,
+    #[arg(long, hide = true, value_name = "NAME")]
+    dataset_name: Option<String>,
+    #[arg(long, hide = true, value_name = "FILE")]
+    dataset_path: Option<String>,
 
     /// Seed of the prompts and of the Poisson schedule
     #[arg(long, value_name = "N")]
@@ -477,6 +523,24 @@ enum ArrivalArg {
     Constant,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum RampArg {
+    /// The rate grows by the same step each request
+    Linear,
+    /// The rate grows by the same factor each request
+    Exponential,
+}
+
+/// A comma-separated list of percentiles, each above 0 and at most 100.
+fn percentile_list(text: &str) -> Result<Sweep<f64>, String> {
+    sweep(text, "50,90,99", |part| match part.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err(format!(
+            "`{part}` is not a percentile; give numbers above 0 and at most 100, e.g. 50,90,99.9"
+        )),
+    })
+}
+
 /// The prompts `--dataset KIND FILE` names.
 fn dataset(given: &[String]) -> Result<crate::Prompts, String> {
     use crate::Prompts;
@@ -532,18 +596,76 @@ fn concurrency_list(text: &str) -> Result<Sweep<usize>, String> {
 
 fn rate_list(text: &str) -> Result<Sweep<f64>, String> {
     use crate::workload::MIN_RATE;
-    sweep(text, "1,2.5,10", |part| match part.parse::<f64>() {
+    sweep(text, "1,2.5,10", |part| {
+        match part.parse::<f64>() {
+        Ok(rate) if rate == f64::INFINITY => Err(
+            "`inf`: vLLM's --request-rate inf (every request at once, up to --max-concurrency) is a closed loop here: give --concurrency N (or --max-concurrency N) and no --request-rate"
+                .to_string(),
+        ),
         Ok(rate) if rate.is_finite() && rate >= MIN_RATE => Ok(rate),
         _ => Err(format!(
             "`{part}` is not a rate; give requests per second of at least {MIN_RATE}, e.g. 1,2.5,10"
         )),
+    }
     })
 }
 
 impl LoadArgs {
+    /// The error for a vLLM flag this tool spells its own way, naming the flag to type.
+    fn vllm_flag(&self) -> Option<String> {
+        if self.save_result || self.result_dir.is_some() || self.result_filename.is_some() {
+            let flag = if self.save_result {
+                "--save-result"
+            } else if self.result_dir.is_some() {
+                "--result-dir"
+            } else {
+                "--result-filename"
+            };
+            return Some(format!(
+                "{flag} is vLLM's; sagellm-benchmark always saves its results, as JSON files named after each workload, in the folder --output DIR gives (default ./benchmark_results): drop {flag}{}",
+                self.result_dir
+                    .as_ref()
+                    .map(|dir| format!(" and give --output {dir}"))
+                    .unwrap_or_default()
+            ));
+        }
+        if self.dataset_name.is_some() || self.dataset_path.is_some() {
+            let kind = match self.dataset_name.as_deref() {
+                Some("sharegpt") => "sharegpt",
+                Some("custom") | None => "jsonl",
+                Some(other) => {
+                    return Some(format!(
+                        "--dataset-name {other} is vLLM's; sagellm-benchmark reads --dataset sharegpt FILE or --dataset jsonl FILE (one {{\"prompt\": \"...\"}} per line), and without --dataset sends synthetic prompts of each workload's prompt_tokens (vLLM's random)"
+                    ))
+                }
+            };
+            let file = self.dataset_path.as_deref().unwrap_or("FILE");
+            return Some(format!(
+                "--dataset-name and --dataset-path are vLLM's; sagellm-benchmark takes both in one flag: --dataset {kind} {file}"
+            ));
+        }
+        None
+    }
+
     fn shape(&self) -> Result<crate::workload::load::LoadShape, String> {
         use crate::OpenLoop;
+        if let Some(message) = self.vllm_flag() {
+            return Err(message);
+        }
         Ok(crate::workload::load::LoadShape {
+            max_concurrency: self.max_concurrency.map(|c| c as usize),
+            burstiness: self.burstiness,
+            ramp: self.ramp_up_strategy.map(|strategy| {
+                (
+                    match strategy {
+                        RampArg::Linear => crate::workload::RampStrategy::Linear,
+                        RampArg::Exponential => crate::workload::RampStrategy::Exponential,
+                    },
+                    self.ramp_up_start_rps.unwrap_or_default(),
+                    self.ramp_up_end_rps.unwrap_or_default(),
+                )
+            }),
+            percentiles: self.percentiles.clone().map(|s| s.0).unwrap_or_default(),
             num_requests: self.num_requests.map(|n| n as usize),
             concurrency: self.concurrency.clone().map(|s| s.0).unwrap_or_default(),
             request_rates: self.request_rate.clone().map(|s| s.0).unwrap_or_default(),

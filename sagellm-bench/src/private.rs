@@ -45,6 +45,8 @@ pub struct Options {
     concurrency: Option<Vec<usize>>,
     rate: Option<f64>,
     arrival: OpenLoop,
+    burstiness: Option<f64>,
+    max_concurrency: Option<usize>,
     seed: Option<u64>,
     shared_prefix: Option<usize>,
     goodput: Option<String>,
@@ -84,6 +86,12 @@ impl Options {
     /// `"constant"` or `"poisson"` (the macro checks the spelling).
     pub fn arrival(&mut self, kind: &str) {
         self.arrival = OpenLoop::parse(kind).unwrap_or_default();
+    }
+    pub fn burstiness(&mut self, shape: impl Into<f64>) {
+        self.burstiness = Some(shape.into());
+    }
+    pub fn max_concurrency(&mut self, cap: usize) {
+        self.max_concurrency = Some(cap);
     }
     pub fn seed(&mut self, seed: u64) {
         self.seed = Some(seed);
@@ -130,8 +138,14 @@ impl Entry {
             base.shared_prefix_tokens = tokens;
         }
         if let Some(rate) = o.rate {
-            base.arrival = o.arrival.at(rate);
+            base.arrival = match o.burstiness {
+                Some(burstiness) if burstiness != 1.0 => {
+                    crate::workload::Arrival::Gamma { rate, burstiness }
+                }
+                _ => o.arrival.at(rate),
+            };
         }
+        base.max_concurrency = o.max_concurrency;
         if let Some(objectives) = &o.goodput {
             let slo = crate::workload::slo::Slo::parse(objectives).map_err(|e| {
                 format!(
@@ -243,7 +257,64 @@ pub const fn in_benches_folder(file: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::in_benches_folder;
+    use super::*;
+    use crate::workload::Arrival;
+
+    fn no_setup(_: &mut Setup) -> SetupFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn entry(options: fn(&mut Options)) -> Entry {
+        Entry {
+            fn_name: "shaped",
+            module_path: "tests",
+            file: "benches/x.rs",
+            line: 7,
+            ignore: false,
+            backend: None,
+            options,
+            setup: no_setup,
+        }
+    }
+
+    #[test]
+    fn burstiness_and_max_concurrency_shape_the_open_loop() {
+        // What `#[workload(rate = 4.0, burstiness = 0.5, max_concurrency = 8)]` expands to.
+        let w = entry(|o| {
+            o.rate(4.0);
+            o.burstiness(0.5);
+            o.max_concurrency(8);
+        })
+        .workloads()
+        .unwrap();
+        assert_eq!(
+            w[0].arrival,
+            Arrival::Gamma {
+                rate: 4.0,
+                burstiness: 0.5
+            }
+        );
+        assert_eq!(w[0].max_concurrency, Some(8));
+        // Burstiness 1 is the Poisson schedule itself.
+        let w = entry(|o| {
+            o.rate(4.0);
+            o.burstiness(1);
+        })
+        .workloads()
+        .unwrap();
+        assert_eq!(w[0].arrival, Arrival::Poisson { rate: 4.0 });
+        // A cap of 0 is refused where the workload is declared.
+        let err = entry(|o| {
+            o.rate(4.0);
+            o.max_concurrency(0);
+        })
+        .workloads()
+        .unwrap_err();
+        assert!(
+            err.contains("benches/x.rs:7") && err.contains("max_concurrency"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn bench_sources_are_told_from_tests_and_libraries() {

@@ -278,6 +278,12 @@ impl TestServer {
         self.state.requests.load(Ordering::Relaxed)
     }
 
+    /// The most generation requests that were running at once so far, from when each was
+    /// received to when its stream ended or its client hung up.
+    pub fn peak_running(&self) -> u64 {
+        self.state.counters.peak_running.load(Ordering::Relaxed)
+    }
+
     /// `POST /tokenize` requests received so far.
     pub fn tokenize_requests(&self) -> usize {
         self.state.tokenize_requests.load(Ordering::Relaxed)
@@ -324,6 +330,8 @@ struct ServerState {
 #[derive(Default)]
 struct Counters {
     running: AtomicU64,
+    /// The most requests ever running at once (a client's concurrency, seen from here).
+    peak_running: AtomicU64,
     kv_tokens: AtomicU64,
     prompt_tokens: AtomicU64,
     generation_tokens: AtomicU64,
@@ -471,7 +479,8 @@ async fn generate(
     };
 
     let c = &state.counters;
-    c.running.fetch_add(1, Ordering::Relaxed);
+    let running = c.running.fetch_add(1, Ordering::Relaxed) + 1;
+    c.peak_running.fetch_max(running, Ordering::Relaxed);
     c.kv_tokens.fetch_add(prompt_tokens, Ordering::Relaxed);
     c.prompt_tokens.fetch_add(prompt_tokens, Ordering::Relaxed);
     c.prefix_queries.fetch_add(prompt_tokens, Ordering::Relaxed);

@@ -22,6 +22,9 @@ async fn open_loop(setup: &mut Setup) {
     setup.check(|r| if r.output_tokens > 0 { Ok(()) } else { Err("empty".into()) });
 }
 
+#[workload(rate = 4, burstiness = 0.5, max_concurrency = 2, requests = 3, ignore)]
+fn bursty_capped() {}
+
 #[workload(rate = 2.5, arrival = "constant", requests = 3, ignore)]
 async fn steady(setup: &mut Setup) {
     setup.check(|r| if r.output_tokens > 0 { Ok(()) } else { Err("empty".into()) });

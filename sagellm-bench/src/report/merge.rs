@@ -398,12 +398,25 @@ fn merge_workload(
             .sum();
         m.schedule_lag_p99_ms = metrics::schedule_lag_p99(&samples);
         m.client_held_requests = Some(held);
+        // Under a cap the lag holds the waits for a slot, the cap's doing: each shard judged
+        // its own client by how late it woke, so their verdicts stand for the lag.
+        let capped = shard_metrics.iter().any(|s| s.max_concurrency.is_some());
+        if capped {
+            m.max_concurrency = Some(shard_metrics.iter().filter_map(|s| s.max_concurrency).sum());
+            m.capped_requests = Some(shard_metrics.iter().filter_map(|s| s.capped_requests).sum());
+        }
+        let lag = if capped { None } else { m.schedule_lag_p99_ms };
         m.client_overloaded = Some(
-            metrics::fell_behind(held, m.schedule_lag_p99_ms)
+            metrics::fell_behind(held, lag)
                 || shard_metrics
                     .iter()
                     .any(|s| s.client_overloaded == Some(true)),
         );
+    }
+    // The extra percentiles the shards report, over the merged requests.
+    if let Some(first) = shard_metrics.first() {
+        let asked: Vec<f64> = first.percentiles.0.iter().map(|p| p.p).collect();
+        m.set_percentiles(&asked, &samples);
     }
     let result = WorkloadResult {
         workload: workload.clone(),

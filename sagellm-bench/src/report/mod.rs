@@ -147,7 +147,7 @@ pub(crate) fn turn_rows(summary: &Summary) -> Vec<[String; 8]> {
         .collect()
 }
 
-pub(crate) fn rows_for(summary: &Summary) -> Vec<(&'static str, Vec<String>)> {
+pub(crate) fn rows_for(summary: &Summary) -> Vec<(std::borrow::Cow<'static, str>, Vec<String>)> {
     let mut rows = Vec::new();
     for row in catalogue::table_rows() {
         if !row.shown_for(summary.workloads.values()) {
@@ -158,7 +158,7 @@ pub(crate) fn rows_for(summary: &Summary) -> Vec<(&'static str, Vec<String>)> {
         // and when a wall time is the simulation's (the mock's virtual clock), not the machine's.
         let wall = row.metrics.iter().any(|m| m.key == "total_time_s");
         rows.push((
-            row.label,
+            row.label.into(),
             summary
                 .workloads
                 .values()
@@ -174,9 +174,14 @@ pub(crate) fn rows_for(summary: &Summary) -> Vec<(&'static str, Vec<String>)> {
                 })
                 .collect(),
         ));
+        // The percentiles asked for beside p50, p95 and p99 (`--percentiles`), a row each,
+        // under the row that ends with the E2E p99.
+        if row.metrics.iter().any(|m| m.key == "p99_e2el_ms") {
+            rows.extend(extra_percentile_rows(summary));
+        }
         if row.metrics.iter().any(|m| m.key == "request_goodput_rps") {
             rows.push((
-                "Goodput SLO (ms)",
+                "Goodput SLO (ms)".into(),
                 summary
                     .workloads
                     .values()
@@ -189,6 +194,40 @@ pub(crate) fn rows_for(summary: &Summary) -> Vec<(&'static str, Vec<String>)> {
         }
     }
     rows
+}
+
+/// A row per percentile any workload reports beside p50, p95 and p99: its TTFT, TPOT, ITL
+/// and E2E latency, `-` for a workload without it.
+fn extra_percentile_rows(summary: &Summary) -> Vec<(std::borrow::Cow<'static, str>, Vec<String>)> {
+    use crate::results::metrics::ExtraPercentiles;
+    let mut asked: Vec<f64> = summary
+        .workloads
+        .values()
+        .flat_map(|m| m.percentiles.0.iter().map(|e| e.p))
+        .collect();
+    asked.sort_by(f64::total_cmp);
+    asked.dedup();
+    asked
+        .into_iter()
+        .map(|p| {
+            let label = format!(
+                "TTFT / TPOT / ITL / E2E p{} (ms)",
+                ExtraPercentiles::label(p)
+            );
+            let cells = summary
+                .workloads
+                .values()
+                .map(|m| match m.percentiles.0.iter().find(|e| e.p == p) {
+                    Some(e) => format!(
+                        "{:.2} / {:.2} / {:.2} / {:.2}",
+                        e.ttft_ms, e.tpot_ms, e.itl_ms, e.e2el_ms
+                    ),
+                    None => "-".to_string(),
+                })
+                .collect();
+            (label.into(), cells)
+        })
+        .collect()
 }
 
 /// A warning line for a run that stopped early, or "" for a complete one.

@@ -53,6 +53,11 @@ pub struct WorkloadMetrics {
     pub p95_e2el_ms: f64,
     pub p99_e2el_ms: f64,
     pub std_e2el_ms: f64,
+    /// Percentiles asked for beside p50, p95 and p99 (`--percentiles`), as vLLM's
+    /// `--metric-percentiles` writes them: one `p<P>_<metric>_ms` key each (`p90_ttft_ms`,
+    /// `p99.9_itl_ms`), for ttft, tpot, itl and e2el; absent unless asked for.
+    #[serde(flatten)]
+    pub percentiles: ExtraPercentiles,
 
     /// Reasoning figures (see docs/METRICS.md, "Reasoning models"): present only when some
     /// successful request streamed reasoning tokens. TTFO: time to first output (answer)
@@ -177,6 +182,13 @@ pub struct WorkloadMetrics {
     /// p99 passed 10 ms), so the server saw a lower rate than asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_overloaded: Option<bool>,
+    /// Open loop with a cap only (`--max-concurrency`): the cap on requests in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<usize>,
+    /// Open loop with a cap only: requests whose scheduled time came while the cap was full,
+    /// so that they waited for a slot (and were sent, and timed, from then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capped_requests: Option<u64>,
 
     /// Multi-turn workloads only: the figures of each turn index over all sessions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -534,6 +546,9 @@ pub fn aggregate_samples(
         },
         complete: true,
         schedule_lag_p99_ms: None,
+        max_concurrency: None,
+        capped_requests: None,
+        percentiles: ExtraPercentiles::default(),
         client_held_requests: None,
         client_overloaded: None,
         turns: turns::per_turn(records),
@@ -552,6 +567,176 @@ pub fn aggregate_samples(
         below_target_ms: None,
         below_target_dips: None,
         concurrency_ramp_ms: None,
+    }
+}
+
+/// The four latency figures at one percentile asked for beside p50, p95 and p99.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExtraPercentile {
+    /// The percentile, above 0 and at most 100.
+    pub p: f64,
+    pub ttft_ms: f64,
+    pub tpot_ms: f64,
+    /// From the ITL histogram, as `p50_itl_ms` and the others.
+    pub itl_ms: f64,
+    pub e2el_ms: f64,
+}
+
+/// The percentiles a workload reports beside p50, p95 and p99, in ascending order. In the
+/// metrics JSON, flattened into `p<P>_<metric>_ms` keys; reading a file back takes every key
+/// of that form and leaves the others to their fields.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ExtraPercentiles(pub Vec<ExtraPercentile>);
+
+/// The metrics of each extra percentile, in the order of their keys, as vLLM names them.
+const EXTRA_METRICS: [&str; 4] = ["ttft", "tpot", "itl", "e2el"];
+
+impl ExtraPercentile {
+    fn values(&self) -> [f64; 4] {
+        [self.ttft_ms, self.tpot_ms, self.itl_ms, self.e2el_ms]
+    }
+}
+
+impl ExtraPercentiles {
+    /// How a percentile is written in a key and a label: `90`, `99.9` (vLLM's spelling: an
+    /// integer without a decimal point, other numbers as Rust prints them, the shortest that
+    /// reads back as the same number).
+    pub fn label(p: f64) -> String {
+        if p.fract() == 0.0 {
+            format!("{}", p as u64)
+        } else {
+            format!("{p}")
+        }
+    }
+
+    /// The JSON key of `metric` (ttft, tpot, itl, e2el) at percentile `p`: `p90_ttft_ms`.
+    pub fn key(p: f64, metric: &str) -> String {
+        format!("p{}_{metric}_ms", Self::label(p))
+    }
+
+    /// Reads a key of the form `p<P>_<metric>_ms` back: the percentile and the metric's index.
+    fn parse_key(key: &str) -> Option<(f64, usize)> {
+        let rest = key.strip_prefix('p')?.strip_suffix("_ms")?;
+        let (text, metric) = rest.split_once('_')?;
+        let index = EXTRA_METRICS.iter().position(|m| *m == metric)?;
+        let p: f64 = text.parse().ok()?;
+        // Only the spelling this version writes: `p90`, not `p90.0` or `p090`.
+        (p > 0.0 && p <= 100.0 && Self::label(p) == text).then_some((p, index))
+    }
+}
+
+impl Serialize for ExtraPercentiles {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len() * EXTRA_METRICS.len()))?;
+        for extra in &self.0 {
+            for (metric, value) in EXTRA_METRICS.iter().zip(extra.values()) {
+                map.serialize_entry(&Self::key(extra.p, metric), &value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ExtraPercentiles {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = ExtraPercentiles;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("p<P>_<metric>_ms keys")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut found: Vec<(f64, [Option<f64>; 4])> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let Some((p, index)) = ExtraPercentiles::parse_key(&key) else {
+                        // A field of a newer version, or one this version names elsewhere.
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        continue;
+                    };
+                    let value: f64 = map.next_value()?;
+                    match found.iter_mut().find(|(q, _)| *q == p) {
+                        Some((_, values)) => values[index] = Some(value),
+                        None => {
+                            let mut values = [None; 4];
+                            values[index] = Some(value);
+                            found.push((p, values));
+                        }
+                    }
+                }
+                found.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let mut extras = Vec::with_capacity(found.len());
+                for (p, values) in found {
+                    let [Some(ttft_ms), Some(tpot_ms), Some(itl_ms), Some(e2el_ms)] = values else {
+                        return Err(serde::de::Error::custom(format!(
+                            "percentile {} is given for some of ttft, tpot, itl and e2el but not all ({} missing)",
+                            ExtraPercentiles::label(p),
+                            EXTRA_METRICS
+                                .iter()
+                                .zip(values)
+                                .filter(|(_, v)| v.is_none())
+                                .map(|(m, _)| ExtraPercentiles::key(p, m))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )));
+                    };
+                    extras.push(ExtraPercentile {
+                        p,
+                        ttft_ms,
+                        tpot_ms,
+                        itl_ms,
+                        e2el_ms,
+                    });
+                }
+                Ok(ExtraPercentiles(extras))
+            }
+        }
+        deserializer.deserialize_map(Keys)
+    }
+}
+
+/// The percentiles every workload reports under their own fields, which `--percentiles`
+/// does not repeat.
+pub const FIXED_PERCENTILES: [f64; 3] = [50.0, 95.0, 99.0];
+
+impl WorkloadMetrics {
+    /// Fills the extra percentiles of `asked` (those not among p50, p95 and p99, each once,
+    /// ascending) from the successful requests of `samples`: exact order statistics with
+    /// linear interpolation, as the fixed ones ([`percentile`]), the ITL from its histogram.
+    pub fn set_percentiles(&mut self, asked: &[f64], samples: &WorkloadSamples) {
+        let mut ps: Vec<f64> = asked
+            .iter()
+            .copied()
+            .filter(|p| !FIXED_PERCENTILES.contains(p))
+            .collect();
+        ps.sort_by(f64::total_cmp);
+        ps.dedup();
+        let ok: Vec<&RequestSample> = samples.requests().iter().filter(|r| r.success()).collect();
+        let sorted = |value: fn(&RequestSample) -> Option<f64>| -> Vec<f64> {
+            let mut v: Vec<f64> = ok.iter().filter_map(|r| value(r)).collect();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let (ttft, tpot, e2el) = (
+            sorted(RequestSample::ttft_ms),
+            sorted(RequestSample::tpot_ms),
+            sorted(RequestSample::e2el_ms),
+        );
+        let itl = samples.itl();
+        self.percentiles = ExtraPercentiles(
+            ps.into_iter()
+                .map(|p| ExtraPercentile {
+                    p,
+                    ttft_ms: percentile(&ttft, p),
+                    tpot_ms: percentile(&tpot, p),
+                    itl_ms: itl.percentile_ms(p),
+                    e2el_ms: percentile(&e2el, p),
+                })
+                .collect(),
+        );
     }
 }
 

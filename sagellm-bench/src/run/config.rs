@@ -26,6 +26,14 @@
 //! num_requests = 40
 //! rate = 4.0
 //! arrival = "constant"        # or "poisson" (the default)
+//!
+//! [workloads.bursty]          # open loop: gamma gaps, at most 8 in flight
+//! prompt_tokens = 128
+//! output_tokens = 64
+//! num_requests = 40
+//! rate = 4.0
+//! burstiness = 0.5            # 1 is Poisson; below 1 burstier, above 1 steadier
+//! max_concurrency = 8
 //! ```
 //!
 //! Errors name the file, the workload and the field.
@@ -52,6 +60,8 @@ pub const WORKLOAD_FIELDS: &[&str] = &[
     "concurrency",
     "rate",
     "arrival",
+    "burstiness",
+    "max_concurrency",
     "goodput",
     "seed",
     "shared_prefix_tokens",
@@ -91,6 +101,10 @@ pub struct WorkloadPatch {
     pub rate: Option<f64>,
     /// How an open loop spaces its requests: `poisson` (the default) or `constant`.
     pub arrival: Option<OpenLoop>,
+    /// Gamma gaps of this shape for the open loop (1: Poisson).
+    pub burstiness: Option<f64>,
+    /// An open loop's cap on requests in flight.
+    pub max_concurrency: Option<usize>,
     /// Goodput objectives for this workload, over the file's own.
     pub goodput: Option<Slo>,
     pub seed: Option<u64>,
@@ -301,6 +315,8 @@ impl Config {
             concurrency,
             rate,
             arrival,
+            burstiness,
+            max_concurrency,
             goodput,
             seed,
             shared_prefix_tokens,
@@ -340,6 +356,23 @@ impl Config {
                 }
             }
         }
+        if let Some(burstiness) = burstiness {
+            match w.arrival {
+                Arrival::Poisson { rate } | Arrival::Gamma { rate, .. } => {
+                    w.arrival = if burstiness == 1.0 {
+                        Arrival::Poisson { rate }
+                    } else {
+                        Arrival::Gamma { rate, burstiness }
+                    }
+                }
+                _ => {
+                    return Err(fail(
+                        "`burstiness` shapes the random gaps of an open loop; set `rate` with it (and no `arrival = \"constant\"`)".into(),
+                    ))
+                }
+            }
+        }
+        w.max_concurrency = max_concurrency.or(w.max_concurrency);
         if let Some(count) = sessions {
             let mut sessions = Sessions::synthetic(count, turns.unwrap_or(4), w.prompt_tokens);
             sessions.think_time = think_time.unwrap_or_default();
@@ -396,6 +429,18 @@ fn parse_patch(name: &str, fields: toml::Value, folder: &Path) -> Result<Workloa
             "num_requests" => patch.num_requests = Some(count()?),
             "warmup_requests" => patch.warmup_requests = Some(count()?),
             "concurrency" => patch.concurrency = Some(count()?),
+            "max_concurrency" => patch.max_concurrency = Some(count()?),
+            "burstiness" => {
+                patch.burstiness = Some(match value {
+                    toml::Value::Float(f) => f,
+                    toml::Value::Integer(i) => i as f64,
+                    _ => {
+                        return Err(format!(
+                        "field `burstiness` must be a number above 0 (1 is Poisson), not {value}"
+                    ))
+                    }
+                })
+            }
             "shared_prefix_tokens" => patch.shared_prefix_tokens = Some(count()?),
             "seed" => patch.seed = Some(count()? as u64),
             "sessions" => patch.sessions = Some(count()?),
@@ -520,6 +565,28 @@ pub fn did_you_mean(given: &str, known: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn burstiness_and_max_concurrency_shape_an_open_loop() {
+        let c = Config::parse(
+            "[workloads.a]\nprompt_tokens = 8\noutput_tokens = 8\nnum_requests = 4\nrate = 4\nburstiness = 0.5\nmax_concurrency = 3\n\n[workloads.b]\nprompt_tokens = 8\noutput_tokens = 8\nnum_requests = 4\nconcurrency = 2\nmax_concurrency = 3\n\n[workloads.c]\nprompt_tokens = 8\noutput_tokens = 8\nnum_requests = 4\nrate = 4\narrival = \"constant\"\nburstiness = 2\n",
+            "c.toml",
+        )
+        .unwrap();
+        let a = &c.select("a").unwrap()[0];
+        assert_eq!(
+            a.arrival,
+            Arrival::Gamma {
+                rate: 4.0,
+                burstiness: 0.5
+            }
+        );
+        assert_eq!(a.max_concurrency, Some(3));
+        let b = c.select("b").unwrap_err().to_string();
+        assert!(b.contains("`b`") && b.contains("closed loop"), "{b}");
+        let e = c.select("c").unwrap_err().to_string();
+        assert!(e.contains("burstiness") && e.contains("constant"), "{e}");
+    }
 
     #[test]
     fn overrides_a_preset_field() {

@@ -99,7 +99,7 @@ fn open_now() -> u64 {
 pub fn connections_needed(workload: &Workload) -> usize {
     match workload.arrival {
         Arrival::Closed { concurrency } => concurrency.min(workload.num_requests),
-        Arrival::Poisson { .. } | Arrival::Constant { .. } | Arrival::Trace => 1,
+        _ => 1,
     }
 }
 
@@ -166,9 +166,9 @@ pub fn memory_available() -> Option<u64> {
 pub fn memory_needed(workload: &Workload) -> u64 {
     let in_flight = match workload.arrival {
         Arrival::Closed { concurrency } => concurrency.min(workload.num_requests),
-        Arrival::Poisson { .. } | Arrival::Constant { .. } | Arrival::Trace => {
-            open_loop_slots().min(workload.num_requests)
-        }
+        _ => open_loop_slots()
+            .min(workload.max_concurrency.unwrap_or(usize::MAX))
+            .min(workload.num_requests),
     } as u64;
     // The open loop's schedule: one entry a request.
     let schedule = match workload.arrival {

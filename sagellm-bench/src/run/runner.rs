@@ -191,6 +191,8 @@ async fn run_workload_with(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RequestRecord>();
     let slots = crate::run::limits::open_loop_slots();
     let held = Arc::new(AtomicU64::new(0));
+    let capped = Arc::new(AtomicU64::new(0));
+    let wake_lag_ms = Arc::new(std::sync::Mutex::new(Vec::new()));
     let driver = tokio::spawn(send_all(
         backend.clone(),
         clock.clone(),
@@ -201,6 +203,8 @@ async fn run_workload_with(
         OpenLoopSlots {
             slots,
             held: held.clone(),
+            capped: capped.clone(),
+            wake_lag_ms: wake_lag_ms.clone(),
         },
     ));
     // Each record goes to the reporters (which write it to disk), leaves its sample here, and
@@ -282,6 +286,7 @@ async fn run_workload_with(
     if matches!(clock, Clock::Virtual(_)) {
         metrics.sources.latency = crate::backend::FigureSource::Simulated;
     }
+    metrics.set_percentiles(&workload.percentiles, &samples);
     if let Some(slo) = &workload.goodput {
         metrics.set_goodput(slo, samples.requests().iter().map(RequestSample::latency));
     }
@@ -302,12 +307,28 @@ async fn run_workload_with(
         }
     }
     if !matches!(workload.arrival, Arrival::Closed { .. }) {
+        let mut schedule = workload.arrival.describe();
+        if let Some(cap) = workload.max_concurrency {
+            // A shard keeps its share of the cap in flight; a merge adds the shares up.
+            let cap = workload.shard.map_or(cap, |s| s.concurrency(cap));
+            schedule.push_str(&format!(", at most {cap} in flight"));
+            metrics.max_concurrency = Some(cap);
+            metrics.capped_requests = Some(capped.load(Ordering::Relaxed));
+        }
+        // Under a cap, the recorded lag holds the waits for a slot, which are the cap's
+        // doing: the client is judged by how late it woke for each request instead.
+        let own_lag = workload.max_concurrency.map(|_| {
+            let mut lags = std::mem::take(&mut *wake_lag_ms.lock().expect("not poisoned"));
+            lags.sort_by(f64::total_cmp);
+            (!lags.is_empty()).then(|| metrics::percentile(&lags, 99.0))
+        });
         falling_behind(
             &mut metrics,
             &samples,
             held.load(Ordering::Relaxed),
             slots,
-            &workload.arrival.describe(),
+            &schedule,
+            own_lag,
         );
     }
     Ok(WorkloadResult {
@@ -325,9 +346,11 @@ fn falling_behind(
     held: u64,
     slots: usize,
     schedule: &str,
+    own_lag_p99: Option<Option<f64>>,
 ) {
     let p99 = metrics::schedule_lag_p99(samples);
-    let overloaded = metrics::fell_behind(held, p99);
+    let judged = own_lag_p99.unwrap_or(p99);
+    let overloaded = metrics::fell_behind(held, judged);
     metrics.schedule_lag_p99_ms = p99;
     metrics.client_held_requests = Some(held);
     metrics.client_overloaded = Some(overloaded);
@@ -335,7 +358,7 @@ fn falling_behind(
         tracing::warn!(
             "workload {}: the client fell behind its schedule ({schedule}): {held} requests waited for one of its {slots} in-flight slots, scheduling lag p99 {:.1} ms; the server saw a lower rate than asked (lower --request-rate or --trace-speed, or raise `ulimit -n`)",
             metrics.workload,
-            p99.unwrap_or(0.0)
+            judged.unwrap_or(0.0)
         );
     }
 }
@@ -343,8 +366,14 @@ fn falling_behind(
 /// An open loop's bound on requests in flight, and the count of those that had to wait for
 /// a free slot past their scheduled time.
 struct OpenLoopSlots {
+    /// The client's own bound (what its open files and memory allow).
     slots: usize,
+    /// Requests that waited because the client's own bound was full.
     held: Arc<AtomicU64>,
+    /// Requests that waited because the workload's `max_concurrency` was full.
+    capped: Arc<AtomicU64>,
+    /// How late the client woke for each scheduled request, ms, before any wait for a slot.
+    wake_lag_ms: Arc<std::sync::Mutex<Vec<f64>>>,
 }
 
 /// Sends every measured request of `workload` as its arrival process says: single requests,
@@ -428,25 +457,61 @@ async fn send_all(
                 });
             }
         }
-        Arrival::Poisson { .. } | Arrival::Constant { .. } | Arrival::Trace => {
+        Arrival::Poisson { .. }
+        | Arrival::Constant { .. }
+        | Arrival::Gamma { .. }
+        | Arrival::Ramp { .. }
+        | Arrival::Trace => {
             let schedule = context.workload.schedule().unwrap_or_default();
-            let slots = Arc::new(tokio::sync::Semaphore::new(open_loop.slots));
+            // The user's cap (`--max-concurrency`, this shard's share of it) and the client's
+            // own bound are one semaphore of the smaller size; a wait counts against the
+            // client only when its own bound is the smaller.
+            let cap = context
+                .workload
+                .max_concurrency
+                .map(|cap| shard.map_or(cap, |s| s.concurrency(cap)));
+            let (size, capped_by_user) = match cap {
+                Some(cap) if cap <= open_loop.slots => (cap, true),
+                _ => (open_loop.slots, false),
+            };
+            let slots = Arc::new(tokio::sync::Semaphore::new(size));
             let (clock, interrupt) = (&context.clock, &context.interrupt);
             let owned = schedule
                 .into_iter()
                 .enumerate()
                 .filter(|(i, _)| shard.map_or(true, |s| s.owns(*i)));
+            let mut last_sent = Duration::ZERO;
             for (index, offset) in owned {
                 tokio::select! {
                     _ = clock.sleep_until(origin + offset) => {}
                     _ = interrupt.requested() => break,
                 }
+                // How late the client itself woke for this request, before any wait for a
+                // slot: what judges the client when a cap makes waits part of the design.
+                if cap.is_some() {
+                    // Counted from its time, or from when the request before it got its slot
+                    // if that came later: the driver starts requests in order, so a wait for
+                    // the cap delays the ones behind it, and that is the cap's doing too.
+                    let due = (origin + offset).max(last_sent);
+                    let woke = clock.now().saturating_sub(due);
+                    open_loop
+                        .wake_lag_ms
+                        .lock()
+                        .expect("not poisoned")
+                        .push(ms(woke));
+                }
                 // At most `slots` in flight: beyond, the client would run out of connections
-                // (file handles) and memory, and measure itself instead of the server.
+                // (file handles) and memory, and measure itself instead of the server. Under
+                // a user's cap, the request waits for a slot as vLLM's --max-concurrency
+                // makes it wait, and is timed (its TTFT, its start) from when it is sent.
                 let permit = match slots.clone().try_acquire_owned() {
                     Ok(permit) => permit,
                     Err(_) => {
-                        open_loop.held.fetch_add(1, Ordering::Relaxed);
+                        if capped_by_user {
+                            open_loop.capped.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            open_loop.held.fetch_add(1, Ordering::Relaxed);
+                        }
                         tokio::select! {
                             permit = slots.clone().acquire_owned() => match permit {
                                 Ok(permit) => permit,
@@ -456,6 +521,7 @@ async fn send_all(
                         }
                     }
                 };
+                last_sent = clock.now();
                 let job = job.clone();
                 tasks.spawn(async move {
                     let _permit = permit;

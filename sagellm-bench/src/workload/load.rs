@@ -9,7 +9,7 @@ use crate::workload::setup::Prompts;
 use crate::workload::shard::Shard;
 use crate::workload::slo::Slo;
 use crate::workload::trace::Trace;
-use crate::workload::{Arrival, OpenLoop, Workload};
+use crate::workload::{Arrival, OpenLoop, RampStrategy, Workload};
 
 /// What the command line sets over every selected workload; `None` or an empty list keeps the
 /// workload's own value.
@@ -34,6 +34,17 @@ pub struct LoadShape {
     pub trace: Option<Trace>,
     /// The part of every workload this process sends (`--shard K/N`).
     pub shard: Option<Shard>,
+    /// A cap on requests in flight (`--max-concurrency`): over an open loop (a rate, a ramp,
+    /// a trace), what it may keep in flight; over a closed loop, with no rate given, its
+    /// concurrency (vLLM's `--max-concurrency` without a rate: as many at once, no more).
+    pub max_concurrency: Option<usize>,
+    /// Gamma-distributed gaps of this shape for `request_rates` and the ramp (`--burstiness`;
+    /// 1 is Poisson).
+    pub burstiness: Option<f64>,
+    /// A ramp of the rate over each workload: strategy, start and end rate (`--ramp-up-*`).
+    pub ramp: Option<(RampStrategy, f64, f64)>,
+    /// Percentiles every workload reports beside p50, p95 and p99 (`--percentiles`).
+    pub percentiles: Vec<f64>,
 }
 
 impl LoadShape {
@@ -75,6 +86,7 @@ impl LoadShape {
                 );
             }
         }
+        self.check_open_loop()?;
         if self.sessions.is_some() && self.num_requests.is_some() {
             return Err(
                 "a multi-turn run sends --sessions × --turns requests; drop --num-requests".into(),
@@ -105,6 +117,26 @@ impl LoadShape {
                 w.set_trace(trace.clone());
             }
             w.shard = self.shard;
+            if !self.percentiles.is_empty() {
+                w.percentiles = self.percentiles.clone();
+            }
+            if let Some((strategy, start_rate, end_rate)) = self.ramp {
+                w.arrival = Arrival::Ramp {
+                    strategy,
+                    start_rate,
+                    end_rate,
+                    burstiness: self.gaps(),
+                };
+            }
+            if let Some(cap) = self.max_concurrency {
+                match w.arrival {
+                    // Without a rate over it, a closed loop runs at the cap, as --concurrency.
+                    Arrival::Closed { .. } if self.request_rates.is_empty() => {
+                        w.arrival = Arrival::Closed { concurrency: cap }
+                    }
+                    _ => w.max_concurrency = Some(cap),
+                }
+            }
             let sweep = self.concurrency.len() > 1 || self.request_rates.len() > 1;
             let name = |suffix: String| {
                 if sweep {
@@ -125,14 +157,80 @@ impl LoadShape {
                 });
             }
             for &rate in &self.request_rates {
+                let arrival = match self.gaps() {
+                    Some(burstiness) if burstiness != 1.0 => Arrival::Gamma { rate, burstiness },
+                    _ => self.arrival.at(rate),
+                };
                 shaped.push(Workload {
                     name: name(format!("r{}", rate_label(rate))),
-                    arrival: self.arrival.at(rate),
+                    arrival,
                     ..w.clone()
                 });
             }
         }
         Ok(shaped)
+    }
+}
+
+impl LoadShape {
+    /// The open-loop gaps asked for: `None` for evenly spaced ones (`--arrival constant`),
+    /// else the gamma shape (1, Poisson, unless `--burstiness` says otherwise).
+    fn gaps(&self) -> Option<f64> {
+        match self.arrival {
+            OpenLoop::Constant => None,
+            OpenLoop::Poisson => Some(self.burstiness.unwrap_or(1.0)),
+        }
+    }
+
+    /// The rules between the cap, the burstiness, the ramp and the other load flags.
+    fn check_open_loop(&self) -> Result<(), String> {
+        if self.max_concurrency.is_some() && !self.concurrency.is_empty() {
+            return Err(
+                "give --concurrency (a closed loop of that many) or --max-concurrency (a cap over --request-rate; alone, the same as --concurrency), not both"
+                    .into(),
+            );
+        }
+        if let Some((_, start, end)) = self.ramp {
+            if !self.request_rates.is_empty() || !self.concurrency.is_empty() {
+                return Err(
+                    "a ramp sets the rate from --ramp-up-start-rps to --ramp-up-end-rps; drop --request-rate and --concurrency"
+                        .into(),
+                );
+            }
+            if self.trace.is_some() {
+                return Err(
+                    "a --trace sets when each request starts; drop the --ramp-up-* flags".into(),
+                );
+            }
+            for (flag, rate) in [("--ramp-up-start-rps", start), ("--ramp-up-end-rps", end)] {
+                if !(rate.is_finite() && rate >= crate::workload::MIN_RATE) {
+                    return Err(format!(
+                        "{flag} must be requests per second of at least {}, not {rate}",
+                        crate::workload::MIN_RATE
+                    ));
+                }
+            }
+        }
+        if let Some(b) = self.burstiness {
+            if self.request_rates.is_empty() && self.ramp.is_none() {
+                return Err(
+                    "--burstiness shapes the gaps of an open loop; give --request-rate R (or a --ramp-up-strategy) with it"
+                        .into(),
+                );
+            }
+            if self.arrival == OpenLoop::Constant {
+                return Err(
+                    "--burstiness shapes random gaps, and --arrival constant has none; drop one (--burstiness 1 is --arrival poisson)"
+                        .into(),
+                );
+            }
+            if !(b.is_finite() && b > 0.0) {
+                return Err(format!(
+                    "--burstiness must be above 0 (1 is Poisson, below 1 burstier, above 1 steadier), not {b}"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -149,6 +247,100 @@ mod tests {
 
     fn names(workloads: &[Workload]) -> Vec<&str> {
         workloads.iter().map(|w| w.name.as_str()).collect()
+    }
+
+    #[test]
+    fn max_concurrency_caps_a_rate_and_alone_is_a_concurrency() {
+        let alone = LoadShape {
+            max_concurrency: Some(6),
+            ..LoadShape::default()
+        };
+        let w = alone.apply(Workload::year1()).unwrap();
+        assert!(w.iter().all(
+            |w| w.arrival == Arrival::Closed { concurrency: 6 } && w.max_concurrency.is_none()
+        ));
+        let capped = LoadShape {
+            max_concurrency: Some(3),
+            request_rates: vec![2.0, 8.0],
+            ..LoadShape::default()
+        };
+        let w = capped.apply(vec![Workload::short_input()]).unwrap();
+        assert_eq!(names(&w), ["short_input_r2", "short_input_r8"]);
+        assert_eq!(w[1].arrival, Arrival::Poisson { rate: 8.0 });
+        assert!(w.iter().all(|w| w.max_concurrency == Some(3)));
+        let both = LoadShape {
+            max_concurrency: Some(3),
+            concurrency: vec![2],
+            ..LoadShape::default()
+        };
+        assert!(both
+            .apply(Workload::year1())
+            .unwrap_err()
+            .contains("--max-concurrency"));
+    }
+
+    #[test]
+    fn burstiness_and_ramps_set_the_arrival() {
+        let bursty = LoadShape {
+            request_rates: vec![4.0],
+            burstiness: Some(0.5),
+            ..LoadShape::default()
+        };
+        let w = bursty.apply(vec![Workload::short_input()]).unwrap();
+        assert_eq!(
+            w[0].arrival,
+            Arrival::Gamma {
+                rate: 4.0,
+                burstiness: 0.5
+            }
+        );
+        let poisson = LoadShape {
+            burstiness: Some(1.0),
+            ..bursty.clone()
+        };
+        let w = poisson.apply(vec![Workload::short_input()]).unwrap();
+        assert_eq!(w[0].arrival, Arrival::Poisson { rate: 4.0 });
+        let constant = LoadShape {
+            arrival: OpenLoop::Constant,
+            ..bursty.clone()
+        };
+        assert!(constant
+            .apply(Workload::year1())
+            .unwrap_err()
+            .contains("--arrival constant"));
+        let alone = LoadShape {
+            burstiness: Some(0.5),
+            ..LoadShape::default()
+        };
+        assert!(alone
+            .apply(Workload::year1())
+            .unwrap_err()
+            .contains("--request-rate"));
+        let ramp = LoadShape {
+            ramp: Some((RampStrategy::Linear, 1.0, 5.0)),
+            arrival: OpenLoop::Constant,
+            max_concurrency: Some(2),
+            ..LoadShape::default()
+        };
+        let w = ramp.apply(vec![Workload::stress_test()]).unwrap();
+        assert_eq!(
+            w[0].arrival,
+            Arrival::Ramp {
+                strategy: RampStrategy::Linear,
+                start_rate: 1.0,
+                end_rate: 5.0,
+                burstiness: None
+            }
+        );
+        assert_eq!(w[0].max_concurrency, Some(2));
+        let ramp_and_rate = LoadShape {
+            request_rates: vec![2.0],
+            ..ramp
+        };
+        assert!(ramp_and_rate
+            .apply(Workload::year1())
+            .unwrap_err()
+            .contains("--request-rate"));
     }
 
     #[test]

@@ -63,6 +63,14 @@ pub struct Workload {
     /// The part of the workload this process sends when several send it together (see
     /// [`shard`]); `None` sends it all.
     pub shard: Option<Shard>,
+    /// An open loop's cap on requests (sessions, for a multi-turn workload) in flight, as
+    /// vLLM's `--max-concurrency`: a request whose time comes while this many are in flight
+    /// waits for one to finish, and is sent then. `None`: no cap but the client's own (see
+    /// `run::limits`). A closed loop has none (its `concurrency` is its cap).
+    pub max_concurrency: Option<usize>,
+    /// Percentiles to report beside p50, p95 and p99 (`--percentiles`, vLLM's
+    /// `--metric-percentiles`), each above 0 and at most 100.
+    pub percentiles: Vec<f64>,
 }
 
 /// How requests are sent to the backend.
@@ -90,6 +98,64 @@ pub enum Arrival {
     /// Replay: each request starts at its time in the workload's trace, whatever the backend
     /// is doing.
     Trace,
+    /// Open loop with gamma-distributed gaps of shape `burstiness` and mean `1 / rate`, seeded
+    /// (vLLM's `--burstiness`): 1 is a Poisson process, below 1 burstier, above 1 steadier.
+    Gamma {
+        /// Requests per second, on average.
+        rate: f64,
+        /// The gaps' shape; their coefficient of variation is `1 / sqrt(burstiness)`.
+        burstiness: f64,
+    },
+    /// Open loop whose rate goes from `start_rate` to `end_rate` over the run (vLLM's
+    /// `--ramp-up-strategy`): the gap before request `i` has the mean `1 / r_i`, `r_i` the
+    /// rate at `i / (count - 1)` of the way (see [`ramp_schedule`]).
+    Ramp {
+        /// How the rate goes from start to end.
+        strategy: RampStrategy,
+        /// The rate of the first gap's request (request 0 starts at 0), requests per second.
+        start_rate: f64,
+        /// The rate at the last request, requests per second.
+        end_rate: f64,
+        /// The gaps' shape as in [`Arrival::Gamma`] (1: exponential gaps); `None`: each gap is
+        /// exactly `1 / r_i`.
+        burstiness: Option<f64>,
+    },
+}
+
+/// How a ramp's rate goes from its start to its end over the requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RampStrategy {
+    /// `r_i = start + (end - start) * p_i`.
+    Linear,
+    /// `r_i = start * (end / start) ^ p_i`: the same factor every step.
+    Exponential,
+}
+
+impl RampStrategy {
+    /// Reads `linear` or `exponential`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "linear" => Some(RampStrategy::Linear),
+            "exponential" => Some(RampStrategy::Exponential),
+            _ => None,
+        }
+    }
+
+    /// The rate at `progress` (0 at the first request, 1 at the last) from `start` to `end`.
+    pub fn rate_at(self, start: f64, end: f64, progress: f64) -> f64 {
+        match self {
+            RampStrategy::Linear => start + (end - start) * progress,
+            RampStrategy::Exponential => start * (end / start).powf(progress),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RampStrategy::Linear => "linear",
+            RampStrategy::Exponential => "exponential",
+        }
+    }
 }
 
 impl Arrival {
@@ -97,15 +163,22 @@ impl Arrival {
     pub fn concurrency(&self) -> Option<usize> {
         match self {
             Arrival::Closed { concurrency } => Some(*concurrency),
-            Arrival::Poisson { .. } | Arrival::Constant { .. } | Arrival::Trace => None,
+            Arrival::Poisson { .. }
+            | Arrival::Constant { .. }
+            | Arrival::Trace
+            | Arrival::Gamma { .. }
+            | Arrival::Ramp { .. } => None,
         }
     }
 
-    /// The open-loop rate in requests per second (`None` for a closed loop).
+    /// The open-loop rate in requests per second (`None` for a closed loop, a trace, and a
+    /// ramp, which has no one rate).
     pub fn rate(&self) -> Option<f64> {
         match self {
-            Arrival::Closed { .. } | Arrival::Trace => None,
-            Arrival::Poisson { rate } | Arrival::Constant { rate } => Some(*rate),
+            Arrival::Closed { .. } | Arrival::Trace | Arrival::Ramp { .. } => None,
+            Arrival::Poisson { rate }
+            | Arrival::Constant { rate }
+            | Arrival::Gamma { rate, .. } => Some(*rate),
         }
     }
 
@@ -117,6 +190,17 @@ impl Arrival {
             Arrival::Closed { .. } | Arrival::Trace => None,
             Arrival::Poisson { rate } => Some(poisson_schedule(rate, count, seed)),
             Arrival::Constant { rate } => Some(constant_schedule(rate, count)),
+            Arrival::Gamma { rate, burstiness } => {
+                Some(gamma_schedule(rate, burstiness, count, seed))
+            }
+            Arrival::Ramp {
+                strategy,
+                start_rate,
+                end_rate,
+                burstiness,
+            } => Some(ramp_schedule(
+                strategy, start_rate, end_rate, burstiness, count, seed,
+            )),
         }
     }
 
@@ -128,6 +212,25 @@ impl Arrival {
             Arrival::Poisson { rate } => format!("Poisson {rate} req/s"),
             Arrival::Constant { rate } => format!("constant {rate} req/s"),
             Arrival::Trace => "trace replay".to_string(),
+            Arrival::Gamma { rate, burstiness } => {
+                format!("gamma {rate} req/s, burstiness {burstiness}")
+            }
+            Arrival::Ramp {
+                strategy,
+                start_rate,
+                end_rate,
+                burstiness,
+            } => {
+                let gaps = match burstiness {
+                    None => "constant gaps".to_string(),
+                    Some(b) if *b == 1.0 => "Poisson gaps".to_string(),
+                    Some(b) => format!("burstiness {b}"),
+                };
+                format!(
+                    "{} ramp {start_rate} to {end_rate} req/s, {gaps}",
+                    strategy.name()
+                )
+            }
         }
     }
 }
@@ -222,6 +325,8 @@ impl Workload {
             sessions: None,
             trace: None,
             shard: None,
+            max_concurrency: None,
+            percentiles: Vec::new(),
         }
     }
 
@@ -377,16 +482,70 @@ impl Workload {
         }
         self.validate_sources()?;
         self.validate_shard()?;
-        match self.arrival {
-            Arrival::Closed { concurrency: 0 } => Err("concurrency must be at least 1".into()),
-            Arrival::Poisson { rate } | Arrival::Constant { rate }
-                if !(rate.is_finite() && rate >= MIN_RATE) =>
-            {
+        self.validate_cap()?;
+        if let Some(p) = self
+            .percentiles
+            .iter()
+            .find(|p| !(**p > 0.0 && **p <= 100.0))
+        {
+            return Err(format!(
+                "percentiles must be above 0 and at most 100, not {p}"
+            ));
+        }
+        let rate_ok = |field: &str, rate: f64| {
+            if rate.is_finite() && rate >= MIN_RATE {
+                Ok(())
+            } else {
                 Err(format!(
-                    "rate must be a number of requests per second of at least {MIN_RATE}, not {rate}"
+                    "{field} must be a number of requests per second of at least {MIN_RATE}, not {rate}"
                 ))
             }
-            _ => Ok(()),
+        };
+        let burstiness_ok = |b: f64| {
+            if b.is_finite() && b > 0.0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "burstiness must be a number above 0 (1 is Poisson, below 1 burstier, above 1 steadier), not {b}"
+                ))
+            }
+        };
+        match self.arrival {
+            Arrival::Closed { concurrency: 0 } => Err("concurrency must be at least 1".into()),
+            Arrival::Closed { .. } | Arrival::Trace => Ok(()),
+            Arrival::Poisson { rate } | Arrival::Constant { rate } => rate_ok("rate", rate),
+            Arrival::Gamma { rate, burstiness } => {
+                rate_ok("rate", rate)?;
+                burstiness_ok(burstiness)
+            }
+            Arrival::Ramp {
+                start_rate,
+                end_rate,
+                burstiness,
+                ..
+            } => {
+                rate_ok("the ramp's start rate (--ramp-up-start-rps)", start_rate)?;
+                rate_ok("the ramp's end rate (--ramp-up-end-rps)", end_rate)?;
+                burstiness.map_or(Ok(()), burstiness_ok)
+            }
+        }
+    }
+
+    /// A cap on requests in flight belongs to an open loop and lets at least one through.
+    fn validate_cap(&self) -> Result<(), String> {
+        match (self.max_concurrency, self.arrival) {
+            (None, _) => Ok(()),
+            (Some(0), _) => Err("max_concurrency must be at least 1".into()),
+            (Some(_), Arrival::Closed { .. }) => Err(
+                "max_concurrency caps an open loop (a rate, a ramp or a trace); a closed loop's cap is its concurrency: set that instead".into(),
+            ),
+            (Some(cap), _) => match self.shard {
+                Some(shard) if cap < shard.count => Err(format!(
+                    "max_concurrency {cap} cannot be divided among {} shards (each needs at least one request in flight); give --max-concurrency of at least {}",
+                    shard.count, shard.count
+                )),
+                _ => Ok(()),
+            },
         }
     }
 
@@ -566,6 +725,42 @@ pub(crate) const VOCABULARY: &[&str] = &[
 /// The start times of `count` requests of a Poisson process with `rate` requests per second,
 /// counted from the first (which starts at zero), seeded so the schedule repeats exactly.
 pub fn poisson_schedule(rate: f64, count: usize, seed: u64) -> Vec<Duration> {
+    gap_schedule(count, seed, |_| rate, Some(1.0))
+}
+
+/// The start times of `count` requests whose gaps are gamma-distributed with shape
+/// `burstiness` and mean `1 / rate`, counted from the first (at zero), seeded. A burstiness of
+/// 1 gives exactly [`poisson_schedule`]'s times.
+pub fn gamma_schedule(rate: f64, burstiness: f64, count: usize, seed: u64) -> Vec<Duration> {
+    gap_schedule(count, seed, |_| rate, Some(burstiness))
+}
+
+/// The start times of `count` requests of a ramp from `start_rate` to `end_rate`: request 0
+/// at zero, request `i` one gap after request `i - 1`, the gap drawn with the mean `1 / r_i`
+/// where `r_i = strategy.rate_at(start_rate, end_rate, i / (count - 1))` (the rate vLLM gives
+/// request `i`). The gaps are gamma with shape `burstiness` (seeded as [`gamma_schedule`]), or
+/// exactly `1 / r_i` when `burstiness` is `None`.
+pub fn ramp_schedule(
+    strategy: RampStrategy,
+    start_rate: f64,
+    end_rate: f64,
+    burstiness: Option<f64>,
+    count: usize,
+    seed: u64,
+) -> Vec<Duration> {
+    let last = count.saturating_sub(1).max(1) as f64;
+    let rate_of = |i: usize| strategy.rate_at(start_rate, end_rate, i as f64 / last);
+    gap_schedule(count, seed, rate_of, burstiness)
+}
+
+/// Request 0 at zero, then request `i` one gap after request `i - 1`, the gap of mean
+/// `1 / rate_of(i)`: exactly that (`shape` `None`), or gamma-distributed with that shape.
+fn gap_schedule(
+    count: usize,
+    seed: u64,
+    rate_of: impl Fn(usize) -> f64,
+    shape: Option<f64>,
+) -> Vec<Duration> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // A separate stream from the prompts' streams, so changing one does not move the other.
     rng.set_stream(u64::MAX);
@@ -573,15 +768,60 @@ pub fn poisson_schedule(rate: f64, count: usize, seed: u64) -> Vec<Duration> {
     let mut times = Vec::with_capacity(count);
     for i in 0..count {
         if i > 0 {
-            // Inverse-CDF sampling of an exponential gap; 1 - u lies in (0, 1], so ln is finite.
-            let u: f64 = rng.gen();
-            t += -(1.0 - u).ln() / rate;
+            let rate = rate_of(i);
+            t += match shape {
+                None => 1.0 / rate,
+                // A gamma variable of shape k has the mean k: over k * rate, the mean 1 / rate.
+                // (Divided, not multiplied by 1 / rate: shape 1 keeps the Poisson schedule's
+                // exact times, `-ln(1 - u) / rate`.)
+                Some(k) => gamma(&mut rng, k) / (k * rate),
+            };
         }
-        // `validate` bounds the rate and the count so `t` stays far inside a Duration; saturate
-        // rather than panic should a caller skip it.
+        // `validate` bounds the rates and the count so `t` stays far inside a Duration;
+        // saturate rather than panic should a caller skip it.
         times.push(Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX));
     }
     times
+}
+
+/// A gamma-distributed number of shape `k` and scale 1 (mean `k`, variance `k`).
+///
+/// `rand_distr` is in Cargo.lock, but in the version for rand 0.9, whose generators are not
+/// this crate's rand 0.8 ones; the sampler is short enough to keep here. Shape 1 is the
+/// exponential distribution, drawn by inverse CDF from one uniform number (so a burstiness of
+/// 1 repeats the Poisson schedule exactly). Other shapes: Marsaglia and Tsang, "A simple
+/// method for generating gamma variables" (ACM TOMS 26(3), 2000): for `k >= 1`, with
+/// `d = k - 1/3` and `c = 1 / sqrt(9d)`, draw a standard normal `x` and `v = (1 + cx)^3`, and
+/// accept `dv` when `v > 0` and `ln u < x^2/2 + d - dv + d ln v` (`u` uniform); for `k < 1`,
+/// `G(k) = G(k + 1) * u^(1/k)`.
+pub(crate) fn gamma<R: Rng + ?Sized>(rng: &mut R, k: f64) -> f64 {
+    // 1 - u lies in (0, 1], so its logarithm is finite.
+    fn unit_open<R: Rng + ?Sized>(rng: &mut R) -> f64 {
+        1.0 - rng.gen::<f64>()
+    }
+    if k == 1.0 {
+        return -unit_open(rng).ln();
+    }
+    if k < 1.0 {
+        let boost = unit_open(rng).powf(1.0 / k);
+        return gamma(rng, k + 1.0) * boost;
+    }
+    let d = k - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        // A standard normal number by Box and Muller's transform of two uniform numbers.
+        let (u1, u2) = (unit_open(rng), rng.gen::<f64>());
+        let x = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        let v = (1.0 + c * x).powi(3);
+        if v <= 0.0 {
+            continue;
+        }
+        let u = unit_open(rng);
+        // The squeeze first (cheap, accepts most), then the exact test.
+        if u < 1.0 - 0.0331 * x.powi(4) || u.ln() < 0.5 * x * x + d * (1.0 - v + v.ln()) {
+            return d * v;
+        }
+    }
 }
 
 /// The start times of `count` requests sent at a steady `rate` requests per second: request `i`
@@ -700,6 +940,134 @@ mod tests {
             Arrival::Constant { rate: 4.0 }.schedule(10, 9),
             Arrival::Poisson { rate: 4.0 }.schedule(10, 9)
         );
+    }
+
+    #[test]
+    fn gamma_sampler_has_the_closed_form_mean_and_variance() {
+        // Gamma(k, 1): mean k, variance k. Over n draws the sample mean has the standard
+        // error sqrt(k / n); the sample variance has sqrt((m4 - k^2) / n), where the fourth
+        // central moment is m4 = 3k^2 + 6k (excess kurtosis 6 / k). Both are allowed five
+        // standard errors: a seeded draw, so the test is exact, and a broken sampler (a wrong
+        // shape, a missing boost below 1) misses by far more.
+        let n = 200_000;
+        for k in [0.25, 0.5, 1.0, 2.0, 7.5] {
+            let mut rng = ChaCha8Rng::seed_from_u64(11);
+            let draws: Vec<f64> = (0..n).map(|_| gamma(&mut rng, k)).collect();
+            assert!(draws.iter().all(|x| x.is_finite() && *x >= 0.0));
+            let mean = draws.iter().sum::<f64>() / n as f64;
+            let var = draws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+            let mean_se = (k / n as f64).sqrt();
+            let var_se = ((3.0 * k * k + 6.0 * k - k * k) / n as f64).sqrt();
+            assert!((mean - k).abs() < 5.0 * mean_se, "k {k}: mean {mean}");
+            assert!((var - k).abs() < 5.0 * var_se, "k {k}: variance {var}");
+        }
+    }
+
+    #[test]
+    fn burstiness_one_is_the_poisson_schedule_and_others_change_the_spread() {
+        assert_eq!(
+            gamma_schedule(3.0, 1.0, 500, 5),
+            poisson_schedule(3.0, 500, 5)
+        );
+        assert_eq!(
+            Arrival::Gamma {
+                rate: 3.0,
+                burstiness: 1.0
+            }
+            .schedule(50, 5),
+            Arrival::Poisson { rate: 3.0 }.schedule(50, 5)
+        );
+        // Gaps of shape B and mean 1/rate have the coefficient of variation 1/sqrt(B): 2 at
+        // B = 0.25, 0.5 at B = 4. With 20,000 gaps the sample CV is within a few percent
+        // (its standard error is below 2% of it for these shapes); 10% is far outside both
+        // the other shape's CV and Poisson's 1.
+        let rate = 5.0;
+        for (b, cv) in [(0.25, 2.0), (4.0, 0.5)] {
+            let times = gamma_schedule(rate, b, 20_001, 3);
+            assert_eq!(times[0], Duration::ZERO);
+            let gaps: Vec<f64> = times
+                .windows(2)
+                .map(|w| (w[1] - w[0]).as_secs_f64())
+                .collect();
+            let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+            let sd = (gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>()
+                / (gaps.len() - 1) as f64)
+                .sqrt();
+            assert!((mean * rate - 1.0).abs() < 0.05, "B {b}: mean gap {mean}");
+            assert!(
+                (sd / mean - cv).abs() / cv < 0.10,
+                "B {b}: CV {}",
+                sd / mean
+            );
+        }
+    }
+
+    #[test]
+    fn ramp_schedules_by_hand() {
+        let ms = |times: Vec<Duration>| {
+            times
+                .iter()
+                .map(|t| (t.as_secs_f64() * 1e6).round() / 1e3)
+                .collect::<Vec<_>>()
+        };
+        // Linear 1 -> 4 req/s over 4 requests: rates 1, 2, 3, 4; the gap before request i is
+        // 1 / r_i: 0, then +500 ms, +333.333 ms, +250 ms.
+        assert_eq!(
+            ms(ramp_schedule(RampStrategy::Linear, 1.0, 4.0, None, 4, 0)),
+            vec![0.0, 500.0, 833.333, 1083.333]
+        );
+        // Exponential 1 -> 8 req/s over 4 requests: rates 1, 2, 4, 8 (doubling): 0, 500, 750,
+        // 875 ms.
+        assert_eq!(
+            ms(ramp_schedule(
+                RampStrategy::Exponential,
+                1.0,
+                8.0,
+                None,
+                4,
+                0
+            )),
+            vec![0.0, 500.0, 750.0, 875.0]
+        );
+        // Down-ramps too: linear 10 -> 5 over 3 requests: rates 10, 7.5, 5: 0, 133.333, 333.333.
+        assert_eq!(
+            ms(ramp_schedule(RampStrategy::Linear, 10.0, 5.0, None, 3, 0)),
+            vec![0.0, 133.333, 333.333]
+        );
+        // One request: at zero, whatever the ramp.
+        assert_eq!(
+            ramp_schedule(RampStrategy::Linear, 1.0, 4.0, Some(1.0), 1, 0),
+            vec![Duration::ZERO]
+        );
+        // With gamma gaps, a flat ramp is the gamma schedule at its rate.
+        assert_eq!(
+            ramp_schedule(RampStrategy::Linear, 2.0, 2.0, Some(0.5), 100, 9),
+            gamma_schedule(2.0, 0.5, 100, 9)
+        );
+    }
+
+    #[test]
+    fn a_cap_is_for_open_loops_and_at_least_one() {
+        let mut w = Workload::short_input();
+        w.max_concurrency = Some(2);
+        assert!(w.validate().unwrap_err().contains("closed loop"));
+        w.arrival = Arrival::Poisson { rate: 2.0 };
+        assert_eq!(w.validate(), Ok(()));
+        w.max_concurrency = Some(0);
+        assert!(w.validate().unwrap_err().contains("max_concurrency"));
+        w.max_concurrency = None;
+        w.arrival = Arrival::Gamma {
+            rate: 2.0,
+            burstiness: 0.0,
+        };
+        assert!(w.validate().unwrap_err().contains("burstiness"));
+        w.arrival = Arrival::Ramp {
+            strategy: RampStrategy::Exponential,
+            start_rate: 0.0,
+            end_rate: 4.0,
+            burstiness: None,
+        };
+        assert!(w.validate().unwrap_err().contains("--ramp-up-start-rps"));
     }
 
     #[test]
