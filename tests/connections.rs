@@ -20,7 +20,9 @@ const CONCURRENCY: usize = 4;
 const REQUESTS: usize = 200;
 
 /// Runs one closed-loop workload of `requests` 8-token requests at `concurrency` against
-/// `server`, with one warm-up request, and returns its metrics and records.
+/// `server`, with one warm-up request, and returns its metrics and records. Without the probe
+/// of `/tokenize`, whose client of its own would add one connection to the server's count:
+/// what is counted is the connections under the generation requests.
 fn run(
     server: &FramedServer,
     requests: usize,
@@ -36,6 +38,7 @@ fn run(
             "--backend",
             "openai",
             "--no-metrics",
+            "--no-tokenize",
             "--quiet",
             "--base-url",
             &server.url(),

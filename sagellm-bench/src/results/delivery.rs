@@ -8,7 +8,7 @@
 //! loop only drains), the time-weighted mean number in flight, how long fewer than `c` were,
 //! and how many times their number fell below `c`.
 
-use crate::results::samples::RequestSample;
+use crate::results::samples::{in_flight_steps, RequestSample};
 
 /// A closed loop whose mean number in flight was more than this share below its target
 /// delivered visibly less load than asked for: the run warns. (The time below the target is no
@@ -61,44 +61,31 @@ pub fn closed_loop(concurrency: usize, samples: &[RequestSample]) -> Option<Deli
     if target == 0 {
         return None;
     }
-    let mut events: Vec<(f64, i64)> = samples
-        .iter()
-        .flat_map(|s| [(s.start_ms(), 1), (s.end_ms(), -1)])
-        .collect();
-    events.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let first_send = events.first()?.0;
+    let steps = in_flight_steps(samples);
+    let first_send = steps.first()?.at;
     let last_send = samples
         .iter()
         .map(RequestSample::start_ms)
         .fold(f64::NEG_INFINITY, f64::max);
 
-    // Events at one instant apply together: a worker's next send at the very end of its
-    // previous request is no dip.
-    let (mut in_flight, mut phase_start) = (0i64, None::<f64>);
+    let mut phase_start = None::<f64>;
     let (mut weighted, mut below_ms, mut dips) = (0.0, 0.0, 0u64);
-    let mut i = 0;
-    while i < events.len() {
-        let at = events[i].0;
-        if at > last_send {
+    for (k, step) in steps.iter().enumerate() {
+        if step.at > last_send {
             break;
         }
-        let before = in_flight;
-        while i < events.len() && events[i].0 == at {
-            in_flight += events[i].1;
-            i += 1;
-        }
-        // The time until the next instant (or the last send) holds `in_flight`.
-        let until = events.get(i).map_or(last_send, |e| e.0.min(last_send));
-        if phase_start.is_none() && in_flight >= target {
-            phase_start = Some(at);
+        // The time until the next step (or the last send) holds `step.after`.
+        let until = steps.get(k + 1).map_or(last_send, |s| s.at.min(last_send));
+        if phase_start.is_none() && step.after >= target {
+            phase_start = Some(step.at);
         }
         if phase_start.is_some() {
-            let span = until - at;
-            weighted += in_flight as f64 * span;
+            let span = until - step.at;
+            weighted += step.after as f64 * span;
             // At the last send the drain begins: a fall there is no dip.
-            if in_flight < target && at < last_send {
+            if step.after < target && step.at < last_send {
                 below_ms += span;
-                if before >= target {
+                if step.before >= target {
                     dips += 1;
                 }
             }

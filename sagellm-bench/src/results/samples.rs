@@ -364,6 +364,42 @@ impl WorkloadSamples {
     }
 }
 
+/// One change in the number of requests in flight: at `at` ms it went from `before` to
+/// `after`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct InFlightStep {
+    pub at: f64,
+    pub before: i64,
+    pub after: i64,
+}
+
+/// The number of requests in flight over time, from their sends and ends. Sends and ends at
+/// one instant apply together, as one step: a closed-loop worker's next send at the very end
+/// of its previous request is no dip. (What the steady window and the delivered load read.)
+pub(crate) fn in_flight_steps(samples: &[RequestSample]) -> Vec<InFlightStep> {
+    let mut events: Vec<(f64, i64)> = samples
+        .iter()
+        .flat_map(|s| [(s.start_ms(), 1), (s.end_ms(), -1)])
+        .collect();
+    events.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut steps = Vec::new();
+    let (mut in_flight, mut i) = (0i64, 0);
+    while i < events.len() {
+        let at = events[i].0;
+        let before = in_flight;
+        while i < events.len() && events[i].0 == at {
+            in_flight += events[i].1;
+            i += 1;
+        }
+        steps.push(InFlightStep {
+            at,
+            before,
+            after: in_flight,
+        });
+    }
+    steps
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@
 //! The figures are over the successful requests that started and ended inside the window.
 
 use crate::results::metrics::{percentile, Stats};
-use crate::results::samples::RequestSample;
+use crate::results::samples::{in_flight_steps, RequestSample};
 use crate::workload::Arrival;
 
 /// Share of a closed loop's workers that must be in flight for the load to count as at its
@@ -79,25 +79,13 @@ pub fn window(arrival: &Arrival, samples: &[RequestSample]) -> Option<(f64, f64)
 /// Sends and ends at the same instant are applied together: a closed-loop worker's next send
 /// at the end of its previous request is no dip.
 fn closed_window(samples: &[RequestSample], level: i64) -> Option<(f64, f64)> {
-    let mut events: Vec<(f64, i64)> = samples
-        .iter()
-        .flat_map(|s| [(s.start_ms(), 1), (s.end_ms(), -1)])
-        .collect();
-    events.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (mut in_flight, mut start, mut end) = (0i64, None, None);
-    let mut i = 0;
-    while i < events.len() {
-        let at = events[i].0;
-        let before = in_flight;
-        while i < events.len() && events[i].0 == at {
-            in_flight += events[i].1;
-            i += 1;
+    let (mut start, mut end) = (None, None);
+    for step in in_flight_steps(samples) {
+        if start.is_none() && step.after >= level {
+            start = Some(step.at);
         }
-        if start.is_none() && in_flight >= level {
-            start = Some(at);
-        }
-        if start.is_some() && before >= level && in_flight < level {
-            end = Some(at);
+        if start.is_some() && step.before >= level && step.after < level {
+            end = Some(step.at);
         }
     }
     Some((start?, end?))
