@@ -308,9 +308,7 @@ async fn run_workload_with(
     }
     if !matches!(workload.arrival, Arrival::Closed { .. }) {
         let mut schedule = workload.arrival.describe();
-        if let Some(cap) = workload.max_concurrency {
-            // A shard keeps its share of the cap in flight; a merge adds the shares up.
-            let cap = workload.shard.map_or(cap, |s| s.concurrency(cap));
+        if let Some(cap) = workload.own_max_concurrency() {
             schedule.push_str(&format!(", at most {cap} in flight"));
             metrics.max_concurrency = Some(cap);
             metrics.capped_requests = Some(capped.load(Ordering::Relaxed));
@@ -466,10 +464,7 @@ async fn send_all(
             // The user's cap (`--max-concurrency`, this shard's share of it) and the client's
             // own bound are one semaphore of the smaller size; a wait counts against the
             // client only when its own bound is the smaller.
-            let cap = context
-                .workload
-                .max_concurrency
-                .map(|cap| shard.map_or(cap, |s| s.concurrency(cap)));
+            let cap = context.workload.own_max_concurrency();
             let (size, capped_by_user) = match cap {
                 Some(cap) if cap <= open_loop.slots => (cap, true),
                 _ => (open_loop.slots, false),

@@ -397,6 +397,13 @@ impl Workload {
         }
     }
 
+    /// The open-loop cap this process keeps (`max_concurrency`): all of it, or its shard's
+    /// share, which a merge adds back up.
+    pub fn own_max_concurrency(&self) -> Option<usize> {
+        self.max_concurrency
+            .map(|cap| self.shard.map_or(cap, |s| s.concurrency(cap)))
+    }
+
     /// Whether its requests carry session ids (for `--session-header`): sessions, or a trace
     /// that names them.
     pub fn has_session_ids(&self) -> bool {
