@@ -1517,3 +1517,120 @@ fn workload_names_read_from_a_summary_never_leave_the_folder() {
     assert_eq!(std::fs::read_dir(root.path().join("a")).unwrap().count(), 1);
     assert!(dir.join("index.html").is_file());
 }
+
+/// A file that never ends (a device) or never starts (a named pipe with no writer), given
+/// wherever the CLI reads a file: each is refused at once with the path and what it is.
+/// Before, `--dataset sharegpt /dev/zero` filled 9 GB of memory in 20 s and a pipe as
+/// `--config` hung the run before its first request; here a case that does not exit within
+/// seconds is killed and reported.
+#[cfg(unix)]
+#[test]
+fn a_device_or_a_named_pipe_as_an_input_file_is_refused_at_once() {
+    use std::time::{Duration, Instant};
+
+    let root = tempfile::tempdir().unwrap();
+    let fifo = root.path().join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    // A saved run whose summary is the pipe, for the flags that take a run's folder.
+    let run_dir = root.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    std::os::unix::fs::symlink(&fifo, run_dir.join("benchmark_summary.json")).unwrap();
+    let shard_dir = root.path().join("shard");
+    std::fs::create_dir(&shard_dir).unwrap();
+    std::os::unix::fs::symlink(&fifo, shard_dir.join("shard.json")).unwrap();
+
+    let fifo = fifo.to_str().unwrap();
+    let run_dir = run_dir.to_str().unwrap();
+    let shard_dir = shard_dir.to_str().unwrap();
+    let mut cases: Vec<(String, Vec<&str>)> = Vec::new();
+    for input in ["/dev/zero", fifo] {
+        for args in [
+            vec!["run", "-q", "--backend", "mock", "--config", input],
+            vec![
+                "run",
+                "-q",
+                "--backend",
+                "mock",
+                "--dataset",
+                "sharegpt",
+                input,
+            ],
+            vec![
+                "run",
+                "-q",
+                "--backend",
+                "mock",
+                "--dataset",
+                "jsonl",
+                input,
+            ],
+            vec![
+                "run",
+                "-q",
+                "--backend",
+                "mock",
+                "--trace",
+                "mooncake",
+                input,
+            ],
+            vec!["run", "-q", "--backend", "mock", "--trace", "jsonl", input],
+            vec!["run", "-q", "--backend", "cpu", "--model", input],
+            vec!["report", "--input", input],
+        ] {
+            cases.push((input.to_string(), args));
+        }
+    }
+    cases.push((fifo.to_string(), vec!["report", "--input", run_dir]));
+    cases.push((fifo.to_string(), vec!["merge", shard_dir, shard_dir]));
+
+    let mut failures = Vec::new();
+    for (input, args) in &cases {
+        let out_dir = root.path().join(format!("out{}", failures.len()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sagellm-benchmark"))
+            .args(args)
+            .arg("--output")
+            .arg(&out_dir)
+            .current_dir(root.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        let named = args
+            .iter()
+            .any(|a| a.contains(input.as_str()) && stderr.contains(a))
+            || args.contains(&run_dir) && stderr.contains("benchmark_summary.json")
+            || args.contains(&shard_dir) && stderr.contains("shard.json");
+        let said = stderr.contains("a device, a pipe or a socket");
+        match status {
+            None => failures.push(format!("{args:?}: still running after 10 s")),
+            Some(s) if s.code() != Some(1) || !named || !said => failures.push(format!(
+                "{args:?}: exit {:?}, stderr: {}",
+                s.code(),
+                stderr.trim_end()
+            )),
+            Some(_) => {}
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} inputs mishandled:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}

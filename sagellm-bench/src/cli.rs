@@ -1424,7 +1424,8 @@ fn stdout_file_dir() -> Option<PathBuf> {
 /// The summary in a run's output folder, for `report --input DIR`.
 fn summary_in(dir: &std::path::Path) -> Result<PathBuf, String> {
     let file = dir.join(SUMMARY_FILE);
-    if file.is_file() {
+    // Whatever is there, loading it says what is wrong with it (a pipe, a folder, bad JSON).
+    if file.exists() {
         Ok(file)
     } else {
         Err(format!(

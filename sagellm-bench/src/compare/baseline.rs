@@ -75,8 +75,8 @@ pub fn copy(from: &Path, to: &Path) -> Result<(), ReportError> {
     std::fs::create_dir_all(to).map_err(|e| ReportError::io("create", to, e))?;
     for name in [BASELINE_REQUESTS_FILE, BASELINE_METRICS_FILE] {
         let source = from.join(name);
-        let mut file =
-            std::fs::File::open(&source).map_err(|e| ReportError::io("read", &source, e))?;
+        let mut file = crate::workload::input::open(&source)
+            .map_err(|e| ReportError::io("read", &source, e))?;
         write_atomically_with(&to.join(name), |w| std::io::copy(&mut file, w).map(|_| ()))?;
     }
     Ok(())
@@ -92,7 +92,9 @@ pub fn load(dir: &Path) -> Result<Saved, ReportError> {
 
 /// Reads a workload's metrics and its records from the two files a run writes.
 pub fn load_files(metrics: &Path, requests: &Path) -> Result<Saved, ReportError> {
-    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| ReportError::io("read", p, e));
+    let read = |p: &Path| {
+        crate::workload::input::read_to_string(p).map_err(|e| ReportError::io("read", p, e))
+    };
     Ok(Saved {
         metrics: parse_metrics(&read(metrics)?, &metrics.display().to_string())?,
         samples: Arc::new(load_samples(requests)?),

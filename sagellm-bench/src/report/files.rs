@@ -47,7 +47,7 @@ impl Summary {
                 path: path.to_path_buf(),
             });
         }
-        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        let text = crate::workload::input::read_to_string(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => LoadError::NotFound {
                 path: path.to_path_buf(),
             },
@@ -422,7 +422,7 @@ fn read_requests_file(path: &Path, each: impl FnMut(RequestRecord)) -> Result<()
             path.display()
         ))
     };
-    let file = std::fs::File::open(path).map_err(cannot_read)?;
+    let file = crate::workload::input::open(path).map_err(cannot_read)?;
     for_each_request(
         std::io::BufReader::new(file),
         &path.display().to_string(),

@@ -83,7 +83,7 @@ fn read_folder(dir: &Path) -> Result<ShardFolder, MergeError> {
         message,
     };
     let info_path = dir.join(SHARD_FILE);
-    let text = std::fs::read_to_string(&info_path).map_err(|e| {
+    let text = crate::workload::input::read_to_string(&info_path).map_err(|e| {
         fail(format!(
             "no readable {SHARD_FILE} ({e}): not the folder of a shard (run with --shard K/N)"
         ))
@@ -300,10 +300,11 @@ fn merge_workload(
         if !path.exists() {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| MergeError::Folder {
-            dir: s.dir.clone(),
-            message: format!("cannot read {}: {e}", path.display()),
-        })?;
+        let text =
+            crate::workload::input::read_to_string(&path).map_err(|e| MergeError::Folder {
+                dir: s.dir.clone(),
+                message: format!("cannot read {}: {e}", path.display()),
+            })?;
         let records = parse_requests(&text, &path.display().to_string())?;
         let metrics = s.summary.as_ref().and_then(|m| m.workloads.get(name));
         // The workload's start on the common clock: its first send's Unix time less that

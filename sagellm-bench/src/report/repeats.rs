@@ -23,8 +23,8 @@ pub fn load(path: &Path) -> Result<RepeatSummary, ReportError> {
     } else {
         path.to_path_buf()
     };
-    let text =
-        std::fs::read_to_string(&file).map_err(|e| ReportError::io("read", file.as_path(), e))?;
+    let text = crate::workload::input::read_to_string(&file)
+        .map_err(|e| ReportError::io("read", file.as_path(), e))?;
     serde_json::from_str(&text).map_err(|e| {
         ReportError::other(format!(
             "{} is not a repeated run's summary ({REPEATS_FILE}): {e}",

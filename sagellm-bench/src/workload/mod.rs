@@ -2,6 +2,7 @@
 //!
 //! The bottom layer: it imports nothing else of the crate.
 
+pub(crate) mod input;
 pub mod load;
 pub mod session;
 pub mod setup;

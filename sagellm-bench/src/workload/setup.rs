@@ -287,7 +287,7 @@ pub(crate) fn non_empty<T>(items: Vec<T>, name: &str) -> Result<Arc<Vec<T>>, Pro
 
 /// The text of a prompt or conversation file.
 pub(crate) fn read(path: &Path) -> Result<String, PromptError> {
-    std::fs::read_to_string(path).map_err(|source| PromptError::Read {
+    crate::workload::input::read_to_string(path).map_err(|source| PromptError::Read {
         path: path.to_path_buf(),
         source,
     })

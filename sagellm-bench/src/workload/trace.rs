@@ -167,10 +167,11 @@ impl Trace {
         options: TraceOptions,
     ) -> Result<Self, TraceError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| TraceError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            crate::workload::input::read_to_string(path).map_err(|source| TraceError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Self::parse(&text, &path.display().to_string(), format, options)
     }
 

@@ -124,7 +124,7 @@ fn load_folder(
     tokenizer_path: &std::path::Path,
     options: LoadOptions,
 ) -> Result<LoadedModel, String> {
-    let text = std::fs::read_to_string(config_path)
+    let text = crate::workload::input::read_to_string(config_path)
         .map_err(|e| format!("cannot read config.json: {e}"))?;
     let config: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("config.json is not valid JSON: {e}"))?;

@@ -29,6 +29,11 @@ pub fn resolve(model: &str) -> Result<ModelFiles, String> {
     if path.is_dir() {
         return folder(path);
     }
+    if path.exists() {
+        return Err(format!(
+            "model path `{model}` is a device, a pipe or a socket; pass a .gguf file or a folder with config.json, *.safetensors and tokenizer.json"
+        ));
+    }
     if looks_like_a_path(model) {
         return Err(format!(
             "model path `{model}` does not exist; pass a .gguf file or a folder with config.json, *.safetensors and tokenizer.json"
