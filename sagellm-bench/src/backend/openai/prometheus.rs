@@ -16,7 +16,9 @@
 //! (`# TYPE`) but has no series yet is 0: prometheus_client creates a labelled series only when
 //! it is first incremented. Values that are not finite or are negative are dropped with a
 //! warning, never turned into figures; a counter that went down (a restarted server) or a rate
-//! outside [0, 1] makes its figure unavailable, with a warning saying why.
+//! outside [0, 1] makes its figure unavailable, with a warning saying why. A restart the
+//! counters hide (grown past their old totals by the end) shows in `process_start_time_seconds`
+//! and makes every counter's figure unavailable the same way.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -608,12 +610,32 @@ pub fn figures_between(before: &str, after: &str) -> EngineFigures {
     figures(Some(&before), Some(&after), &gauges, ALL_FAMILIES)
 }
 
+/// The start of the server's process in Unix seconds, which the Prometheus clients of Python
+/// (vLLM, SGLang, LMDeploy), Go and Rust publish beside their own metrics.
+const PROCESS_START: &str = "process_start_time_seconds";
+
+/// Whether the server's process was restarted between the two scrapes. Its counters then
+/// began again from 0, and a counter that has since grown past its old total would pass for
+/// the workload's growth; the counters' figures are unavailable, not wrong.
+fn restarted_between(before: &Scrape, after: &Scrape) -> bool {
+    let (Some(then), Some(now)) = (before.sum(PROCESS_START), after.sum(PROCESS_START)) else {
+        return false;
+    };
+    let restarted = then != now;
+    if restarted {
+        tracing::warn!("the server's process restarted during the workload ({PROCESS_START} went from {then} to {now}); its counters began again, so the figures that use them (prefix-cache hit rate, preemptions, speculation, server timings) are unavailable");
+    }
+    restarted
+}
+
 fn figures(
     before: Option<&Scrape>,
     after: Option<&Scrape>,
     gauges: &GaugeTrack,
     families: &[MetricNames],
 ) -> EngineFigures {
+    // Without the scrape before, every counter's growth is unknown; gauges still hold.
+    let before = before.filter(|b| !after.is_some_and(|a| restarted_between(b, a)));
     let delta = |what: &str, pick: fn(&MetricNames) -> &[&str]| {
         counter_delta(before, after, families, what, pick)
     };
@@ -1028,6 +1050,22 @@ process_resident_memory_bytes 1.048576e+08
             window(&at(500.0, 1000.0), &at(10.0, 20.0), &[VLLM]).kv,
             None
         );
+        // Restarted and grown past the old totals: 600 of 1,200 looks like growth of 100 hits
+        // and 200 queries; the process's start time says the server began again.
+        let started = |s: f64, text: String| format!("process_start_time_seconds {s}\n{text}");
+        let across_restart = window(
+            &started(1.7e9, at(500.0, 1000.0)),
+            &started(1.7e9 + 60.0, at(600.0, 1200.0)),
+            &[VLLM],
+        );
+        assert_eq!(across_restart.kv, None);
+        // The same process throughout: the growth is the workload's.
+        let same_process = window(
+            &started(1.7e9, at(500.0, 1000.0)),
+            &started(1.7e9, at(600.0, 1200.0)),
+            &[VLLM],
+        );
+        assert_eq!(hit_rate(&same_process), Some(0.5));
         // A jump: more hits than queries.
         assert_eq!(window(&at(0.0, 0.0), &at(5e17, 1000.0), &[VLLM]).kv, None);
         // No queries at all: no rate.
