@@ -13,7 +13,7 @@ use crate::workload::Workload;
 pub enum ReportError {
     /// A file or folder could not be read, written or created (the disk is full, a folder is
     /// not writable, a file is missing).
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}: {source}{}", path.display(), what_to_do(source))]
     Io {
         /// What was being done: `read`, `write`, `create`, `append to`.
         action: &'static str,
@@ -48,6 +48,23 @@ impl ReportError {
     }
 }
 
+/// The fix for the failures a user can fix where the files go, after the system's message.
+fn what_to_do(error: &std::io::Error) -> &'static str {
+    #[cfg(unix)]
+    {
+        use rustix::io::Errno;
+        let code = error.raw_os_error();
+        if code == Some(Errno::NOSPC.raw_os_error()) || code == Some(Errno::DQUOT.raw_os_error()) {
+            return "; free space on that disk, or write the results elsewhere (--output DIR)";
+        }
+        if code == Some(Errno::ROFS.raw_os_error()) {
+            return "; that file system is read-only: write the results elsewhere (--output DIR)";
+        }
+    }
+    let _ = error;
+    ""
+}
+
 /// Receives a run's results as they arrive.
 pub trait Report {
     /// The run starts, with these workloads.
@@ -77,5 +94,31 @@ pub trait Report {
     /// The run ended (completed or stopped early, as the summary says).
     fn run_finished(&mut self, _summary: &Summary) -> Result<(), ReportError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_full_disk_says_what_to_do_and_other_failures_say_only_what_happened() {
+        let full = std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error());
+        let message = ReportError::io("append to", "/r/a_requests.jsonl", full).to_string();
+        assert!(
+            message.starts_with("cannot append to /r/a_requests.jsonl: "),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(
+                "free space on that disk, or write the results elsewhere (--output DIR)"
+            ),
+            "{message}"
+        );
+
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let message = ReportError::io("read", "/r/x.json", missing).to_string();
+        assert_eq!(message, "cannot read /r/x.json: entity not found");
     }
 }
