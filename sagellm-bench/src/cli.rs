@@ -1041,22 +1041,8 @@ fn run(mut args: RunArgs) -> Result<ExitCode, String> {
     }
     // A workload of which no request succeeded measured nothing: every file is written, but
     // the run fails, and says why without making the user open the records.
-    let unmeasured: Vec<&String> = summary
-        .workloads
-        .iter()
-        .filter(|(_, m)| m.total_requests > 0 && m.successful_requests == 0)
-        .map(|(name, _)| name)
-        .collect();
-    if let Some(first) = unmeasured.first() {
-        eprintln!(
-            "Error: every request of {} failed, so nothing was measured; the first failure: {}",
-            unmeasured
-                .iter()
-                .map(|n| n.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            first_failure(&args.output, first)
-        );
+    if let Some(why) = crate::report::files::nothing_measured(&summary, &args.output) {
+        eprintln!("Error: {why}");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -1284,25 +1270,6 @@ fn start_shard(
     };
     shard::write_info(&args.output, &info)?;
     Ok(info)
-}
-
-/// The first failed request's error in a workload's records, as `kind: message`.
-fn first_failure(dir: &std::path::Path, workload: &str) -> String {
-    let path = dir.join(crate::report::names::requests_file(workload));
-    std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|records| {
-            records.lines().find_map(|line| {
-                let record: serde_json::Value = serde_json::from_str(line).ok()?;
-                let error = record.get("error").filter(|e| !e.is_null())?;
-                Some(format!(
-                    "{}: {}",
-                    error.get("kind")?.as_str()?,
-                    error.get("message")?.as_str()?
-                ))
-            })
-        })
-        .unwrap_or_else(|| format!("see {}", path.display()))
 }
 
 fn merge(args: MergeArgs) -> Result<ExitCode, String> {

@@ -14,12 +14,25 @@ const CHILD: &str = "SAGELLM_HARNESS_BAD_INPUT_CHILD";
 #[workload(prompt_tokens = 16, output_tokens = 4, requests = 2, warmup = 0)]
 fn hb_tiny() {}
 
+/// 100 connections at once; run only by the open-files case.
+#[workload(
+    prompt_tokens = 16,
+    output_tokens = 4,
+    requests = 100,
+    concurrency = 100,
+    warmup = 0,
+    ignore
+)]
+fn hb_wide() {}
+
 struct Case {
     what: &'static str,
     args: Vec<&'static str>,
     env: Vec<(&'static str, &'static str)>,
     /// Files to lay in the case's folder first: (relative path, contents).
     files: Vec<(&'static str, &'static str)>,
+    /// `ulimit -n` for the child (soft and hard), when the case needs one.
+    open_files: Option<u32>,
     status: i32,
     /// Every one of these must appear on stderr.
     message: Vec<&'static str>,
@@ -31,6 +44,7 @@ fn case(what: &'static str, args: &[&'static str], status: i32, message: &[&'sta
         args: args.to_vec(),
         env: Vec::new(),
         files: Vec::new(),
+        open_files: None,
         status,
         message: message.to_vec(),
     }
@@ -44,6 +58,11 @@ impl Case {
 
     fn file(mut self, path: &'static str, contents: &'static str) -> Self {
         self.files.push((path, contents));
+        self
+    }
+
+    fn open_files(mut self, limit: u32) -> Self {
+        self.open_files = Some(limit);
         self
     }
 }
@@ -120,6 +139,49 @@ fn cases() -> Vec<Case> {
         )
         .env("SAGELLM_BENCH_NOISE_THRESHOLD", "lots"),
         // ---- errors the harness explains ----
+        case(
+            "every request fails (nothing listens)",
+            &[
+                "--bench",
+                "--exact",
+                "hb_tiny",
+                "--backend",
+                "vllm",
+                "--base-url",
+                "http://127.0.0.1:9",
+                "--model",
+                "m",
+                "--no-metrics",
+            ],
+            1,
+            &[
+                "Error: every request of hb_tiny failed, so nothing was measured; the first failure: connection: ",
+                "no baseline was saved",
+            ],
+        ),
+        case(
+            "more connections than open files allow",
+            &[
+                "--bench",
+                "--include-ignored",
+                "--exact",
+                "hb_wide",
+                "--backend",
+                "vllm",
+                "--base-url",
+                "http://127.0.0.1:9",
+                "--model",
+                "m",
+                "--no-metrics",
+            ],
+            1,
+            &[
+                "workload `hb_wide` keeps 100 connections open",
+                "ulimit -n",
+                "lower --concurrency",
+            ],
+        )
+        .open_files(64),
         case(
             "negative noise threshold",
             &["--bench", "--noise-threshold=-0.1"],
@@ -308,7 +370,17 @@ fn check(this: &Path, dir: &Path, case: &Case) -> Result<(), String> {
     for (path, contents) in &case.files {
         std::fs::write(work.join(path), contents).map_err(|e| e.to_string())?;
     }
-    let mut child = Command::new(this);
+    let mut child = match case.open_files {
+        None => Command::new(this),
+        Some(limit) => {
+            let mut shell = Command::new("sh");
+            shell
+                .arg("-c")
+                .arg(format!("ulimit -n {limit} || exit 99; exec \"$0\" \"$@\""))
+                .arg(this);
+            shell
+        }
+    };
     // The harness takes its arguments after the program name, as `cargo bench --` passes them.
     child.args(&case.args).current_dir(&work);
     // The case's own environment only: a CI's SAGELLM_BENCH_* must not leak in.

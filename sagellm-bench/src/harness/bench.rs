@@ -79,6 +79,12 @@ pub(super) fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
         println!("no workload matches; `cargo bench -- --list` lists them");
         return Ok(0);
     }
+    // As the CLI does: every connection to a server is a file handle, and a closed loop whose
+    // connections cannot all be open is refused before its first request, not failed in it.
+    crate::run::limits::raise_open_files_limit();
+    if args.backend.backend.is_server() {
+        crate::run::limits::check_connections(&workloads)?;
+    }
     let backend = create_backend(args, config)?;
     let provenance = Provenance::now(backend.name(), backend.model(), backend.settings());
     let runs = args
@@ -131,6 +137,11 @@ pub(super) fn bench(args: &Args, chosen: Vec<Declared>) -> Result<u8, String> {
                 root.display()
             );
             return Ok(130);
+        }
+        // Before any baseline is copied: a run that measured nothing never becomes one.
+        if let Some(why) = crate::report::files::nothing_measured(&summary, &root) {
+            eprintln!("Error: {why}; no baseline was saved");
+            return Ok(1);
         }
     }
 

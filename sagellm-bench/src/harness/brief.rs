@@ -19,6 +19,13 @@ fn render(summary: &Summary) -> String {
     let width = summary.workloads.keys().map(String::len).max().unwrap_or(0);
     let mut out = String::new();
     for (name, m) in &summary.workloads {
+        if m.total_requests > 0 && m.successful_requests == 0 {
+            out.push_str(&format!(
+                "{name:<width$}  nothing measured: all {} requests failed\n",
+                m.failed_requests
+            ));
+            continue;
+        }
         let failed = match m.failed_requests {
             0 => String::new(),
             n => format!(", {n} failed"),
@@ -91,5 +98,21 @@ mod tests {
             "stress       TTFT p50     10.00 ms  TPOT    10.00 ms  E2E p99      40.00 ms        25.0 tok/s  1 ok, 1 failed"
         );
         assert!(lines[2].starts_with("Figures: "), "{}", lines[2]);
+    }
+
+    /// No figures of a workload that measured nothing, not zeros that read as a fast engine.
+    #[test]
+    fn a_workload_whose_every_request_failed_says_so_instead_of_zeros() {
+        let mut summary = summary();
+        let stress = summary.workloads.get_mut("stress").unwrap();
+        stress.successful_requests = 0;
+        stress.failed_requests = 2;
+        let text = render(&summary);
+        assert_eq!(
+            text.lines().nth(1),
+            Some("stress       nothing measured: all 2 requests failed"),
+            "{text}"
+        );
+        assert_eq!(summary.unmeasured_workloads(), ["stress"]);
     }
 }

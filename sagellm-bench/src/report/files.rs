@@ -434,6 +434,30 @@ fn read_requests_file(path: &Path, each: impl FnMut(RequestRecord)) -> Result<()
     })
 }
 
+/// Why the run measured nothing, when a workload of it had no request succeed (see
+/// [`Summary::unmeasured_workloads`]): the workloads and the first failure in the records
+/// written to `dir`, so the user need not open them.
+pub fn nothing_measured(summary: &Summary, dir: &Path) -> Option<String> {
+    let unmeasured = summary.unmeasured_workloads();
+    let first = unmeasured.first()?;
+    let path = JsonFiles::new(dir).requests_path(first);
+    let mut failure = None;
+    // A read error leaves the pointer to the file, which says the rest.
+    let _ = read_requests_file(&path, |r| {
+        if failure.is_none() {
+            failure = r.error.map(|e| {
+                let kind = serde_json::to_value(e.kind).unwrap_or_default();
+                format!("{}: {}", kind.as_str().unwrap_or("error"), e.message)
+            });
+        }
+    });
+    Some(format!(
+        "every request of {} failed, so nothing was measured; the first failure: {}",
+        unmeasured.join(", "),
+        failure.unwrap_or_else(|| format!("see {}", path.display()))
+    ))
+}
+
 /// Parses the text of a `<workload>_requests.jsonl` file; `name` names it in errors.
 pub fn parse_requests(text: &str, name: &str) -> Result<Vec<RequestRecord>, ReportError> {
     let mut records = Vec::new();

@@ -99,6 +99,16 @@ impl Provenance {
 }
 
 impl Summary {
+    /// The workloads that sent requests of which none succeeded: they measured nothing, and a
+    /// run that holds one fails (both doors exit 1, the harness saves no baseline).
+    pub fn unmeasured_workloads(&self) -> Vec<&str> {
+        self.workloads
+            .iter()
+            .filter(|(_, m)| m.total_requests > 0 && m.successful_requests == 0)
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
     /// The summary of these workloads' results, in the order given.
     pub fn new(provenance: Provenance, results: &[WorkloadResult]) -> Self {
         Self::from_metrics(
