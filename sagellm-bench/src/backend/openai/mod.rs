@@ -25,6 +25,7 @@ mod connections;
 mod exchange;
 pub mod prometheus;
 mod proxy;
+pub(crate) mod sse;
 pub(crate) mod stream;
 pub mod token_counter;
 mod tokenize;
