@@ -97,12 +97,12 @@ def run_client(cmd, cwd):
     return proc.returncode, cpu, usage.ru_maxrss / 1024.0, out.read(), err.read()
 
 
-def ours(bins, url, c, n, out_tokens, work):
+def ours(binary, url, c, n, out_tokens, work):
     cfg = os.path.join(work, "w.toml")
     with open(cfg, "w") as f:
         f.write(f"[workloads.w]\nprompt_tokens = 32\noutput_tokens = {out_tokens}\n"
                 f"num_requests = {n}\nconcurrency = {c}\nwarmup_requests = 0\n")
-    cmd = [bins["ours"], "run", "--backend", "openai", "--base-url", url, "--model",
+    cmd = [binary, "run", "--backend", "openai", "--base-url", url, "--model",
            "test-model", "--no-metrics", "--no-tokenize", "--config", cfg, "--workload", "w",
            "-q", "-o", os.path.join(work, "out")]
     def result():
@@ -153,8 +153,8 @@ def one_run(client, bins, scenario, c, n, out_tokens):
     server = Server(bins["server"], ttft_ms, itl_ms)
     work = tempfile.mkdtemp(prefix="bench-loadgen-")
     try:
-        if client == "ours":
-            cmd, result = ours(bins, server.url, c, n, out_tokens, work)
+        if client.startswith("ours"):
+            cmd, result = ours(bins[client], server.url, c, n, out_tokens, work)
         elif client == "vllm-bench":
             cmd, result = vllm(bins, server.url, c, n, out_tokens, work)
         else:
@@ -193,6 +193,9 @@ def main():
     p.add_argument("--timed-concurrency", default="1,100,500")
     p.add_argument("--clients", default="raw floor,parse floor,ours,vllm-bench")
     p.add_argument("--json", help="write every run's figures here")
+    p.add_argument("--ours", action="append", default=[], metavar="LABEL=PATH",
+                   help="another sagellm-benchmark binary, run as client `ours LABEL` (repeatable;"
+                        " list it in --clients too), to measure a change before and after")
     args = p.parse_args()
 
     bins = {
@@ -201,7 +204,10 @@ def main():
         "floor": os.path.join(args.bin_dir, "examples", "loadgen_floor"),
         "vllm": os.environ.get("VLLM_BENCH", ""),
     }
-    for key in ("ours", "server", "floor"):
+    for extra in args.ours:
+        label, _, path = extra.partition("=")
+        bins[f"ours {label}"] = path
+    for key in [k for k in bins if k != "vllm"]:
         if not os.access(bins[key], os.X_OK):
             raise SystemExit(f"{bins[key]} is not built; see this script's docstring")
     clients = [c.strip() for c in args.clients.split(",") if c.strip()]
