@@ -21,7 +21,7 @@ Two scenarios:
 
 For each run: req/s as the client itself reports it; client CPU (user + system, from
 `wait4` of the client process only, never the server's, start and exit included) per request;
-the client's peak RSS; the TCP connections the server accepted (its `/metrics` counter, minus
+the client's peak RSS (GNU time's %M); the TCP connections the server accepted (its `/metrics` counter, minus
 that scrape's own connection); the mean |TTFT - 50 ms| over the successful requests (timed).
 
     flock /work/coord/cargo.lock python3 scripts/bench-loadgen.py --bin-dir TARGET/release \
@@ -85,16 +85,24 @@ class Server:
 
 
 def run_client(cmd, cwd):
-    """Runs one client; returns (exit status, CPU seconds, peak RSS MB, stdout, stderr)."""
+    """Runs one client; returns (exit status, CPU seconds, peak RSS MB, stdout, stderr).
+
+    Through GNU time, whose fork is small: Linux carries a process's peak RSS across exec, so a
+    client forked from this (larger) Python process would report Python's peak as its own.
+    CPU comes from wait4 of `time`, which holds the client it reaped (microseconds, not the
+    10 ms of time's own figures) and time's own few hundred microseconds."""
     out = open(os.path.join(cwd, "stdout"), "w+")
     err = open(os.path.join(cwd, "stderr"), "w+")
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err)
+    peak = os.path.join(cwd, "peak-rss-kb")
+    proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", peak] + cmd, cwd=cwd,
+                            stdout=out, stderr=err)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     out.seek(0)
     err.seek(0)
     cpu = usage.ru_utime + usage.ru_stime
-    return proc.returncode, cpu, usage.ru_maxrss / 1024.0, out.read(), err.read()
+    rss_kb = float(open(peak).read().split()[-1])
+    return proc.returncode, cpu, rss_kb / 1024.0, out.read(), err.read()
 
 
 def ours(binary, url, c, n, out_tokens, work):
