@@ -13,7 +13,7 @@
 //! the client's request building, the loopback round trip, the server's HTTP parsing and the
 //! client's SSE and JSON parsing, so it is an upper bound on what the client adds. Client and
 //! server share the machine's cores; the server gets one runtime thread, the client the
-//! runner's usual two.
+//! runner's usual workers (one on a machine of two cores, two beyond).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -19,7 +19,7 @@ use crate::workload::setup::Prompts;
 /// openai backend uses, each event read as the backend reads it. The first byte picks how the
 /// rest is cut into network reads, so events split across reads are exercised too.
 pub fn sse_stream(bytes: &[u8]) {
-    use eventsource_stream::Eventsource;
+    use crate::backend::openai::sse::SseStream;
     use futures::StreamExt;
 
     let Some((&cut, body)) = bytes.split_first() else {
@@ -28,9 +28,9 @@ pub fn sse_stream(bytes: &[u8]) {
     let read_size = usize::from(cut % 64) + 1;
     let reads = body
         .chunks(read_size)
-        .map(|c| Ok::<_, std::convert::Infallible>(c.to_vec()))
+        .map(|c| Ok::<_, std::convert::Infallible>(bytes::Bytes::copy_from_slice(c)))
         .collect::<Vec<_>>();
-    let mut events = futures::stream::iter(reads).eventsource();
+    let mut events = SseStream::new(futures::stream::iter(reads));
     futures::executor::block_on(async {
         while let Some(event) = events.next().await {
             let Ok(event) = event else { return };

@@ -90,6 +90,12 @@ pub struct Script {
     pub tokens_per_word: usize,
     /// How `POST /tokenize` answers.
     pub tokenize: Tokenize,
+    /// Whether each stream opens with a `: ping` comment line, in a write of its own, before
+    /// any chunk (true by default: clients must skip it). vLLM's server sends none, and
+    /// vLLM's Rust client `vllm-bench` fails every request that begins with one (it trims
+    /// each read's whitespace, so the comment's blank line is lost and it swallows the
+    /// events after it); false lets that client be measured.
+    pub comment_first: bool,
 }
 
 /// The delta field of reasoning chunks, as servers name it.
@@ -164,6 +170,7 @@ impl Default for Script {
             reasoning_field: ReasoningField::ReasoningContent,
             tokens_per_word: 1,
             tokenize: Tokenize::Words,
+            comment_first: true,
         }
     }
 }
@@ -223,6 +230,7 @@ impl TestServer {
             script,
             requests: AtomicUsize::new(0),
             tokenize_requests: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             counters: Counters::default(),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -236,6 +244,7 @@ impl TestServer {
         };
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = router(state.clone());
+        let accepted = state.clone();
         let thread = std::thread::Builder::new()
             .name("test-server".into())
             .spawn(move || {
@@ -243,7 +252,8 @@ impl TestServer {
                     // Without TCP_NODELAY, Nagle's algorithm holds each small chunk until the
                     // client's delayed ACK (~40 ms) arrives, which would swamp the scripted TTFT.
                     // Real servers (uvicorn, llama-server) set it too.
-                    let listener = listener.tap_io(|tcp| {
+                    let listener = listener.tap_io(move |tcp| {
+                        accepted.connections.fetch_add(1, Ordering::Relaxed);
                         let _ = tcp.set_nodelay(true);
                     });
                     let serve = axum::serve(listener, app).with_graceful_shutdown(async {
@@ -282,6 +292,12 @@ impl TestServer {
     /// received to when its stream ended or its client hung up.
     pub fn peak_running(&self) -> u64 {
         self.state.counters.peak_running.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections accepted so far, on every path: what a client's connection reuse is
+    /// judged by (a client that keeps its connections opens about one per request in flight).
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::Relaxed)
     }
 
     /// `POST /tokenize` requests received so far.
@@ -323,6 +339,8 @@ struct ServerState {
     slots: Option<Arc<tokio::sync::Semaphore>>,
     requests: AtomicUsize,
     tokenize_requests: AtomicUsize,
+    /// TCP connections accepted.
+    connections: AtomicUsize,
     counters: Counters,
 }
 
@@ -359,7 +377,7 @@ fn router(state: Arc<ServerState>) -> Router {
 #[derive(Deserialize)]
 struct GenerationBody {
     #[serde(default)]
-    prompt: Option<String>,
+    prompt: Option<Prompt>,
     #[serde(default)]
     messages: Option<Vec<Message>>,
     #[serde(default)]
@@ -368,6 +386,15 @@ struct GenerationBody {
     stream: bool,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+}
+
+/// A completion's prompt: text, or token ids as vLLM also takes them (vLLM's own benchmark
+/// clients send ids with `--prompt-token-ids`, which skips its tokenizer round trip).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Prompt {
+    Text(String),
+    Ids(Vec<u64>),
 }
 
 #[derive(Deserialize)]
@@ -458,12 +485,16 @@ async fn generate(
         );
     }
     let prompt_tokens = match (&request.prompt, &request.messages) {
-        (Some(p), _) => words(p),
-        (None, Some(m)) => m.iter().map(|m| words(&m.content)).sum(),
+        // Ids are tokens already.
+        (Some(Prompt::Ids(ids)), _) => ids.len(),
+        (Some(Prompt::Text(p)), _) => words(p) * script.tokens_per_word.max(1),
+        (None, Some(m)) => {
+            m.iter().map(|m| words(&m.content)).sum::<usize>() * script.tokens_per_word.max(1)
+        }
         (None, None) => {
             return error_response(StatusCode::BAD_REQUEST, "neither prompt nor messages given")
         }
-    } * script.tokens_per_word.max(1);
+    };
     let prompt_tokens = prompt_tokens as u64;
     let output_tokens = script
         .completion_tokens
@@ -554,12 +585,19 @@ impl StreamPlan {
     async fn next_frame(&mut self) -> Option<Frame> {
         let state = self.state.clone();
         let script = &state.script;
+        if self.step == Step::Start && !script.comment_first && !self.chat {
+            // Nothing to send ahead of the first token.
+            self.step = Step::Content;
+        }
         match self.step {
             Step::Start => {
                 self.step = Step::Content;
                 // A comment line and, for chat, a role-only chunk before any token, as servers
                 // send them: neither may count as the first token.
-                let mut frame = b": ping\n\n".to_vec();
+                let mut frame = match script.comment_first {
+                    true => b": ping\n\n".to_vec(),
+                    false => Vec::new(),
+                };
                 if self.chat {
                     frame.extend(self.chunk(Some(r#"{"role":"assistant","content":""}"#), None));
                 }
@@ -913,6 +951,12 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
     text.push_str(&format!(
         "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge\nvllm:cache_config_info{{block_size=\"{block_size}\",num_gpu_blocks=\"{blocks}\"}} 1.0\n"
     ));
+    // Not a vLLM metric: how a benchmark run from another process learns the connections this
+    // server accepted (the scrape's own connection included).
+    text.push_str(&format!(
+        "# HELP test_server_connections_total TCP connections accepted.\n# TYPE test_server_connections_total counter\ntest_server_connections_total {}\n",
+        state.connections.load(Ordering::Relaxed)
+    ));
     if let Some(rss) = resident_bytes() {
         text.push_str(&format!(
             "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n"
@@ -926,4 +970,70 @@ fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// One HTTP/1.1 exchange on a connection of its own, read to the server's close.
+    fn exchange(server: &TestServer, request: &str) -> String {
+        let mut tcp = std::net::TcpStream::connect(server.addr()).unwrap();
+        tcp.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
+    fn completion(body: &str) -> String {
+        format!(
+            "POST /v1/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[test]
+    fn token_id_prompts_count_their_ids_and_the_leading_comment_can_be_left_out() {
+        let script = Script {
+            ttft: Duration::ZERO,
+            itl: Duration::ZERO,
+            tokens_per_word: 3,
+            comment_first: false,
+            ..Script::default()
+        };
+        let server = TestServer::start(script, 1).unwrap();
+        let ids = r#"{"prompt":[5,6,7,8],"max_tokens":2,"stream":true,"stream_options":{"include_usage":true}}"#;
+        let answer = exchange(&server, &completion(ids));
+        // Ids are tokens already: 4, not 4 words of 3 tokens each.
+        assert!(
+            answer.contains(r#""usage":{"prompt_tokens":4,"completion_tokens":2"#),
+            "{answer}"
+        );
+        assert!(!answer.contains(": ping"), "{answer}");
+        let text = r#"{"prompt":"a b","max_tokens":2,"stream":true,"stream_options":{"include_usage":true}}"#;
+        let answer = exchange(&server, &completion(text));
+        assert!(answer.contains(r#""prompt_tokens":6,"#), "{answer}");
+        assert_eq!(server.connections(), 2);
+        let metrics = exchange(
+            &server,
+            "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        );
+        // The scrape's own connection is the third.
+        assert!(
+            metrics.contains("\ntest_server_connections_total 3\n"),
+            "{metrics}"
+        );
+    }
+
+    #[test]
+    fn by_default_a_stream_opens_with_a_comment() {
+        let script = Script::paced(0, 0);
+        let server = TestServer::start(script, 1).unwrap();
+        let body = r#"{"prompt":"a","max_tokens":1,"stream":true}"#;
+        let answer = exchange(&server, &completion(body));
+        let (comment, data) = (answer.find(": ping"), answer.find("data: {"));
+        assert!(comment.is_some() && comment < data, "{answer}");
+    }
 }

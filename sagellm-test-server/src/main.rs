@@ -4,13 +4,14 @@
 //! ```text
 //! sagellm-test-server --port 8000 --ttft-ms 20 --itl-ms 5 --tokens-per-chunk 1 --model test-model
 //! sagellm-test-server --port 8000 --max-running 4   # a capacity of 4 streams; more queue
+//! sagellm-test-server --port 8000 --no-comment      # no `: ping` line before the first chunk
 //! ```
 
 use std::time::Duration;
 
 use sagellm_test_server::{ReasoningField, Script, TestServer};
 
-const USAGE: &str = "usage: sagellm-test-server [--port N] [--ttft-ms MS] [--itl-ms MS] [--tokens-per-chunk N] [--model NAME] [--threads N] [--reasoning-tokens N] [--reasoning-itl-ms MS] [--reasoning-field reasoning_content|reasoning] [--tokens-per-word N] [--max-running N]";
+const USAGE: &str = "usage: sagellm-test-server [--port N] [--ttft-ms MS] [--itl-ms MS] [--tokens-per-chunk N] [--model NAME] [--threads N] [--reasoning-tokens N] [--reasoning-itl-ms MS] [--reasoning-field reasoning_content|reasoning] [--tokens-per-word N] [--max-running N] [--no-comment]";
 
 fn main() -> std::process::ExitCode {
     match run() {
@@ -30,6 +31,11 @@ fn run() -> Result<(), String> {
         if flag == "-h" || flag == "--help" {
             println!("{USAGE}");
             return Ok(());
+        }
+        if flag == "--no-comment" {
+            // No `: ping` line ahead of the first chunk (see `Script::comment_first`).
+            script.comment_first = false;
+            continue;
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || -> Result<u64, String> {

@@ -713,6 +713,11 @@ async fn send(
         prompt_tokens: request.prompt_tokens,
         ..RawRequest::default()
     };
+    // Room for the stamps of the tokens asked for, allocated once instead of grown as they
+    // come (bounded: a request asking for a huge `max_tokens` may stop early).
+    let expected = request.max_output_tokens.min(8192);
+    sent.token_times_ms.reserve(expected);
+    sent.token_counts.reserve(expected);
     sent.tokenizer_on_server = backend
         .output_token_counter()
         .is_some_and(|c| c.counter() == crate::backend::Counter::Server);

@@ -5,16 +5,16 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures::stream::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::sse::{Event, SseError, SseStream};
 use super::{body, clip, error_chain, stream, Api, Shared};
 use crate::backend::{ErrorKind, GenerationRequest, RequestError, StreamEvent, Usage};
 
 pub(super) type Events =
-    Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<body::BodyFault>>> + Send>>;
+    Pin<Box<dyn Stream<Item = Result<Event, SseError<body::BodyFault>>> + Send>>;
 
 pub(super) enum Phase {
     NotSent(GenerationRequest),
@@ -132,9 +132,7 @@ impl Exchange {
                                 "the stream ended before [DONE] and without a finish_reason".into(),
                             );
                         }
-                        Ok(Some(Err(EventStreamError::Transport(body::BodyFault::Transport(
-                            e,
-                        ))))) => {
+                        Ok(Some(Err(SseError::Transport(body::BodyFault::Transport(e))))) => {
                             return self.fail(
                                 ErrorKind::Connection,
                                 format!(
@@ -143,7 +141,7 @@ impl Exchange {
                                 ),
                             )
                         }
-                        Ok(Some(Err(EventStreamError::Transport(fault)))) => {
+                        Ok(Some(Err(SseError::Transport(fault)))) => {
                             return self.fail(ErrorKind::Protocol, fault.to_string())
                         }
                         Ok(Some(Err(e))) => {
@@ -404,8 +402,7 @@ async fn send(
         ));
     }
     Ok(
-        body::line_limited(response.bytes_stream(), received.clone())
-            .eventsource()
+        SseStream::new(body::line_limited(response.bytes_stream(), received.clone()).boxed())
             .boxed(),
     )
 }

@@ -3,8 +3,9 @@
 //! default address and the metric names to scrape), not separate code paths.
 //!
 //! Each request is a streamed `POST /v1/completions` (or `/v1/chat/completions`) read as
-//! server-sent events ([`eventsource_stream`], a maintained parser: events split across TCP
-//! reads, `\r\n` line ends and comment lines are its business, not ours). One `reqwest` client
+//! server-sent events (`sse.rs`: events split across TCP reads, every kind of line end,
+//! comment lines, framed in place, once a line, since this runs for every chunk of every
+//! request). One `reqwest` client
 //! holds the connection pool for the whole run, so connections are reused; TLS is rustls,
 //! trusting the system's root certificates (`rustls-tls-native-roots`), so a server behind a
 //! company CA works as it does for curl.
@@ -25,6 +26,7 @@ mod connections;
 mod exchange;
 pub mod prometheus;
 mod proxy;
+pub(crate) mod sse;
 pub(crate) mod stream;
 pub mod token_counter;
 mod tokenize;
