@@ -227,8 +227,49 @@ fn rotary_tables(head_dim: usize, positions: usize, theta: f32) -> Result<(Tenso
     Ok((angles.cos()?, angles.sin()?))
 }
 
+/// The forward passes, run inside candle's thread pool (`Device::with_context`): candle-nn's
+/// norms, rotary positions and softmax split their rows over the current rayon pool, and
+/// called from outside a pool each of them handed its rows to a pool thread and slept until it
+/// was done, even with one thread (about 150 hand-offs a decode step, 1 or 2 ms of it); inside,
+/// the calling thread is the pool's and runs them itself.
 impl CausalLm for Llama {
     fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        Device::Cpu.with_context(|| self.forward_in_pool(tokens, cache))
+    }
+
+    fn decode_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        Device::Cpu.with_context(|| self.decode_batch_in_pool(tokens, caches))
+    }
+
+    fn num_layers(&self) -> usize {
+        self.config.layers
+    }
+
+    fn max_positions(&self) -> usize {
+        self.config.max_positions
+    }
+
+    fn weight_bytes(&self) -> usize {
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down]
+                    .iter()
+                    .map(|l| l.weight_bytes())
+                    .sum::<usize>()
+            })
+            .sum();
+        blocks + self.lm_head.weight_bytes()
+    }
+
+    fn architecture(&self) -> &'static str {
+        "llama"
+    }
+}
+
+impl Llama {
+    fn forward_in_pool(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
         let c = &self.config;
         let past = cache.len();
         let new = tokens.len();
@@ -260,7 +301,7 @@ impl CausalLm for Llama {
     /// The batch's tokens stand side by side as `[1, batch, hidden]`, where a prompt's positions
     /// would, so the norms and every weight matrix (q, k, v, o, the MLP, the output head) run
     /// once for the whole batch; only rotary positions and attention are per sequence.
-    fn decode_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+    fn decode_batch_in_pool(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
         check_batch(tokens, caches)?;
         let c = &self.config;
         for cache in caches.iter() {
@@ -295,31 +336,5 @@ impl CausalLm for Llama {
             .forward_decode(&x)?
             .squeeze(0)?
             .to_dtype(DType::F32)
-    }
-
-    fn num_layers(&self) -> usize {
-        self.config.layers
-    }
-
-    fn max_positions(&self) -> usize {
-        self.config.max_positions
-    }
-
-    fn weight_bytes(&self) -> usize {
-        let blocks: usize = self
-            .blocks
-            .iter()
-            .map(|b| {
-                [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down]
-                    .iter()
-                    .map(|l| l.weight_bytes())
-                    .sum::<usize>()
-            })
-            .sum();
-        blocks + self.lm_head.weight_bytes()
-    }
-
-    fn architecture(&self) -> &'static str {
-        "llama"
     }
 }
