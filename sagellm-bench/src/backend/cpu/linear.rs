@@ -7,6 +7,7 @@ use candle_core::{Device, Module, Result, Tensor};
 
 use super::precision::PrefillWeights;
 use super::q4_1::{self, PackedQ4_1};
+use super::q5_0::{self, PackedQ5_0};
 use super::q8::{self, PackedQ8};
 
 /// Prompt chunks of at least this many tokens take the `[cpu] prefill_weights` path; fewer,
@@ -35,6 +36,8 @@ enum DecodeWeight {
     Q8(Arc<PackedQ8>),
     /// Q4_1, repacked for our kernel (backend/cpu/q4_1.rs), where the CPU runs it.
     Q4_1(Arc<PackedQ4_1>),
+    /// Q5_0, repacked for our kernel (backend/cpu/q5_0.rs), where the CPU runs it.
+    Q5_0(Arc<PackedQ5_0>),
 }
 
 impl DecodeWeight {
@@ -43,6 +46,7 @@ impl DecodeWeight {
             DecodeWeight::Candle(w) => w.forward(xs),
             DecodeWeight::Q8(w) => w.matmul_t(xs),
             DecodeWeight::Q4_1(w) => w.matmul_t(xs),
+            DecodeWeight::Q5_0(w) => w.matmul_t(xs),
         }
     }
 
@@ -54,6 +58,7 @@ impl DecodeWeight {
             DecodeWeight::Candle(QMatMul::TensorF16(w)) => w.to_dtype(candle_core::DType::F32),
             DecodeWeight::Q8(w) => w.dequantize(),
             DecodeWeight::Q4_1(w) => w.dequantize(),
+            DecodeWeight::Q5_0(w) => w.dequantize(),
         }
     }
 }
@@ -111,12 +116,15 @@ impl Linear {
             DecodeWeight::Q8(Arc::new(PackedQ8::from_qtensor(&weight)?))
         } else if weight.dtype() == GgmlDType::Q4_1 && q4_1::available() {
             DecodeWeight::Q4_1(Arc::new(PackedQ4_1::from_qtensor(&weight)?))
+        } else if weight.dtype() == GgmlDType::Q5_0 && q5_0::available() {
+            DecodeWeight::Q5_0(Arc::new(PackedQ5_0::from_qtensor(&weight)?))
         } else {
             DecodeWeight::Candle(QMatMul::QTensor(Arc::new(weight)))
         };
         let weight_bytes = match &weight {
             DecodeWeight::Q8(w) => w.bytes(),
             DecodeWeight::Q4_1(w) => w.bytes(),
+            DecodeWeight::Q5_0(w) => w.bytes(),
             DecodeWeight::Candle(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
             DecodeWeight::Candle(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
                 w.elem_count() * w.dtype().size_in_bytes()

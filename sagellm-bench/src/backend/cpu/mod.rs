@@ -19,6 +19,7 @@ mod opt;
 mod precision;
 mod prefix_cache;
 mod q4_1;
+mod q5_0;
 mod q8;
 mod source;
 mod text;

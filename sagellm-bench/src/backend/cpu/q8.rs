@@ -301,7 +301,7 @@ pub(super) fn quantize_rows(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {
     (qs, scales)
 }
 
-/// The AVX2 kernel, and the lane sum the Q4_1 kernel shares.
+/// The AVX2 kernel, and the block product and lane sum the Q4_1 and Q5_0 kernels share.
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {
     use std::arch::x86_64::*;
@@ -311,7 +311,7 @@ pub(super) mod avx2 {
     /// The integer dot products of one 32-value block pair, as 8 f32 lanes to be summed.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn block_dot(w: __m256i, a: __m256i) -> __m256 {
+    pub(in crate::backend::cpu) fn block_dot(w: __m256i, a: __m256i) -> __m256 {
         // maddubs multiplies unsigned by signed bytes: move w's sign onto a. |w| <= 128 and
         // |a| <= 127, so a pair sum (at most 2 × 128 × 127 = 32,512) fits its i16.
         let abs_w = _mm256_sign_epi8(w, w);
