@@ -5,6 +5,7 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Result, Tensor};
 
+use super::packed::{self, PackedWeight};
 use super::precision::PrefillWeights;
 use super::q4_1::{self, PackedQ4_1};
 use super::q5_0::{self, PackedQ5_0};
@@ -41,6 +42,16 @@ enum DecodeWeight {
 }
 
 impl DecodeWeight {
+    /// The weight as one of our kernels multiplies it (`None`: candle's).
+    fn packed(&self) -> Option<&dyn PackedWeight> {
+        match self {
+            DecodeWeight::Candle(_) => None,
+            DecodeWeight::Q8(w) => Some(&**w),
+            DecodeWeight::Q4_1(w) => Some(&**w),
+            DecodeWeight::Q5_0(w) => Some(&**w),
+        }
+    }
+
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
             DecodeWeight::Candle(w) => w.forward(xs),
@@ -166,6 +177,50 @@ impl Linear {
     /// rows are different sequences, reads the compact weights once for all of them.
     pub fn forward_decode(&self, xs: &Tensor) -> Result<Tensor> {
         self.add_bias(self.weight.forward(xs)?)
+    }
+
+    /// `x Wᵀ + b` of each of `layers` (the same input width) with the decode weights, as
+    /// [`Linear::forward_decode`] each: when all are on our kernels (backend/cpu/packed.rs),
+    /// `x` is quantized once and the products share one parallel region.
+    pub fn forward_decode_all<const N: usize>(
+        layers: [&Linear; N],
+        xs: &Tensor,
+    ) -> Result<[Tensor; N]> {
+        let packed: Option<Vec<&dyn PackedWeight>> =
+            layers.iter().map(|l| l.weight.packed()).collect();
+        let ys = match packed {
+            Some(weights) => packed::fused(&weights, xs)?,
+            None => layers
+                .iter()
+                .map(|l| l.weight.forward(xs))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        let ys = ys
+            .into_iter()
+            .zip(layers)
+            .map(|(y, l)| l.add_bias(y))
+            .collect::<Result<Vec<_>>>()?;
+        ys.try_into()
+            .map_err(|_| candle_core::Error::Msg("one product per layer".into()))
+    }
+
+    /// [`Module::forward`] of each of `layers`: a chunk the decode kernel takes (shorter than
+    /// [`DENSE_MIN_ROWS`], or `prefill_weights = "quantized"`) as [`Linear::forward_decode_all`].
+    pub fn forward_all<const N: usize>(layers: [&Linear; N], xs: &Tensor) -> Result<[Tensor; N]> {
+        let rows = xs.elem_count() / xs.dim(candle_core::D::Minus1)?.max(1);
+        let decode_kernel = rows < DENSE_MIN_ROWS
+            || layers
+                .iter()
+                .all(|l| matches!(l.prefill, PrefillPath::SameAsDecode));
+        if decode_kernel {
+            return Self::forward_decode_all(layers, xs);
+        }
+        let ys = layers
+            .iter()
+            .map(|l| l.forward(xs))
+            .collect::<Result<Vec<_>>>()?;
+        ys.try_into()
+            .map_err(|_| candle_core::Error::Msg("one product per layer".into()))
     }
 
     fn add_bias(&self, ys: Tensor) -> Result<Tensor> {

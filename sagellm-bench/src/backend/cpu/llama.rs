@@ -280,16 +280,18 @@ impl Llama {
         let mut x = embed(&self.embedding, tokens)?;
         for (i, b) in self.blocks.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, c.rms_eps)?;
-            let q = split_heads(&b.q.forward(&h)?, c.heads)?.contiguous()?;
-            let k = split_heads(&b.k.forward(&h)?, c.kv_heads)?.contiguous()?;
-            let v = split_heads(&b.v.forward(&h)?, c.kv_heads)?;
+            let [q, k, v] = Linear::forward_all([&b.q, &b.k, &b.v], &h)?;
+            let q = split_heads(&q, c.heads)?.contiguous()?;
+            let k = split_heads(&k, c.kv_heads)?.contiguous()?;
+            let v = split_heads(&v, c.kv_heads)?;
             let q = self.rotate(&q, &cos, &sin)?;
             let k = self.rotate(&k, &cos, &sin)?;
             let (k, v) = cache.append(i, &k, &v)?;
             let a = causal_attention(&q, &k, &v, 1.0 / (head_dim as f64).sqrt())?;
             x = (x + b.o.forward(&merge_heads(&a)?)?)?;
             let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, c.rms_eps)?;
-            let gated = (candle_nn::ops::silu(&b.gate.forward(&h)?)? * b.up.forward(&h)?)?;
+            let [gate, up] = Linear::forward_all([&b.gate, &b.up], &h)?;
+            let gated = (candle_nn::ops::silu(&gate)? * up)?;
             x = (x + b.down.forward(&gated)?)?;
         }
         cache.commit(tokens);
@@ -316,16 +318,17 @@ impl Llama {
         let mut x = embed(&self.embedding, tokens)?;
         for (i, b) in self.blocks.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, c.rms_eps)?;
-            let q = split_batch_heads(&b.q.forward_decode(&h)?, c.heads)?;
-            let k = split_batch_heads(&b.k.forward_decode(&h)?, c.kv_heads)?;
-            let v = split_batch_heads(&b.v.forward_decode(&h)?, c.kv_heads)?;
+            let [q, k, v] = Linear::forward_decode_all([&b.q, &b.k, &b.v], &h)?;
+            let q = split_batch_heads(&q, c.heads)?;
+            let k = split_batch_heads(&k, c.kv_heads)?;
+            let v = split_batch_heads(&v, c.kv_heads)?;
             let q = self.rotate(&q, &cos, &sin)?;
             let k = self.rotate(&k, &cos, &sin)?;
             let a = decode_batch_attention(&q, &k, &v, caches, i, 1.0 / (head_dim as f64).sqrt())?;
             x = (x + b.o.forward_decode(&merge_batch_heads(&a)?)?)?;
             let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, c.rms_eps)?;
-            let gated =
-                (candle_nn::ops::silu(&b.gate.forward_decode(&h)?)? * b.up.forward_decode(&h)?)?;
+            let [gate, up] = Linear::forward_decode_all([&b.gate, &b.up], &h)?;
+            let gated = (candle_nn::ops::silu(&gate)? * up)?;
             x = (x + b.down.forward_decode(&gated)?)?;
         }
         for (cache, &token) in caches.iter_mut().zip(tokens) {

@@ -16,6 +16,7 @@ mod llama;
 mod load;
 mod model;
 mod opt;
+mod packed;
 mod precision;
 mod prefix_cache;
 mod q4_1;

@@ -21,14 +21,14 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{bail, Device, Result, Tensor};
 use half::f16;
 
+use super::packed::{self, Activations, PackedWeight};
+
 /// Values per Q8_0 block.
 const BLOCK: usize = 32;
 /// Bytes of one stored Q8_0 block: an f16 scale and 32 signed bytes.
 const STORED_BLOCK_BYTES: usize = 2 + BLOCK;
 /// Weight rows multiplied together: four accumulators, one activation load per block for four.
 const ROWS_PER_STEP: usize = 4;
-/// Weight rows per parallel work item when more than one thread runs (a multiple of four).
-pub(super) const ROWS_PER_TASK: usize = 64;
 
 /// Whether this CPU runs the kernel (x86-64 with AVX2 and FMA); otherwise candle's is used.
 pub fn available() -> bool {
@@ -145,26 +145,17 @@ impl PackedQ8 {
 
     /// `x Wᵀ` for `x` of shape `[..., in]`: each row of `x` quantized to Q8_0, then multiplied.
     pub fn matmul_t(&self, xs: &Tensor) -> Result<Tensor> {
-        let dims = xs.dims().to_vec();
-        let Some(&last) = dims.last() else {
-            bail!("a matrix product needs at least one dimension");
-        };
-        if last != self.columns {
-            bail!(
-                "input rows of {last} values against a [{}, {}] weight",
-                self.rows,
-                self.columns
-            );
-        }
-        let input = xs.flatten_all()?.to_vec1::<f32>()?;
-        let m = input.len() / self.columns;
-        let (a_qs, a_scales) = quantize_rows(&input, self.columns);
-        let out = split_rows(self.rows, m, |start, end, dst, stride| {
-            self.rows_times(start, end, m, (&a_qs, &a_scales), dst, stride)
-        });
-        let mut shape = dims;
-        *shape.last_mut().expect("checked above") = self.rows;
-        Tensor::from_vec(out, shape, &Device::Cpu)
+        packed::matmul_t(self, xs)
+    }
+}
+
+impl PackedWeight for PackedQ8 {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn columns(&self) -> usize {
+        self.columns
     }
 
     /// Weight rows `start..end` (`start` a multiple of four) times each of the `m` quantized
@@ -174,11 +165,11 @@ impl PackedQ8 {
         &self,
         start: usize,
         end: usize,
-        m: usize,
-        (a_qs, a_scales): (&[i8], &[f32]),
+        a: &Activations,
         dst: &mut [f32],
         stride: usize,
     ) {
+        let (m, a_qs, a_scales) = (a.rows, &a.qs, &a.scales);
         let (k, nb) = (self.columns, self.blocks);
         let group_bytes = nb * GROUP_BLOCK_BYTES;
         let mut row = start;
@@ -197,59 +188,6 @@ impl PackedQ8 {
         }
     }
 }
-
-/// The `[m, rows]` products of `m` activation rows with a weight of `rows` rows, computed by
-/// `run(start, end, dst, stride)` for weight rows `start..end` (result of activation row `i`,
-/// weight row `r` at `dst[i * stride + r - start]`): all at once on one thread, or in tasks of
-/// [`ROWS_PER_TASK`] rows over candle's barrier pool.
-///
-/// The barrier pool, not rayon: its caller computes a share itself and its workers spin a
-/// while before they park, so a decode step's 211 products cost no thread wake-up each. With
-/// rayon's pool, called from outside it, the caller slept on a latch while the pool's threads
-/// worked, and woke them and was woken once per product (perf at 2 threads: a third of the
-/// samples on the caller, in futex waits; 2 threads decoded 1.15x faster than one).
-pub(super) fn split_rows(
-    rows: usize,
-    m: usize,
-    run: impl Fn(usize, usize, &mut [f32], usize) + Sync,
-) -> Vec<f32> {
-    let mut out = vec![0f32; m * rows];
-    let tasks = rows.div_ceil(ROWS_PER_TASK);
-    let pool = candle_core::utils::barrier_pool();
-    if pool.n_workers() == 0 || tasks < 2 {
-        run(0, rows, &mut out, rows);
-        return out;
-    }
-    let shared = SharedOut(out.as_mut_ptr());
-    pool.execute_chunked(tasks, |range| {
-        let shared = &shared;
-        let start = range.start * ROWS_PER_TASK;
-        let end = rows.min(range.end * ROWS_PER_TASK);
-        let width = end - start;
-        let mut part = vec![0f32; m * width];
-        run(start, end, &mut part, width);
-        for (i, chunk) in part.chunks_exact(width).enumerate() {
-            // SAFETY: `out` holds `m * rows` values and outlives `execute_chunked`, which
-            // returns when every task is done; task ranges are disjoint, so each writes its own
-            // columns `start..end` of each row, which no other task reads or writes.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    chunk.as_ptr(),
-                    shared.0.add(i * rows + start),
-                    width,
-                );
-            }
-        }
-    });
-    out
-}
-
-/// The output of [`split_rows`], written by its tasks at disjoint places.
-struct SharedOut(*mut f32);
-
-// SAFETY: the tasks write disjoint ranges (see `split_rows`), and the pointer does not outlive
-// the vector it points into.
-unsafe impl Sync for SharedOut {}
 
 fn read_f32(bytes: &[u8]) -> f32 {
     f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
