@@ -35,7 +35,7 @@ pub struct BackendArgs {
     #[arg(long, value_name = "DTYPE", help_heading = CPU)]
     pub dtype: Option<String>,
 
-    /// cpu backend: inference threads (default 1, leaving a core to the harness)
+    /// cpu backend: inference threads (default: the cores up to 2, one fewer above 2)
     #[arg(long, value_name = "N", help_heading = CPU)]
     pub threads: Option<usize>,
 }

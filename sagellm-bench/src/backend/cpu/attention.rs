@@ -27,9 +27,9 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Resul
         scores
     };
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-    probs
-        .matmul(&v.contiguous()?)?
-        .reshape((b, heads, new, head_dim))
+    // `k` and `v` may be views of a cache's buffers (`[1, kv_heads, positions, head_dim]` out
+    // of a longer buffer): the products read them in place.
+    probs.matmul(v)?.reshape((b, heads, new, head_dim))
 }
 
 /// Attention of one decode step for a batch of sequences: row `i` of `q` (`[batch, heads, 1,

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Result, Tensor};
 
+use super::packed::{self, PackedWeight};
 use super::precision::PrefillWeights;
 use super::q4_1::{self, PackedQ4_1};
+use super::q5_0::{self, PackedQ5_0};
 use super::q8::{self, PackedQ8};
 
 /// Prompt chunks of at least this many tokens take the `[cpu] prefill_weights` path; fewer,
@@ -35,14 +37,27 @@ enum DecodeWeight {
     Q8(Arc<PackedQ8>),
     /// Q4_1, repacked for our kernel (backend/cpu/q4_1.rs), where the CPU runs it.
     Q4_1(Arc<PackedQ4_1>),
+    /// Q5_0, repacked for our kernel (backend/cpu/q5_0.rs), where the CPU runs it.
+    Q5_0(Arc<PackedQ5_0>),
 }
 
 impl DecodeWeight {
+    /// The weight as one of our kernels multiplies it (`None`: candle's).
+    fn packed(&self) -> Option<&dyn PackedWeight> {
+        match self {
+            DecodeWeight::Candle(_) => None,
+            DecodeWeight::Q8(w) => Some(&**w),
+            DecodeWeight::Q4_1(w) => Some(&**w),
+            DecodeWeight::Q5_0(w) => Some(&**w),
+        }
+    }
+
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
             DecodeWeight::Candle(w) => w.forward(xs),
             DecodeWeight::Q8(w) => w.matmul_t(xs),
             DecodeWeight::Q4_1(w) => w.matmul_t(xs),
+            DecodeWeight::Q5_0(w) => w.matmul_t(xs),
         }
     }
 
@@ -54,6 +69,7 @@ impl DecodeWeight {
             DecodeWeight::Candle(QMatMul::TensorF16(w)) => w.to_dtype(candle_core::DType::F32),
             DecodeWeight::Q8(w) => w.dequantize(),
             DecodeWeight::Q4_1(w) => w.dequantize(),
+            DecodeWeight::Q5_0(w) => w.dequantize(),
         }
     }
 }
@@ -111,12 +127,15 @@ impl Linear {
             DecodeWeight::Q8(Arc::new(PackedQ8::from_qtensor(&weight)?))
         } else if weight.dtype() == GgmlDType::Q4_1 && q4_1::available() {
             DecodeWeight::Q4_1(Arc::new(PackedQ4_1::from_qtensor(&weight)?))
+        } else if weight.dtype() == GgmlDType::Q5_0 && q5_0::available() {
+            DecodeWeight::Q5_0(Arc::new(PackedQ5_0::from_qtensor(&weight)?))
         } else {
             DecodeWeight::Candle(QMatMul::QTensor(Arc::new(weight)))
         };
         let weight_bytes = match &weight {
             DecodeWeight::Q8(w) => w.bytes(),
             DecodeWeight::Q4_1(w) => w.bytes(),
+            DecodeWeight::Q5_0(w) => w.bytes(),
             DecodeWeight::Candle(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
             DecodeWeight::Candle(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
                 w.elem_count() * w.dtype().size_in_bytes()
@@ -158,6 +177,50 @@ impl Linear {
     /// rows are different sequences, reads the compact weights once for all of them.
     pub fn forward_decode(&self, xs: &Tensor) -> Result<Tensor> {
         self.add_bias(self.weight.forward(xs)?)
+    }
+
+    /// `x Wᵀ + b` of each of `layers` (the same input width) with the decode weights, as
+    /// [`Linear::forward_decode`] each: when all are on our kernels (backend/cpu/packed.rs),
+    /// `x` is quantized once and the products share one parallel region.
+    pub fn forward_decode_all<const N: usize>(
+        layers: [&Linear; N],
+        xs: &Tensor,
+    ) -> Result<[Tensor; N]> {
+        let packed: Option<Vec<&dyn PackedWeight>> =
+            layers.iter().map(|l| l.weight.packed()).collect();
+        let ys = match packed {
+            Some(weights) => packed::fused(&weights, xs)?,
+            None => layers
+                .iter()
+                .map(|l| l.weight.forward(xs))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        let ys = ys
+            .into_iter()
+            .zip(layers)
+            .map(|(y, l)| l.add_bias(y))
+            .collect::<Result<Vec<_>>>()?;
+        ys.try_into()
+            .map_err(|_| candle_core::Error::Msg("one product per layer".into()))
+    }
+
+    /// [`Module::forward`] of each of `layers`: a chunk the decode kernel takes (shorter than
+    /// [`DENSE_MIN_ROWS`], or `prefill_weights = "quantized"`) as [`Linear::forward_decode_all`].
+    pub fn forward_all<const N: usize>(layers: [&Linear; N], xs: &Tensor) -> Result<[Tensor; N]> {
+        let rows = xs.elem_count() / xs.dim(candle_core::D::Minus1)?.max(1);
+        let decode_kernel = rows < DENSE_MIN_ROWS
+            || layers
+                .iter()
+                .all(|l| matches!(l.prefill, PrefillPath::SameAsDecode));
+        if decode_kernel {
+            return Self::forward_decode_all(layers, xs);
+        }
+        let ys = layers
+            .iter()
+            .map(|l| l.forward(xs))
+            .collect::<Result<Vec<_>>>()?;
+        ys.try_into()
+            .map_err(|_| candle_core::Error::Msg("one product per layer".into()))
     }
 
     fn add_bias(&self, ys: Tensor) -> Result<Tensor> {

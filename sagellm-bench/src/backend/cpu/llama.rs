@@ -227,74 +227,18 @@ fn rotary_tables(head_dim: usize, positions: usize, theta: f32) -> Result<(Tenso
     Ok((angles.cos()?, angles.sin()?))
 }
 
+/// The forward passes, run inside candle's thread pool (`Device::with_context`): candle-nn's
+/// norms, rotary positions and softmax split their rows over the current rayon pool, and
+/// called from outside a pool each of them handed its rows to a pool thread and slept until it
+/// was done, even with one thread (about 150 hand-offs a decode step, 1 or 2 ms of it); inside,
+/// the calling thread is the pool's and runs them itself.
 impl CausalLm for Llama {
     fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
-        let c = &self.config;
-        let past = cache.len();
-        let new = tokens.len();
-        check_positions(past, new, c.max_positions)?;
-        let head_dim = c.hidden / c.heads;
-        let cos = self.cos.narrow(0, past, new)?;
-        let sin = self.sin.narrow(0, past, new)?;
-        let mut x = embed(&self.embedding, tokens)?;
-        for (i, b) in self.blocks.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, c.rms_eps)?;
-            let q = split_heads(&b.q.forward(&h)?, c.heads)?.contiguous()?;
-            let k = split_heads(&b.k.forward(&h)?, c.kv_heads)?.contiguous()?;
-            let v = split_heads(&b.v.forward(&h)?, c.kv_heads)?;
-            let q = self.rotate(&q, &cos, &sin)?;
-            let k = self.rotate(&k, &cos, &sin)?;
-            let (k, v) = cache.append(i, &k, &v)?;
-            let a = causal_attention(&q, &k, &v, 1.0 / (head_dim as f64).sqrt())?;
-            x = (x + b.o.forward(&merge_heads(&a)?)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, c.rms_eps)?;
-            let gated = (candle_nn::ops::silu(&b.gate.forward(&h)?)? * b.up.forward(&h)?)?;
-            x = (x + b.down.forward(&gated)?)?;
-        }
-        cache.commit(tokens);
-        let last = x.narrow(1, new - 1, 1)?.contiguous()?;
-        let last = candle_nn::ops::rms_norm(&last, &self.final_norm, c.rms_eps)?;
-        last_position(&self.lm_head.forward(&last)?)
+        Device::Cpu.with_context(|| self.forward_in_pool(tokens, cache))
     }
 
-    /// The batch's tokens stand side by side as `[1, batch, hidden]`, where a prompt's positions
-    /// would, so the norms and every weight matrix (q, k, v, o, the MLP, the output head) run
-    /// once for the whole batch; only rotary positions and attention are per sequence.
     fn decode_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
-        check_batch(tokens, caches)?;
-        let c = &self.config;
-        for cache in caches.iter() {
-            check_positions(cache.len(), 1, c.max_positions)?;
-        }
-        let head_dim = c.hidden / c.heads;
-        let positions: Vec<u32> = caches.iter().map(|cache| cache.len() as u32).collect();
-        let positions = Tensor::new(positions, &Device::Cpu)?;
-        // `[batch, 1, head_dim / 2]`: each sequence rotated at its own position.
-        let cos = self.cos.index_select(&positions, 0)?.unsqueeze(1)?;
-        let sin = self.sin.index_select(&positions, 0)?.unsqueeze(1)?;
-        let mut x = embed(&self.embedding, tokens)?;
-        for (i, b) in self.blocks.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, c.rms_eps)?;
-            let q = split_batch_heads(&b.q.forward_decode(&h)?, c.heads)?;
-            let k = split_batch_heads(&b.k.forward_decode(&h)?, c.kv_heads)?;
-            let v = split_batch_heads(&b.v.forward_decode(&h)?, c.kv_heads)?;
-            let q = self.rotate(&q, &cos, &sin)?;
-            let k = self.rotate(&k, &cos, &sin)?;
-            let a = decode_batch_attention(&q, &k, &v, caches, i, 1.0 / (head_dim as f64).sqrt())?;
-            x = (x + b.o.forward_decode(&merge_batch_heads(&a)?)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, c.rms_eps)?;
-            let gated =
-                (candle_nn::ops::silu(&b.gate.forward_decode(&h)?)? * b.up.forward_decode(&h)?)?;
-            x = (x + b.down.forward_decode(&gated)?)?;
-        }
-        for (cache, &token) in caches.iter_mut().zip(tokens) {
-            cache.commit(&[token]);
-        }
-        let x = candle_nn::ops::rms_norm(&x, &self.final_norm, c.rms_eps)?;
-        self.lm_head
-            .forward_decode(&x)?
-            .squeeze(0)?
-            .to_dtype(DType::F32)
+        Device::Cpu.with_context(|| self.decode_batch_in_pool(tokens, caches))
     }
 
     fn num_layers(&self) -> usize {
@@ -321,5 +265,79 @@ impl CausalLm for Llama {
 
     fn architecture(&self) -> &'static str {
         "llama"
+    }
+}
+
+impl Llama {
+    fn forward_in_pool(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let c = &self.config;
+        let past = cache.len();
+        let new = tokens.len();
+        check_positions(past, new, c.max_positions)?;
+        let head_dim = c.hidden / c.heads;
+        let cos = self.cos.narrow(0, past, new)?;
+        let sin = self.sin.narrow(0, past, new)?;
+        let mut x = embed(&self.embedding, tokens)?;
+        for (i, b) in self.blocks.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, c.rms_eps)?;
+            let [q, k, v] = Linear::forward_all([&b.q, &b.k, &b.v], &h)?;
+            let q = split_heads(&q, c.heads)?.contiguous()?;
+            let k = split_heads(&k, c.kv_heads)?.contiguous()?;
+            let v = split_heads(&v, c.kv_heads)?;
+            let q = self.rotate(&q, &cos, &sin)?;
+            let k = self.rotate(&k, &cos, &sin)?;
+            let (k, v) = cache.append(i, &k, &v)?;
+            let a = causal_attention(&q, &k, &v, 1.0 / (head_dim as f64).sqrt())?;
+            x = (x + b.o.forward(&merge_heads(&a)?)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, c.rms_eps)?;
+            let [gate, up] = Linear::forward_all([&b.gate, &b.up], &h)?;
+            let gated = (candle_nn::ops::silu(&gate)? * up)?;
+            x = (x + b.down.forward(&gated)?)?;
+        }
+        cache.commit(tokens);
+        let last = x.narrow(1, new - 1, 1)?.contiguous()?;
+        let last = candle_nn::ops::rms_norm(&last, &self.final_norm, c.rms_eps)?;
+        last_position(&self.lm_head.forward(&last)?)
+    }
+
+    /// The batch's tokens stand side by side as `[1, batch, hidden]`, where a prompt's positions
+    /// would, so the norms and every weight matrix (q, k, v, o, the MLP, the output head) run
+    /// once for the whole batch; only rotary positions and attention are per sequence.
+    fn decode_batch_in_pool(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        check_batch(tokens, caches)?;
+        let c = &self.config;
+        for cache in caches.iter() {
+            check_positions(cache.len(), 1, c.max_positions)?;
+        }
+        let head_dim = c.hidden / c.heads;
+        let positions: Vec<u32> = caches.iter().map(|cache| cache.len() as u32).collect();
+        let positions = Tensor::new(positions, &Device::Cpu)?;
+        // `[batch, 1, head_dim / 2]`: each sequence rotated at its own position.
+        let cos = self.cos.index_select(&positions, 0)?.unsqueeze(1)?;
+        let sin = self.sin.index_select(&positions, 0)?.unsqueeze(1)?;
+        let mut x = embed(&self.embedding, tokens)?;
+        for (i, b) in self.blocks.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, c.rms_eps)?;
+            let [q, k, v] = Linear::forward_decode_all([&b.q, &b.k, &b.v], &h)?;
+            let q = split_batch_heads(&q, c.heads)?;
+            let k = split_batch_heads(&k, c.kv_heads)?;
+            let v = split_batch_heads(&v, c.kv_heads)?;
+            let q = self.rotate(&q, &cos, &sin)?;
+            let k = self.rotate(&k, &cos, &sin)?;
+            let a = decode_batch_attention(&q, &k, &v, caches, i, 1.0 / (head_dim as f64).sqrt())?;
+            x = (x + b.o.forward_decode(&merge_batch_heads(&a)?)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, c.rms_eps)?;
+            let [gate, up] = Linear::forward_decode_all([&b.gate, &b.up], &h)?;
+            let gated = (candle_nn::ops::silu(&gate)? * up)?;
+            x = (x + b.down.forward_decode(&gated)?)?;
+        }
+        for (cache, &token) in caches.iter_mut().zip(tokens) {
+            cache.commit(&[token]);
+        }
+        let x = candle_nn::ops::rms_norm(&x, &self.final_norm, c.rms_eps)?;
+        self.lm_head
+            .forward_decode(&x)?
+            .squeeze(0)?
+            .to_dtype(DType::F32)
     }
 }

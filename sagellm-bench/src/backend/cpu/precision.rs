@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightDtype {
-    /// GGUF: keep formats with fast kernels here (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K), convert the
-    /// others (Q5_x, Q2_K, ...) to Q8_0. Safetensors: f32.
+    /// GGUF: keep formats with fast kernels here (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K), convert
+    /// the others (Q5_1, Q2_K, ...) to Q8_0. Safetensors: f32.
     #[default]
     Auto,
     /// Keep every GGUF tensor exactly as stored (safetensors: f32).
@@ -56,13 +56,14 @@ impl WeightDtype {
                 return match stored {
                     GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => None,
                     // candle's CPU kernels for these are vectorised (and repacked for decode);
-                    // Q8_0 and Q4_1 have ours (backend/cpu/q8.rs, q4_1.rs). Kept as stored, a
+                    // Q8_0, Q4_1 and Q5_0 have ours (backend/cpu/q8.rs, q4_1.rs, q5_0.rs). Kept as stored, a
                     // matrix multiplies exactly the values the file holds.
                     GgmlDType::Q4_0 | GgmlDType::Q8_0 | GgmlDType::Q4K | GgmlDType::Q6K => {
                         Some(stored)
                     }
                     GgmlDType::Q4_1 if super::q4_1::available() => Some(stored),
-                    // Q5_0, Q5_1, Q2K, Q3K, Q5K, Q8_1, Q8K (and Q4_1 without AVX2): scalar paths;
+                    GgmlDType::Q5_0 if super::q5_0::available() => Some(stored),
+                    // Q5_1, Q2K, Q3K, Q5K, Q8_1, Q8K (and Q4_1, Q5_0 without AVX2): scalar paths;
                     // Q8_0 holds their values with an error far below their own.
                     _ => Some(GgmlDType::Q8_0),
                 };

@@ -57,10 +57,14 @@ impl PrefixCache {
         // An entry this prompt extends is now redundant: the new one serves every lookup it did.
         self.entries
             .retain(|e| e.cache.common_prefix(cache.tokens()) < e.cache.len());
-        self.entries.push(Entry {
-            cache: cache.clone(),
-            last_used: self.clock,
-        });
+        // A copy of its own: the sequence goes on appending to `cache`'s buffers. A copy that
+        // fails (out of memory) only means this prompt is not kept.
+        if let Ok(copy) = cache.prefix(cache.len()) {
+            self.entries.push(Entry {
+                cache: copy,
+                last_used: self.clock,
+            });
+        }
     }
 
     pub fn tokens(&self) -> usize {

@@ -13,7 +13,9 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{bail, Device, Result, Tensor};
 use half::f16;
 
-use super::q8::{quantize_rows, split_rows};
+use super::packed::{self, Activations, PackedWeight};
+#[cfg(test)]
+use super::q8::quantize_rows;
 
 const BLOCK: usize = 32;
 /// Bytes of one stored Q4_1 block: f16 `d`, f16 `m`, 16 bytes of nibbles.
@@ -111,43 +113,43 @@ impl PackedQ4_1 {
 
     /// `x Wᵀ` for `x` of shape `[..., in]`.
     pub fn matmul_t(&self, xs: &Tensor) -> Result<Tensor> {
-        let dims = xs.dims().to_vec();
-        if dims.last() != Some(&self.columns) {
-            bail!(
-                "input {dims:?} against a [{}, {}] weight",
-                self.rows,
-                self.columns
-            );
-        }
-        let input = xs.flatten_all()?.to_vec1::<f32>()?;
-        let m = input.len() / self.columns;
-        let (a_qs, a_scales) = quantize_rows(&input, self.columns);
-        // `da Σ a` of every activation block: the part every row's `m` multiplies.
-        let a_sums: Vec<f32> = a_qs
-            .chunks_exact(BLOCK)
-            .zip(&a_scales)
-            .map(|(qs, &d)| d * qs.iter().map(|&q| q as i32).sum::<i32>() as f32)
-            .collect();
-        let out = split_rows(self.rows, m, |start, end, dst, stride| {
-            let (k, nb) = (self.columns, self.blocks);
-            let group_bytes = nb * GROUP_BLOCK_BYTES;
-            let mut row = start;
-            while row < end {
-                let step = ROWS_PER_STEP.min(end - row);
-                let group = &self.data[row / ROWS_PER_STEP * group_bytes..][..group_bytes];
-                for i in 0..m {
-                    let a = &a_qs[i * k..(i + 1) * k];
-                    let blocks = i * nb..(i + 1) * nb;
-                    let sums = dot4(nb, group, a, &a_scales[blocks.clone()], &a_sums[blocks]);
-                    let at = i * stride + row - start;
-                    dst[at..at + step].copy_from_slice(&sums[..step]);
-                }
-                row += step;
+        packed::matmul_t(self, xs)
+    }
+}
+
+impl PackedWeight for PackedQ4_1 {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn columns(&self) -> usize {
+        self.columns
+    }
+
+    fn rows_times(
+        &self,
+        start: usize,
+        end: usize,
+        a: &Activations,
+        dst: &mut [f32],
+        stride: usize,
+    ) {
+        let (m, a_qs, a_scales, a_sums) = (a.rows, &a.qs, &a.scales, &a.sums);
+        let (k, nb) = (self.columns, self.blocks);
+        let group_bytes = nb * GROUP_BLOCK_BYTES;
+        let mut row = start;
+        while row < end {
+            let step = ROWS_PER_STEP.min(end - row);
+            let group = &self.data[row / ROWS_PER_STEP * group_bytes..][..group_bytes];
+            for i in 0..m {
+                let a = &a_qs[i * k..(i + 1) * k];
+                let blocks = i * nb..(i + 1) * nb;
+                let sums = dot4(nb, group, a, &a_scales[blocks.clone()], &a_sums[blocks]);
+                let at = i * stride + row - start;
+                dst[at..at + step].copy_from_slice(&sums[..step]);
             }
-        });
-        let mut shape = dims;
-        *shape.last_mut().expect("checked above") = self.rows;
-        Tensor::from_vec(out, shape, &Device::Cpu)
+            row += step;
+        }
     }
 }
 

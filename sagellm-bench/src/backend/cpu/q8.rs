@@ -20,7 +20,8 @@
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{bail, Device, Result, Tensor};
 use half::f16;
-use rayon::prelude::*;
+
+use super::packed::{self, Activations, PackedWeight};
 
 /// Values per Q8_0 block.
 const BLOCK: usize = 32;
@@ -28,8 +29,6 @@ const BLOCK: usize = 32;
 const STORED_BLOCK_BYTES: usize = 2 + BLOCK;
 /// Weight rows multiplied together: four accumulators, one activation load per block for four.
 const ROWS_PER_STEP: usize = 4;
-/// Weight rows per parallel work item when more than one thread runs (a multiple of four).
-pub(super) const ROWS_PER_TASK: usize = 64;
 
 /// Whether this CPU runs the kernel (x86-64 with AVX2 and FMA); otherwise candle's is used.
 pub fn available() -> bool {
@@ -146,26 +145,17 @@ impl PackedQ8 {
 
     /// `x Wᵀ` for `x` of shape `[..., in]`: each row of `x` quantized to Q8_0, then multiplied.
     pub fn matmul_t(&self, xs: &Tensor) -> Result<Tensor> {
-        let dims = xs.dims().to_vec();
-        let Some(&last) = dims.last() else {
-            bail!("a matrix product needs at least one dimension");
-        };
-        if last != self.columns {
-            bail!(
-                "input rows of {last} values against a [{}, {}] weight",
-                self.rows,
-                self.columns
-            );
-        }
-        let input = xs.flatten_all()?.to_vec1::<f32>()?;
-        let m = input.len() / self.columns;
-        let (a_qs, a_scales) = quantize_rows(&input, self.columns);
-        let out = split_rows(self.rows, m, |start, end, dst, stride| {
-            self.rows_times(start, end, m, (&a_qs, &a_scales), dst, stride)
-        });
-        let mut shape = dims;
-        *shape.last_mut().expect("checked above") = self.rows;
-        Tensor::from_vec(out, shape, &Device::Cpu)
+        packed::matmul_t(self, xs)
+    }
+}
+
+impl PackedWeight for PackedQ8 {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn columns(&self) -> usize {
+        self.columns
     }
 
     /// Weight rows `start..end` (`start` a multiple of four) times each of the `m` quantized
@@ -175,11 +165,11 @@ impl PackedQ8 {
         &self,
         start: usize,
         end: usize,
-        m: usize,
-        (a_qs, a_scales): (&[i8], &[f32]),
+        a: &Activations,
         dst: &mut [f32],
         stride: usize,
     ) {
+        let (m, a_qs, a_scales) = (a.rows, &a.qs, &a.scales);
         let (k, nb) = (self.columns, self.blocks);
         let group_bytes = nb * GROUP_BLOCK_BYTES;
         let mut row = start;
@@ -197,42 +187,6 @@ impl PackedQ8 {
             row += step;
         }
     }
-}
-
-/// The `[m, rows]` products of `m` activation rows with a weight of `rows` rows, computed by
-/// `run(start, end, dst, stride)` for weight rows `start..end` (result of activation row `i`,
-/// weight row `r` at `dst[i * stride + r - start]`): all at once on one thread, or in groups
-/// of [`ROWS_PER_TASK`] rows over rayon's threads.
-pub(super) fn split_rows(
-    rows: usize,
-    m: usize,
-    run: impl Fn(usize, usize, &mut [f32], usize) + Sync,
-) -> Vec<f32> {
-    let mut out = vec![0f32; m * rows];
-    let groups = rows.div_ceil(ROWS_PER_TASK);
-    if rayon::current_num_threads() > 1 && groups > 1 {
-        // Per group of weight rows, its `[m, group rows]` results, scattered into `out`.
-        let parts: Vec<(usize, Vec<f32>)> = (0..groups)
-            .into_par_iter()
-            .map(|g| {
-                let start = g * ROWS_PER_TASK;
-                let end = rows.min(start + ROWS_PER_TASK);
-                let mut part = vec![0f32; m * (end - start)];
-                run(start, end, &mut part, end - start);
-                (start, part)
-            })
-            .collect();
-        for (start, part) in parts {
-            let width = part.len() / m;
-            for (i, chunk) in part.chunks_exact(width).enumerate() {
-                let at = i * rows + start;
-                out[at..at + width].copy_from_slice(chunk);
-            }
-        }
-    } else {
-        run(0, rows, &mut out, rows);
-    }
-    out
 }
 
 fn read_f32(bytes: &[u8]) -> f32 {
@@ -285,7 +239,7 @@ pub(super) fn quantize_rows(x: &[f32], k: usize) -> (Vec<i8>, Vec<f32>) {
     (qs, scales)
 }
 
-/// The AVX2 kernel, and the lane sum the Q4_1 kernel shares.
+/// The AVX2 kernel, and the block product and lane sum the Q4_1 and Q5_0 kernels share.
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {
     use std::arch::x86_64::*;
@@ -295,7 +249,7 @@ pub(super) mod avx2 {
     /// The integer dot products of one 32-value block pair, as 8 f32 lanes to be summed.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn block_dot(w: __m256i, a: __m256i) -> __m256 {
+    pub(in crate::backend::cpu) fn block_dot(w: __m256i, a: __m256i) -> __m256 {
         // maddubs multiplies unsigned by signed bytes: move w's sign onto a. |w| <= 128 and
         // |a| <= 127, so a pair sum (at most 2 × 128 × 127 = 32,512) fits its i16.
         let abs_w = _mm256_sign_epi8(w, w);
