@@ -136,10 +136,12 @@ fn prompts_and_checks_from_the_function_body_are_used() {
 #[test]
 fn a_failing_check_fails_the_request_and_the_smoke_test() {
     let dir = tempfile::tempdir().unwrap();
+    // Every request failed its check: nothing was measured, so the run fails, after writing
+    // every file.
     assert_eq!(
         bench(dir.path(), &["h_failing_check"]),
-        0,
-        "a benchmark records failures"
+        1,
+        "a benchmark that measured nothing fails"
     );
     let metrics = std::fs::read_to_string(dir.path().join("h_failing_check_metrics.json")).unwrap();
     assert!(metrics.contains("\"error_rate\": 1.0"), "{metrics}");
