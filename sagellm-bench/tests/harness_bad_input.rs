@@ -67,6 +67,17 @@ impl Case {
     }
 }
 
+/// A vLLM server on a port of the loopback where nothing listens.
+const NOBODY_LISTENS: [&str; 7] = [
+    "--backend",
+    "vllm",
+    "--base-url",
+    "http://127.0.0.1:9",
+    "--model",
+    "m",
+    "--no-metrics",
+];
+
 fn cases() -> Vec<Case> {
     vec![
         // ---- arguments clap rejects ----
@@ -141,18 +152,7 @@ fn cases() -> Vec<Case> {
         // ---- errors the harness explains ----
         case(
             "every request fails (nothing listens)",
-            &[
-                "--bench",
-                "--exact",
-                "hb_tiny",
-                "--backend",
-                "vllm",
-                "--base-url",
-                "http://127.0.0.1:9",
-                "--model",
-                "m",
-                "--no-metrics",
-            ],
+            &[&["--bench", "--exact", "hb_tiny"][..], &NOBODY_LISTENS].concat(),
             1,
             &[
                 "Error: every request of hb_tiny failed, so nothing was measured; the first failure: connection: ",
@@ -162,18 +162,10 @@ fn cases() -> Vec<Case> {
         case(
             "more connections than open files allow",
             &[
-                "--bench",
-                "--include-ignored",
-                "--exact",
-                "hb_wide",
-                "--backend",
-                "vllm",
-                "--base-url",
-                "http://127.0.0.1:9",
-                "--model",
-                "m",
-                "--no-metrics",
-            ],
+                &["--bench", "--include-ignored", "--exact", "hb_wide"][..],
+                &NOBODY_LISTENS,
+            ]
+            .concat(),
             1,
             &[
                 "workload `hb_wide` keeps 100 connections open",
