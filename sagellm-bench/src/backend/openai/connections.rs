@@ -137,11 +137,10 @@ impl Shared {
     /// dropped as the request went out. A new connection closed that way is a server refusing
     /// the request, not a stale connection, and is not retried.
     pub(super) fn closed_on_reuse(&self, error: &reqwest::Error) -> bool {
-        if error.is_connect() || error.is_timeout() {
+        if !closed_before_answer(error) {
             return false;
         }
         let mut local = None;
-        let mut closed = false;
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
         while let Some(e) = cause {
             if let Some(client_error) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
@@ -151,24 +150,120 @@ impl Shared {
                     local = extras.get::<HttpInfo>().map(HttpInfo::local_addr);
                 }
             }
-            if let Some(h) = e.downcast_ref::<hyper::Error>() {
-                closed |= h.is_incomplete_message();
-            }
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                use std::io::ErrorKind::*;
-                closed |= matches!(
-                    io.kind(),
-                    ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
-                );
-            }
             cause = e.source();
         }
-        closed
-            && local.is_some_and(|addr| {
-                self.answered_on
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(&addr)
-            })
+        local.is_some_and(|addr| {
+            self.answered_on
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&addr)
+        })
+    }
+}
+
+/// True when `error` says the connection closed before any byte of the answer came (an
+/// incomplete message, a reset, an end of file), not that it could not be opened or timed out.
+fn closed_before_answer(error: &reqwest::Error) -> bool {
+    if error.is_connect() || error.is_timeout() {
+        return false;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Sends a request that measures nothing (a `/metrics` scrape, a `/tokenize` call) once more
+/// when its connection closed before the answer. Their clients keep connections like the
+/// requests' do, and a server that closes each connection after its answer (llama.cpp's)
+/// otherwise fails them at random: `scripts/check-llama-server.sh` lost a `/tokenize` call,
+/// and with it an exact prompt length, that way. Both requests change nothing on the server,
+/// so a second send is safe; a measured request is retried only on a connection known to
+/// have answered before (`Connections::closed_on_reuse`), since it is timed.
+pub(super) async fn send_idempotent(
+    request: reqwest::RequestBuilder,
+) -> reqwest::Result<reqwest::Response> {
+    let again = request.try_clone();
+    match (request.send().await, again) {
+        (Err(e), Some(again)) if closed_before_answer(&e) => again.send().await,
+        (sent, _) => sent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A server on 127.0.0.1 whose first connection reads the request and closes without a
+    /// byte of answer (a kept-alive connection dropped as a request went out on it), and whose
+    /// later connections answer `ok`. Returns its URL and how many connections it accepted.
+    fn closes_first_connection() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/tokenize", listener.local_addr().unwrap());
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                if n > 0 {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    );
+                }
+            }
+        });
+        (url, accepted)
+    }
+
+    #[test]
+    fn a_request_that_measures_nothing_is_sent_again_when_its_connection_closes_unanswered() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let client = reqwest::Client::new();
+            let (url, accepted) = closes_first_connection();
+            let plain = client.post(&url).body("{}").send().await;
+            assert!(plain.is_err(), "the first connection closes unanswered");
+            assert!(closed_before_answer(&plain.unwrap_err()));
+
+            let (url, accepted_again) = closes_first_connection();
+            let answer = send_idempotent(client.post(&url).body("{}")).await.unwrap();
+            assert_eq!(answer.text().await.unwrap(), "ok");
+            assert_eq!(accepted_again.load(std::sync::atomic::Ordering::SeqCst), 2);
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+            // Nothing listens: a failure to connect is not a closed connection, sent once.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let refused = send_idempotent(client.get(format!("http://127.0.0.1:{port}/metrics")))
+                .await
+                .unwrap_err();
+            assert!(refused.is_connect());
+            assert!(!closed_before_answer(&refused));
+        });
     }
 }

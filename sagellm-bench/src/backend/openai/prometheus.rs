@@ -574,10 +574,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 async fn scrape(client: &reqwest::Client, url: &str, shown: &str) -> Result<Scrape, String> {
     use super::{body, error_chain};
-    let response = client
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
+    let request = client.get(url).timeout(Duration::from_secs(5));
+    let response = super::connections::send_idempotent(request)
         .await
         .map_err(|e| format!("cannot reach {shown}: {}", error_chain(&e.without_url())))?;
     let status = response.status();

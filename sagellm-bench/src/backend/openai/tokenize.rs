@@ -184,7 +184,9 @@ impl ServerTokenizer {
             .body(body);
         let unreachable =
             |e: reqwest::Error| Failure::Unreachable(super::error_chain(&e.without_url()));
-        let response = request.send().await.map_err(unreachable)?;
+        let response = super::connections::send_idempotent(request)
+            .await
+            .map_err(unreachable)?;
         let status = response.status();
         let (answer, cut) = body::read_capped(response, TOKENIZE_BODY_LIMIT)
             .await
