@@ -366,6 +366,95 @@ fn every_batch_size_streams_every_token() {
     assert!(error.contains("max_batch"), "{error}");
 }
 
+/// What one request's stream told, with the engine's stamps: when it was admitted (its
+/// `PrefixCached` event) and each token's text.
+#[derive(Default)]
+struct Stamps {
+    admitted: Option<std::time::Duration>,
+    tokens: Vec<(std::time::Duration, String)>,
+}
+
+impl Stamps {
+    /// Reads `stream` until its `Done`, or until `at_most` tokens in all were read.
+    fn read(
+        &mut self,
+        stream: &mut futures::stream::BoxStream<'static, sagellm_bench::StreamEvent>,
+        at_most: usize,
+    ) {
+        use futures::StreamExt;
+        use sagellm_bench::StreamEvent;
+        while self.tokens.len() < at_most {
+            let event =
+                futures::executor::block_on(stream.next()).expect("a stream ends with Done");
+            let StreamEvent::Stamped { at, event } = event else {
+                panic!("the cpu backend stamps every event: {event:?}");
+            };
+            match *event {
+                StreamEvent::Tokens { text, tokens: 1 } => self.tokens.push((at, text)),
+                StreamEvent::PrefixCached { .. } => self.admitted = Some(at),
+                StreamEvent::Done { .. } => return,
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        self.tokens.iter().map(|(_, t)| t.as_str()).collect()
+    }
+}
+
+/// Chunked prefill: a long prompt that arrives while another request decodes is prefilled
+/// `prefill_chunk` tokens a round, with one decode step of the running request between two
+/// chunks; with 0 it is prefilled whole, and the running request waits through all of it.
+/// Either way both requests generate the same greedy text.
+#[test]
+fn a_long_prompt_is_prefilled_in_chunks_between_the_decode_steps_of_others() {
+    let tiny = tiny_llama::write_all();
+    let request =
+        |prompt: &str, prompt_tokens, max_output_tokens| sagellm_bench::GenerationRequest {
+            prompt: prompt.into(),
+            prompt_tokens,
+            max_output_tokens,
+            messages: Vec::new(),
+            session_id: None,
+        };
+    let mut outputs = Vec::new();
+    for prefill_chunk in [0, 16] {
+        let config = CpuConfig {
+            prefill_chunk,
+            ..CpuConfig::default()
+        };
+        let backend = tiny_backend(&tiny.gguf_q8_0, config);
+        assert_eq!(backend.settings()["prefill_chunk"], prefill_chunk);
+        let mut short = Stamps::default();
+        let mut short_stream = backend.generate(request("the queue block layer", 8, 400));
+        short.read(&mut short_stream, 1);
+        // Sent once the short request decodes: from then on every round has a decode step.
+        let mut long = Stamps::default();
+        let mut long_stream = backend.generate(request("server cache model tensor", 320, 4));
+        long.read(&mut long_stream, usize::MAX);
+        short.read(&mut short_stream, usize::MAX);
+        assert_eq!((short.tokens.len(), long.tokens.len()), (400, 4));
+        let (admitted, first) = (long.admitted.unwrap(), long.tokens[0].0);
+        let between = short
+            .tokens
+            .iter()
+            .filter(|(at, _)| (admitted..first).contains(at))
+            .count();
+        if prefill_chunk == 0 {
+            assert_eq!(between, 0, "whole prefill: {between} tokens in between");
+        } else {
+            // 320 tokens in 20 chunks of 16: a decode step after each of the first 19.
+            assert_eq!(between, 19, "chunks of 16: {between} tokens in between");
+        }
+        outputs.push((short.text(), long.text()));
+    }
+    assert_eq!(
+        outputs[0], outputs[1],
+        "chunking changed what was generated"
+    );
+}
+
 #[test]
 fn a_shared_prefix_is_reused_and_a_small_budget_evicts() {
     let tiny = tiny_llama::write_all();

@@ -1,13 +1,17 @@
 //! The engine thread: owns the model, admits requests, and runs their forward passes.
 //!
 //! Scheduling policy (documented in docs/CPU.md): each round first admits every request that
-//! arrived (in arrival order) and runs its whole prefill, streaming its first token at once;
-//! then gives every running sequence one decode step, in admission order, in batches of up to
-//! `max_batch` sequences that share one forward pass (each weight matrix is read once per batch,
-//! not once per sequence). So 10 concurrent requests are interleaved fairly, one token each per
-//! round, and a new request waits at most one round for its prefill. `max_batch = 1` is the
-//! sequential round-robin: one forward pass per sequence.
+//! arrived (in arrival order) and prefills up to `prefill_chunk` prompt tokens of the waiting
+//! requests, oldest first (a longer prompt is prefilled in chunks over several rounds; 0 means
+//! every waiting prompt whole), streaming a request's first token as soon as its last chunk is
+//! run; then gives every running sequence one decode step, in admission order, in batches of up
+//! to `max_batch` sequences that share one forward pass (each weight matrix is read once per
+//! batch, not once per sequence). So 10 concurrent requests are interleaved fairly, one token
+//! each per round, and a long prompt delays the running sequences' next token by one chunk's
+//! prefill, not by its whole prefill. `max_batch = 1` is the sequential round-robin: one
+//! forward pass per sequence.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use candle_transformers::generation::{LogitsProcessor, Sampling};
@@ -61,6 +65,14 @@ struct Sequence {
     last_token: u32,
 }
 
+/// An admitted request whose prompt is not wholly in its cache yet.
+struct Waiting {
+    ids: Vec<u32>,
+    cache: KvCache,
+    events: TokenSink,
+    max_output: usize,
+}
+
 pub struct Engine {
     loaded: LoadedModel,
     /// How tokens are chosen, when a sequence stops, what is cached, how many decode at once.
@@ -83,10 +95,11 @@ impl Engine {
 
     /// Serves commands until every sender is gone.
     pub fn run(mut self, commands: std::sync::mpsc::Receiver<Command>) {
+        let mut waiting: VecDeque<Waiting> = VecDeque::new();
         let mut running: Vec<Sequence> = Vec::new();
         loop {
             let mut arrived = Vec::new();
-            if running.is_empty() {
+            if running.is_empty() && waiting.is_empty() {
                 match commands.recv() {
                     Ok(c) => arrived.push(c),
                     Err(_) => return,
@@ -96,24 +109,25 @@ impl Engine {
             for command in arrived {
                 match command {
                     Command::Generate { request, events } => {
-                        if let Some(seq) = self.admit(request, events) {
-                            running.push(seq);
-                        }
+                        waiting.extend(self.admit(request, events));
                     }
                     Command::ClearPrefixCache(done) => {
                         self.prefixes.clear();
                         let _ = done.send(());
                     }
                 }
-                self.account(&running);
+                self.account(&waiting, &running);
             }
+            running.extend(self.prefill_round(&mut waiting));
+            self.account(&waiting, &running);
             running = self.decode_round(running);
-            self.account(&running);
+            self.account(&waiting, &running);
         }
     }
 
-    /// Prefills a new request and streams its first token; `None` when it already finished.
-    fn admit(&mut self, request: GenerationRequest, mut events: TokenSink) -> Option<Sequence> {
+    /// Checks a new request and finds the part of its prompt already cached; `None` when it
+    /// already finished (refused, or nothing to generate).
+    fn admit(&mut self, request: GenerationRequest, mut events: TokenSink) -> Option<Waiting> {
         let fail = |events: TokenSink, message: String| {
             events.fail(ErrorKind::Engine, message);
             None
@@ -158,7 +172,7 @@ impl Engine {
         } else {
             None
         };
-        let mut cache = reusable.unwrap_or_else(|| KvCache::new(self.loaded.model.num_layers()));
+        let cache = reusable.unwrap_or_else(|| KvCache::new(self.loaded.model.num_layers()));
         let hit = cache.len();
         if self.options.prefix_caching {
             events.send(StreamEvent::PrefixCached { tokens: hit });
@@ -167,12 +181,63 @@ impl Engine {
             s.kv.prefix_query_tokens += ids.len() as u64;
             s.kv.prefix_hit_tokens += hit as u64;
         }
-        let logits = match self.loaded.model.forward(&ids[hit..], &mut cache) {
-            Ok(l) => l,
-            Err(e) => return fail(events, format!("prefill failed: {}", candle_message(&e))),
+        Some(Waiting {
+            ids,
+            cache,
+            events,
+            max_output: request.max_output_tokens,
+        })
+    }
+
+    /// Runs up to `prefill_chunk` prompt tokens of the waiting requests, oldest first, and
+    /// streams the first token of each whose prompt is now wholly cached; returns those.
+    fn prefill_round(&mut self, waiting: &mut VecDeque<Waiting>) -> Vec<Sequence> {
+        let mut budget = match self.options.prefill_chunk {
+            0 => usize::MAX,
+            n => n,
         };
+        let mut started = Vec::new();
+        while budget > 0 {
+            let Some(front) = waiting.front_mut() else {
+                break;
+            };
+            // A client that went away costs no more prefill.
+            if front.events.is_abandoned() {
+                waiting.pop_front();
+                continue;
+            }
+            let from = front.cache.len();
+            let to = front.ids.len().min(from.saturating_add(budget));
+            budget -= to - from;
+            let logits = match self
+                .loaded
+                .model
+                .forward(&front.ids[from..to], &mut front.cache)
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    if let Some(w) = waiting.pop_front() {
+                        let message = format!("prefill failed: {}", candle_message(&e));
+                        w.events.fail(ErrorKind::Engine, message);
+                    }
+                    continue;
+                }
+            };
+            if to < front.ids.len() {
+                continue; // the budget ended inside this prompt: the next round goes on
+            }
+            if let Some(done) = waiting.pop_front() {
+                started.extend(self.start(done, &logits));
+            }
+        }
+        started
+    }
+
+    /// A request whose prompt is wholly cached: keeps the prefix, streams the first token from
+    /// the prompt's last logits; `None` when that already finished it.
+    fn start(&mut self, done: Waiting, logits: &candle_core::Tensor) -> Option<Sequence> {
         if self.options.prefix_caching {
-            self.prefixes.insert(&cache);
+            self.prefixes.insert(&done.cache);
         }
         self.requests_seen += 1;
         let sampling = match (self.options.temperature, self.options.top_p) {
@@ -181,19 +246,19 @@ impl Engine {
             (temperature, None) => Sampling::All { temperature },
         };
         let mut seq = Sequence {
-            cache,
-            events,
+            cache: done.cache,
+            events: done.events,
             sampler: LogitsProcessor::from_sampling(
                 self.options.seed.wrapping_add(self.requests_seen),
                 sampling,
             ),
             text: IncrementalText::default(),
-            prompt_tokens: ids.len(),
+            prompt_tokens: done.ids.len(),
             generated: 0,
-            max_output: request.max_output_tokens,
+            max_output: done.max_output,
             last_token: 0,
         };
-        self.emit(&mut seq, &logits).then_some(seq)
+        self.emit(&mut seq, logits).then_some(seq)
     }
 
     /// Gives every running sequence one decode step, in order, `max_batch` at a time; returns
@@ -274,14 +339,17 @@ impl Engine {
     }
 
     /// Evicts kept prefixes over the budget and records what is resident.
-    fn account(&mut self, running: &[Sequence]) {
-        let in_use: usize = running.iter().map(|s| s.cache.len()).sum();
+    fn account(&mut self, waiting: &VecDeque<Waiting>, running: &[Sequence]) {
+        let caches = || {
+            let waiting = waiting.iter().map(|w| &w.cache);
+            waiting.chain(running.iter().map(|s| &s.cache))
+        };
+        let in_use: usize = caches().map(|c| c.len()).sum();
         let evicted = self
             .prefixes
             .evict_to_fit(in_use, self.options.kv_cache_tokens);
         let tokens = (in_use + self.prefixes.tokens()) as u64;
-        let bytes =
-            (running.iter().map(|s| s.cache.bytes()).sum::<usize>() + self.prefixes.bytes()) as u64;
+        let bytes = (caches().map(|c| c.bytes()).sum::<usize>() + self.prefixes.bytes()) as u64;
         if let Ok(mut s) = self.stats.lock() {
             s.kv.evict_count += evicted.entries;
             s.kv.evict_ms += evicted.ms;

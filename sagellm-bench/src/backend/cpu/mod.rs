@@ -69,6 +69,9 @@ const MAX_THREADS: usize = 1024;
 /// Sequences decoded together when none is set (docs/PERFORMANCE.md).
 pub const DEFAULT_MAX_BATCH: usize = 16;
 
+/// Prompt tokens prefilled per round when none is set (docs/PERFORMANCE.md, chunked prefill).
+pub const DEFAULT_PREFILL_CHUNK: usize = 256;
+
 /// The `[cpu]` table of a workload config; `--dtype` and `--threads` override it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -95,6 +98,10 @@ pub struct CpuConfig {
     /// Most running sequences decoded together in one forward pass; 1 decodes them one at a
     /// time (sequential round-robin).
     pub max_batch: usize,
+    /// Most prompt tokens prefilled in one round, over every waiting prompt: a longer prompt is
+    /// prefilled in chunks, with one decode step of every running sequence between two
+    /// chunks. 0 prefills each arriving prompt whole before the round's decode step.
+    pub prefill_chunk: usize,
 }
 
 impl Default for CpuConfig {
@@ -110,6 +117,7 @@ impl Default for CpuConfig {
             prefix_caching: true,
             kv_cache_tokens: 8192,
             max_batch: DEFAULT_MAX_BATCH,
+            prefill_chunk: DEFAULT_PREFILL_CHUNK,
         }
     }
 }
@@ -200,7 +208,7 @@ impl CpuBackend {
                 ),
                 (
                     "scheduling",
-                    serde_json::json!(scheduling(config.max_batch)),
+                    serde_json::json!(scheduling(config.max_batch, config.prefill_chunk)),
                 ),
                 ("load_s", serde_json::json!(started.elapsed().as_secs_f64())),
             ] {
@@ -224,15 +232,16 @@ impl CpuBackend {
 }
 
 /// The engine's scheduling policy in words, for the report's settings.
-fn scheduling(max_batch: usize) -> String {
-    if max_batch == 1 {
-        "prefill new arrivals, then one decode step per running sequence, round-robin".to_string()
-    } else {
-        format!(
-            "prefill new arrivals, then one decode step per running sequence, round-robin, \
-             up to {max_batch} sequences per forward pass"
-        )
-    }
+fn scheduling(max_batch: usize, prefill_chunk: usize) -> String {
+    let prefill = match prefill_chunk {
+        0 => "prefill new arrivals whole".to_string(),
+        n => format!("prefill up to {n} prompt tokens of the waiting requests"),
+    };
+    let decode = match max_batch {
+        1 => String::new(),
+        n => format!(", up to {n} sequences per forward pass"),
+    };
+    format!("{prefill}, then one decode step per running sequence, round-robin{decode}")
 }
 
 /// Sets candle's thread count unless the environment already does (`CANDLE_NUM_THREADS`,
