@@ -70,7 +70,7 @@ const MAX_THREADS: usize = 1024;
 pub const DEFAULT_MAX_BATCH: usize = 16;
 
 /// Prompt tokens prefilled per round when none is set (docs/PERFORMANCE.md, chunked prefill).
-pub const DEFAULT_PREFILL_CHUNK: usize = 256;
+pub const DEFAULT_PREFILL_CHUNK: usize = 512;
 
 /// The `[cpu]` table of a workload config; `--dtype` and `--threads` override it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
