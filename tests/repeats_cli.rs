@@ -297,3 +297,35 @@ fn smollm2_on_the_cpu_backend_five_times_prints_each_figures_cv() {
         "{ttft}"
     );
 }
+
+/// A repetition of which a workload had no request succeed measured nothing, and the means over
+/// it say nothing either: every file is still written, the command exits 1 and names the run
+/// and the first failure. Some failed requests in a run are figures, not a failed run.
+#[test]
+fn repeated_runs_that_measured_nothing_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mock_runs(dir.path(), "none", "[mock]\nfail_every = 1\n", "2");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "Error: in run 1 (and 1 more runs), every request of stress_test failed, so nothing \
+             was measured; the first failure: engine: "
+        ),
+        "{stderr}"
+    );
+    assert!(dir.path().join("none/repeats.json").is_file());
+    assert!(dir
+        .path()
+        .join("none/run_2/benchmark_summary.json")
+        .is_file());
+
+    let out = ok(mock_runs(
+        dir.path(),
+        "some",
+        "[mock]\nfail_every = 3\n",
+        "2",
+    ));
+    let repeats = files::json(&dir.path().join("some/repeats.json"));
+    assert_eq!(repeats["runs"], 2, "{}", text(&out.stderr));
+}

@@ -1232,6 +1232,12 @@ fn run_repeated(
         eprintln!("Repeated run incomplete: {stopped}");
         return Ok(ExitCode::from(130));
     }
+    if let Some(why) =
+        crate::report::files::nothing_measured_in_runs(repeated.completed(), &args.output)
+    {
+        eprintln!("Error: {why}");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

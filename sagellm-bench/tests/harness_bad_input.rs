@@ -160,6 +160,18 @@ fn cases() -> Vec<Case> {
             ],
         ),
         case(
+            "every request of every repetition fails (nothing listens)",
+            &[
+                &["--bench", "--exact", "hb_tiny", "--num-runs", "2"][..],
+                &NOBODY_LISTENS,
+            ]
+            .concat(),
+            1,
+            &[
+                "Error: in run 1 (and 1 more runs), every request of hb_tiny failed, so nothing was measured; the first failure: connection: ",
+            ],
+        ),
+        case(
             "more connections than open files allow",
             &[
                 &["--bench", "--include-ignored", "--exact", "hb_wide"][..],

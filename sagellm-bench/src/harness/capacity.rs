@@ -128,5 +128,12 @@ pub(super) fn repeat_runs(
         dir.join(REPEATS_FILE).display(),
         summary.runs
     );
-    Ok(if repeated.stopped.is_some() { 130 } else { 0 })
+    if repeated.stopped.is_some() {
+        return Ok(130);
+    }
+    if let Some(why) = crate::report::files::nothing_measured_in_runs(repeated.completed(), &dir) {
+        eprintln!("Error: {why}");
+        return Ok(1);
+    }
+    Ok(0)
 }

@@ -458,6 +458,24 @@ pub fn nothing_measured(summary: &Summary, dir: &Path) -> Option<String> {
     ))
 }
 
+/// Why repeated runs measured nothing, when one of them did (see [`nothing_measured`]): the
+/// first such run, how many more, and its first failure. `runs` are the completed runs with
+/// their 1-based numbers, written to [`names::repeat_dir`] of `dir`; means and intervals over
+/// a run that measured nothing say nothing either.
+pub fn nothing_measured_in_runs<'a>(
+    runs: impl IntoIterator<Item = (usize, &'a Summary)>,
+    dir: &Path,
+) -> Option<String> {
+    let mut empty = runs.into_iter().filter_map(|(i, summary)| {
+        nothing_measured(summary, &names::repeat_dir(dir, i)).map(|why| (i, why))
+    });
+    let (first, why) = empty.next()?;
+    Some(match empty.count() {
+        0 => format!("in run {first}, {why}"),
+        more => format!("in run {first} (and {more} more runs), {why}"),
+    })
+}
+
 /// Parses the text of a `<workload>_requests.jsonl` file; `name` names it in errors.
 pub fn parse_requests(text: &str, name: &str) -> Result<Vec<RequestRecord>, ReportError> {
     let mut records = Vec::new();
