@@ -50,6 +50,64 @@ pub(super) trait PackedWeight: Sync {
     /// Weight rows `start..end` (`start` a multiple of four) times every activation row: the
     /// result for activation row `i` and weight row `r` goes to `dst[i * stride + r - start]`.
     fn rows_times(&self, start: usize, end: usize, a: &Activations, dst: &mut [f32], stride: usize);
+    /// Weight rows `start..end` as f32 into `dst`, `[end - start, columns]` row-major.
+    fn dequantize_rows(&self, start: usize, end: usize, dst: &mut [f32]);
+}
+
+/// Runs `f` compiled for AVX2, FMA and F16C where the CPU has them, so that plain loops in it
+/// (the formats' row dequantization) vectorise eight floats wide instead of SSE2's four.
+#[inline(always)]
+pub(super) fn with_wide_vectors<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if super::q4_1::available() {
+            // SAFETY: the features `wide` is compiled for were detected just above.
+            return unsafe { wide(f) };
+        }
+    }
+    f()
+}
+
+/// The rows of `weights` stacked (the first weight's rows, then the second's...) as one f32
+/// `[Σ rows, columns]` matrix in `dst`, in tasks of [`ROWS_PER_TASK`] rows: a prompt chunk's
+/// dense path expands q, k and v (or gate and up) in one parallel region.
+///
+/// Over rayon's current pool, not the barrier pool: the GEMM that follows runs on rayon's
+/// threads, and a barrier worker left spinning after the expansion would hold the second core
+/// for a millisecond or so, about one GEMM's time at 2 threads.
+pub(super) fn dequantize_stacked(weights: &[&dyn PackedWeight], dst: &mut [f32]) {
+    use rayon::prelude::*;
+    let columns = weights.first().map_or(0, |w| w.columns());
+    let total: usize = weights.iter().map(|w| w.rows()).sum();
+    assert!(weights.iter().all(|w| w.columns() == columns));
+    assert_eq!(
+        dst.len(),
+        total * columns,
+        "one f32 per stacked weight value"
+    );
+    let mut tasks = Vec::new();
+    let mut rest = dst;
+    for w in weights {
+        for start in (0..w.rows()).step_by(ROWS_PER_TASK) {
+            let end = w.rows().min(start + ROWS_PER_TASK);
+            let (part, tail) = rest.split_at_mut((end - start) * columns);
+            tasks.push((*w, start, end, part));
+            rest = tail;
+        }
+    }
+    if rayon::current_num_threads() < 2 {
+        for (w, start, end, part) in tasks {
+            w.dequantize_rows(start, end, part);
+        }
+        return;
+    }
+    tasks
+        .into_par_iter()
+        .for_each(|(w, start, end, part)| w.dequantize_rows(start, end, part));
 }
 
 /// `x Wᵀ` for `x` of shape `[..., in]`.

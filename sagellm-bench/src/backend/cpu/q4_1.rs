@@ -92,22 +92,7 @@ impl PackedQ4_1 {
     /// The weight's values as an f32 `[out, in]` tensor.
     pub fn dequantize(&self) -> Result<Tensor> {
         let mut values = vec![0f32; self.rows * self.columns];
-        let group_bytes = self.blocks * GROUP_BLOCK_BYTES;
-        for (g, group) in self.data.chunks_exact(group_bytes).enumerate() {
-            for (b, block) in group.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
-                for r in 0..ROWS_PER_STEP.min(self.rows - g * ROWS_PER_STEP) {
-                    let d = read_f16(&block[2 * r..]);
-                    let m = read_f16(&block[8 + 2 * r..]);
-                    let qs: &[u8; 16] = block[NIBBLES_AT + 16 * r..][..16].try_into().unwrap();
-                    let at = (g * ROWS_PER_STEP + r) * self.columns + b * BLOCK;
-                    let out: &mut [f32; BLOCK] = (&mut values[at..at + BLOCK]).try_into().unwrap();
-                    for j in 0..16 {
-                        out[j] = (qs[j] & 0x0f) as f32 * d + m;
-                        out[j + 16] = (qs[j] >> 4) as f32 * d + m;
-                    }
-                }
-            }
-        }
+        self.dequantize_rows(0, self.rows, &mut values);
         Tensor::from_vec(values, (self.rows, self.columns), &Device::Cpu)
     }
 
@@ -149,6 +134,39 @@ impl PackedWeight for PackedQ4_1 {
                 dst[at..at + step].copy_from_slice(&sums[..step]);
             }
             row += step;
+        }
+    }
+
+    fn dequantize_rows(&self, start: usize, end: usize, dst: &mut [f32]) {
+        dequantize_rows(self, start, end, dst)
+    }
+}
+
+/// Rows `start..end` as f32 into `dst` (`[end - start, columns]`), block by block.
+fn dequantize_rows(w: &PackedQ4_1, start: usize, end: usize, dst: &mut [f32]) {
+    assert!(dst.len() >= (end - start) * w.columns && end <= w.rows);
+    let group_bytes = w.blocks * GROUP_BLOCK_BYTES;
+    for (row, out) in (start..end).zip(dst.chunks_exact_mut(w.columns)) {
+        let (g, r) = (row / ROWS_PER_STEP, row % ROWS_PER_STEP);
+        let group = &w.data[g * group_bytes..][..group_bytes];
+        for (block, out) in group
+            .chunks_exact(GROUP_BLOCK_BYTES)
+            .zip(out.chunks_exact_mut(BLOCK))
+        {
+            let d = read_f16(&block[2 * r..]);
+            let m = read_f16(&block[8 + 2 * r..]);
+            let qs: &[u8; 16] = block[NIBBLES_AT + 16 * r..][..16].try_into().unwrap();
+            let out: &mut [f32; BLOCK] = out.try_into().unwrap();
+            #[cfg(target_arch = "x86_64")]
+            {
+                // SAFETY: a PackedQ4_1 is only built when `available()` holds (AVX2, FMA).
+                unsafe { avx2::dequantize_block(qs, d, m, out) };
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            for j in 0..16 {
+                out[j] = (qs[j] & 0x0f) as f32 * d + m;
+                out[j + 16] = (qs[j] >> 4) as f32 * d + m;
+            }
         }
     }
 }
@@ -194,6 +212,31 @@ mod avx2 {
 
     use super::super::q8::avx2::hsum;
     use super::{BLOCK, GROUP_BLOCK_BYTES, NIBBLES_AT, ROWS_PER_STEP};
+
+    /// One block's 32 values `d q + m` (values 0..16 in the low nibbles, 16..32 the high).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dequantize_block(qs: &[u8; 16], d: f32, m: f32, out: &mut [f32; BLOCK]) {
+        let (dv, mv) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
+        let low_mask = _mm_set1_epi8(0x0f);
+        // SAFETY: 16 bytes read, 32 floats written, as the array types say.
+        unsafe {
+            let packed = _mm_loadu_si128(qs.as_ptr() as *const __m128i);
+            let halves = [
+                _mm_and_si128(packed, low_mask),
+                _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask),
+            ];
+            let o = out.as_mut_ptr();
+            for (h, bytes) in halves.into_iter().enumerate() {
+                let first = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+                let second = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8)));
+                _mm256_storeu_ps(o.add(16 * h), _mm256_fmadd_ps(first, dv, mv));
+                _mm256_storeu_ps(o.add(16 * h + 8), _mm256_fmadd_ps(second, dv, mv));
+            }
+        }
+    }
 
     /// # Safety
     /// The CPU has AVX2, FMA and F16C.

@@ -90,18 +90,7 @@ impl PackedQ5_0 {
     /// The weight's values as an f32 `[out, in]` tensor.
     pub fn dequantize(&self) -> Result<Tensor> {
         let mut values = vec![0f32; self.rows * self.columns];
-        let group_bytes = self.blocks * GROUP_BLOCK_BYTES;
-        for (g, group) in self.data.chunks_exact(group_bytes).enumerate() {
-            for (b, block) in group.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
-                for r in 0..ROWS_PER_STEP.min(self.rows - g * ROWS_PER_STEP) {
-                    let d = read_f16(&block[2 * r..]);
-                    let at = (g * ROWS_PER_STEP + r) * self.columns + b * BLOCK;
-                    for (j, out) in values[at..at + BLOCK].iter_mut().enumerate() {
-                        *out = value(block, r, j) as f32 * d;
-                    }
-                }
-            }
-        }
+        self.dequantize_rows(0, self.rows, &mut values);
         Tensor::from_vec(values, (self.rows, self.columns), &Device::Cpu)
     }
 
@@ -143,6 +132,30 @@ impl PackedWeight for PackedQ5_0 {
                 dst[at..at + step].copy_from_slice(&sums[..step]);
             }
             row += step;
+        }
+    }
+
+    fn dequantize_rows(&self, start: usize, end: usize, dst: &mut [f32]) {
+        packed::with_wide_vectors(|| dequantize_rows(self, start, end, dst))
+    }
+}
+
+/// Rows `start..end` as f32 into `dst` (`[end - start, columns]`), block by block; written
+/// so the compiler vectorises it (called under AVX2 by `with_wide_vectors`).
+#[inline(always)]
+fn dequantize_rows(w: &PackedQ5_0, start: usize, end: usize, dst: &mut [f32]) {
+    let group_bytes = w.blocks * GROUP_BLOCK_BYTES;
+    for (row, out) in (start..end).zip(dst.chunks_exact_mut(w.columns)) {
+        let (g, r) = (row / ROWS_PER_STEP, row % ROWS_PER_STEP);
+        let group = &w.data[g * group_bytes..][..group_bytes];
+        for (block, out) in group
+            .chunks_exact(GROUP_BLOCK_BYTES)
+            .zip(out.chunks_exact_mut(BLOCK))
+        {
+            let d = read_f16(&block[2 * r..]);
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = value(block, r, j) as f32 * d;
+            }
         }
     }
 }

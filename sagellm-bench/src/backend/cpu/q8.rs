@@ -132,14 +132,7 @@ impl PackedQ8 {
     /// The weight's values as an f32 `[out, in]` tensor.
     pub fn dequantize(&self) -> Result<Tensor> {
         let mut values = vec![0f32; self.rows * self.columns];
-        for (row, out) in values.chunks_exact_mut(self.columns).enumerate() {
-            for (b, out) in out.chunks_exact_mut(BLOCK).enumerate() {
-                let (d, qs) = self.block(row, b);
-                for (o, &q) in out.iter_mut().zip(qs) {
-                    *o = q as i8 as f32 * d;
-                }
-            }
-        }
+        self.dequantize_rows(0, self.rows, &mut values);
         Tensor::from_vec(values, (self.rows, self.columns), &Device::Cpu)
     }
 
@@ -186,6 +179,19 @@ impl PackedWeight for PackedQ8 {
             }
             row += step;
         }
+    }
+
+    fn dequantize_rows(&self, start: usize, end: usize, dst: &mut [f32]) {
+        packed::with_wide_vectors(|| {
+            for (row, out) in (start..end).zip(dst.chunks_exact_mut(self.columns)) {
+                for (b, out) in out.chunks_exact_mut(BLOCK).enumerate() {
+                    let (d, qs) = self.block(row, b);
+                    for (o, &q) in out.iter_mut().zip(qs) {
+                        *o = q as i8 as f32 * d;
+                    }
+                }
+            }
+        })
     }
 }
 
