@@ -3,13 +3,11 @@
 //! pages are read up to a cap; a streamed answer's lines are checked as they arrive, so one
 //! endless line fails its request instead of growing a buffer the parser rescans.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{Stream, StreamExt};
-use tokio::time::Instant;
 
 /// Most of an error answer's body read: its message is clipped to a few hundred characters
 /// anyway.
@@ -53,50 +51,19 @@ pub(crate) enum BodyFault {
     LineTooLong,
 }
 
-/// When a streamed body's last bytes arrived, for the stall timeout, which waits for a byte,
-/// not for a whole event: one clock read a socket read, where a timer armed for each event
-/// cost a few per cent of the client's CPU against a server answering at once.
-pub(crate) struct Progress {
-    origin: Instant,
-    /// Nanoseconds from `origin` to the last bytes.
-    last: AtomicU64,
-}
-
-impl Progress {
-    /// Nothing arrived yet; reads as arriving now.
-    pub(crate) fn new() -> Self {
-        Progress {
-            origin: Instant::now(),
-            last: AtomicU64::new(0),
-        }
-    }
-
-    /// Bytes arrive now.
-    pub(crate) fn arrived(&self) {
-        let since = self.origin.elapsed().as_nanos();
-        self.last
-            .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-
-    /// When the last bytes arrived.
-    pub(crate) fn last(&self) -> Instant {
-        self.origin + Duration::from_nanos(self.last.load(Ordering::Relaxed))
-    }
-}
-
 /// `bytes` with every line checked against [`STREAM_LINE_LIMIT`] as it arrives, in time
 /// linear in the bytes; the first line past it ends the stream with [`BodyFault::LineTooLong`].
-/// `progress` notes when bytes arrive.
+/// `received` counts the bytes as they arrive.
 pub(crate) fn line_limited(
     bytes: impl Stream<Item = Result<Bytes, reqwest::Error>>,
-    progress: Arc<Progress>,
+    received: Arc<AtomicUsize>,
 ) -> impl Stream<Item = Result<Bytes, BodyFault>> {
     let mut line = 0usize;
     let mut failed = false;
     bytes
         .map(move |chunk| {
             let chunk = chunk?;
-            progress.arrived();
+            received.fetch_add(chunk.len(), Ordering::Relaxed);
             // The line running on from earlier chunks ends at this chunk's first newline; the
             // lines between its first and last newline are shorter than the chunk (which is a
             // socket read, well under the limit).

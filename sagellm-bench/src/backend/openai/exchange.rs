@@ -1,11 +1,9 @@
 //! One request's exchange with the server: the body sent, the status checked, the events read
 //! until `[DONE]`, an error or a timeout.
 
-use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 
 use futures::stream::{Stream, StreamExt};
 use serde::Serialize;
@@ -29,12 +27,9 @@ pub(super) enum Phase {
 /// One request's life: send, then read events until it is done or failed.
 pub(super) struct Exchange {
     pub(super) shared: Arc<Shared>,
-    /// When the answer's last bytes arrived: the stall timeout waits for a byte, not for a
-    /// whole event.
-    pub(super) progress: Arc<body::Progress>,
-    /// The stall timeout's or the deadline's timer while streaming: one a request, moved on
-    /// only when it fires with bytes arrived since it was set.
-    pub(super) timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes of the answer's body received so far: the stall timeout waits for a byte, not for
+    /// a whole event.
+    pub(super) received: Arc<AtomicUsize>,
     pub(super) asked: usize,
     /// The prompt's length as sent, for the check of the server's `usage.prompt_tokens`.
     pub(super) prompt_tokens: usize,
@@ -83,6 +78,10 @@ impl Exchange {
         Some(StreamEvent::Error(RequestError::new(kind, message)))
     }
 
+    fn wait_limit(&self) -> (Instant, bool) {
+        wait_limit(&self.shared, self.deadline)
+    }
+
     fn timeout_message(&self, stalled: bool, what: &str) -> String {
         timeout_message(&self.shared, stalled, what)
     }
@@ -99,38 +98,25 @@ impl Exchange {
                     return None;
                 }
                 Phase::NotSent(request) => {
-                    match send(&self.shared, self.deadline, &request, &self.progress).await {
+                    match send(&self.shared, self.deadline, &request, &self.received).await {
                         Ok(events) => self.phase = Phase::Streaming(events),
                         Err(error) => return Some(StreamEvent::Error(error)),
                     }
                 }
                 Phase::Streaming(mut events) => {
-                    // A timer that fires while bytes still arrived (an event larger than what
-                    // one stall period brings) is set on: only silence is a stall. Polling the
+                    // A wait that timed out while bytes still arrived (an event larger than what
+                    // one stall period brings) waits on: only silence is a stall. Polling the
                     // stream again loses nothing; the parser keeps what it has buffered.
-                    let (shared, deadline, progress) =
-                        (&self.shared, self.deadline, &self.progress);
-                    let timer = self.timer.get_or_insert_with(|| {
-                        let (limit, _) = wait_limit_from(shared, deadline, progress.last());
-                        Box::pin(tokio::time::sleep_until(limit))
-                    });
-                    let next = std::future::poll_fn(|cx| {
-                        if let Poll::Ready(item) = events.poll_next_unpin(cx) {
-                            return Poll::Ready(Ok(item));
-                        }
-                        loop {
-                            if timer.as_mut().poll(cx).is_pending() {
-                                return Poll::Pending;
+                    let next = loop {
+                        let (limit, stalled) = self.wait_limit();
+                        let before = self.received.load(Ordering::Relaxed);
+                        match tokio::time::timeout_at(limit, events.next()).await {
+                            Err(_) if stalled && self.received.load(Ordering::Relaxed) > before => {
                             }
-                            let (limit, stalled) =
-                                wait_limit_from(shared, deadline, progress.last());
-                            if !stalled || limit <= Instant::now() {
-                                return Poll::Ready(Err(stalled));
-                            }
-                            timer.as_mut().reset(limit);
+                            Err(_) => break Err(stalled),
+                            Ok(item) => break Ok(item),
                         }
-                    })
-                    .await;
+                    };
                     self.phase = Phase::Streaming(events);
                     let event = match next {
                         Err(stalled) => {
@@ -242,13 +228,7 @@ impl Exchange {
 
 /// When the next wait must end: the stall limit, or the request's deadline if sooner.
 fn wait_limit(shared: &Shared, deadline: Instant) -> (Instant, bool) {
-    wait_limit_from(shared, deadline, Instant::now())
-}
-
-/// When a wait for bytes must end, the last having come at `last`: a stall period after it,
-/// or the request's deadline if sooner; and whether that is the stall limit.
-fn wait_limit_from(shared: &Shared, deadline: Instant, last: Instant) -> (Instant, bool) {
-    let stall = last + shared.stall_timeout;
+    let stall = Instant::now() + shared.stall_timeout;
     if stall < deadline {
         (stall, true)
     } else {
@@ -287,7 +267,7 @@ async fn send(
     shared: &Shared,
     deadline: Instant,
     request: &GenerationRequest,
-    progress: &Arc<body::Progress>,
+    received: &Arc<AtomicUsize>,
 ) -> Result<Events, RequestError> {
     let force = shared.force_output_length;
     let n = request.max_output_tokens;
@@ -421,10 +401,10 @@ async fn send(
             format!("{fault}; it began: {}", clip(text.trim())),
         ));
     }
-    // The stall timeout counts from the answer's head.
-    progress.arrived();
-    let bytes = body::line_limited(response.bytes_stream(), progress.clone());
-    Ok(SseStream::new(bytes.boxed()).boxed())
+    Ok(
+        SseStream::new(body::line_limited(response.bytes_stream(), received.clone()).boxed())
+            .boxed(),
+    )
 }
 
 /// Why a successful answer is not the event stream asked for, naming the cause: one JSON body
