@@ -9,6 +9,8 @@ request of a stream that opens with an SSE comment in a write of its own):
 - `raw floor`: `examples/loadgen_floor.rs` (hyper, one connection per worker, stamps only the
   first `data:` chunk and the end);
 - `parse floor`: the same with SSE framing and a JSON parse of each event (`--parse`);
+- `reqwest floor`: the raw floor's reading through one pooled `reqwest` client, the openai
+  backend's HTTP stack (`--reqwest`), to price that stack against hyper alone;
 - `vllm-bench`: vLLM's Rust client, when VLLM_BENCH names its binary (skipped with a note
   otherwise), with `--tokenizer gpt2 --prompt-token-ids` (its built-in tiktoken, no download).
 
@@ -127,10 +129,12 @@ def ours(binary, url, c, n, out_tokens, work):
     return cmd, result
 
 
-def floor(bins, url, c, n, out_tokens, work, parse):
+def floor(bins, url, c, n, out_tokens, work, client):
     path = os.path.join(work, "ttfts.txt")
     cmd = [bins["floor"], "--url", url, "--concurrency", str(c), "--requests", str(n),
-           "--output-tokens", str(out_tokens), "--ttfts", path] + (["--parse"] if parse else [])
+           "--output-tokens", str(out_tokens), "--ttfts", path]
+    cmd += ["--parse"] if "parse" in client else []
+    cmd += ["--reqwest"] if "reqwest" in client else []
     def result(stdout):
         m = json.loads(stdout.strip().splitlines()[-1])
         ttfts = [float(x) for x in open(path).read().split()]
@@ -166,8 +170,7 @@ def one_run(client, bins, scenario, c, n, out_tokens):
         elif client == "vllm-bench":
             cmd, result = vllm(bins, server.url, c, n, out_tokens, work)
         else:
-            cmd, result = floor(bins, server.url, c, n, out_tokens, work,
-                                client == "parse floor")
+            cmd, result = floor(bins, server.url, c, n, out_tokens, work, client)
         status, cpu, rss, stdout, stderr = run_client(cmd, work)
         connections, server_ttft = server.scrape()
         if status != 0:

@@ -7,11 +7,14 @@
 //! first body chunk that carries an SSE `data:` line (the server's leading `: ping` comment is
 //! not a token) and the end of the body; nothing else. `--parse` adds what a client must do at
 //! the least to know what it read: SSE framing and a JSON parse of each event's delta (the
-//! parse floor).
+//! parse floor). `--reqwest` sends the same requests and reads the same bytes through one
+//! pooled `reqwest` client (the openai backend's HTTP stack, its connections opened the same
+//! way before the clock), to price that stack against hyper's connection API alone.
 //!
 //! ```text
 //! cargo run --release -p sagellm-bench --example loadgen_floor -- \
-//!     --url http://127.0.0.1:18080 --concurrency 64 --requests 10000 [--parse] [--ttfts FILE]
+//!     --url http://127.0.0.1:18080 --concurrency 64 --requests 10000 [--parse] [--reqwest] \
+//!     [--ttfts FILE]
 //! ```
 //!
 //! It prints one JSON object: requests, failed, connections opened, the measured window's wall
@@ -25,10 +28,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 
-const USAGE: &str = "usage: loadgen_floor --url http://HOST:PORT [--concurrency N] [--requests N] [--prompt-tokens N] [--output-tokens N] [--threads N] [--parse] [--ttfts FILE]";
+const USAGE: &str = "usage: loadgen_floor --url http://HOST:PORT [--concurrency N] [--requests N] [--prompt-tokens N] [--output-tokens N] [--threads N] [--parse] [--reqwest] [--ttfts FILE]";
 
 struct Args {
     url: String,
@@ -38,6 +41,7 @@ struct Args {
     output_tokens: usize,
     threads: usize,
     parse: bool,
+    reqwest: bool,
     ttfts: Option<String>,
 }
 
@@ -51,12 +55,17 @@ fn parse_args() -> Result<Args, String> {
         // The openai backend's runtime has two workers (backend/clock.rs).
         threads: 2,
         parse: false,
+        reqwest: false,
         ttfts: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--parse" {
             args.parse = true;
+            continue;
+        }
+        if flag == "--reqwest" {
+            args.reqwest = true;
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -166,11 +175,55 @@ async fn run(args: &Args) -> Result<(), String> {
         .to_string(),
     );
     let concurrency = args.concurrency.min(args.requests.max(1));
+    let (all, wall) = match args.reqwest {
+        false => through_hyper(args, &authority, &body, concurrency).await?,
+        true => through_reqwest(args, &body, concurrency).await?,
+    };
+    let ttfts: Vec<f64> = all
+        .iter()
+        .filter(|t| t.ok)
+        .filter_map(|t| t.ttft)
+        .map(|d| d.as_secs_f64() * 1e3)
+        .collect();
+    let failed = all.iter().filter(|t| !t.ok).count();
+    if let Some(path) = &args.ttfts {
+        let text: String = ttfts.iter().map(|t| format!("{t}\n")).collect();
+        std::fs::write(path, text).map_err(|e| format!("cannot write {path}: {e}"))?;
+    }
+    let mean_ttft = ttfts.iter().sum::<f64>() / ttfts.len().max(1) as f64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "client": match (args.reqwest, args.parse) {
+                (false, false) => "raw floor",
+                (false, true) => "parse floor",
+                (true, false) => "reqwest floor",
+                (true, true) => "reqwest parse floor",
+            },
+            "requests": all.len(),
+            "failed": failed,
+            "connections_opened": concurrency,
+            "wall_s": wall,
+            "request_throughput_rps": all.len() as f64 / wall,
+            "mean_ttft_ms": mean_ttft,
+        })
+    );
+    Ok(())
+}
+
+/// Every request through hyper's connection API: one connection per worker, no pool. Returns
+/// each request's stamps and the measured window's wall time.
+async fn through_hyper(
+    args: &Args,
+    authority: &str,
+    body: &Bytes,
+    concurrency: usize,
+) -> Result<(Vec<Timed>, f64), String> {
     // Connections first, off the clock, at most 128 connects at once.
     let ramp = Arc::new(tokio::sync::Semaphore::new(128));
     let mut connecting = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
-        let (ramp, authority) = (ramp.clone(), authority.clone());
+        let (ramp, authority) = (ramp.clone(), authority.to_string());
         connecting.push(tokio::spawn(async move {
             let _permit = ramp.acquire().await.map_err(|e| e.to_string())?;
             let tcp = tokio::net::TcpStream::connect(&authority)
@@ -192,7 +245,7 @@ async fn run(args: &Args) -> Result<(), String> {
     let start = Instant::now();
     let mut workers = Vec::with_capacity(concurrency);
     for mut sender in senders {
-        let (next, body, authority) = (next.clone(), body.clone(), authority.clone());
+        let (next, body, authority) = (next.clone(), body.clone(), authority.to_string());
         let (total, parse) = (args.requests, args.parse);
         workers.push(tokio::spawn(async move {
             let mut timed = Vec::new();
@@ -205,7 +258,23 @@ async fn run(args: &Args) -> Result<(), String> {
                 let sent = Instant::now();
                 let one = match sender.send_request(request).await {
                     Ok(response) if response.status().is_success() => {
-                        read(response.into_body(), sent, parse).await
+                        let mut body = response.into_body();
+                        let mut reader = Reader::new(sent, parse);
+                        loop {
+                            let frame =
+                                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+                            match frame {
+                                None => break reader.end(),
+                                Some(Err(_)) => break reader.failed(),
+                                Some(Ok(frame)) => {
+                                    if let Ok(data) = frame.into_data() {
+                                        if reader.feed(&data).is_err() {
+                                            break reader.failed();
+                                        }
+                                    }
+                                }
+                            }
+                        }
                     }
                     _ => Timed {
                         ttft: None,
@@ -224,80 +293,146 @@ async fn run(args: &Args) -> Result<(), String> {
     for w in workers {
         all.extend(w.await.map_err(|e| e.to_string())??);
     }
-    let wall = start.elapsed().as_secs_f64();
-    let ttfts: Vec<f64> = all
-        .iter()
-        .filter(|t| t.ok)
-        .filter_map(|t| t.ttft)
-        .map(|d| d.as_secs_f64() * 1e3)
-        .collect();
-    let failed = all.iter().filter(|t| !t.ok).count();
-    if let Some(path) = &args.ttfts {
-        let text: String = ttfts.iter().map(|t| format!("{t}\n")).collect();
-        std::fs::write(path, text).map_err(|e| format!("cannot write {path}: {e}"))?;
-    }
-    let mean_ttft = ttfts.iter().sum::<f64>() / ttfts.len().max(1) as f64;
-    println!(
-        "{}",
-        serde_json::json!({
-            "client": if args.parse { "parse floor" } else { "raw floor" },
-            "requests": all.len(),
-            "failed": failed,
-            "connections_opened": concurrency,
-            "wall_s": wall,
-            "request_throughput_rps": all.len() as f64 / wall,
-            "mean_ttft_ms": mean_ttft,
-        })
-    );
-    Ok(())
+    Ok((all, start.elapsed().as_secs_f64()))
 }
 
-/// Reads a body to its end, stamping its first `data:` chunk; with `parse`, frames its events
-/// and parses each one's JSON.
-async fn read(mut body: Incoming, sent: Instant, parse: bool) -> Timed {
-    let mut ttft = None;
-    let mut pending: Vec<u8> = Vec::new();
-    let mut texts = 0usize;
-    loop {
-        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
-        let data = match frame {
-            None => break,
-            Some(Err(_)) => return Timed { ttft, ok: false },
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(d) => d,
-                Err(_) => continue,
-            },
+/// Every request through one pooled `reqwest` client, as the openai backend sends them; its
+/// connections are opened first, off the clock, by as many requests at once as there are
+/// workers.
+async fn through_reqwest(
+    args: &Args,
+    body: &Bytes,
+    concurrency: usize,
+) -> Result<(Vec<Timed>, f64), String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| format!("cannot build the client: {e}"))?;
+    let url = format!("{}/v1/completions", args.url);
+    let one = |client: reqwest::Client, url: String, body: Bytes, parse: bool| async move {
+        let sent = Instant::now();
+        let response = client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .body(body)
+            .send()
+            .await;
+        let mut response = match response {
+            Ok(r) if r.status().is_success() => r,
+            _ => {
+                return Timed {
+                    ttft: None,
+                    ok: false,
+                }
+            }
         };
-        if ttft.is_none() && contains(&data, b"data:") {
-            ttft = Some(sent.elapsed());
-        }
-        if parse {
-            pending.extend_from_slice(&data);
-            while let Some(end) = find(&pending, b"\n\n") {
-                for line in pending[..end].split(|&b| b == b'\n') {
-                    let Some(payload) = line.strip_prefix(b"data:") else {
-                        continue;
-                    };
-                    let payload = payload.strip_prefix(b" ").unwrap_or(payload);
-                    if payload == b"[DONE]" {
-                        continue;
-                    }
-                    match serde_json::from_slice::<Event>(payload) {
-                        Ok(event) => {
-                            texts += event.choices.iter().filter(|c| c.text.is_some()).count()
-                        }
-                        Err(_) => return Timed { ttft, ok: false },
+        let mut reader = Reader::new(sent, parse);
+        loop {
+            match response.chunk().await {
+                Ok(None) => break reader.end(),
+                Err(_) => break reader.failed(),
+                Ok(Some(data)) => {
+                    if reader.feed(&data).is_err() {
+                        break reader.failed();
                     }
                 }
-                pending.drain(..end + 2);
             }
         }
+    };
+    let opening: Vec<_> = (0..concurrency)
+        .map(|_| one(client.clone(), url.clone(), body.clone(), false))
+        .collect();
+    if futures::future::join_all(opening)
+        .await
+        .iter()
+        .any(|t| !t.ok)
+    {
+        return Err("a request opening the connections failed".into());
     }
-    // Kept so the parse cannot be optimised away.
-    std::hint::black_box(texts);
-    Timed {
-        ok: ttft.is_some(),
-        ttft,
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let (next, client, url, body) = (next.clone(), client.clone(), url.clone(), body.clone());
+        let (total, parse) = (args.requests, args.parse);
+        workers.push(tokio::spawn(async move {
+            let mut timed = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                timed.push(one(client.clone(), url.clone(), body.clone(), parse).await);
+            }
+            timed
+        }));
+    }
+    let mut all = Vec::with_capacity(args.requests);
+    for w in workers {
+        all.extend(w.await.map_err(|e| e.to_string())?);
+    }
+    Ok((all, start.elapsed().as_secs_f64()))
+}
+
+/// One body's bytes as they arrive: the stamp of its first `data:` chunk and, with `parse`,
+/// its events framed and each one's JSON parsed.
+struct Reader {
+    sent: Instant,
+    parse: bool,
+    ttft: Option<Duration>,
+    pending: Vec<u8>,
+    texts: usize,
+}
+
+impl Reader {
+    fn new(sent: Instant, parse: bool) -> Self {
+        Reader {
+            sent,
+            parse,
+            ttft: None,
+            pending: Vec::new(),
+            texts: 0,
+        }
+    }
+
+    fn feed(&mut self, data: &[u8]) -> Result<(), ()> {
+        if self.ttft.is_none() && contains(data, b"data:") {
+            self.ttft = Some(self.sent.elapsed());
+        }
+        if !self.parse {
+            return Ok(());
+        }
+        self.pending.extend_from_slice(data);
+        while let Some(end) = find(&self.pending, b"\n\n") {
+            for line in self.pending[..end].split(|&b| b == b'\n') {
+                let Some(payload) = line.strip_prefix(b"data:") else {
+                    continue;
+                };
+                let payload = payload.strip_prefix(b" ").unwrap_or(payload);
+                if payload == b"[DONE]" {
+                    continue;
+                }
+                let event = serde_json::from_slice::<Event>(payload).map_err(|_| ())?;
+                self.texts += event.choices.iter().filter(|c| c.text.is_some()).count();
+            }
+            self.pending.drain(..end + 2);
+        }
+        Ok(())
+    }
+
+    fn end(self) -> Timed {
+        // Kept so the parse cannot be optimised away.
+        std::hint::black_box(self.texts);
+        Timed {
+            ok: self.ttft.is_some(),
+            ttft: self.ttft,
+        }
+    }
+
+    fn failed(self) -> Timed {
+        Timed {
+            ttft: self.ttft,
+            ok: false,
+        }
     }
 }
 
