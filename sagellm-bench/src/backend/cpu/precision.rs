@@ -129,7 +129,8 @@ pub enum PrefillWeights {
     /// 4 bytes per weight more memory (SmolLM2-135M: 425 MB), prefill at f32 speed.
     F32Copy,
     /// Each quantized matrix dequantized to f32 when a prompt chunk needs it, then the f32 GEMM:
-    /// no memory kept, the dequantization paid once per chunk per matrix.
+    /// no copy kept (one reused expansion buffer, docs/CPU.md), the dequantization paid once
+    /// per chunk per matrix.
     #[default]
     Dequantize,
     /// The decode kernel on the whole chunk (ours for Q8_0 and Q4_1, which reuses each group
