@@ -52,6 +52,14 @@ pub(super) trait PackedWeight: Sync {
     fn rows_times(&self, start: usize, end: usize, a: &Activations, dst: &mut [f32], stride: usize);
     /// Weight rows `start..end` as f32 into `dst`, `[end - start, columns]` row-major.
     fn dequantize_rows(&self, start: usize, end: usize, dst: &mut [f32]);
+
+    /// The weight's values as an f32 `[out, in]` tensor.
+    fn dequantize(&self) -> Result<Tensor> {
+        let (rows, columns) = (self.rows(), self.columns());
+        let mut values = vec![0f32; rows * columns];
+        self.dequantize_rows(0, rows, &mut values);
+        Tensor::from_vec(values, (rows, columns), &Device::Cpu)
+    }
 }
 
 /// Runs `f` compiled for AVX2, FMA and F16C where the CPU has them, so that plain loops in it

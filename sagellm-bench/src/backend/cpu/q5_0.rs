@@ -13,7 +13,7 @@
 //! multiplied at once.
 
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{bail, Device, Result, Tensor};
+use candle_core::{bail, Result, Tensor};
 use half::f16;
 
 use super::packed::{self, Activations, PackedWeight};
@@ -85,13 +85,6 @@ impl PackedQ5_0 {
 
     pub fn bytes(&self) -> usize {
         self.data.len()
-    }
-
-    /// The weight's values as an f32 `[out, in]` tensor.
-    pub fn dequantize(&self) -> Result<Tensor> {
-        let mut values = vec![0f32; self.rows * self.columns];
-        self.dequantize_rows(0, self.rows, &mut values);
-        Tensor::from_vec(values, (self.rows, self.columns), &Device::Cpu)
     }
 
     /// `x Wᵀ` for `x` of shape `[..., in]`.
@@ -263,6 +256,8 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
+    use candle_core::Device;
+
     use super::*;
 
     #[test]

@@ -18,7 +18,7 @@
 //! with the activation scale kept in f32 instead, it left the reference after 15 tokens).
 
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{bail, Device, Result, Tensor};
+use candle_core::{bail, Result, Tensor};
 use half::f16;
 
 use super::packed::{self, Activations, PackedWeight};
@@ -127,13 +127,6 @@ impl PackedQ8 {
         let scale = read_f32(&self.data[at + 4 * r..]);
         let qs = at + 4 * ROWS_PER_STEP + BLOCK * r;
         (scale, &self.data[qs..qs + BLOCK])
-    }
-
-    /// The weight's values as an f32 `[out, in]` tensor.
-    pub fn dequantize(&self) -> Result<Tensor> {
-        let mut values = vec![0f32; self.rows * self.columns];
-        self.dequantize_rows(0, self.rows, &mut values);
-        Tensor::from_vec(values, (self.rows, self.columns), &Device::Cpu)
     }
 
     /// `x Wᵀ` for `x` of shape `[..., in]`: each row of `x` quantized to Q8_0, then multiplied.
@@ -312,6 +305,8 @@ pub(super) mod avx2 {
 
 #[cfg(test)]
 mod tests {
+    use candle_core::Device;
+
     use super::*;
 
     #[test]
