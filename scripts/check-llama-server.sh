@@ -38,7 +38,8 @@ if [ ! -x "$server" ]; then
         -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
     # Not GGML_NATIVE: on this VM -march=native enables AMX/AVX-512 the guest cannot run
     # ("Illegal instruction" at model load).
-    cmake --build "$src/build" --config Release -j "$(nproc)" --target llama-server
+    # llama-bench too, for scripts/bench-cpu-sitting.sh (issue #14's sitting).
+    cmake --build "$src/build" --config Release -j "$(nproc)" --target llama-server llama-bench
 fi
 [ -x "$bin" ] || cargo build --release --workspace
 
