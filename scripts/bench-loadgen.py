@@ -213,6 +213,8 @@ def main():
                    help="another sagellm-benchmark binary, run as client `ours LABEL` (repeatable;"
                         " list it in --clients too), to measure a change before and after")
     args = p.parse_args()
+    # The clients run in a temporary folder of their own.
+    args.bin_dir = os.path.abspath(args.bin_dir)
 
     bins = {
         "ours": os.path.join(args.bin_dir, "sagellm-benchmark"),
