@@ -11,6 +11,9 @@ request of a stream that opens with an SSE comment in a write of its own):
 - `parse floor`: the same with SSE framing and a JSON parse of each event (`--parse`);
 - `reqwest floor`: the raw floor's reading through one pooled `reqwest` client, the openai
   backend's HTTP stack (`--reqwest`), to price that stack against hyper alone;
+- `hyper-util floor`: the same through hyper-util's pooled legacy client, the layer reqwest
+  wraps (`--hyper-util`); `own-pool floor`: through a pool of our own of hyper `http1`
+  handles (`--own-pool`);
 - `vllm-bench`: vLLM's Rust client, when VLLM_BENCH names its binary (skipped with a note
   otherwise), with `--tokenizer gpt2 --prompt-token-ids` (its built-in tiktoken, no download).
 
@@ -135,6 +138,8 @@ def floor(bins, url, c, n, out_tokens, work, client):
            "--output-tokens", str(out_tokens), "--ttfts", path]
     cmd += ["--parse"] if "parse" in client else []
     cmd += ["--reqwest"] if "reqwest" in client else []
+    cmd += ["--hyper-util"] if "hyper-util" in client else []
+    cmd += ["--own-pool"] if "own-pool" in client else []
     def result(stdout):
         m = json.loads(stdout.strip().splitlines()[-1])
         ttfts = [float(x) for x in open(path).read().split()]
@@ -208,6 +213,8 @@ def main():
                    help="another sagellm-benchmark binary, run as client `ours LABEL` (repeatable;"
                         " list it in --clients too), to measure a change before and after")
     args = p.parse_args()
+    # The clients run in a temporary folder of their own.
+    args.bin_dir = os.path.abspath(args.bin_dir)
 
     bins = {
         "ours": os.path.join(args.bin_dir, "sagellm-benchmark"),

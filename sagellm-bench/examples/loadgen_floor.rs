@@ -10,11 +10,15 @@
 //! parse floor). `--reqwest` sends the same requests and reads the same bytes through one
 //! pooled `reqwest` client (the openai backend's HTTP stack, its connections opened the same
 //! way before the clock), to price that stack against hyper's connection API alone.
+//! `--hyper-util` does the same through hyper-util's pooled `client::legacy::Client` over its
+//! `HttpConnector` (the layer reqwest wraps), and `--own-pool` through a pool of our own: a
+//! `Mutex<Vec<_>>` of hyper `http1::SendRequest` handles, taken and given back once a body
+//! has ended, a closed handle dropped and replaced by a new connection.
 //!
 //! ```text
 //! cargo run --release -p sagellm-bench --example loadgen_floor -- \
-//!     --url http://127.0.0.1:18080 --concurrency 64 --requests 10000 [--parse] [--reqwest] \
-//!     [--ttfts FILE]
+//!     --url http://127.0.0.1:18080 --concurrency 64 --requests 10000 [--parse] \
+//!     [--reqwest | --hyper-util | --own-pool] [--ttfts FILE]
 //! ```
 //!
 //! It prints one JSON object: requests, failed, connections opened, the measured window's wall
@@ -31,7 +35,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 
-const USAGE: &str = "usage: loadgen_floor --url http://HOST:PORT [--concurrency N] [--requests N] [--prompt-tokens N] [--output-tokens N] [--threads N] [--parse] [--reqwest] [--ttfts FILE]";
+const USAGE: &str = "usage: loadgen_floor --url http://HOST:PORT [--concurrency N] [--requests N] [--prompt-tokens N] [--output-tokens N] [--threads N] [--parse] [--reqwest | --hyper-util | --own-pool] [--ttfts FILE]";
 
 struct Args {
     url: String,
@@ -41,8 +45,32 @@ struct Args {
     output_tokens: usize,
     threads: usize,
     parse: bool,
-    reqwest: bool,
+    layer: Layer,
     ttfts: Option<String>,
+}
+
+/// The HTTP layer the requests go through.
+#[derive(Clone, Copy, PartialEq)]
+enum Layer {
+    /// hyper's connection API, one connection per worker, no pool.
+    Raw,
+    /// One pooled `reqwest` client.
+    Reqwest,
+    /// hyper-util's pooled legacy client over its `HttpConnector`.
+    HyperUtil,
+    /// Our own pool of hyper `http1::SendRequest` handles.
+    OwnPool,
+}
+
+impl Layer {
+    fn name(self) -> &'static str {
+        match self {
+            Layer::Raw => "raw",
+            Layer::Reqwest => "reqwest",
+            Layer::HyperUtil => "hyper-util",
+            Layer::OwnPool => "own-pool",
+        }
+    }
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -55,7 +83,7 @@ fn parse_args() -> Result<Args, String> {
         // The openai backend's runtime has two workers (backend/clock.rs).
         threads: 2,
         parse: false,
-        reqwest: false,
+        layer: Layer::Raw,
         ttfts: None,
     };
     let mut it = std::env::args().skip(1);
@@ -64,8 +92,17 @@ fn parse_args() -> Result<Args, String> {
             args.parse = true;
             continue;
         }
-        if flag == "--reqwest" {
-            args.reqwest = true;
+        let layer = match flag.as_str() {
+            "--reqwest" => Some(Layer::Reqwest),
+            "--hyper-util" => Some(Layer::HyperUtil),
+            "--own-pool" => Some(Layer::OwnPool),
+            _ => None,
+        };
+        if let Some(layer) = layer {
+            if args.layer != Layer::Raw {
+                return Err("give one of --reqwest, --hyper-util, --own-pool".into());
+            }
+            args.layer = layer;
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -175,9 +212,11 @@ async fn run(args: &Args) -> Result<(), String> {
         .to_string(),
     );
     let concurrency = args.concurrency.min(args.requests.max(1));
-    let (all, wall) = match args.reqwest {
-        false => through_hyper(args, &authority, &body, concurrency).await?,
-        true => through_reqwest(args, &body, concurrency).await?,
+    let (all, wall) = match args.layer {
+        Layer::Raw => through_hyper(args, &authority, &body, concurrency).await?,
+        Layer::Reqwest => through_reqwest(args, &body, concurrency).await?,
+        Layer::HyperUtil => through_hyper_util(args, &authority, &body, concurrency).await?,
+        Layer::OwnPool => through_own_pool(args, &authority, &body, concurrency).await?,
     };
     let ttfts: Vec<f64> = all
         .iter()
@@ -194,11 +233,11 @@ async fn run(args: &Args) -> Result<(), String> {
     println!(
         "{}",
         serde_json::json!({
-            "client": match (args.reqwest, args.parse) {
-                (false, false) => "raw floor",
-                (false, true) => "parse floor",
-                (true, false) => "reqwest floor",
-                (true, true) => "reqwest parse floor",
+            "client": match (args.layer, args.parse) {
+                (Layer::Raw, false) => "raw floor".to_string(),
+                (Layer::Raw, true) => "parse floor".to_string(),
+                (layer, false) => format!("{} floor", layer.name()),
+                (layer, true) => format!("{} parse floor", layer.name()),
             },
             "requests": all.len(),
             "failed": failed,
@@ -256,32 +295,8 @@ async fn through_hyper(
                     .body(Once(Some(body.clone())))
                     .map_err(|e| e.to_string())?;
                 let sent = Instant::now();
-                let one = match sender.send_request(request).await {
-                    Ok(response) if response.status().is_success() => {
-                        let mut body = response.into_body();
-                        let mut reader = Reader::new(sent, parse);
-                        loop {
-                            let frame =
-                                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
-                            match frame {
-                                None => break reader.end(),
-                                Some(Err(_)) => break reader.failed(),
-                                Some(Ok(frame)) => {
-                                    if let Ok(data) = frame.into_data() {
-                                        if reader.feed(&data).is_err() {
-                                            break reader.failed();
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    _ => Timed {
-                        ttft: None,
-                        ok: false,
-                    },
-                };
-                timed.push(one);
+                let response = sender.send_request(request).await;
+                timed.push(read_answer(response, sent, parse).await);
                 if sender.ready().await.is_err() {
                     return Err("the server closed a kept connection".to_string());
                 }
@@ -294,6 +309,196 @@ async fn through_hyper(
         all.extend(w.await.map_err(|e| e.to_string())??);
     }
     Ok((all, start.elapsed().as_secs_f64()))
+}
+
+/// Reads one answer's body to its end through a [`Reader`].
+async fn read_answer<E>(
+    response: Result<hyper::Response<hyper::body::Incoming>, E>,
+    sent: Instant,
+    parse: bool,
+) -> Timed {
+    let mut body = match response {
+        Ok(response) if response.status().is_success() => response.into_body(),
+        _ => {
+            return Timed {
+                ttft: None,
+                ok: false,
+            }
+        }
+    };
+    let mut reader = Reader::new(sent, parse);
+    loop {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        match frame {
+            None => break reader.end(),
+            Some(Err(_)) => break reader.failed(),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if reader.feed(&data).is_err() {
+                        break reader.failed();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The request every layer sends, to `uri` (a path, or an absolute URL for hyper-util).
+fn completion(uri: &str, authority: &str, body: &Bytes) -> Result<hyper::Request<Once>, String> {
+    hyper::Request::post(uri)
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::ACCEPT, "text/event-stream")
+        .body(Once(Some(body.clone())))
+        .map_err(|e| e.to_string())
+}
+
+/// Runs `concurrency` workers that take request numbers until `total` are sent, each request
+/// through `one`; returns every request's stamps and the window's wall time.
+async fn closed_loop<F, Fut>(
+    total: usize,
+    concurrency: usize,
+    one: F,
+) -> Result<(Vec<Timed>, f64), String>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Timed, String>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let (next, one) = (next.clone(), one.clone());
+        workers.push(tokio::spawn(async move {
+            let mut timed = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                timed.push(one().await?);
+            }
+            Ok::<_, String>(timed)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for w in workers {
+        all.extend(w.await.map_err(|e| e.to_string())??);
+    }
+    Ok((all, start.elapsed().as_secs_f64()))
+}
+
+type Legacy =
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Once>;
+
+/// Every request through one pooled hyper-util legacy client (the layer under reqwest): its
+/// connections opened first, off the clock, by as many requests at once as there are workers.
+async fn through_hyper_util(
+    args: &Args,
+    authority: &str,
+    body: &Bytes,
+    concurrency: usize,
+) -> Result<(Vec<Timed>, f64), String> {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Legacy =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+    let uri: Arc<str> = format!("http://{authority}/v1/completions").into();
+    let authority: Arc<str> = authority.into();
+    let body = body.clone();
+    let one = move |parse: bool| {
+        let (client, uri, authority, body) =
+            (client.clone(), uri.clone(), authority.clone(), body.clone());
+        async move {
+            let request = completion(&uri, &authority, &body)?;
+            let sent = Instant::now();
+            Ok::<_, String>(read_answer(client.request(request).await, sent, parse).await)
+        }
+    };
+    let opening: Vec<_> = (0..concurrency).map(|_| one(false)).collect();
+    for t in futures::future::join_all(opening).await {
+        if !t?.ok {
+            return Err("a request opening the connections failed".into());
+        }
+    }
+    let parse = args.parse;
+    closed_loop(args.requests, concurrency, move || one(parse)).await
+}
+
+/// A pool of our own: idle hyper `http1::SendRequest` handles in a `Mutex<Vec<_>>`, the last
+/// given back taken first; a handle whose connection closed is dropped and a new connection
+/// opened in its place (through the same ramp as the raw floor's).
+struct OwnPool {
+    idle: std::sync::Mutex<Vec<hyper::client::conn::http1::SendRequest<Once>>>,
+    authority: String,
+    ramp: tokio::sync::Semaphore,
+}
+
+impl OwnPool {
+    async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<Once>, String> {
+        let _permit = self.ramp.acquire().await.map_err(|e| e.to_string())?;
+        let tcp = tokio::net::TcpStream::connect(&self.authority)
+            .await
+            .map_err(|e| format!("connect {}: {e}", self.authority))?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    /// An idle handle ready for a request, or a new connection's.
+    async fn take(&self) -> Result<hyper::client::conn::http1::SendRequest<Once>, String> {
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(mut sender) = idle else {
+                return self.connect().await;
+            };
+            if sender.ready().await.is_ok() {
+                return Ok(sender);
+            }
+        }
+    }
+
+    fn give_back(&self, sender: hyper::client::conn::http1::SendRequest<Once>) {
+        if !sender.is_closed() {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(sender);
+        }
+    }
+}
+
+/// Every request through [`OwnPool`]: `concurrency` connections opened into it first, off the
+/// clock; each request takes a handle and gives it back once its body has ended.
+async fn through_own_pool(
+    args: &Args,
+    authority: &str,
+    body: &Bytes,
+    concurrency: usize,
+) -> Result<(Vec<Timed>, f64), String> {
+    let pool = Arc::new(OwnPool {
+        idle: std::sync::Mutex::new(Vec::with_capacity(concurrency)),
+        authority: authority.to_string(),
+        ramp: tokio::sync::Semaphore::new(128),
+    });
+    let opened = futures::future::join_all((0..concurrency).map(|_| pool.connect())).await;
+    for sender in opened {
+        pool.give_back(sender?);
+    }
+    let (authority, body, parse): (Arc<str>, _, _) = (authority.into(), body.clone(), args.parse);
+    closed_loop(args.requests, concurrency, move || {
+        let (pool, authority, body) = (pool.clone(), authority.clone(), body.clone());
+        async move {
+            let mut sender = pool.take().await?;
+            let request = completion("/v1/completions", &authority, &body)?;
+            let sent = Instant::now();
+            let timed = read_answer(sender.send_request(request).await, sent, parse).await;
+            pool.give_back(sender);
+            Ok(timed)
+        }
+    })
+    .await
 }
 
 /// Every request through one pooled `reqwest` client, as the openai backend sends them; its
