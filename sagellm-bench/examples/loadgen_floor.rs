@@ -80,7 +80,9 @@ fn parse_args() -> Result<Args, String> {
         requests: 10_000,
         prompt_tokens: 32,
         output_tokens: 64,
-        // The openai backend's runtime has two workers (backend/clock.rs).
+        // Two workers, as the openai backend's runtime on more than two cores; on two cores
+        // or fewer it runs one (backend/clock.rs), so `--threads 1` matches it there. Every
+        // sitting in docs/PERFORMANCE.md ran this default.
         threads: 2,
         parse: false,
         layer: Layer::Raw,
