@@ -301,40 +301,59 @@ thread_local! {
     static PREFILL_WEIGHTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Output columns (weight rows) per task of [`dense_gemm`]: a multiple of the f32 kernel's
+/// 16 x 6 tile, and few enough tasks (12 for SmolLM2's 576 columns) that each one's packing
+/// of `x` stays small next to its products.
+const GEMM_COLUMNS: usize = 48;
+
 /// `out = x Wᵀ` for row-major `x` (`[m, k]`) and `w` (`[n, k]`), with candle's GEMM (the `gemm`
-/// crate) over the threads candle uses.
+/// crate), one block of [`GEMM_COLUMNS`] output columns per task over candle's barrier pool.
+///
+/// The barrier pool, not rayon (`gemm::Parallelism::Rayon`): candle's elementwise ops and our
+/// expansion run on the barrier pool, whose worker spins a while (25 000 spin-loop hints) after
+/// each of them before it parks. With the GEMM on rayon's threads, that spinning worker was a
+/// third thread on two cores for about a millisecond after every such op (perf of pp128 at
+/// 2 threads: 8% of the samples), taking a core from the GEMM. On the same pool, the worker
+/// it spins on is the one the GEMM hands its next block to.
 fn dense_gemm(m: usize, n: usize, k: usize, x: &[f32], w: &[f32], out: &mut [f32]) {
     assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
-    let threads = candle_core::utils::get_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
+    let pool = candle_core::utils::barrier_pool();
+    let out = packed::SharedOut(out.as_mut_ptr());
+    let columns = |tasks: std::ops::Range<usize>| {
+        let (start, end) = (tasks.start * GEMM_COLUMNS, n.min(tasks.end * GEMM_COLUMNS));
+        // SAFETY: `x`, `w` and `out` hold the shapes asserted above; `w`'s rows `start..end`
+        // read as `[k, end - start]` with column stride `k` are their `Wᵀ`; the product goes
+        // to columns `start..end` of `out` (row stride `n`), which no other task writes
+        // (`execute_chunked` hands out disjoint task ranges and returns when all are done).
+        unsafe {
+            gemm::gemm(
+                m,
+                end - start,
+                k,
+                out.at(start),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr().add(start * k),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
     };
-    // SAFETY: the three buffers hold the shapes asserted above; `w` read as `[k, n]` with
-    // column stride `k` is `Wᵀ`; `out` is written alone (`read_dst` false).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
+    let tasks = n.div_ceil(GEMM_COLUMNS);
+    if pool.n_workers() == 0 {
+        columns(0..tasks);
+    } else {
+        pool.execute_chunked(tasks, columns);
     }
 }
 

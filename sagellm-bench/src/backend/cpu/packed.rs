@@ -84,11 +84,10 @@ pub(super) fn with_wide_vectors<R>(f: impl FnOnce() -> R) -> R {
 /// `[Σ rows, columns]` matrix in `dst`, in tasks of [`ROWS_PER_TASK`] rows: a prompt chunk's
 /// dense path expands q, k and v (or gate and up) in one parallel region.
 ///
-/// Over rayon's current pool, not the barrier pool: the GEMM that follows runs on rayon's
-/// threads, and a barrier worker left spinning after the expansion would hold the second core
-/// for a millisecond or so, about one GEMM's time at 2 threads.
+/// Over candle's barrier pool, as the GEMM that follows (`linear::dense_gemm`): on another
+/// pool, the barrier worker left spinning after the expansion (or the GEMM's pool after the
+/// GEMM) would hold the second core a while for nothing.
 pub(super) fn dequantize_stacked(weights: &[&dyn PackedWeight], dst: &mut [f32]) {
-    use rayon::prelude::*;
     let columns = weights.first().map_or(0, |w| w.columns());
     let total: usize = weights.iter().map(|w| w.rows()).sum();
     assert!(weights.iter().all(|w| w.columns() == columns));
@@ -97,25 +96,39 @@ pub(super) fn dequantize_stacked(weights: &[&dyn PackedWeight], dst: &mut [f32])
         total * columns,
         "one f32 per stacked weight value"
     );
+    // (weight, first row, last row + 1, first value in `dst`) of every task.
     let mut tasks = Vec::new();
-    let mut rest = dst;
+    let mut offset = 0;
     for w in weights {
         for start in (0..w.rows()).step_by(ROWS_PER_TASK) {
             let end = w.rows().min(start + ROWS_PER_TASK);
-            let (part, tail) = rest.split_at_mut((end - start) * columns);
-            tasks.push((*w, start, end, part));
-            rest = tail;
+            tasks.push((*w, start, end, offset));
+            offset += (end - start) * columns;
         }
     }
-    if rayon::current_num_threads() < 2 {
-        for (w, start, end, part) in tasks {
-            w.dequantize_rows(start, end, part);
+    let pool = candle_core::utils::barrier_pool();
+    if pool.n_workers() == 0 {
+        for (w, start, end, offset) in tasks {
+            w.dequantize_rows(
+                start,
+                end,
+                &mut dst[offset..offset + (end - start) * columns],
+            );
         }
         return;
     }
-    tasks
-        .into_par_iter()
-        .for_each(|(w, start, end, part)| w.dequantize_rows(start, end, part));
+    let shared = SharedOut(dst.as_mut_ptr());
+    pool.execute_chunked(tasks.len(), |range| {
+        for &(w, start, end, offset) in &tasks[range] {
+            // SAFETY: the tasks' ranges `offset..offset + (end - start) * columns` tile `dst`
+            // without overlap (built above), `dst` outlives `execute_chunked`, which returns
+            // when every task is done, and each task is handed to one thread.
+            let part = unsafe {
+                std::slice::from_raw_parts_mut(shared.at(offset), (end - start) * columns)
+            };
+            w.dequantize_rows(start, end, part);
+        }
+    });
 }
 
 /// `x Wᵀ` for `x` of shape `[..., in]`.
@@ -191,7 +204,7 @@ fn products(weights: &[&dyn PackedWeight], a: &Activations) -> Vec<Vec<f32>> {
                 unsafe {
                     std::ptr::copy_nonoverlapping(
                         chunk.as_ptr(),
-                        shared[j].0.add(i * rows + start),
+                        shared[j].at(i * rows + start),
                         width,
                     );
                 }
@@ -201,11 +214,20 @@ fn products(weights: &[&dyn PackedWeight], a: &Activations) -> Vec<Vec<f32>> {
     outs
 }
 
-/// An output of [`products`], written by its tasks at disjoint places.
-struct SharedOut(*mut f32);
+/// An output buffer that the barrier pool's tasks write at disjoint places ([`products`],
+/// [`dequantize_stacked`], `linear::dense_gemm`).
+pub(super) struct SharedOut(pub *mut f32);
 
-// SAFETY: the tasks write disjoint ranges (see `products`), and the pointer does not outlive
-// the vector it points into.
+impl SharedOut {
+    /// The place `offset` values in (a method, so that a closure captures the whole `Sync`
+    /// wrapper rather than its raw pointer field alone).
+    pub fn at(&self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+// SAFETY: every user writes disjoint ranges from its tasks (see each one's SAFETY comment),
+// and the pointer does not outlive the buffer it points into.
 unsafe impl Sync for SharedOut {}
 
 #[cfg(test)]
