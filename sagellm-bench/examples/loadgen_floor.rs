@@ -155,6 +155,14 @@ struct Timed {
     ok: bool,
 }
 
+impl Timed {
+    /// An answer that never came or came with an error status.
+    const REFUSED: Timed = Timed {
+        ttft: None,
+        ok: false,
+    };
+}
+
 /// The fields of a completion event the parse floor reads.
 #[derive(serde::Deserialize)]
 struct Event<'a> {
@@ -321,12 +329,7 @@ async fn read_answer<E>(
 ) -> Timed {
     let mut body = match response {
         Ok(response) if response.status().is_success() => response.into_body(),
-        _ => {
-            return Timed {
-                ttft: None,
-                ok: false,
-            }
-        }
+        _ => return Timed::REFUSED,
     };
     let mut reader = Reader::new(sent, parse);
     loop {
@@ -529,12 +532,7 @@ async fn through_reqwest(
             .await;
         let mut response = match response {
             Ok(r) if r.status().is_success() => r,
-            _ => {
-                return Timed {
-                    ttft: None,
-                    ok: false,
-                }
-            }
+            _ => return Timed::REFUSED,
         };
         let mut reader = Reader::new(sent, parse);
         loop {

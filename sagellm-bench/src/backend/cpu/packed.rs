@@ -106,19 +106,9 @@ pub(super) fn dequantize_stacked(weights: &[&dyn PackedWeight], dst: &mut [f32])
             offset += (end - start) * columns;
         }
     }
-    let pool = candle_core::utils::barrier_pool();
-    if pool.n_workers() == 0 {
-        for (w, start, end, offset) in tasks {
-            w.dequantize_rows(
-                start,
-                end,
-                &mut dst[offset..offset + (end - start) * columns],
-            );
-        }
-        return;
-    }
+    // With no workers (one thread) `execute_chunked` runs every task here, in order.
     let shared = SharedOut(dst.as_mut_ptr());
-    pool.execute_chunked(tasks.len(), |range| {
+    candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
         for &(w, start, end, offset) in &tasks[range] {
             // SAFETY: the tasks' ranges `offset..offset + (end - start) * columns` tile `dst`
             // without overlap (built above), `dst` outlives `execute_chunked`, which returns
