@@ -35,7 +35,7 @@ enum DecodeWeight {
     Candle(QMatMul),
     /// Q8_0, repacked for our kernel (backend/cpu/q8.rs), where the CPU runs it.
     Q8(Arc<PackedQ8>),
-    /// Q4_1, repacked for our kernel (backend/cpu/q4_1.rs), where the CPU runs it.
+    /// Q4_1 or Q4_0, repacked for our Q4_1 kernel (backend/cpu/q4_1.rs), where the CPU runs it.
     Q4_1(Arc<PackedQ4_1>),
     /// Q5_0, repacked for our kernel (backend/cpu/q5_0.rs), where the CPU runs it.
     Q5_0(Arc<PackedQ5_0>),
@@ -119,14 +119,25 @@ impl Linear {
     ) -> Result<Self> {
         let format = Some(weight.dtype());
         let (out_features, in_features) = weight.shape().dims2()?;
+        let four_bit = match weight.dtype() {
+            GgmlDType::Q4_1 | GgmlDType::Q4_0 if q4_1::available() => {
+                match PackedQ4_1::from_qtensor(&weight) {
+                    Ok(w) => Some(w),
+                    // A Q4_0 scale too large for the Q4_1 form (no real model's): candle's.
+                    Err(_) if weight.dtype() == GgmlDType::Q4_0 => None,
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => None,
+        };
         let weight = if weight.dtype() == GgmlDType::Q8_0
             && q8::available()
             && !q8::candle_tiles_q8_0(out_features, in_features)
         {
             // Repacked, and candle's copy dropped: the kernel reads only the repacked blocks.
             DecodeWeight::Q8(Arc::new(PackedQ8::from_qtensor(&weight)?))
-        } else if weight.dtype() == GgmlDType::Q4_1 && q4_1::available() {
-            DecodeWeight::Q4_1(Arc::new(PackedQ4_1::from_qtensor(&weight)?))
+        } else if let Some(w) = four_bit {
+            DecodeWeight::Q4_1(Arc::new(w))
         } else if weight.dtype() == GgmlDType::Q5_0 && q5_0::available() {
             DecodeWeight::Q5_0(Arc::new(PackedQ5_0::from_qtensor(&weight)?))
         } else {

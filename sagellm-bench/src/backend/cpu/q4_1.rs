@@ -1,5 +1,6 @@
 //! Q4_1 weights multiplied by our own AVX2 kernel, for decode: the format SmolLM2's GGUF ships
-//! in, read at its own size (20 bytes per 32 weights, against Q8_0's 34).
+//! in, read at its own size (20 bytes per 32 weights, against Q8_0's 34). Q4_0 weights are held
+//! and multiplied as Q4_1 too (see [`PackedQ4_1::from_qtensor`]).
 //!
 //! candle 0.11 has no vectorised Q4_1 kernel (`--dtype keep` decoded at 11 tok/s). A Q4_1
 //! value is `d q + m` with `q` in 0..16, so a block's dot product with a Q8_0-quantized
@@ -48,33 +49,55 @@ pub struct PackedQ4_1 {
 }
 
 impl PackedQ4_1 {
+    /// Repacks a Q4_1 or a Q4_0 QTensor of shape `[out, in]`.
+    ///
+    /// A Q4_0 value `d (q - 8)` is the Q4_1 value `d q + m` with `m = -8 d`, which f16 holds
+    /// exactly (eight times an f16 is one, unless it overflows), so every value is the one the
+    /// file stores, and Q4_0 decodes on this kernel (candle's Q4_0 product decoded SmolLM2 at a
+    /// third of this one's speed, docs/PERFORMANCE.md) for two bytes more per 32 values than
+    /// its own 18. A scale whose `-8 d` leaves f16 (past 8188, no real model's) is refused.
     pub fn from_qtensor(q: &QTensor) -> Result<Self> {
-        if q.dtype() != GgmlDType::Q4_1 {
-            bail!("PackedQ4_1 holds Q4_1 weights, not {:?}", q.dtype());
-        }
+        // Bytes of one stored block, and its `d`, `m` (as f16 bytes) and nibbles.
+        type Split<'a> = Result<([u8; 2], [u8; 2], &'a [u8])>;
+        let (stored_bytes, split): (usize, fn(&[u8]) -> Split<'_>) = match q.dtype() {
+            GgmlDType::Q4_1 => (STORED_BLOCK_BYTES, |block| {
+                Ok(([block[0], block[1]], [block[2], block[3]], &block[4..]))
+            }),
+            GgmlDType::Q4_0 => (2 + BLOCK / 2, |block| {
+                let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+                let m = f16::from_f32(-8.0 * d);
+                if m.to_f32() != -8.0 * d {
+                    bail!("a Q4_0 block scale of {d} has no Q4_1 minimum in f16");
+                }
+                Ok(([block[0], block[1]], m.to_le_bytes(), &block[2..]))
+            }),
+            other => bail!("PackedQ4_1 holds Q4_1 or Q4_0 weights, not {other:?}"),
+        };
         let (rows, columns) = q.shape().dims2()?;
         if columns % BLOCK != 0 {
-            bail!("Q4_1 rows of {columns} values are not whole 32-value blocks");
+            bail!("4-bit rows of {columns} values are not whole 32-value blocks");
         }
         let blocks = columns / BLOCK;
         let data = q.data()?;
-        if data.len() != rows * blocks * STORED_BLOCK_BYTES {
+        if data.len() != rows * blocks * stored_bytes {
             bail!(
-                "a Q4_1 [{rows}, {columns}] tensor holds {} bytes, not {}",
+                "a {:?} [{rows}, {columns}] tensor holds {} bytes, not {}",
+                q.dtype(),
                 data.len(),
-                rows * blocks * STORED_BLOCK_BYTES
+                rows * blocks * stored_bytes
             );
         }
         let groups = rows.div_ceil(ROWS_PER_STEP);
         let mut packed = vec![0u8; groups * blocks * GROUP_BLOCK_BYTES];
-        for (row, stored) in data.chunks_exact(blocks * STORED_BLOCK_BYTES).enumerate() {
+        for (row, stored) in data.chunks_exact(blocks * stored_bytes).enumerate() {
             let (g, r) = (row / ROWS_PER_STEP, row % ROWS_PER_STEP);
-            for (b, block) in stored.chunks_exact(STORED_BLOCK_BYTES).enumerate() {
+            for (b, block) in stored.chunks_exact(stored_bytes).enumerate() {
+                let (d, m, nibbles) = split(block)?;
                 let at = (g * blocks + b) * GROUP_BLOCK_BYTES;
-                packed[at + 2 * r..at + 2 * r + 2].copy_from_slice(&block[0..2]);
-                packed[at + 8 + 2 * r..at + 8 + 2 * r + 2].copy_from_slice(&block[2..4]);
+                packed[at + 2 * r..at + 2 * r + 2].copy_from_slice(&d);
+                packed[at + 8 + 2 * r..at + 8 + 2 * r + 2].copy_from_slice(&m);
                 let qs = at + NIBBLES_AT + 16 * r;
-                packed[qs..qs + 16].copy_from_slice(&block[4..]);
+                packed[qs..qs + 16].copy_from_slice(nibbles);
             }
         }
         Ok(PackedQ4_1 {
@@ -283,6 +306,49 @@ mod tests {
     use candle_core::Device;
 
     use super::*;
+
+    #[test]
+    fn q4_0_weights_keep_their_values_and_multiply_as_their_plain_product() {
+        if !available() {
+            return;
+        }
+        let (rows, k, m) = (6, 64, 2);
+        let w: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 29 % 97) as f32 - 48.0) / 35.0)
+            .collect();
+        let w = Tensor::from_vec(w, (rows, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q4_0).unwrap();
+        let packed = PackedQ4_1::from_qtensor(&q).unwrap();
+        let exact = q.dequantize(&Device::Cpu).unwrap();
+        assert_eq!(
+            packed.dequantize().unwrap().to_vec2::<f32>().unwrap(),
+            exact.to_vec2::<f32>().unwrap()
+        );
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 41 % 83) as f32 - 40.0) / 25.0)
+            .collect();
+        let (a_qs, a_scales) = quantize_rows(&x, k);
+        let a: Vec<f32> = a_qs
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| q as f32 * a_scales[i / BLOCK])
+            .collect();
+        let a = Tensor::from_vec(a, (m, k), &Device::Cpu).unwrap();
+        let x = Tensor::from_vec(x, (m, k), &Device::Cpu).unwrap();
+        let ours = packed.matmul_t(&x).unwrap().to_vec2::<f32>().unwrap();
+        let plain = a
+            .matmul(&exact.t().unwrap())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (a, b) in ours.iter().flatten().zip(plain.iter().flatten()) {
+            assert!((a - b).abs() < 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        // A scale whose -8 d does not fit an f16 is refused, not rounded.
+        let huge = Tensor::from_vec(vec![80_000.0f32; k], (1, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&huge, GgmlDType::Q4_0).unwrap();
+        assert!(PackedQ4_1::from_qtensor(&q).is_err());
+    }
 
     #[test]
     fn the_kernel_matches_a_plain_product_of_the_same_values() {
