@@ -307,60 +307,15 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn q4_0_weights_keep_their_values_and_multiply_as_their_plain_product() {
-        if !available() {
-            return;
-        }
-        let (rows, k, m) = (6, 64, 2);
-        let w: Vec<f32> = (0..rows * k)
-            .map(|i| ((i * 29 % 97) as f32 - 48.0) / 35.0)
-            .collect();
-        let w = Tensor::from_vec(w, (rows, k), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q4_0).unwrap();
-        let packed = PackedQ4_1::from_qtensor(&q).unwrap();
-        let exact = q.dequantize(&Device::Cpu).unwrap();
-        assert_eq!(
-            packed.dequantize().unwrap().to_vec2::<f32>().unwrap(),
-            exact.to_vec2::<f32>().unwrap()
-        );
-        let x: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 41 % 83) as f32 - 40.0) / 25.0)
-            .collect();
-        let (a_qs, a_scales) = quantize_rows(&x, k);
-        let a: Vec<f32> = a_qs
-            .iter()
-            .enumerate()
-            .map(|(i, &q)| q as f32 * a_scales[i / BLOCK])
-            .collect();
-        let a = Tensor::from_vec(a, (m, k), &Device::Cpu).unwrap();
-        let x = Tensor::from_vec(x, (m, k), &Device::Cpu).unwrap();
-        let ours = packed.matmul_t(&x).unwrap().to_vec2::<f32>().unwrap();
-        let plain = a
-            .matmul(&exact.t().unwrap())
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        for (a, b) in ours.iter().flatten().zip(plain.iter().flatten()) {
-            assert!((a - b).abs() < 1e-4 * b.abs().max(1.0), "{a} vs {b}");
-        }
-        // A scale whose -8 d does not fit an f16 is refused, not rounded.
-        let huge = Tensor::from_vec(vec![80_000.0f32; k], (1, k), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&huge, GgmlDType::Q4_0).unwrap();
-        assert!(PackedQ4_1::from_qtensor(&q).is_err());
-    }
-
-    #[test]
-    fn the_kernel_matches_a_plain_product_of_the_same_values() {
-        if !available() {
-            return;
-        }
-        let (rows, k, m) = (7, 96, 3);
+    /// Repacks a `[rows, k]` weight quantized to `format`, checks that its expansion is the
+    /// stored values exactly, and that the kernel's product with `m` activation rows is the
+    /// plain product of the same (quantized) values.
+    fn check_against_the_plain_product(format: GgmlDType, rows: usize, k: usize, m: usize) {
         let w: Vec<f32> = (0..rows * k)
             .map(|i| ((i * 37 % 101) as f32 - 30.0) / 40.0)
             .collect();
         let w = Tensor::from_vec(w, (rows, k), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
+        let q = QTensor::quantize(&w, format).unwrap();
         let packed = PackedQ4_1::from_qtensor(&q).unwrap();
         let exact = q.dequantize(&Device::Cpu).unwrap();
         assert_eq!(
@@ -385,7 +340,30 @@ mod tests {
             .to_vec2::<f32>()
             .unwrap();
         for (a, b) in ours.iter().flatten().zip(plain.iter().flatten()) {
-            assert!((a - b).abs() < 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+            assert!(
+                (a - b).abs() < 1e-4 * b.abs().max(1.0),
+                "{format:?}: {a} vs {b}"
+            );
         }
+    }
+
+    #[test]
+    fn the_kernel_matches_a_plain_product_of_the_same_values() {
+        if !available() {
+            return;
+        }
+        check_against_the_plain_product(GgmlDType::Q4_1, 7, 96, 3);
+    }
+
+    #[test]
+    fn q4_0_weights_keep_their_values_and_multiply_as_their_plain_product() {
+        if !available() {
+            return;
+        }
+        check_against_the_plain_product(GgmlDType::Q4_0, 6, 64, 2);
+        // A scale whose -8 d does not fit an f16 is refused, not rounded.
+        let huge = Tensor::from_vec(vec![80_000.0f32; 64], (1, 64), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&huge, GgmlDType::Q4_0).unwrap();
+        assert!(PackedQ4_1::from_qtensor(&q).is_err());
     }
 }
